@@ -1,0 +1,233 @@
+//! Folds shard progress records into a job status (contract §2). Pure: the operator and
+//! `ferry run` call it with what they observed.
+
+use std::collections::BTreeMap;
+
+use crate::plan::FailureBudget;
+use crate::quantity::human_bytes;
+use crate::spec::{MigrationJobSpec, VerifyMode};
+use crate::status::{Counters, ErrorSample, MigrationJobStatus, Phase, Progress, ShardProgress, ShardState, ShardSummary};
+
+/// At most this many first errors are kept in the status.
+pub const MAX_FIRST_ERRORS: usize = 10;
+const MAX_KEY_IN_STATUS: usize = 256;
+
+/// The phase the shards add up to, with a one-line message.
+pub fn outcome(spec: &MigrationJobSpec, shards: &[ShardProgress], expected_shards: usize) -> (Phase, String) {
+    let mut total = Counters::default();
+    for s in shards {
+        total.add(&s.counters);
+    }
+    if let Some(f) = shards.iter().find_map(|s| s.fatal.as_ref()) {
+        return (Phase::Failed, format!("stopped by a job-fatal error ({}): {}", f.class.as_str(), f.message));
+    }
+    if shards.iter().any(|s| s.state == ShardState::Cancelled) {
+        return (Phase::Cancelled, "cancelled".into());
+    }
+    let all_done = shards.len() == expected_shards && shards.iter().all(|s| s.state == ShardState::Completed);
+    if !all_done {
+        if shards.iter().any(|s| s.state == ShardState::Paused) {
+            return (Phase::Paused, "paused; a new run resumes from the checkpoints".into());
+        }
+        return (Phase::Running, String::new());
+    }
+    if spec.dry_run {
+        return (
+            Phase::Completed,
+            format!("dry run: {} objects ({}) would be copied, {} are up to date", total.objects_would_copy, human_bytes(total.bytes_would_copy), total.objects_skipped),
+        );
+    }
+    if total.objects_failed == 0 {
+        return (Phase::Completed, format!("{} objects copied, {} up to date, {} vanished", total.objects_copied, total.objects_skipped, total.objects_vanished));
+    }
+    let budget = spec.max_failures.as_deref().and_then(|m| FailureBudget::parse(m).ok());
+    let msg = format!("{} of {} objects failed; see the failure report", total.objects_failed, total.objects_total);
+    match budget {
+        Some(b) if b.exceeded(total.objects_failed, total.objects_total) => {
+            (Phase::Failed, format!("{msg} (more than maxFailures {})", spec.max_failures.as_deref().unwrap_or_default()))
+        }
+        _ => (Phase::PartiallyCompleted, msg),
+    }
+}
+
+/// The job status the shards add up to. `elapsed_secs` is the time since the job started
+/// (for the ETA when no shard reports a rate).
+pub fn aggregate(spec: &MigrationJobSpec, shards: &[ShardProgress], expected_shards: usize) -> MigrationJobStatus {
+    let mut counters = Counters::default();
+    let mut by_class = BTreeMap::new();
+    let mut first_errors: Vec<ErrorSample> = Vec::new();
+    let mut rate = 0;
+    for s in shards {
+        counters.add(&s.counters);
+        for (c, n) in &s.failures_by_class {
+            *by_class.entry(*c).or_insert(0) += n;
+        }
+        for e in s.first_errors.iter().chain(s.fatal.iter()) {
+            if first_errors.len() < MAX_FIRST_ERRORS {
+                let mut e = e.clone();
+                truncate_key(&mut e.key);
+                first_errors.push(e);
+            }
+        }
+        if s.state == ShardState::Running {
+            rate += s.bytes_per_second;
+        }
+    }
+    let listing_complete = shards.len() == expected_shards && shards.iter().all(|s| s.listing_complete);
+    let (phase, message) = outcome(spec, shards, expected_shards);
+    let progress = progress(counters, rate, listing_complete, phase);
+    MigrationJobStatus {
+        phase: Some(phase),
+        progress,
+        failures_by_class: by_class,
+        first_errors,
+        shards: shards
+            .iter()
+            .map(|s| ShardSummary { index: s.shard, state: s.state, objects_done: s.counters.objects_done(), objects_failed: s.counters.objects_failed })
+            .collect(),
+        verified: Some(match spec.verify {
+            VerifyMode::Checksum => "Checksum",
+            VerifyMode::ReRead => "ReRead",
+            VerifyMode::Size => "SizeOnly",
+        }
+        .to_string()),
+        dry_run: spec.dry_run,
+        message: (!message.is_empty()).then_some(message),
+        ..Default::default()
+    }
+}
+
+fn progress(counters: Counters, rate: u64, listing_complete: bool, phase: Phase) -> Progress {
+    let done = counters.bytes_done();
+    let (eta_seconds, percent) = if listing_complete {
+        let left = counters.bytes_total.saturating_sub(done);
+        let eta = if phase.is_terminal() {
+            Some(0)
+        } else if rate > 0 {
+            Some(left.div_ceil(rate))
+        } else {
+            None
+        };
+        let pct = if counters.bytes_total == 0 {
+            if counters.objects_done() >= counters.objects_total { 100 } else { 0 }
+        } else {
+            (done.saturating_mul(100) / counters.bytes_total).min(100)
+        };
+        (eta, Some(format!("{pct}%")))
+    } else {
+        (None, None)
+    };
+    Progress {
+        summary: format!("{}/{}", counters.objects_done(), counters.objects_total),
+        bytes_human: human_bytes(done),
+        rate: format!("{}/s", human_bytes(rate)),
+        eta: eta_seconds.map(human_duration),
+        eta_seconds,
+        percent,
+        bytes_per_second: rate,
+        listing_complete,
+        counters,
+    }
+}
+
+fn truncate_key(key: &mut String) {
+    if key.len() > MAX_KEY_IN_STATUS {
+        let mut cut = MAX_KEY_IN_STATUS;
+        while !key.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        key.truncate(cut);
+        key.push('…');
+    }
+}
+
+/// `3h04m`, `5m20s`, `42s`.
+pub fn human_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::FailureClass;
+
+    fn spec(extra: &str) -> MigrationJobSpec {
+        serde_yaml::from_str(&format!("source: {{s3: {{bucket: abc}}}}\ndestination: {{filesystem: {{path: /b}}}}\n{extra}")).unwrap()
+    }
+
+    fn shard(i: u32, state: ShardState, copied: u64, failed: u64) -> ShardProgress {
+        ShardProgress {
+            shard: i,
+            state,
+            listing_complete: state == ShardState::Completed,
+            counters: Counters {
+                objects_total: copied + failed,
+                objects_copied: copied,
+                objects_failed: failed,
+                bytes_total: (copied + failed) * 10,
+                bytes_copied: copied * 10,
+                bytes_failed: failed * 10,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn completed_only_when_every_expected_shard_completed() {
+        let s = spec("");
+        assert_eq!(outcome(&s, &[shard(0, ShardState::Completed, 5, 0)], 2).0, Phase::Running);
+        let both = [shard(0, ShardState::Completed, 5, 0), shard(1, ShardState::Completed, 3, 0)];
+        assert_eq!(outcome(&s, &both, 2).0, Phase::Completed);
+        let st = aggregate(&s, &both, 2);
+        assert_eq!(st.progress.counters.objects_copied, 8);
+        assert_eq!(st.progress.percent.as_deref(), Some("100%"));
+        assert_eq!(st.progress.summary, "8/8");
+    }
+
+    #[test]
+    fn failures_within_and_beyond_budget() {
+        let done = [shard(0, ShardState::Completed, 999, 1)];
+        assert_eq!(outcome(&spec(""), &done, 1).0, Phase::PartiallyCompleted);
+        assert_eq!(outcome(&spec("maxFailures: '0.1%'"), &done, 1).0, Phase::PartiallyCompleted);
+        assert_eq!(outcome(&spec("maxFailures: '0'"), &done, 1).0, Phase::Failed);
+    }
+
+    #[test]
+    fn fatal_and_paused() {
+        let mut f = shard(0, ShardState::Failed, 1, 0);
+        f.fatal = Some(ErrorSample { key: String::new(), class: FailureClass::AccessDenied, code: Some("InvalidAccessKeyId".into()), message: "bad key".into() });
+        let (p, m) = outcome(&spec(""), &[f, shard(1, ShardState::Running, 1, 0)], 2);
+        assert_eq!(p, Phase::Failed);
+        assert!(m.contains("AccessDenied"), "{m}");
+        assert_eq!(outcome(&spec(""), &[shard(0, ShardState::Paused, 1, 0)], 1).0, Phase::Paused);
+    }
+
+    #[test]
+    fn eta_only_after_listing() {
+        let mut s = shard(0, ShardState::Running, 1, 0);
+        s.counters.bytes_total = 100;
+        s.bytes_per_second = 10;
+        let st = aggregate(&spec(""), std::slice::from_ref(&s), 1);
+        assert_eq!(st.progress.eta_seconds, None);
+        s.listing_complete = true;
+        let st = aggregate(&spec(""), &[s], 1);
+        assert_eq!(st.progress.eta_seconds, Some(9));
+        assert_eq!(st.progress.percent.as_deref(), Some("10%"));
+    }
+
+    #[test]
+    fn long_keys_are_truncated_in_status() {
+        let mut s = shard(0, ShardState::Completed, 0, 1);
+        s.first_errors.push(ErrorSample { key: "é".repeat(300), class: FailureClass::Internal, code: None, message: "x".into() });
+        let st = aggregate(&spec(""), &[s], 1);
+        assert!(st.first_errors[0].key.len() <= MAX_KEY_IN_STATUS + 3);
+    }
+}

@@ -1,0 +1,309 @@
+//! The `MigrationJob` resource (group `ferry.dev`, version `v1alpha1`) as users write it.
+
+use chrono::{DateTime, Utc};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::ByteSize;
+use crate::status::MigrationJobStatus;
+
+/// One bulk copy of objects from a source to a destination.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "ferry.dev",
+    version = "v1alpha1",
+    kind = "MigrationJob",
+    namespaced,
+    status = "MigrationJobStatus",
+    shortname = "mj",
+    category = "ferry",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress.percent"}"#,
+    printcolumn = r#"{"name":"Objects","type":"string","jsonPath":".status.progress.summary"}"#,
+    printcolumn = r#"{"name":"Bytes","type":"string","jsonPath":".status.progress.bytesHuman"}"#,
+    printcolumn = r#"{"name":"Rate","type":"string","jsonPath":".status.progress.rate"}"#,
+    printcolumn = r#"{"name":"ETA","type":"string","jsonPath":".status.progress.eta"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationJobSpec {
+    /// Where the objects are read from. Set exactly one of `s3` or `filesystem`.
+    pub source: Endpoint,
+    /// Where the objects are written to. Set exactly one of `s3` or `filesystem`.
+    pub destination: Endpoint,
+    /// Which source objects are selected. Objects filtered out are not counted at all.
+    #[serde(default)]
+    pub filters: Filters,
+    /// What to do when the destination already holds a key: `Skip` (copy only absent keys),
+    /// `Always`, `IfNewer` (source modified after the destination object) or `IfDifferent`
+    /// (sizes or known checksums differ; the default).
+    #[serde(default)]
+    pub overwrite: OverwritePolicy,
+    /// How a copy is verified: `Checksum` (the destination checks a checksum of the bytes read;
+    /// the default), `ReRead` (additionally re-read the destination and compare) or `Size`
+    /// (sizes only, an explicit opt-out reported as `verified: SizeOnly`).
+    #[serde(default)]
+    pub verify: VerifyMode,
+    /// How the work is spread: `shards` agents, each with `concurrency` objects in flight.
+    #[serde(default)]
+    pub parallelism: Parallelism,
+    /// Bytes per second for the whole job, as a quantity (`200Mi`); divided evenly across
+    /// shards. Unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_limit: Option<ByteSize>,
+    /// Requests per second for the whole job, divided evenly across shards. 0 means unlimited.
+    #[serde(default)]
+    pub requests_per_second: u32,
+    /// When and how objects are uploaded in parts.
+    #[serde(default)]
+    pub multipart: Multipart,
+    /// How many failed objects are tolerated: a count (`"100"`) or a percentage of the
+    /// selected objects (`"0.1%"`). Beyond it the job ends `Failed` instead of
+    /// `PartiallyCompleted`. Absent means any number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), regex(pattern = r"^[0-9]+(\.[0-9]+)?%?$"))]
+    pub max_failures: Option<String>,
+    /// Plan, list and compare, report what would be copied, and write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Pause the job: agents stop and resume from their checkpoints when set back to false.
+    #[serde(default)]
+    pub suspend: bool,
+    /// End the job for good (`Cancelled`); multipart uploads in flight are aborted.
+    #[serde(default)]
+    pub cancel: bool,
+    /// Where the failure report and the manifest of written keys go. Default: the destination,
+    /// under `.ferry/reports/<namespace>/<name>/<uid>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Endpoint>,
+}
+
+/// One side of a copy. Exactly one of the fields is set.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// An S3-compatible bucket (AWS S3, Cloudflare R2, MinIO, Garage, GCS interoperability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Location>,
+    /// A directory tree on a local disk or a mounted volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemLocation>,
+}
+
+/// A bucket (and a key prefix in it) on an S3-compatible service.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Location {
+    /// The service URL, for example `https://ACCOUNT.r2.cloudflarestorage.com` or
+    /// `http://minio.storage:9000`. Omit for AWS S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub endpoint: Option<String>,
+    /// The region to sign requests for (`us-east-1`; `auto` for R2). Defaults to `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub region: Option<String>,
+    /// The bucket name.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// A raw key prefix (not a directory): only keys that start with it are read (source), and
+    /// it is prepended to every written key (destination).
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub prefix: String,
+    /// Address the bucket as `endpoint/bucket` instead of `bucket.endpoint` (MinIO, Garage,
+    /// most self-hosted services need it).
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// A Secret in the same namespace with the keys `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`. Absent: the default AWS
+    /// provider chain (IRSA, Pod Identity, instance role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+    /// Send unsigned requests (public buckets). Only for sources.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Destination only: the storage class of written objects (`STANDARD`, `STANDARD_IA`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub storage_class: Option<String>,
+    /// Destination only: server-side encryption, `AES256` or `aws:kms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_side_encryption: Option<ServerSideEncryption>,
+    /// Destination only: the KMS key for `aws:kms` encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub kms_key_id: Option<String>,
+    /// Destination only: a canned ACL for written objects (`private`, `bucket-owner-full-control`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub canned_acl: Option<String>,
+}
+
+/// Server-side encryption of written objects.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ServerSideEncryption {
+    AES256,
+    #[serde(rename = "aws:kms")]
+    AwsKms,
+}
+
+/// A reference to a Secret in the resource's own namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A directory tree. Keys are the `/`-separated paths of the files below `path`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FilesystemLocation {
+    /// The directory, as seen by the agent (in a cluster: the mount path of the volume).
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: String,
+    /// In a cluster: a PersistentVolumeClaim mounted at `path` (ReadWriteMany when shards > 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PvcRef>,
+}
+
+/// A PersistentVolumeClaim in the resource's own namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcRef {
+    /// The claim's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+    /// Mount the claim read-only (recommended for sources).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Which source objects are selected.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Filters {
+    /// Glob patterns matched against the key relative to the source prefix; `*` does not
+    /// cross `/`, `**` does. An object is selected when it matches one (or the list is empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 1024)))]
+    pub include: Vec<String>,
+    /// Glob patterns; an object matching any of them is not selected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 1024)))]
+    pub exclude: Vec<String>,
+    /// Match the patterns ignoring case.
+    #[serde(default)]
+    pub case_insensitive: bool,
+    /// Only objects at least this large (a quantity such as `1Ki`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<ByteSize>,
+    /// Only objects at most this large (a quantity such as `5Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<ByteSize>,
+    /// Only objects modified at or after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_after: Option<DateTime<Utc>>,
+    /// Only objects modified before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_before: Option<DateTime<Utc>>,
+}
+
+/// What to do with a key the destination already holds.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OverwritePolicy {
+    /// Copy only keys absent at the destination.
+    Skip,
+    /// Copy every selected object.
+    Always,
+    /// Copy when the source was modified after the destination object.
+    IfNewer,
+    /// Copy when sizes differ or a known checksum differs.
+    #[default]
+    IfDifferent,
+}
+
+/// How copies are verified.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VerifyMode {
+    /// The destination checks a checksum of the bytes read (Content-MD5 per part).
+    #[default]
+    Checksum,
+    /// Checksum, and re-read the written object and compare.
+    ReRead,
+    /// Sizes only: an explicit opt-out.
+    Size,
+}
+
+/// How the work is spread.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Parallelism {
+    /// Agents (pods), each copying one contiguous range of the keyspace. 1 to 1000.
+    #[serde(default = "default_shards")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub shards: u32,
+    /// Objects in flight per shard. 1 to 4096.
+    #[serde(default = "default_concurrency")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub concurrency: u32,
+    /// Bytes buffered in memory per shard at most, whatever the object sizes (a quantity).
+    /// Default 256Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<ByteSize>,
+}
+
+fn default_shards() -> u32 {
+    1
+}
+fn default_concurrency() -> u32 {
+    64
+}
+
+impl Default for Parallelism {
+    fn default() -> Self {
+        Parallelism { shards: default_shards(), concurrency: default_concurrency(), memory_budget: None }
+    }
+}
+
+/// When and how objects are uploaded in parts.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Multipart {
+    /// Objects larger than this are uploaded in parts (at most 5Gi). Default 64Mi.
+    #[serde(default = "default_threshold")]
+    pub threshold: ByteSize,
+    /// The size of each part but the last (at least 5Mi). Raised automatically so that no
+    /// object needs more than 10,000 parts. Default 16Mi.
+    #[serde(default = "default_part_size")]
+    pub part_size: ByteSize,
+}
+
+fn default_threshold() -> ByteSize {
+    ByteSize::parse("64Mi").expect("valid")
+}
+fn default_part_size() -> ByteSize {
+    ByteSize::parse("16Mi").expect("valid")
+}
+
+impl Default for Multipart {
+    fn default() -> Self {
+        Multipart { threshold: default_threshold(), part_size: default_part_size() }
+    }
+}
+
+impl Endpoint {
+    /// A short human description (`s3://bucket/prefix` or a path) without credentials.
+    pub fn describe(&self) -> String {
+        match (&self.s3, &self.filesystem) {
+            (Some(s3), _) => {
+                let host = s3.endpoint.as_deref().unwrap_or("aws");
+                format!("s3://{}/{} ({host})", s3.bucket, s3.prefix)
+            }
+            (None, Some(fs)) => fs.path.clone(),
+            (None, None) => "(none)".to_string(),
+        }
+    }
+}
