@@ -6,53 +6,96 @@ use std::collections::BTreeMap;
 use crate::plan::FailureBudget;
 use crate::quantity::human_bytes;
 use crate::spec::{MigrationJobSpec, VerifyMode};
-use crate::status::{Counters, ErrorSample, MigrationJobStatus, Phase, Progress, ShardProgress, ShardState, ShardSummary};
+use crate::status::{
+    Counters, ErrorSample, MigrationJobStatus, Phase, Progress, ShardProgress, ShardState,
+    ShardSummary,
+};
 
 /// At most this many first errors are kept in the status.
 pub const MAX_FIRST_ERRORS: usize = 10;
 const MAX_KEY_IN_STATUS: usize = 256;
 
 /// The phase the shards add up to, with a one-line message.
-pub fn outcome(spec: &MigrationJobSpec, shards: &[ShardProgress], expected_shards: usize) -> (Phase, String) {
+pub fn outcome(
+    spec: &MigrationJobSpec,
+    shards: &[ShardProgress],
+    expected_shards: usize,
+) -> (Phase, String) {
     let mut total = Counters::default();
     for s in shards {
         total.add(&s.counters);
     }
     if let Some(f) = shards.iter().find_map(|s| s.fatal.as_ref()) {
-        return (Phase::Failed, format!("stopped by a job-fatal error ({}): {}", f.class.as_str(), f.message));
+        return (
+            Phase::Failed,
+            format!(
+                "stopped by a job-fatal error ({}): {}",
+                f.class.as_str(),
+                f.message
+            ),
+        );
     }
     if shards.iter().any(|s| s.state == ShardState::Cancelled) {
         return (Phase::Cancelled, "cancelled".into());
     }
-    let all_done = shards.len() == expected_shards && shards.iter().all(|s| s.state == ShardState::Completed);
+    let all_done =
+        shards.len() == expected_shards && shards.iter().all(|s| s.state == ShardState::Completed);
     if !all_done {
         if shards.iter().any(|s| s.state == ShardState::Paused) {
-            return (Phase::Paused, "paused; a new run resumes from the checkpoints".into());
+            return (
+                Phase::Paused,
+                "paused; a new run resumes from the checkpoints".into(),
+            );
         }
         return (Phase::Running, String::new());
     }
     if spec.dry_run {
         return (
             Phase::Completed,
-            format!("dry run: {} objects ({}) would be copied, {} are up to date", total.objects_would_copy, human_bytes(total.bytes_would_copy), total.objects_skipped),
+            format!(
+                "dry run: {} objects ({}) would be copied, {} are up to date",
+                total.objects_would_copy,
+                human_bytes(total.bytes_would_copy),
+                total.objects_skipped
+            ),
         );
     }
     if total.objects_failed == 0 {
-        return (Phase::Completed, format!("{} objects copied, {} up to date, {} vanished", total.objects_copied, total.objects_skipped, total.objects_vanished));
+        return (
+            Phase::Completed,
+            format!(
+                "{} objects copied, {} up to date, {} vanished",
+                total.objects_copied, total.objects_skipped, total.objects_vanished
+            ),
+        );
     }
-    let budget = spec.max_failures.as_deref().and_then(|m| FailureBudget::parse(m).ok());
-    let msg = format!("{} of {} objects failed; see the failure report", total.objects_failed, total.objects_total);
+    let budget = spec
+        .max_failures
+        .as_deref()
+        .and_then(|m| FailureBudget::parse(m).ok());
+    let msg = format!(
+        "{} of {} objects failed; see the failure report",
+        total.objects_failed, total.objects_total
+    );
     match budget {
-        Some(b) if b.exceeded(total.objects_failed, total.objects_total) => {
-            (Phase::Failed, format!("{msg} (more than maxFailures {})", spec.max_failures.as_deref().unwrap_or_default()))
-        }
+        Some(b) if b.exceeded(total.objects_failed, total.objects_total) => (
+            Phase::Failed,
+            format!(
+                "{msg} (more than maxFailures {})",
+                spec.max_failures.as_deref().unwrap_or_default()
+            ),
+        ),
         _ => (Phase::PartiallyCompleted, msg),
     }
 }
 
 /// The job status the shards add up to. `elapsed_secs` is the time since the job started
 /// (for the ETA when no shard reports a rate).
-pub fn aggregate(spec: &MigrationJobSpec, shards: &[ShardProgress], expected_shards: usize) -> MigrationJobStatus {
+pub fn aggregate(
+    spec: &MigrationJobSpec,
+    shards: &[ShardProgress],
+    expected_shards: usize,
+) -> MigrationJobStatus {
     let mut counters = Counters::default();
     let mut by_class = BTreeMap::new();
     let mut first_errors: Vec<ErrorSample> = Vec::new();
@@ -73,7 +116,8 @@ pub fn aggregate(spec: &MigrationJobSpec, shards: &[ShardProgress], expected_sha
             rate += s.bytes_per_second;
         }
     }
-    let listing_complete = shards.len() == expected_shards && shards.iter().all(|s| s.listing_complete);
+    let listing_complete =
+        shards.len() == expected_shards && shards.iter().all(|s| s.listing_complete);
     let (phase, message) = outcome(spec, shards, expected_shards);
     let progress = progress(counters, rate, listing_complete, phase);
     MigrationJobStatus {
@@ -83,14 +127,21 @@ pub fn aggregate(spec: &MigrationJobSpec, shards: &[ShardProgress], expected_sha
         first_errors,
         shards: shards
             .iter()
-            .map(|s| ShardSummary { index: s.shard, state: s.state, objects_done: s.counters.objects_done(), objects_failed: s.counters.objects_failed })
+            .map(|s| ShardSummary {
+                index: s.shard,
+                state: s.state,
+                objects_done: s.counters.objects_done(),
+                objects_failed: s.counters.objects_failed,
+            })
             .collect(),
-        verified: Some(match spec.verify {
-            VerifyMode::Checksum => "Checksum",
-            VerifyMode::ReRead => "ReRead",
-            VerifyMode::Size => "SizeOnly",
-        }
-        .to_string()),
+        verified: Some(
+            match spec.verify {
+                VerifyMode::Checksum => "Checksum",
+                VerifyMode::ReRead => "ReRead",
+                VerifyMode::Size => "SizeOnly",
+            }
+            .to_string(),
+        ),
         dry_run: spec.dry_run,
         message: (!message.is_empty()).then_some(message),
         ..Default::default()
@@ -109,7 +160,11 @@ fn progress(counters: Counters, rate: u64, listing_complete: bool, phase: Phase)
             None
         };
         let pct = if counters.bytes_total == 0 {
-            if counters.objects_done() >= counters.objects_total { 100 } else { 0 }
+            if counters.objects_done() >= counters.objects_total {
+                100
+            } else {
+                0
+            }
         } else {
             (done.saturating_mul(100) / counters.bytes_total).min(100)
         };
@@ -159,7 +214,10 @@ mod tests {
     use crate::status::FailureClass;
 
     fn spec(extra: &str) -> MigrationJobSpec {
-        serde_yaml::from_str(&format!("source: {{s3: {{bucket: abc}}}}\ndestination: {{filesystem: {{path: /b}}}}\n{extra}")).unwrap()
+        serde_yaml::from_str(&format!(
+            "source: {{s3: {{bucket: abc}}}}\ndestination: {{filesystem: {{path: /b}}}}\n{extra}"
+        ))
+        .unwrap()
     }
 
     fn shard(i: u32, state: ShardState, copied: u64, failed: u64) -> ShardProgress {
@@ -183,8 +241,14 @@ mod tests {
     #[test]
     fn completed_only_when_every_expected_shard_completed() {
         let s = spec("");
-        assert_eq!(outcome(&s, &[shard(0, ShardState::Completed, 5, 0)], 2).0, Phase::Running);
-        let both = [shard(0, ShardState::Completed, 5, 0), shard(1, ShardState::Completed, 3, 0)];
+        assert_eq!(
+            outcome(&s, &[shard(0, ShardState::Completed, 5, 0)], 2).0,
+            Phase::Running
+        );
+        let both = [
+            shard(0, ShardState::Completed, 5, 0),
+            shard(1, ShardState::Completed, 3, 0),
+        ];
         assert_eq!(outcome(&s, &both, 2).0, Phase::Completed);
         let st = aggregate(&s, &both, 2);
         assert_eq!(st.progress.counters.objects_copied, 8);
@@ -196,18 +260,32 @@ mod tests {
     fn failures_within_and_beyond_budget() {
         let done = [shard(0, ShardState::Completed, 999, 1)];
         assert_eq!(outcome(&spec(""), &done, 1).0, Phase::PartiallyCompleted);
-        assert_eq!(outcome(&spec("maxFailures: '0.1%'"), &done, 1).0, Phase::PartiallyCompleted);
-        assert_eq!(outcome(&spec("maxFailures: '0'"), &done, 1).0, Phase::Failed);
+        assert_eq!(
+            outcome(&spec("maxFailures: '0.1%'"), &done, 1).0,
+            Phase::PartiallyCompleted
+        );
+        assert_eq!(
+            outcome(&spec("maxFailures: '0'"), &done, 1).0,
+            Phase::Failed
+        );
     }
 
     #[test]
     fn fatal_and_paused() {
         let mut f = shard(0, ShardState::Failed, 1, 0);
-        f.fatal = Some(ErrorSample { key: String::new(), class: FailureClass::AccessDenied, code: Some("InvalidAccessKeyId".into()), message: "bad key".into() });
+        f.fatal = Some(ErrorSample {
+            key: String::new(),
+            class: FailureClass::AccessDenied,
+            code: Some("InvalidAccessKeyId".into()),
+            message: "bad key".into(),
+        });
         let (p, m) = outcome(&spec(""), &[f, shard(1, ShardState::Running, 1, 0)], 2);
         assert_eq!(p, Phase::Failed);
         assert!(m.contains("AccessDenied"), "{m}");
-        assert_eq!(outcome(&spec(""), &[shard(0, ShardState::Paused, 1, 0)], 1).0, Phase::Paused);
+        assert_eq!(
+            outcome(&spec(""), &[shard(0, ShardState::Paused, 1, 0)], 1).0,
+            Phase::Paused
+        );
     }
 
     #[test]
@@ -226,7 +304,12 @@ mod tests {
     #[test]
     fn long_keys_are_truncated_in_status() {
         let mut s = shard(0, ShardState::Completed, 0, 1);
-        s.first_errors.push(ErrorSample { key: "é".repeat(300), class: FailureClass::Internal, code: None, message: "x".into() });
+        s.first_errors.push(ErrorSample {
+            key: "é".repeat(300),
+            class: FailureClass::Internal,
+            code: None,
+            message: "x".into(),
+        });
         let st = aggregate(&spec(""), &[s], 1);
         assert!(st.first_errors[0].key.len() <= MAX_KEY_IN_STATUS + 3);
     }

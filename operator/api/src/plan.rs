@@ -20,7 +20,8 @@ pub struct ShardRange {
 
 impl ShardRange {
     pub fn contains(&self, key: &str) -> bool {
-        self.after.as_deref().is_none_or(|a| key > a) && self.until.as_deref().is_none_or(|u| key <= u)
+        self.after.as_deref().is_none_or(|a| key > a)
+            && self.until.as_deref().is_none_or(|u| key <= u)
     }
 
     /// Whether `key` lies beyond the end of the range.
@@ -90,7 +91,10 @@ impl FailureBudget {
             }
             Ok(FailureBudget::Percent(v))
         } else {
-            s.trim().parse().map(FailureBudget::Count).map_err(|_| bad())
+            s.trim()
+                .parse()
+                .map(FailureBudget::Count)
+                .map_err(|_| bad())
         }
     }
 
@@ -109,7 +113,11 @@ mod tests {
 
     #[test]
     fn ranges_are_half_open_on_the_left() {
-        let r = ShardRange { index: 1, after: Some("b".into()), until: Some("d".into()) };
+        let r = ShardRange {
+            index: 1,
+            after: Some("b".into()),
+            until: Some("d".into()),
+        };
         assert!(!r.contains("b"));
         assert!(r.contains("b0"));
         assert!(r.contains("d"));
@@ -120,7 +128,10 @@ mod tests {
 
     #[test]
     fn spec_hash_ignores_only_the_runtime_knobs() {
-        let base: MigrationJobSpec = serde_yaml::from_str("source: {s3: {bucket: abc}}\ndestination: {filesystem: {path: /b}}").unwrap();
+        let base: MigrationJobSpec = serde_yaml::from_str(
+            "source: {s3: {bucket: abc}}\ndestination: {filesystem: {path: /b}}",
+        )
+        .unwrap();
         let mut knobs = base.clone();
         knobs.suspend = true;
         knobs.parallelism.concurrency = 7;

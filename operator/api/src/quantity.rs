@@ -21,11 +21,17 @@ pub struct QuantityError(pub String);
 impl ByteSize {
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
         let bytes = parse_bytes(text).ok_or_else(|| QuantityError(text.to_string()))?;
-        Ok(ByteSize { text: text.trim().to_string(), bytes })
+        Ok(ByteSize {
+            text: text.trim().to_string(),
+            bytes,
+        })
     }
 
     pub fn from_bytes(bytes: u64) -> Self {
-        ByteSize { text: bytes.to_string(), bytes }
+        ByteSize {
+            text: bytes.to_string(),
+            bytes,
+        }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -133,7 +139,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_overflow() {
-        for bad in ["", "Mi", "1.5Gi", "-1", "10 MB", "1Pi", "99999999999999999999Ti"] {
+        for bad in [
+            "",
+            "Mi",
+            "1.5Gi",
+            "-1",
+            "10 MB",
+            "1Pi",
+            "99999999999999999999Ti",
+        ] {
             assert!(ByteSize::parse(bad).is_err(), "{bad} accepted");
         }
     }

@@ -26,7 +26,11 @@ pub struct PatternError {
     pub reason: String,
 }
 
-fn compile(field: &'static str, patterns: &[String], case_insensitive: bool) -> Result<Option<GlobSet>, PatternError> {
+fn compile(
+    field: &'static str,
+    patterns: &[String],
+    case_insensitive: bool,
+) -> Result<Option<GlobSet>, PatternError> {
     if patterns.is_empty() {
         return Ok(None);
     }
@@ -37,12 +41,20 @@ fn compile(field: &'static str, patterns: &[String], case_insensitive: bool) -> 
             .case_insensitive(case_insensitive)
             .backslash_escape(true)
             .build()
-            .map_err(|e| PatternError { field, index, pattern: p.clone(), reason: e.kind().to_string() })?;
+            .map_err(|e| PatternError {
+                field,
+                index,
+                pattern: p.clone(),
+                reason: e.kind().to_string(),
+            })?;
         set.add(glob);
     }
-    set.build()
-        .map(Some)
-        .map_err(|e| PatternError { field, index: 0, pattern: String::new(), reason: e.to_string() })
+    set.build().map(Some).map_err(|e| PatternError {
+        field,
+        index: 0,
+        pattern: String::new(),
+        reason: e.to_string(),
+    })
 }
 
 impl Selector {
@@ -79,7 +91,9 @@ impl Selector {
         }
         if self.modified_after.is_some() || self.modified_before.is_some() {
             let Some(t) = modified else { return false };
-            if self.modified_after.is_some_and(|a| t < a) || self.modified_before.is_some_and(|b| t >= b) {
+            if self.modified_after.is_some_and(|a| t < a)
+                || self.modified_before.is_some_and(|b| t >= b)
+            {
                 return false;
             }
         }
@@ -132,7 +146,8 @@ mod tests {
 
     #[test]
     fn time_bounds_after_inclusive_before_exclusive() {
-        let s = sel("modifiedAfter: '2024-01-01T00:00:00Z'\nmodifiedBefore: '2024-02-01T00:00:00Z'");
+        let s =
+            sel("modifiedAfter: '2024-01-01T00:00:00Z'\nmodifiedBefore: '2024-02-01T00:00:00Z'");
         let t = |x: &str| Some(x.parse::<DateTime<Utc>>().unwrap());
         assert!(!s.selects("a", 1, t("2023-12-31T23:59:59Z")));
         assert!(s.selects("a", 1, t("2024-01-01T00:00:00Z")));

@@ -264,7 +264,11 @@ fn default_concurrency() -> u32 {
 
 impl Default for Parallelism {
     fn default() -> Self {
-        Parallelism { shards: default_shards(), concurrency: default_concurrency(), memory_budget: None }
+        Parallelism {
+            shards: default_shards(),
+            concurrency: default_concurrency(),
+            memory_budget: None,
+        }
     }
 }
 
@@ -290,7 +294,10 @@ fn default_part_size() -> ByteSize {
 
 impl Default for Multipart {
     fn default() -> Self {
-        Multipart { threshold: default_threshold(), part_size: default_part_size() }
+        Multipart {
+            threshold: default_threshold(),
+            part_size: default_part_size(),
+        }
     }
 }
 

@@ -26,7 +26,10 @@ pub enum Phase {
 
 impl Phase {
     pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Completed | Phase::PartiallyCompleted | Phase::Failed | Phase::Cancelled)
+        matches!(
+            self,
+            Phase::Completed | Phase::PartiallyCompleted | Phase::Failed | Phase::Cancelled
+        )
     }
 
     /// The exit code of `ferry run` for a job that ended in this phase.
@@ -41,7 +44,9 @@ impl Phase {
 }
 
 /// Why an object (or a job) failed. One enum for reports, status and metrics.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum FailureClass {
     AccessDenied,
     AuthExpired,
@@ -131,7 +136,11 @@ impl Counters {
 
     /// Objects whose fate is decided.
     pub fn objects_done(&self) -> u64 {
-        self.objects_copied + self.objects_skipped + self.objects_vanished + self.objects_failed + self.objects_would_copy
+        self.objects_copied
+            + self.objects_skipped
+            + self.objects_vanished
+            + self.objects_failed
+            + self.objects_would_copy
     }
 
     pub fn bytes_done(&self) -> u64 {

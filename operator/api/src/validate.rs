@@ -14,7 +14,10 @@ pub struct SpecError {
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
-    SpecError { field: field.into(), message: message.into() }
+    SpecError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 const MIB: u64 = 1 << 20;
@@ -24,7 +27,12 @@ const GIB: u64 = 1 << 30;
 pub fn validate(spec: &MigrationJobSpec) -> Vec<SpecError> {
     let mut errors = Vec::new();
     check_endpoint("spec.source", &spec.source, Side::Source, &mut errors);
-    check_endpoint("spec.destination", &spec.destination, Side::Destination, &mut errors);
+    check_endpoint(
+        "spec.destination",
+        &spec.destination,
+        Side::Destination,
+        &mut errors,
+    );
     if let Some(report) = &spec.report {
         check_endpoint("spec.report", report, Side::Destination, &mut errors);
     }
@@ -32,44 +40,77 @@ pub fn validate(spec: &MigrationJobSpec) -> Vec<SpecError> {
 
     let f = &spec.filters;
     if let Err(e) = Selector::new(f) {
-        errors.push(err(format!("spec.filters.{}[{}]", e.field, e.index), format!("{:?} is not a valid glob: {}", e.pattern, e.reason)));
+        errors.push(err(
+            format!("spec.filters.{}[{}]", e.field, e.index),
+            format!("{:?} is not a valid glob: {}", e.pattern, e.reason),
+        ));
     }
     if let (Some(min), Some(max)) = (&f.min_size, &f.max_size) {
         if min.bytes() > max.bytes() {
-            errors.push(err("spec.filters.minSize", format!("minSize ({min}) is larger than maxSize ({max})")));
+            errors.push(err(
+                "spec.filters.minSize",
+                format!("minSize ({min}) is larger than maxSize ({max})"),
+            ));
         }
     }
     if let (Some(a), Some(b)) = (f.modified_after, f.modified_before) {
         if a >= b {
-            errors.push(err("spec.filters.modifiedAfter", "modifiedAfter must be earlier than modifiedBefore"));
+            errors.push(err(
+                "spec.filters.modifiedAfter",
+                "modifiedAfter must be earlier than modifiedBefore",
+            ));
         }
     }
 
     let p = &spec.parallelism;
     if !(1..=1000).contains(&p.shards) {
-        errors.push(err("spec.parallelism.shards", format!("must be between 1 and 1000, not {}", p.shards)));
+        errors.push(err(
+            "spec.parallelism.shards",
+            format!("must be between 1 and 1000, not {}", p.shards),
+        ));
     }
     if !(1..=4096).contains(&p.concurrency) {
-        errors.push(err("spec.parallelism.concurrency", format!("must be between 1 and 4096, not {}", p.concurrency)));
+        errors.push(err(
+            "spec.parallelism.concurrency",
+            format!("must be between 1 and 4096, not {}", p.concurrency),
+        ));
     }
     if let Some(m) = &p.memory_budget {
         if m.bytes() < 16 * MIB {
-            errors.push(err("spec.parallelism.memoryBudget", format!("must be at least 16Mi, not {m}")));
+            errors.push(err(
+                "spec.parallelism.memoryBudget",
+                format!("must be at least 16Mi, not {m}"),
+            ));
         }
     }
     let m = &spec.multipart;
     if m.part_size.bytes() < 5 * MIB {
-        errors.push(err("spec.multipart.partSize", format!("must be at least 5Mi (the S3 minimum), not {}", m.part_size)));
+        errors.push(err(
+            "spec.multipart.partSize",
+            format!("must be at least 5Mi (the S3 minimum), not {}", m.part_size),
+        ));
     }
     if m.part_size.bytes() > 5 * GIB {
-        errors.push(err("spec.multipart.partSize", format!("must be at most 5Gi (the S3 maximum), not {}", m.part_size)));
+        errors.push(err(
+            "spec.multipart.partSize",
+            format!("must be at most 5Gi (the S3 maximum), not {}", m.part_size),
+        ));
     }
     if m.threshold.bytes() > 5 * GIB {
-        errors.push(err("spec.multipart.threshold", format!("must be at most 5Gi (the largest single PUT), not {}", m.threshold)));
+        errors.push(err(
+            "spec.multipart.threshold",
+            format!(
+                "must be at most 5Gi (the largest single PUT), not {}",
+                m.threshold
+            ),
+        ));
     }
     if let Some(b) = &spec.bandwidth_limit {
         if b.bytes() < 1024 {
-            errors.push(err("spec.bandwidthLimit", format!("must be at least 1Ki per second, not {b}")));
+            errors.push(err(
+                "spec.bandwidthLimit",
+                format!("must be at least 1Ki per second, not {b}"),
+            ));
         }
     }
     if let Some(mf) = &spec.max_failures {
@@ -88,29 +129,49 @@ enum Side {
 
 fn check_endpoint(path: &str, ep: &Endpoint, side: Side, errors: &mut Vec<SpecError>) {
     match (&ep.s3, &ep.filesystem) {
-        (Some(_), Some(_)) => errors.push(err(path, "set exactly one of s3 or filesystem, not both")),
+        (Some(_), Some(_)) => {
+            errors.push(err(path, "set exactly one of s3 or filesystem, not both"))
+        }
         (None, None) => errors.push(err(path, "set exactly one of s3 or filesystem")),
         (Some(s3), None) => {
             let p = format!("{path}.s3");
             if let Some(bad) = bucket_name_problem(&s3.bucket) {
-                errors.push(err(format!("{p}.bucket"), format!("{:?} is not a valid bucket name: {bad}", s3.bucket)));
+                errors.push(err(
+                    format!("{p}.bucket"),
+                    format!("{:?} is not a valid bucket name: {bad}", s3.bucket),
+                ));
             }
             if has_dot_segment(&s3.prefix) {
-                errors.push(err(format!("{p}.prefix"), "must not contain '.' or '..' path segments"));
+                errors.push(err(
+                    format!("{p}.prefix"),
+                    "must not contain '.' or '..' path segments",
+                ));
             }
             if let Some(e) = &s3.endpoint {
                 if !(e.starts_with("http://") || e.starts_with("https://")) {
-                    errors.push(err(format!("{p}.endpoint"), format!("{e:?} must start with http:// or https://")));
+                    errors.push(err(
+                        format!("{p}.endpoint"),
+                        format!("{e:?} must start with http:// or https://"),
+                    ));
                 }
                 if e.contains('@') {
-                    errors.push(err(format!("{p}.endpoint"), "must not contain credentials; use credentialsSecretRef"));
+                    errors.push(err(
+                        format!("{p}.endpoint"),
+                        "must not contain credentials; use credentialsSecretRef",
+                    ));
                 }
             }
             if s3.anonymous && side == Side::Destination {
-                errors.push(err(format!("{p}.anonymous"), "anonymous access is only for sources"));
+                errors.push(err(
+                    format!("{p}.anonymous"),
+                    "anonymous access is only for sources",
+                ));
             }
             if s3.anonymous && s3.credentials_secret_ref.is_some() {
-                errors.push(err(format!("{p}.anonymous"), "set either anonymous or credentialsSecretRef, not both"));
+                errors.push(err(
+                    format!("{p}.anonymous"),
+                    "set either anonymous or credentialsSecretRef, not both",
+                ));
             }
             if side == Side::Source {
                 for (set, field) in [
@@ -130,7 +191,10 @@ fn check_endpoint(path: &str, ep: &Endpoint, side: Side, errors: &mut Vec<SpecEr
                 errors.push(err(format!("{path}.filesystem.path"), "must not be empty"));
             }
             if has_dot_segment(&fs.path) {
-                errors.push(err(format!("{path}.filesystem.path"), "must not contain '..' segments"));
+                errors.push(err(
+                    format!("{path}.filesystem.path"),
+                    "must not contain '..' segments",
+                ));
             }
         }
     }
@@ -145,10 +209,22 @@ fn check_overlap(spec: &MigrationJobSpec, errors: &mut Vec<SpecError>) {
         {
             errors.push(err("spec.destination.s3.prefix", "source and destination overlap in the same bucket: the job would copy into its own source"));
         }
-        (Endpoint { filesystem: Some(s), .. }, Endpoint { filesystem: Some(d), .. }) => {
+        (
+            Endpoint {
+                filesystem: Some(s),
+                ..
+            },
+            Endpoint {
+                filesystem: Some(d),
+                ..
+            },
+        ) => {
             let norm = |p: &str| format!("{}/", p.trim_end_matches('/'));
             if nested(&norm(&s.path), &norm(&d.path)) {
-                errors.push(err("spec.destination.filesystem.path", "source and destination directories overlap"));
+                errors.push(err(
+                    "spec.destination.filesystem.path",
+                    "source and destination directories overlap",
+                ));
             }
         }
         _ => {}
@@ -164,7 +240,10 @@ pub fn bucket_name_problem(b: &str) -> Option<&'static str> {
     if b.len() < 3 || b.len() > 63 {
         return Some("it must be 3 to 63 characters long");
     }
-    if !b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-') {
+    if !b
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+    {
         return Some("only lowercase letters, digits, '.' and '-' are allowed");
     }
     let first = b.as_bytes()[0];
@@ -216,7 +295,10 @@ mod tests {
         ];
         for (yaml, field) in cases {
             let errors = validate(&spec(yaml));
-            assert!(errors.iter().any(|e| e.field == field), "{yaml}: expected an error on {field}, got {errors:?}");
+            assert!(
+                errors.iter().any(|e| e.field == field),
+                "{yaml}: expected an error on {field}, got {errors:?}"
+            );
         }
     }
 

@@ -1,0 +1,164 @@
+//! Resume with bounded rework: the watermark of a shard, and where progress records live.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+use ferry_api::{Counters, ShardProgress};
+use futures::future::BoxFuture;
+
+use crate::report::{FailureLine, ManifestLine};
+
+/// What one object's outcome adds to the checkpoint once every key before it is done too.
+#[derive(Debug, Default, Clone)]
+pub struct Recorded {
+    pub delta: Counters,
+    pub failure: Option<FailureLine>,
+    pub written: Option<ManifestLine>,
+}
+
+/// Keys in listing order with their outcomes; the watermark is the last key of the done
+/// prefix. Memory is bounded by the window the caller allows (in flight plus finished
+/// out of order).
+#[derive(Debug, Default)]
+pub struct Watermark {
+    window: VecDeque<(String, Option<Recorded>)>,
+    base: u64,
+}
+
+impl Watermark {
+    /// Registers the next key in listing order; returns its sequence number.
+    pub fn push(&mut self, key: String) -> u64 {
+        self.window.push_back((key, None));
+        self.base + self.window.len() as u64 - 1
+    }
+
+    pub fn complete(&mut self, seq: u64, rec: Recorded) {
+        let i = (seq - self.base) as usize;
+        self.window[i].1 = Some(rec);
+    }
+
+    /// The next key of the done prefix, in listing order.
+    pub fn pop_ready(&mut self) -> Option<(String, Recorded)> {
+        if self.window.front().is_some_and(|(_, r)| r.is_some()) {
+            self.base += 1;
+            let (k, r) = self.window.pop_front().expect("front exists");
+            return Some((k, r.expect("checked")));
+        }
+        None
+    }
+
+    /// Keys registered and not yet popped.
+    pub fn len(&self) -> usize {
+        self.window.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.window.is_empty()
+    }
+}
+
+/// Where a shard's progress record (with its checkpoint) is kept: a file for `ferry run` and
+/// the file-based agent, an object the operator owns in a cluster.
+pub trait ProgressStore: Send + Sync {
+    fn load(&self) -> BoxFuture<'_, Result<Option<ShardProgress>, String>>;
+    fn save<'a>(&'a self, p: &'a ShardProgress) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// A JSON file, replaced atomically on every save.
+pub struct FileProgressStore {
+    pub path: PathBuf,
+}
+
+impl ProgressStore for FileProgressStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<ShardProgress>, String>> {
+        Box::pin(async move {
+            match tokio::fs::read(&self.path).await {
+                Ok(bytes) => serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| format!("{}: {e}", self.path.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("{}: {e}", self.path.display())),
+            }
+        })
+    }
+
+    fn save<'a>(&'a self, p: &'a ShardProgress) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let json = serde_json::to_vec_pretty(p).expect("serializes");
+            if let Some(dir) = self.path.parent() {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            let tmp = self.path.with_extension("json.tmp");
+            tokio::fs::write(&tmp, json)
+                .await
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            tokio::fs::rename(&tmp, &self.path)
+                .await
+                .map_err(|e| format!("{}: {e}", self.path.display()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(n: u64) -> Recorded {
+        Recorded {
+            delta: Counters {
+                objects_copied: n,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn watermark_advances_only_over_a_done_prefix() {
+        let mut w = Watermark::default();
+        let a = w.push("a".into());
+        let b = w.push("b".into());
+        let c = w.push("c".into());
+        w.complete(c, rec(1));
+        w.complete(b, rec(1));
+        assert!(w.pop_ready().is_none(), "a is still in flight");
+        w.complete(a, rec(1));
+        let keys: Vec<String> = std::iter::from_fn(|| w.pop_ready())
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert!(w.is_empty());
+        let d = w.push("d".into());
+        assert_eq!(d, 3);
+    }
+
+    #[tokio::test]
+    async fn file_store_round_trips_and_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FileProgressStore {
+            path: d.path().join("x/shard-0.json"),
+        };
+        assert_eq!(s.load().await.unwrap(), None);
+        let mut p = ShardProgress {
+            shard: 0,
+            spec_hash: "h".into(),
+            ..Default::default()
+        };
+        p.checkpoint.watermark = Some("k".into());
+        s.save(&p).await.unwrap();
+        p.checkpoint.watermark = Some("m".into());
+        s.save(&p).await.unwrap();
+        assert_eq!(
+            s.load()
+                .await
+                .unwrap()
+                .unwrap()
+                .checkpoint
+                .watermark
+                .as_deref(),
+            Some("m")
+        );
+    }
+}

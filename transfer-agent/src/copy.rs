@@ -1,0 +1,495 @@
+//! Copies one object: a single PUT, a multipart upload with parts in parallel, or a
+//! server-side copy; verifies it (contract §5) before anyone may count it as copied.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ferry_api::{FailureClass, PendingUpload, VerifyMode};
+use futures::{StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+
+use crate::error::TransferError;
+use crate::limit::Limits;
+use crate::retry::{with_retry, RetryPolicy};
+use crate::store::{ObjectInfo, ObjectMeta, S3Store, Store, Upload};
+
+const MIB: u64 = 1 << 20;
+/// S3 allows at most this many parts.
+pub const MAX_PARTS: u64 = 10_000;
+/// The largest object S3 stores.
+pub const MAX_OBJECT: u64 = 5 * (1 << 40);
+/// Parts of one object in flight at once (the memory budget bounds them further).
+const PARTS_IN_FLIGHT: usize = 8;
+
+/// The part size for an object: the configured size, raised (to a whole MiB) so that no more
+/// than 10,000 parts are needed. Every part but the last has this size.
+pub fn effective_part_size(size: u64, configured: u64) -> u64 {
+    let min = size.div_ceil(MAX_PARTS);
+    if configured >= min {
+        configured
+    } else {
+        min.div_ceil(MIB) * MIB
+    }
+}
+
+/// The S3 multipart ETag of parts with these MD5s: MD5 of the concatenated digests, `-N`.
+pub fn composite_md5(part_md5s: &[[u8; 16]]) -> String {
+    let mut h = Md5::new();
+    for d in part_md5s {
+        h.update(d);
+    }
+    format!("{}-{}", hex::encode(h.finalize()), part_md5s.len())
+}
+
+fn md5_of(b: &[u8]) -> [u8; 16] {
+    Md5::digest(b).into()
+}
+
+/// How an object ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Copied {
+    /// Written and verified; the checksum recorded in the manifest (empty when verification
+    /// is `Size`).
+    Done { checksum: String },
+    /// Deleted at the source before it could be read.
+    Vanished,
+}
+
+/// Multipart uploads under way, so that a checkpoint can record them and a stop can abort them.
+#[derive(Default, Debug)]
+pub struct UploadRegistry {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Upload>>,
+}
+
+impl UploadRegistry {
+    fn add(&self, up: &Upload) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.open.lock().unwrap().insert(id, up.clone());
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.open.lock().unwrap().remove(&id);
+    }
+
+    /// The uploads open now, for the checkpoint.
+    pub fn snapshot(&self) -> Vec<PendingUpload> {
+        let mut v: Vec<PendingUpload> = self
+            .open
+            .lock()
+            .unwrap()
+            .values()
+            .map(|u| PendingUpload {
+                key: u.key.clone(),
+                upload_id: u.id.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// Takes every open upload out of the registry (to abort them).
+    pub fn drain(&self) -> Vec<Upload> {
+        self.open.lock().unwrap().drain().map(|(_, u)| u).collect()
+    }
+}
+
+/// Everything needed to copy objects of one shard.
+pub struct Copier {
+    pub src: Store,
+    pub dst: Store,
+    pub threshold: u64,
+    pub part_size: u64,
+    pub verify: VerifyMode,
+    /// Source and destination are one S3 service and account: copy inside the service.
+    pub server_side: bool,
+    pub limits: Arc<Limits>,
+    pub retry: RetryPolicy,
+    pub uploads: Arc<UploadRegistry>,
+    /// Bytes moved so far (for live rates; counts parts as they finish).
+    pub bytes_moved: Arc<AtomicU64>,
+}
+
+/// Errors of writes to the destination are never "the source vanished".
+fn dst_err(mut e: TransferError) -> TransferError {
+    if e.class == FailureClass::SourceVanished {
+        e.class = FailureClass::InvalidRequest;
+        e.changed = false;
+    }
+    e
+}
+
+impl Copier {
+    /// Copies `info` (a source listing entry); a source that changed meanwhile is looked up
+    /// again and its new version copied.
+    pub async fn copy(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
+        if info.size > MAX_OBJECT && matches!(self.dst, Store::S3(_)) {
+            return Err(TransferError::new(
+                FailureClass::TooLarge,
+                format!(
+                    "{} bytes is more than the 5 TiB an S3 object can hold",
+                    info.size
+                ),
+            )
+            .retryable(false));
+        }
+        let mut info = info.clone();
+        for _ in 0..3 {
+            match self.copy_version(&info).await {
+                Err(e) if e.changed => match self.src.head(&info.key).await? {
+                    None => return Ok(Copied::Vanished),
+                    Some((now, _)) => info = now,
+                },
+                Err(e) if e.class == FailureClass::SourceVanished => return Ok(Copied::Vanished),
+                other => return other,
+            }
+        }
+        Err(TransferError::new(
+            FailureClass::SourceVanished,
+            "the source object kept changing while it was copied",
+        )
+        .retryable(false))
+    }
+
+    async fn copy_version(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
+        let multipart = info.size > self.threshold;
+        if self.server_side {
+            if let (Store::S3(s), Store::S3(d)) = (&self.src, &self.dst) {
+                return if multipart {
+                    self.server_multipart(s, d, info).await
+                } else {
+                    self.server_single(s, d, info).await
+                };
+            }
+        }
+        if multipart {
+            self.stream_multipart(info).await
+        } else {
+            self.stream_single(info).await
+        }
+    }
+
+    fn checking(&self) -> bool {
+        self.verify != VerifyMode::Size
+    }
+
+    async fn stream_single(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
+        let _budget = self.limits.memory(info.size).await;
+        let etag = info.etag.as_deref();
+        let body = with_retry(&self.retry, "GetObject", |_| async {
+            let b = self.src.get(&info.key, 0, info.size, true, etag).await?;
+            if self.checking() {
+                let digest = md5_of(&b.bytes);
+                if let Some(expected) = info.plain_md5() {
+                    if hex::encode(digest) != expected.to_ascii_lowercase() {
+                        return Err(TransferError::new(
+                            FailureClass::ChecksumMismatch,
+                            "the bytes read do not match the source's MD5 ETag",
+                        )
+                        .with_code("BadDigest"));
+                    }
+                }
+                return Ok((b, Some(digest)));
+            }
+            Ok((b, None))
+        })
+        .await?;
+        let (body, digest) = body;
+        let mut meta = body.meta;
+        meta.modified = info.modified.or(meta.modified);
+        let md5_etags = matches!(&self.dst, Store::S3(d) if d.etags_are_md5());
+        with_retry(&self.retry, "PutObject", |_| async {
+            let got = self.dst.put(&info.key, body.bytes.clone(), &meta, digest.as_ref().map(|d| &d[..])).await.map_err(dst_err)?;
+            if let (Some(d), Some(etag), true) = (digest, got.as_deref(), md5_etags) {
+                if etag.len() == 32 && !etag.eq_ignore_ascii_case(&hex::encode(d)) {
+                    return Err(TransferError::new(FailureClass::ChecksumMismatch, "the destination stored other bytes than were sent (ETag differs from the MD5)").with_code("BadDigest"));
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        self.bytes_moved.fetch_add(info.size, Ordering::Relaxed);
+        let checksum = digest.map(hex::encode).unwrap_or_default();
+        if self.verify == VerifyMode::ReRead {
+            self.reread(
+                &info.key,
+                info.size,
+                info.size.max(1),
+                &checksum,
+                digest.map(|d| vec![d]),
+            )
+            .await?;
+        }
+        Ok(Copied::Done { checksum })
+    }
+
+    async fn source_meta(&self, info: &ObjectInfo) -> Result<ObjectMeta, TransferError> {
+        match self.src.head(&info.key).await? {
+            None => Err(TransferError::new(
+                FailureClass::SourceVanished,
+                "the source object is gone",
+            )),
+            Some((now, _)) if now.etag != info.etag || now.size != info.size => {
+                let mut e =
+                    TransferError::new(FailureClass::SourceVanished, "the source object changed");
+                e.changed = true;
+                Err(e)
+            }
+            Some((_, mut meta)) => {
+                meta.modified = info.modified.or(meta.modified);
+                Ok(meta)
+            }
+        }
+    }
+
+    async fn stream_multipart(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
+        let meta = self.source_meta(info).await?;
+        let part = effective_part_size(info.size, self.part_size);
+        let parts = info.size.div_ceil(part);
+        let up = self
+            .dst
+            .create_upload(&info.key, &meta, info.size)
+            .await
+            .map_err(dst_err)?;
+        let reg = self.uploads.add(&up);
+        let etag = info.etag.as_deref();
+        let result: Result<Vec<(String, Option<[u8; 16]>)>, TransferError> =
+            futures::stream::iter(0..parts)
+                .map(|i| {
+                    let up = &up;
+                    async move {
+                        let offset = i * part;
+                        let len = part.min(info.size - offset);
+                        let _budget = self.limits.memory(len).await;
+                        let bytes = with_retry(&self.retry, "GetObject", |_| async {
+                            self.src
+                                .get(&info.key, offset, len, false, etag)
+                                .await
+                                .map(|b| b.bytes)
+                        })
+                        .await?;
+                        let digest = self.checking().then(|| md5_of(&bytes));
+                        let number = i as i32 + 1;
+                        let etag = with_retry(&self.retry, "UploadPart", |_| {
+                            let bytes: Bytes = bytes.clone();
+                            async move {
+                                self.dst
+                                    .upload_part(
+                                        up,
+                                        number,
+                                        offset,
+                                        bytes,
+                                        digest.as_ref().map(|d| &d[..]),
+                                    )
+                                    .await
+                                    .map_err(dst_err)
+                            }
+                        })
+                        .await?;
+                        self.bytes_moved.fetch_add(len, Ordering::Relaxed);
+                        Ok((etag, digest))
+                    }
+                })
+                .buffered(PARTS_IN_FLIGHT)
+                .try_collect()
+                .await;
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                self.dst.abort_upload(&up).await;
+                self.uploads.remove(reg);
+                return Err(e);
+            }
+        };
+        let digests: Option<Vec<[u8; 16]>> = done.iter().map(|(_, d)| *d).collect();
+        let etags: Vec<String> = done.into_iter().map(|(e, _)| e).collect();
+        let completed = self
+            .dst
+            .complete_upload(&up, etags, info.size, &meta)
+            .await
+            .map_err(dst_err);
+        let got = match completed {
+            Ok(g) => g,
+            Err(e) => {
+                self.dst.abort_upload(&up).await;
+                self.uploads.remove(reg);
+                return Err(e);
+            }
+        };
+        self.uploads.remove(reg);
+        let checksum = digests.as_deref().map(composite_md5).unwrap_or_default();
+        if let (Store::S3(d), Some(etag), false) = (&self.dst, got.as_deref(), checksum.is_empty())
+        {
+            if d.etags_are_md5() && etag.contains('-') && !etag.eq_ignore_ascii_case(&checksum) {
+                return Err(TransferError::new(FailureClass::ChecksumMismatch, format!("the completed upload's ETag {etag} is not the MD5 of the parts sent ({checksum})")).with_code("BadDigest"));
+            }
+        }
+        if self.verify == VerifyMode::ReRead {
+            self.reread(&info.key, info.size, part, &checksum, digests)
+                .await?;
+        }
+        Ok(Copied::Done { checksum })
+    }
+
+    /// Reads the written object back in the same parts and compares the digests.
+    async fn reread(
+        &self,
+        key: &str,
+        size: u64,
+        part: u64,
+        checksum: &str,
+        expected: Option<Vec<[u8; 16]>>,
+    ) -> Result<(), TransferError> {
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        let parts = size.div_ceil(part).max(1);
+        for i in 0..parts {
+            let offset = i * part;
+            let len = part.min(size - offset);
+            let _budget = self.limits.memory(len).await;
+            let b = with_retry(&self.retry, "GetObject", |_| async {
+                self.dst
+                    .get(key, offset, len, parts == 1, None)
+                    .await
+                    .map_err(dst_err)
+            })
+            .await?;
+            if md5_of(&b.bytes) != expected[i as usize] {
+                return Err(TransferError::new(FailureClass::ChecksumMismatch, format!("re-reading the destination gave other bytes than were written (part {} of {checksum})", i + 1)).with_code("BadDigest"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn server_single(
+        &self,
+        s: &S3Store,
+        d: &S3Store,
+        info: &ObjectInfo,
+    ) -> Result<Copied, TransferError> {
+        let etag = info.etag.as_deref();
+        let got = with_retry(&self.retry, "CopyObject", |_| async {
+            d.copy_object(s, &info.key, etag).await
+        })
+        .await?;
+        self.bytes_moved.fetch_add(info.size, Ordering::Relaxed);
+        match (info.plain_md5(), got.as_deref()) {
+            (Some(src), Some(new)) if d.etags_are_md5() => {
+                if !src.eq_ignore_ascii_case(new) {
+                    return Err(TransferError::new(
+                        FailureClass::ChecksumMismatch,
+                        format!("server-side copy produced ETag {new}, the source has {src}"),
+                    )
+                    .with_code("BadDigest"));
+                }
+                Ok(Copied::Done {
+                    checksum: src.to_ascii_lowercase(),
+                })
+            }
+            _ => {
+                self.check_size(info).await?;
+                Ok(Copied::Done {
+                    checksum: info.etag.clone().unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    async fn check_size(&self, info: &ObjectInfo) -> Result<(), TransferError> {
+        match self.dst.head(&info.key).await.map_err(dst_err)? {
+            Some((w, _)) if w.size == info.size => Ok(()),
+            Some((w, _)) => Err(TransferError::new(
+                FailureClass::ChecksumMismatch,
+                format!("the copy has {} bytes, the source {}", w.size, info.size),
+            )),
+            None => Err(TransferError::new(
+                FailureClass::Internal,
+                "the copy is missing right after it was written",
+            )),
+        }
+    }
+
+    async fn server_multipart(
+        &self,
+        s: &S3Store,
+        d: &S3Store,
+        info: &ObjectInfo,
+    ) -> Result<Copied, TransferError> {
+        let meta = self.source_meta(info).await?;
+        let part = effective_part_size(info.size, self.part_size);
+        let parts = info.size.div_ceil(part);
+        let up = self
+            .dst
+            .create_upload(&info.key, &meta, info.size)
+            .await
+            .map_err(dst_err)?;
+        let reg = self.uploads.add(&up);
+        let etag = info.etag.as_deref();
+        let result: Result<Vec<String>, TransferError> = futures::stream::iter(0..parts)
+            .map(|i| {
+                let up = &up;
+                async move {
+                    let offset = i * part;
+                    let len = part.min(info.size - offset);
+                    let e = with_retry(&self.retry, "UploadPartCopy", |_| async {
+                        d.copy_part(s, up, i as i32 + 1, offset, len, etag).await
+                    })
+                    .await?;
+                    self.bytes_moved.fetch_add(len, Ordering::Relaxed);
+                    Ok(e)
+                }
+            })
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect()
+            .await;
+        let completed = match result {
+            Ok(etags) => self
+                .dst
+                .complete_upload(&up, etags, info.size, &meta)
+                .await
+                .map_err(dst_err),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = completed {
+            self.dst.abort_upload(&up).await;
+            self.uploads.remove(reg);
+            return Err(e);
+        }
+        self.uploads.remove(reg);
+        self.check_size(info).await?;
+        Ok(Copied::Done {
+            checksum: info.etag.clone().unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_is_raised_to_fit_ten_thousand_parts() {
+        assert_eq!(effective_part_size(100 * MIB, 16 * MIB), 16 * MIB);
+        let huge = 5 * (1u64 << 40);
+        let p = effective_part_size(huge, 16 * MIB);
+        assert!(huge.div_ceil(p) <= MAX_PARTS);
+        assert_eq!(p % MIB, 0);
+    }
+
+    #[test]
+    fn composite_matches_the_s3_formula() {
+        // Two parts "a" and "b": MD5(MD5("a") ‖ MD5("b")), suffixed with the part count.
+        let parts = [md5_of(b"a"), md5_of(b"b")];
+        let mut cat = Vec::new();
+        cat.extend_from_slice(&parts[0]);
+        cat.extend_from_slice(&parts[1]);
+        assert_eq!(
+            composite_md5(&parts),
+            format!("{}-2", hex::encode(md5_of(&cat)))
+        );
+    }
+}

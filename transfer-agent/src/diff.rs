@@ -1,0 +1,120 @@
+//! The overwrite policy (contract §1): whether a selected source object must be copied over
+//! what the destination holds under the same key. Pure.
+
+use ferry_api::OverwritePolicy;
+
+use crate::store::ObjectInfo;
+
+/// Whether `src` must be copied, given the destination entry for the same key (if any).
+///
+/// Times are compared in whole seconds: S3 keeps `LastModified` to the second, so a file
+/// modified at 10.5 s and copied at 10.7 s must not look newer than its copy.
+pub fn needs_copy(policy: OverwritePolicy, src: &ObjectInfo, dst: Option<&ObjectInfo>) -> bool {
+    let Some(dst) = dst else { return true };
+    let newer = match (src.modified, dst.modified) {
+        (Some(s), Some(d)) => s.timestamp() > d.timestamp(),
+        _ => false,
+    };
+    match policy {
+        OverwritePolicy::Skip => false,
+        OverwritePolicy::Always => true,
+        OverwritePolicy::IfNewer => newer,
+        OverwritePolicy::IfDifferent => {
+            if src.size != dst.size {
+                return true;
+            }
+            match (src.plain_md5(), dst.plain_md5()) {
+                (Some(a), Some(b)) => !a.eq_ignore_ascii_case(b),
+                // No comparable checksum (a filesystem side, multipart ETags): a source
+                // modified after its copy was written is different.
+                _ => newer,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    fn obj(size: u64, etag: Option<&str>, modified: &str) -> ObjectInfo {
+        ObjectInfo {
+            key: "k".into(),
+            size,
+            modified: Some(modified.parse::<DateTime<Utc>>().unwrap()),
+            etag: etag.map(String::from),
+            archived: false,
+            invalid: None,
+        }
+    }
+
+    const A: &str = "0cc175b9c0f1b6a831c399e269772661";
+    const B: &str = "92eb5ffee6ae2fec3ad71c777531578f";
+
+    #[test]
+    fn absent_destination_is_always_copied() {
+        for p in [
+            OverwritePolicy::Skip,
+            OverwritePolicy::Always,
+            OverwritePolicy::IfNewer,
+            OverwritePolicy::IfDifferent,
+        ] {
+            assert!(needs_copy(p, &obj(1, None, "2024-01-01T00:00:00Z"), None));
+        }
+    }
+
+    #[test]
+    fn skip_and_always() {
+        let s = obj(1, Some(A), "2024-01-01T00:00:00Z");
+        let d = obj(2, Some(B), "2023-01-01T00:00:00Z");
+        assert!(!needs_copy(OverwritePolicy::Skip, &s, Some(&d)));
+        assert!(needs_copy(OverwritePolicy::Always, &s, Some(&s.clone())));
+    }
+
+    #[test]
+    fn if_newer_compares_seconds() {
+        let old = obj(1, None, "2024-01-01T00:00:00Z");
+        let new = obj(1, None, "2024-01-01T00:00:01Z");
+        let same_second = obj(1, None, "2024-01-01T00:00:00.900Z");
+        assert!(needs_copy(OverwritePolicy::IfNewer, &new, Some(&old)));
+        assert!(!needs_copy(OverwritePolicy::IfNewer, &old, Some(&new)));
+        assert!(!needs_copy(
+            OverwritePolicy::IfNewer,
+            &same_second,
+            Some(&old)
+        ));
+    }
+
+    #[test]
+    fn if_different_uses_size_then_md5_then_time() {
+        let t = "2024-01-01T00:00:00Z";
+        assert!(needs_copy(
+            OverwritePolicy::IfDifferent,
+            &obj(1, Some(A), t),
+            Some(&obj(2, Some(A), t))
+        ));
+        assert!(needs_copy(
+            OverwritePolicy::IfDifferent,
+            &obj(1, Some(A), t),
+            Some(&obj(1, Some(B), t))
+        ));
+        assert!(!needs_copy(
+            OverwritePolicy::IfDifferent,
+            &obj(1, Some(A), t),
+            Some(&obj(1, Some(A), "2025-01-01T00:00:00Z"))
+        ));
+        // Multipart ETags are not MD5s of the content: fall back to time.
+        let mp = obj(1, Some("abc-2"), "2024-06-01T00:00:00Z");
+        assert!(needs_copy(
+            OverwritePolicy::IfDifferent,
+            &mp,
+            Some(&obj(1, Some(A), t))
+        ));
+        assert!(!needs_copy(
+            OverwritePolicy::IfDifferent,
+            &obj(1, Some("abc-2"), t),
+            Some(&obj(1, Some(A), "2024-06-01T00:00:00Z"))
+        ));
+    }
+}

@@ -1,0 +1,726 @@
+//! S3-compatible buckets through aws-sdk-s3.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, MetadataDirective, ObjectCannedAcl,
+    ObjectStorageClass, ServerSideEncryption, StorageClass,
+};
+use aws_sdk_s3::Client;
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, TimeZone, Utc};
+use ferry_api::{FailureClass, S3Location};
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+
+use super::{Body, ObjectInfo, ObjectMeta, Upload};
+use crate::error::TransferError;
+use crate::limit::Limits;
+use crate::retry::{with_retry, RetryPolicy};
+
+/// How a side authenticates.
+#[derive(Clone)]
+pub enum S3Credentials {
+    /// Keys from a Secret (or from the agent's per-side environment variables).
+    Static {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+    },
+    /// The default AWS provider chain (IRSA, Pod Identity, instance role, environment).
+    DefaultChain,
+    /// Unsigned requests.
+    Anonymous,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            S3Credentials::Static { .. } => f.write_str("Static(<redacted>)"),
+            S3Credentials::DefaultChain => f.write_str("DefaultChain"),
+            S3Credentials::Anonymous => f.write_str("Anonymous"),
+        }
+    }
+}
+
+/// Write options of a destination bucket.
+#[derive(Clone, Debug, Default)]
+struct WriteOptions {
+    storage_class: Option<StorageClass>,
+    sse: Option<ServerSideEncryption>,
+    kms_key_id: Option<String>,
+    acl: Option<ObjectCannedAcl>,
+}
+
+/// A bucket and key prefix with a client of its own.
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    endpoint: String,
+    write: WriteOptions,
+    limits: Arc<Limits>,
+    retry: RetryPolicy,
+    page_size: i32,
+    /// Leave Ferry's own `.ferry/` folder out of listings.
+    hide_ferry: bool,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Converts an SDK timestamp.
+fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
+    Utc.timestamp_opt(t.secs(), t.subsec_nanos()).single()
+}
+
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
+fn b64(md5: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(md5)
+}
+
+impl S3Store {
+    /// Builds the client for one side, with its own explicit credentials (never the other
+    /// side's), S3-compatible checksum settings and no SDK retries (the engine retries).
+    pub async fn connect(
+        loc: &S3Location,
+        creds: S3Credentials,
+        limits: Arc<Limits>,
+        retry: RetryPolicy,
+    ) -> S3Store {
+        let region = Region::new(
+            loc.region
+                .clone()
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "us-east-1".to_string()),
+        );
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region.clone());
+        loader = match &creds {
+            S3Credentials::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => loader.credentials_provider(Credentials::new(
+                access_key_id,
+                secret_access_key,
+                session_token.clone(),
+                None,
+                "ferry",
+            )),
+            S3Credentials::Anonymous => loader.no_credentials(),
+            S3Credentials::DefaultChain => loader,
+        };
+        let shared = loader.load().await;
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .region(region)
+            .force_path_style(loc.force_path_style)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(120))
+                    .build(),
+            );
+        if let Some(ep) = &loc.endpoint {
+            // Third-party S3 services reject (Garage) or mangle (s3rver) aws-chunked bodies
+            // with CRC32 trailers: send checksums only where an operation requires them.
+            b = b
+                .endpoint_url(ep)
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        let write = WriteOptions {
+            storage_class: loc.storage_class.as_deref().map(StorageClass::from),
+            sse: loc.server_side_encryption.map(|s| match s {
+                ferry_api::ServerSideEncryption::AES256 => ServerSideEncryption::Aes256,
+                ferry_api::ServerSideEncryption::AwsKms => ServerSideEncryption::AwsKms,
+            }),
+            kms_key_id: loc.kms_key_id.clone(),
+            acl: loc.canned_acl.as_deref().map(ObjectCannedAcl::from),
+        };
+        S3Store {
+            client: Client::from_conf(b.build()),
+            bucket: loc.bucket.clone(),
+            prefix: loc.prefix.clone(),
+            endpoint: loc.endpoint.clone().unwrap_or_else(|| "aws".into()),
+            write,
+            limits,
+            retry,
+            page_size: 1000,
+            hide_ferry: true,
+        }
+    }
+
+    pub fn with_prefix(&self, prefix: String) -> S3Store {
+        S3Store {
+            prefix,
+            ..self.clone()
+        }
+    }
+
+    pub fn under(&self, folder: &str) -> S3Store {
+        S3Store {
+            prefix: format!("{}{folder}", self.prefix),
+            hide_ferry: false,
+            ..self.clone()
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!("s3://{}/{} at {}", self.bucket, self.prefix, self.endpoint)
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    /// Whether the destination's ETags are MD5s of the bytes (not with SSE-KMS).
+    pub fn etags_are_md5(&self) -> bool {
+        !matches!(self.write.sse, Some(ServerSideEncryption::AwsKms))
+    }
+
+    pub fn list(
+        &self,
+        after: Option<String>,
+        until: Option<String>,
+    ) -> BoxStream<'static, Result<ObjectInfo, TransferError>> {
+        // Pages are fetched by a task of their own so listing runs ahead of the consumer
+        // (pipelined), with at most a few pages buffered.
+        let (tx, rx) =
+            mpsc::channel::<Result<ObjectInfo, TransferError>>(2 * self.page_size as usize);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let start_after = after.as_ref().map(|a| me.full(a));
+            let mut token: Option<String> = None;
+            loop {
+                let page = with_retry(&me.retry, "ListObjectsV2", |_| {
+                    let me = &me;
+                    let token = token.clone();
+                    let start_after = start_after.clone();
+                    async move {
+                        me.limits.request().await;
+                        me.client
+                            .list_objects_v2()
+                            .bucket(&me.bucket)
+                            .prefix(&me.prefix)
+                            .set_start_after(if token.is_none() { start_after } else { None })
+                            .set_continuation_token(token)
+                            .max_keys(me.page_size)
+                            .send()
+                            .await
+                            .map_err(|e| TransferError::from_sdk("ListObjectsV2", &e))
+                    }
+                })
+                .await;
+                let page = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.fatal())).await;
+                        return;
+                    }
+                };
+                for o in page.contents() {
+                    let Some(full) = o.key() else { continue };
+                    let Some(key) = full.strip_prefix(me.prefix.as_str()) else {
+                        continue;
+                    };
+                    if me.hide_ferry && full.starts_with(ferry_api::plan::FERRY_DIR) {
+                        continue;
+                    }
+                    if until.as_deref().is_some_and(|u| key > u) {
+                        return;
+                    }
+                    let archived = matches!(
+                        o.storage_class(),
+                        Some(ObjectStorageClass::Glacier) | Some(ObjectStorageClass::DeepArchive)
+                    );
+                    let info = ObjectInfo {
+                        key: key.to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        modified: o.last_modified().and_then(to_chrono),
+                        etag: o.e_tag().map(unquote),
+                        archived,
+                        invalid: None,
+                    };
+                    if tx.send(Ok(info)).await.is_err() {
+                        return;
+                    }
+                }
+                match (page.is_truncated(), page.next_continuation_token()) {
+                    (Some(true), Some(t)) => token = Some(t.to_string()),
+                    _ => return,
+                }
+            }
+        });
+        super::channel_stream(rx)
+    }
+
+    pub async fn head(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<(ObjectInfo, ObjectMeta)>, TransferError> {
+        let full = self.full(key);
+        let res = with_retry(&self.retry, "HeadObject", |_| async {
+            self.limits.request().await;
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .set_if_match(etag.map(quote))
+                .send()
+                .await
+                .map_err(|e| TransferError::from_sdk("HeadObject", &e))
+        })
+        .await;
+        match res {
+            Ok(h) => {
+                let info = ObjectInfo {
+                    key: key.to_string(),
+                    size: h.content_length().unwrap_or(0).max(0) as u64,
+                    modified: h.last_modified().and_then(to_chrono),
+                    etag: h.e_tag().map(unquote),
+                    archived: matches!(
+                        h.storage_class(),
+                        Some(StorageClass::Glacier) | Some(StorageClass::DeepArchive)
+                    ),
+                    invalid: None,
+                };
+                let meta = ObjectMeta {
+                    content_type: h.content_type().map(str::to_string),
+                    content_encoding: h.content_encoding().map(str::to_string),
+                    content_disposition: h.content_disposition().map(str::to_string),
+                    cache_control: h.cache_control().map(str::to_string),
+                    content_language: h.content_language().map(str::to_string),
+                    expires: h.expires_string().map(str::to_string),
+                    user: h
+                        .metadata()
+                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                        .unwrap_or_default(),
+                    modified: info.modified,
+                };
+                Ok(Some((info, meta)))
+            }
+            Err(e) if e.class == FailureClass::SourceVanished && !e.changed => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn get(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        whole: bool,
+        etag: Option<&str>,
+    ) -> Result<Body, TransferError> {
+        let full = self.full(key);
+        self.limits.request().await;
+        self.limits.bandwidth(len).await;
+        let range = (!whole && len > 0).then(|| format!("bytes={}-{}", offset, offset + len - 1));
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_range(range)
+            .set_if_match(etag.map(quote))
+            .send()
+            .await
+            .map_err(|e| TransferError::from_sdk("GetObject", &e))?;
+        let meta = ObjectMeta {
+            content_type: out.content_type().map(str::to_string),
+            content_encoding: out.content_encoding().map(str::to_string),
+            content_disposition: out.content_disposition().map(str::to_string),
+            cache_control: out.cache_control().map(str::to_string),
+            content_language: out.content_language().map(str::to_string),
+            expires: out.expires_string().map(str::to_string),
+            user: out
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            modified: out.last_modified().and_then(to_chrono),
+        };
+        if let Some(cl) = out.content_length() {
+            if cl as u64 != len {
+                return Err(TransferError::new(
+                    FailureClass::SourceVanished,
+                    format!("GetObject: the object is {cl} bytes now, the listing said {len}"),
+                )
+                .retryable(true)
+                .changed());
+            }
+        }
+        let mut buf = BytesMut::with_capacity(len as usize);
+        let mut body = out.body;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), body.next()).await {
+                Err(_) => {
+                    return Err(TransferError::new(
+                        FailureClass::Network,
+                        "GetObject: the body stalled for 60 s",
+                    )
+                    .with_code("Timeout"))
+                }
+                Ok(None) => break,
+                Ok(Some(Ok(chunk))) => {
+                    if buf.len() + chunk.len() > len as usize {
+                        return Err(TransferError::short_body(
+                            len,
+                            (buf.len() + chunk.len()) as u64,
+                        ));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(TransferError::new(
+                        FailureClass::Network,
+                        format!("GetObject: reading the body failed: {e}"),
+                    )
+                    .with_code("IncompleteBody"))
+                }
+            }
+        }
+        if buf.len() as u64 != len {
+            return Err(TransferError::short_body(len, buf.len() as u64));
+        }
+        Ok(Body {
+            bytes: buf.freeze(),
+            meta,
+        })
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+        md5: Option<&[u8]>,
+    ) -> Result<Option<String>, TransferError> {
+        self.limits.request().await;
+        let len = body.len() as i64;
+        let w = &self.write;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .content_length(len)
+            .set_content_md5(md5.map(b64))
+            .body(ByteStream::from(body))
+            .set_content_type(meta.content_type.clone())
+            .set_content_encoding(meta.content_encoding.clone())
+            .set_content_disposition(meta.content_disposition.clone())
+            .set_cache_control(meta.cache_control.clone())
+            .set_content_language(meta.content_language.clone())
+            .set_expires(meta.expires.as_deref().and_then(parse_http_date))
+            .set_metadata(Some(meta.user.clone().into_iter().collect()))
+            .set_storage_class(w.storage_class.clone())
+            .set_server_side_encryption(w.sse.clone())
+            .set_ssekms_key_id(w.kms_key_id.clone())
+            .set_acl(w.acl.clone())
+            .send()
+            .await
+            .map_err(|e| TransferError::from_sdk("PutObject", &e))?;
+        Ok(out.e_tag().map(unquote))
+    }
+
+    pub async fn create_upload(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+    ) -> Result<Upload, TransferError> {
+        let full = self.full(key);
+        let w = &self.write;
+        let out = with_retry(&self.retry, "CreateMultipartUpload", |_| async {
+            self.limits.request().await;
+            self.client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .set_content_type(meta.content_type.clone())
+                .set_content_encoding(meta.content_encoding.clone())
+                .set_content_disposition(meta.content_disposition.clone())
+                .set_cache_control(meta.cache_control.clone())
+                .set_content_language(meta.content_language.clone())
+                .set_expires(meta.expires.as_deref().and_then(parse_http_date))
+                .set_metadata(Some(meta.user.clone().into_iter().collect()))
+                .set_storage_class(w.storage_class.clone())
+                .set_server_side_encryption(w.sse.clone())
+                .set_ssekms_key_id(w.kms_key_id.clone())
+                .set_acl(w.acl.clone())
+                .send()
+                .await
+                .map_err(|e| TransferError::from_sdk("CreateMultipartUpload", &e))
+        })
+        .await?;
+        let id = out.upload_id().ok_or_else(|| {
+            TransferError::new(
+                FailureClass::Internal,
+                "CreateMultipartUpload returned no upload id",
+            )
+        })?;
+        Ok(Upload {
+            key: key.to_string(),
+            id: id.to_string(),
+        })
+    }
+
+    pub async fn upload_part(
+        &self,
+        up: &Upload,
+        number: i32,
+        body: Bytes,
+        md5: Option<&[u8]>,
+    ) -> Result<String, TransferError> {
+        self.limits.request().await;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(self.full(&up.key))
+            .upload_id(&up.id)
+            .part_number(number)
+            .content_length(body.len() as i64)
+            .set_content_md5(md5.map(b64))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| TransferError::from_sdk("UploadPart", &e))?;
+        out.e_tag().map(unquote).ok_or_else(|| {
+            TransferError::new(FailureClass::Internal, "UploadPart returned no ETag")
+        })
+    }
+
+    pub async fn complete_upload(
+        &self,
+        up: &Upload,
+        etags: Vec<String>,
+    ) -> Result<Option<String>, TransferError> {
+        let parts: Vec<CompletedPart> = etags
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                CompletedPart::builder()
+                    .part_number(i as i32 + 1)
+                    .e_tag(quote(e))
+                    .build()
+            })
+            .collect();
+        let full = self.full(&up.key);
+        let out = with_retry(&self.retry, "CompleteMultipartUpload", |_| async {
+            self.limits.request().await;
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&up.id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts.clone()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| TransferError::from_sdk("CompleteMultipartUpload", &e))
+        })
+        .await?;
+        Ok(out.e_tag().map(unquote))
+    }
+
+    pub async fn abort_upload(&self, up: &Upload) {
+        let full = self.full(&up.key);
+        let res = with_retry(&self.retry, "AbortMultipartUpload", |_| async {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&up.id)
+                .send()
+                .await
+                .map_err(|e| TransferError::from_sdk("AbortMultipartUpload", &e))
+        })
+        .await;
+        if let Err(e) = res {
+            if e.class != FailureClass::SourceVanished {
+                tracing::warn!(key = %up.key, error = %e, "could not abort a multipart upload");
+            }
+        }
+    }
+
+    /// Server-side copy of a whole object (the server copies its metadata with it, guarded
+    /// by `x-amz-copy-source-if-match`). Returns the new ETag.
+    pub async fn copy_object(
+        &self,
+        from: &S3Store,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<String>, TransferError> {
+        self.limits.request().await;
+        let w = &self.write;
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .copy_source(copy_source(&from.bucket, &from.full(key)))
+            .set_copy_source_if_match(etag.map(quote))
+            .metadata_directive(MetadataDirective::Copy)
+            .set_storage_class(w.storage_class.clone())
+            .set_server_side_encryption(w.sse.clone())
+            .set_ssekms_key_id(w.kms_key_id.clone())
+            .set_acl(w.acl.clone())
+            .send()
+            .await
+            .map_err(|e| TransferError::from_sdk("CopyObject", &e))?;
+        Ok(out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(unquote))
+    }
+
+    /// Server-side copy of one part (UploadPartCopy).
+    pub async fn copy_part(
+        &self,
+        from: &S3Store,
+        up: &Upload,
+        number: i32,
+        offset: u64,
+        len: u64,
+        etag: Option<&str>,
+    ) -> Result<String, TransferError> {
+        self.limits.request().await;
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(self.full(&up.key))
+            .upload_id(&up.id)
+            .part_number(number)
+            .copy_source(copy_source(&from.bucket, &from.full(&up.key)))
+            .copy_source_range(format!("bytes={}-{}", offset, offset + len - 1))
+            .set_copy_source_if_match(etag.map(quote))
+            .send()
+            .await
+            .map_err(|e| TransferError::from_sdk("UploadPartCopy", &e))?;
+        out.copy_part_result()
+            .and_then(|r| r.e_tag())
+            .map(unquote)
+            .ok_or_else(|| {
+                TransferError::new(FailureClass::Internal, "UploadPartCopy returned no ETag")
+            })
+    }
+
+    pub async fn probe(&self, as_destination: bool) -> Result<(), TransferError> {
+        if as_destination {
+            with_retry(&self.retry, "HeadBucket", |_| async {
+                self.client
+                    .head_bucket()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                    .map_err(|e| TransferError::from_sdk("HeadBucket", &e))
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| bucket_error(e, &self.bucket))
+        } else {
+            with_retry(&self.retry, "ListObjectsV2", |_| async {
+                self.client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&self.prefix)
+                    .max_keys(1)
+                    .send()
+                    .await
+                    .map_err(|e| TransferError::from_sdk("ListObjectsV2", &e))
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| bucket_error(e, &self.bucket))
+        }
+    }
+
+    /// Whether a server-side copy from `src` to this store is possible: the same service and
+    /// the same account (the caller compares credentials).
+    pub fn same_service(&self, src: &S3Store) -> bool {
+        self.endpoint == src.endpoint
+    }
+}
+
+/// HeadBucket answers 404 and 403 without a code: name the problem for the user.
+fn bucket_error(mut e: TransferError, bucket: &str) -> TransferError {
+    match e.code.as_deref() {
+        Some("HTTP 404") | Some("NotFound") | Some("NoSuchBucket") => {
+            e.class = FailureClass::NoSuchBucket;
+            e.message = format!("bucket {bucket:?} does not exist ({})", e.message);
+        }
+        Some("HTTP 403") | Some("Forbidden") | Some("AccessDenied") => {
+            e.class = FailureClass::AccessDenied;
+            e.message = format!("access to bucket {bucket:?} denied: check the credentials and the bucket policy ({})", e.message);
+        }
+        _ => {}
+    }
+    e.fatal()
+}
+
+fn quote(etag: &str) -> String {
+    format!("\"{etag}\"")
+}
+
+/// `bucket/key` with the key percent-encoded, as `x-amz-copy-source` wants it.
+fn copy_source(bucket: &str, key: &str) -> String {
+    let mut out = String::with_capacity(bucket.len() + key.len() + 8);
+    out.push_str(bucket);
+    out.push('/');
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn parse_http_date(s: &str) -> Option<aws_sdk_s3::primitives::DateTime> {
+    aws_sdk_s3::primitives::DateTime::from_str(s, aws_smithy_types::date_time::Format::HttpDate)
+        .ok()
+}
+
+impl TransferError {
+    fn changed(mut self) -> Self {
+        self.changed = true;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_encodes_the_key() {
+        assert_eq!(copy_source("b", "a b/c+d%é"), "b/a%20b/c%2Bd%25%C3%A9");
+    }
+}
