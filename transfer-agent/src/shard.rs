@@ -56,7 +56,15 @@ pub struct ShardRun {
 
 /// What the listing side hands the copying side, in key order.
 enum Work {
-    Copy { info: ObjectInfo, replaced: bool },
+    Copy {
+        info: ObjectInfo,
+        replaced: bool,
+    },
+    /// Up to date because an earlier attempt of this shard wrote it after its last checkpoint.
+    Rewritten {
+        info: ObjectInfo,
+        checksum: String,
+    },
     Skip(ObjectInfo),
     WouldCopy(ObjectInfo),
     Archived(ObjectInfo),
@@ -78,12 +86,17 @@ fn keys_listing(store: Store, keys: Vec<String>) -> Listing {
 }
 
 /// Merges the sorted source and destination listings and decides about each selected key.
+///
+/// `resumed_since`: when resuming, the start of the first attempt; an up-to-date destination
+/// object written since then was copied by that attempt after its last checkpoint, and is
+/// counted (and listed in the manifest) as copied rather than as skipped.
 async fn produce(
     mut src: Listing,
     dst: Listing,
     selector: Selector,
     policy: OverwritePolicy,
     dry_run: bool,
+    resumed_since: Option<i64>,
     tx: mpsc::Sender<Work>,
 ) {
     let mut dst = dst.peekable();
@@ -131,7 +144,18 @@ async fn produce(
                 }
             }
         } else {
-            Work::Skip(info)
+            match existing {
+                Some(d)
+                    if resumed_since
+                        .is_some_and(|t| d.modified.is_some_and(|m| m.timestamp() >= t)) =>
+                {
+                    Work::Rewritten {
+                        info,
+                        checksum: d.plain_md5().unwrap_or_default().to_string(),
+                    }
+                }
+                _ => Work::Skip(info),
+            }
         };
         if tx.send(work).await.is_err() {
             return;
@@ -254,6 +278,14 @@ impl ShardRun {
             Some(r) if r.spec_hash == self.plan.spec_hash => r,
             _ => fresh,
         };
+        let resumed_since = record
+            .started_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp());
+        if record.started_at.is_none() {
+            record.started_at = Some(chrono::Utc::now().to_rfc3339());
+        }
         record.checkpoint.uploads.clear();
         if record.state == ShardState::Completed || record.state == ShardState::Cancelled {
             self.live.send_replace(record.clone());
@@ -316,6 +348,7 @@ impl ShardRun {
             selector,
             self.plan.spec.overwrite,
             self.plan.spec.dry_run,
+            resumed_since,
             tx,
         ));
 
@@ -433,6 +466,7 @@ impl ShardRun {
     ) {
         let info = match &work {
             Work::Copy { info, .. }
+            | Work::Rewritten { info, .. }
             | Work::Skip(info)
             | Work::WouldCopy(info)
             | Work::Archived(info)
@@ -454,6 +488,9 @@ impl ShardRun {
                     let res = c.copy(&info).await;
                     (seq, info, replaced, res)
                 }));
+            }
+            Work::Rewritten { info, checksum } => {
+                self.finish(st, seq, &info, false, Ok(Copied::Done { checksum }));
             }
             Work::Skip(info) => {
                 let delta = Counters {

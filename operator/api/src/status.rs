@@ -240,6 +240,10 @@ pub struct ShardProgress {
     /// When the record was written (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// When the shard first started with this spec (RFC 3339). On resume, destination
+    /// objects written since then and equal to their source are the earlier attempt's work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
 }
 
 /// A standard Kubernetes condition.

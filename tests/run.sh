@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs Ferry's whole test suite. Installs what the tests need first: moto (a real
+# S3-compatible server) in ./.venv. When Garage is installed (FERRY_TEST_GARAGE, `garage` on
+# PATH, or /opt/garage/bin/garage), the end-to-end tests run a second time against it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/moto_server ]; then
+  echo "installing moto into .venv (about 2 minutes, once)..."
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi
+export FERRY_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+
+echo "== unit and end-to-end tests (moto)"
+env -u FERRY_TEST_GARAGE cargo test --workspace --locked
+
+garage="${FERRY_TEST_GARAGE:-$(command -v garage || true)}"
+[ -z "$garage" ] && [ -x /opt/garage/bin/garage ] && garage=/opt/garage/bin/garage
+if [ -n "$garage" ]; then
+  echo "== end-to-end tests against Garage ($garage)"
+  FERRY_TEST_GARAGE="$garage" cargo test -p ferry-tests --locked
+else
+  echo "== Garage not installed: skipping the second S3 target (cargo install garage --locked)"
+fi
