@@ -7,6 +7,7 @@
 //! without a cycle.
 
 pub mod aggregate;
+pub mod cel;
 pub mod plan;
 pub mod quantity;
 pub mod select;

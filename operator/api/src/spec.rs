@@ -27,6 +27,7 @@ use crate::status::MigrationJobStatus;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::cel::spec)]
 pub struct MigrationJobSpec {
     /// Where the objects are read from. Set exactly one of `s3` or `filesystem`.
     pub source: Endpoint,
@@ -82,6 +83,7 @@ pub struct MigrationJobSpec {
 /// One side of a copy. Exactly one of the fields is set.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::cel::endpoint)]
 pub struct Endpoint {
     /// An S3-compatible bucket (AWS S3, Cloudflare R2, MinIO, Garage, GCS interoperability).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,23 +96,27 @@ pub struct Endpoint {
 /// A bucket (and a key prefix in it) on an S3-compatible service.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::cel::s3_location)]
 pub struct S3Location {
     /// The service URL, for example `https://ACCOUNT.r2.cloudflarestorage.com` or
     /// `http://minio.storage:9000`. Omit for AWS S3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 512))]
+    #[schemars(length(max = 512), transform = crate::cel::http_url)]
     pub endpoint: Option<String>,
     /// The region to sign requests for (`us-east-1`; `auto` for R2). Defaults to `us-east-1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub region: Option<String>,
     /// The bucket name.
-    #[schemars(length(min = 3, max = 63))]
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
     pub bucket: String,
     /// A raw key prefix (not a directory): only keys that start with it are read (source), and
     /// it is prepended to every written key (destination).
     #[serde(default)]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 1024), transform = crate::cel::no_dotdot)]
     pub prefix: String,
     /// Address the bucket as `endpoint/bucket` instead of `bucket.endpoint` (MinIO, Garage,
     /// most self-hosted services need it).
@@ -162,7 +168,7 @@ pub struct SecretRef {
 #[serde(rename_all = "camelCase")]
 pub struct FilesystemLocation {
     /// The directory, as seen by the agent (in a cluster: the mount path of the volume).
-    #[schemars(length(min = 1, max = 4096))]
+    #[schemars(length(min = 1, max = 4096), transform = crate::cel::no_dotdot)]
     pub path: String,
     /// In a cluster: a PersistentVolumeClaim mounted at `path` (ReadWriteMany when shards > 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,6 +190,7 @@ pub struct PvcRef {
 /// Which source objects are selected.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::cel::filters)]
 pub struct Filters {
     /// Glob patterns matched against the key relative to the source prefix; `*` does not
     /// cross `/`, `**` does. An object is selected when it matches one (or the list is empty).
@@ -252,6 +259,7 @@ pub struct Parallelism {
     /// Bytes buffered in memory per shard at most, whatever the object sizes (a quantity).
     /// Default 256Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::cel::memory_budget)]
     pub memory_budget: Option<ByteSize>,
 }
 
@@ -275,6 +283,7 @@ impl Default for Parallelism {
 /// When and how objects are uploaded in parts.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::cel::multipart)]
 pub struct Multipart {
     /// Objects larger than this are uploaded in parts (at most 5Gi). Default 64Mi.
     #[serde(default = "default_threshold")]
