@@ -150,7 +150,8 @@ async fn run(args: Args) -> i32 {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info,aws_config=error")),
+            EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,aws_config=error")),
         )
         .with_writer(std::io::stderr)
         .init();
