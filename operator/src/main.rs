@@ -4,10 +4,14 @@ use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 use tracing_subscriber::EnvFilter;
 
+mod children;
+mod controller;
 mod credentials;
+mod leader;
 mod local;
 mod manifests;
 mod planner;
+mod reconcile;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +30,8 @@ enum Command {
     Run(local::RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Run the operator: reconcile MigrationJobs into sharded transfer-agent Jobs.
+    Controller(controller::ControllerArgs),
 }
 
 /// The CRDs as committed under `crds/`.
@@ -47,6 +53,19 @@ fn main() {
         Command::Crd => {
             print!("{}", crd_yaml());
             0
+        }
+        Command::Controller(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            match rt.block_on(controller::run(args)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
         }
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()

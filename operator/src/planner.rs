@@ -6,7 +6,6 @@ use ferry_api::{JobPlan, MigrationJobSpec, ShardRange};
 use ferry_engine::store::Store;
 use ferry_engine::TransferError;
 use futures::StreamExt;
-use rand::Rng;
 
 /// Keys sampled per shard to place the boundaries.
 const SAMPLES_PER_SHARD: usize = 64;
@@ -38,14 +37,13 @@ pub async fn sample_keys(src: &Store, k: usize) -> Result<Vec<String>, TransferE
     let mut listing = src.list(None, None);
     let mut sample: Vec<String> = Vec::with_capacity(k);
     let mut seen = 0usize;
-    let mut rng = rand::rng();
     while let Some(item) = listing.next().await {
         let key = item?.key;
         seen += 1;
         if sample.len() < k {
             sample.push(key);
         } else {
-            let j = rng.random_range(0..seen);
+            let j = rand::random_range(0..seen);
             if j < k {
                 sample[j] = key;
             }

@@ -10,6 +10,7 @@
 //!   limits, the overwrite policy.
 
 pub mod checkpoint;
+pub mod cluster;
 pub mod connect;
 pub mod copy;
 pub mod diff;

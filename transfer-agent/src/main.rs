@@ -31,9 +31,19 @@ struct Args {
     /// The shard to copy; an Indexed Job sets JOB_COMPLETION_INDEX.
     #[arg(long, env = "JOB_COMPLETION_INDEX")]
     shard: usize,
-    /// Where the shard's progress record (with its checkpoint) is kept.
-    #[arg(long, env = "FERRY_PROGRESS_FILE")]
-    progress_file: PathBuf,
+    /// Where the shard's progress record (with its checkpoint) is kept, as a file...
+    #[arg(
+        long,
+        env = "FERRY_PROGRESS_FILE",
+        required_unless_present = "progress_configmap_prefix"
+    )]
+    progress_file: Option<PathBuf>,
+    /// ...or in the ConfigMap `<prefix><shard>` of FERRY_NAMESPACE (in a cluster).
+    #[arg(long, env = "FERRY_PROGRESS_CONFIGMAP_PREFIX")]
+    progress_configmap_prefix: Option<String>,
+    /// The namespace of the progress ConfigMap.
+    #[arg(long, env = "FERRY_NAMESPACE", default_value = "default")]
+    namespace: String,
     /// Seconds between checkpoints (default: max(5, shards/20)).
     #[arg(long, env = "FERRY_CHECKPOINT_SECONDS")]
     checkpoint_seconds: Option<f64>,
@@ -102,9 +112,22 @@ async fn run(args: Args) -> i32 {
         .unwrap_or_else(|| (plan.shards.len() as f64 / 20.0).max(5.0));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (live_tx, mut live_rx) = watch::channel(ShardProgress::default());
-    let store: Arc<dyn ProgressStore> = Arc::new(FileProgressStore {
-        path: args.progress_file.clone(),
-    });
+    let store: Arc<dyn ProgressStore> = match (&args.progress_configmap_prefix, &args.progress_file)
+    {
+        (Some(prefix), _) => match kube::Client::try_default().await {
+            Ok(client) => Arc::new(ferry_engine::cluster::ConfigMapProgressStore::new(
+                client,
+                &args.namespace,
+                format!("{prefix}{}", args.shard),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reach the Kubernetes API for the progress ConfigMap");
+                return 1;
+            }
+        },
+        (None, Some(path)) => Arc::new(FileProgressStore { path: path.clone() }),
+        (None, None) => unreachable!("clap requires one of them"),
+    };
     let shard = tokio::spawn(run_shard(ShardInputs {
         plan: Arc::new(plan),
         index: args.shard,
