@@ -283,7 +283,7 @@ pub fn agent_job(mj: &MigrationJob, image: &str, suspend: bool) -> Job {
                     containers: vec![Container {
                         name: "agent".into(),
                         image: Some(image.into()),
-                        args: Some(vec![]),
+                        command: Some(vec!["transfer-agent".into()]),
                         env: Some(envs),
                         volume_mounts: Some(mounts),
                         resources: Some(ResourceRequirements {
