@@ -13,13 +13,13 @@ fi
 export FERRY_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 
 echo "== unit and end-to-end tests (moto)"
-env -u FERRY_TEST_GARAGE cargo test --workspace --locked
+env -u FERRY_TEST_GARAGE cargo test --workspace --locked --no-fail-fast
 
 garage="${FERRY_TEST_GARAGE:-$(command -v garage || true)}"
 [ -z "$garage" ] && [ -x /opt/garage/bin/garage ] && garage=/opt/garage/bin/garage
 if [ -n "$garage" ]; then
   echo "== end-to-end tests against Garage ($garage)"
-  FERRY_TEST_GARAGE="$garage" cargo test -p ferry-tests --locked
+  FERRY_TEST_GARAGE="$garage" cargo test -p ferry-tests --locked --no-fail-fast
 else
   echo "== Garage not installed: skipping the second S3 target (cargo install garage --locked)"
 fi

@@ -1,1 +1,31 @@
+//! Support code for Ferry's end-to-end tests.
+//!
+//! The tests drive the real `ferry` binary, black-box, through YAML files, against a real
+//! S3 server: moto by default, or Garage when `FERRY_TEST_GARAGE=/path/to/garage` is set.
+//!
+//! - [`server`]: start moto or Garage (a shared instance per test process, or independent ones).
+//! - [`s3`]: an aws-sdk-s3 client for setting up and inspecting buckets.
+//! - [`proxy`]: a fault-injecting HTTP/1.1 proxy that also counts requests.
+//! - [`ferry`]: write job YAML, run the `ferry` binary, read its JSON status and state files.
+//! - [`reports`]: read the failure reports and manifests Ferry writes into the destination.
+//! - [`data`]: deterministic pseudo-random data and filesystem trees.
 
+pub mod data;
+pub mod ferry;
+pub mod fixtures;
+pub mod proxy;
+pub mod reports;
+pub mod s3;
+pub mod server;
+
+pub use data::{assert_trees_eq, bytes, read_tree, set_mtime, small_objects, write_tree, Tree};
+pub use ferry::{ferry_bin, workspace_root, Job, Run, Side, Status, Workdir};
+pub use fixtures::{assert_bucket_eq, bucket_with, small_multipart};
+pub use proxy::{Fault, FaultProxy, FaultSchedule, RequestRecord};
+pub use s3::{Meta, S3};
+pub use server::{
+    second_server, shared_server, start_independent_server, Creds, S3Server, ServerKind,
+};
+
+/// One mebibyte (the multipart tests use parts of `5 * MI`, the smallest S3 allows).
+pub const MI: usize = 1024 * 1024;

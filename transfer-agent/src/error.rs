@@ -160,6 +160,7 @@ pub fn classify(op: &str, status: u16, code: Option<&str>, message: Option<&str>
         "NoSuchBucket" => (NoSuchBucket, false, true),
         "AccessDenied" | "AllAccessDisabled" | "AccountProblem" => (AccessDenied, false, false),
         "NoSuchKey" | "NoSuchVersion" => (SourceVanished, false, false),
+        "NoSuchUpload" => (InvalidRequest, false, false),
         "InvalidObjectState" => (Archived, false, false),
         "EntityTooLarge" => (TooLarge, false, false),
         "SlowDown"

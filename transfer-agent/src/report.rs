@@ -8,6 +8,7 @@ use ferry_api::FailureClass;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TransferError;
+use crate::retry::{with_retry, RetryPolicy};
 use crate::store::{ObjectMeta, Store};
 
 /// One failed object.
@@ -83,7 +84,11 @@ impl ReportWriter {
             }
             let key = format!("{}{kind}-{:06}.jsonl", self.folder, self.segment);
             let body = Bytes::from(std::mem::take(buf));
-            if let Err(e) = self.store.put(&key, body.clone(), &meta, None).await {
+            let put = with_retry(&RetryPolicy::default(), "PutObject", |_| {
+                self.store.put(&key, body.clone(), &meta, None)
+            })
+            .await;
+            if let Err(e) = put {
                 *buf = body.to_vec();
                 return Err(e);
             }

@@ -19,7 +19,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 8,
+            max_attempts: 12,
             base: Duration::from_millis(100),
             cap: Duration::from_secs(20),
         }

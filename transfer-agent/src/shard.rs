@@ -274,6 +274,9 @@ impl ShardRun {
                     .await;
             }
         }
+        if !self.plan.spec.dry_run {
+            self.sweep_uploads(&range).await;
+        }
         let mut record = match loaded {
             Some(r) if r.spec_hash == self.plan.spec_hash => r,
             _ => fresh,
@@ -555,6 +558,30 @@ impl ShardRun {
             Work::ListingFailed(_) => {}
         }
         st.drain();
+    }
+
+    /// Aborts multipart uploads left in the shard's range of the destination by an earlier
+    /// run that could not record them (a create whose answer was lost, a kill before the
+    /// checkpoint): uploads started before this run, for keys the source holds.
+    async fn sweep_uploads(&self, range: &ShardRange) {
+        let Store::S3(d) = &self.dst else { return };
+        let started = chrono::Utc::now();
+        let uploads = match d.list_uploads().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list multipart uploads; not sweeping");
+                return;
+            }
+        };
+        for (key, id, initiated) in uploads {
+            if !range.contains(&key) || initiated.is_some_and(|t| t > started) {
+                continue;
+            }
+            if matches!(self.src.head(&key).await, Ok(Some(_))) {
+                tracing::info!(key = %self.dst_key(&key), "aborting a stale multipart upload");
+                self.dst.abort_upload(&Upload { key, id }).await;
+            }
+        }
     }
 
     fn failure_line(&self, info: &ObjectInfo, e: &TransferError) -> FailureLine {

@@ -174,7 +174,7 @@ impl Store {
         meta: &ObjectMeta,
     ) -> Result<Option<String>, TransferError> {
         match self {
-            Store::S3(s) => s.complete_upload(up, etags).await,
+            Store::S3(s) => s.complete_upload(up, etags, size).await,
             Store::Fs(f) => f.complete_upload(up, size, meta).await.map(|_| None),
         }
     }

@@ -512,11 +512,16 @@ impl S3Store {
         })
     }
 
+    /// Completes an upload. When a retry finds the upload gone (`NoSuchUpload`) because an
+    /// earlier attempt completed it and only the answer was lost, the object is accepted if it
+    /// has the expected size and part count.
     pub async fn complete_upload(
         &self,
         up: &Upload,
         etags: Vec<String>,
+        size: u64,
     ) -> Result<Option<String>, TransferError> {
+        let n = etags.len();
         let parts: Vec<CompletedPart> = etags
             .iter()
             .enumerate()
@@ -528,24 +533,91 @@ impl S3Store {
             })
             .collect();
         let full = self.full(&up.key);
-        let out = with_retry(&self.retry, "CompleteMultipartUpload", |_| async {
-            self.limits.request().await;
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&up.id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts.clone()))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| TransferError::from_sdk("CompleteMultipartUpload", &e))
+        with_retry(&self.retry, "CompleteMultipartUpload", |attempt| {
+            let parts = parts.clone();
+            let full = &full;
+            async move {
+                self.limits.request().await;
+                let res = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .upload_id(&up.id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await;
+                match res {
+                    Ok(out) => Ok(out.e_tag().map(unquote)),
+                    Err(err) => {
+                        let e = TransferError::from_sdk("CompleteMultipartUpload", &err);
+                        if attempt > 0 && e.code.as_deref() == Some("NoSuchUpload") {
+                            if let Some((info, _)) = self.head(&up.key, None).await? {
+                                let parts_ok = info
+                                    .etag
+                                    .as_deref()
+                                    .is_some_and(|t| t.ends_with(&format!("-{n}")));
+                                if info.size == size && parts_ok {
+                                    return Ok(info.etag);
+                                }
+                            }
+                        }
+                        Err(e)
+                    }
+                }
+            }
         })
-        .await?;
-        Ok(out.e_tag().map(unquote))
+        .await
+    }
+
+    /// Multipart uploads under way below this store's prefix: (relative key, upload id,
+    /// initiation time).
+    pub async fn list_uploads(
+        &self,
+    ) -> Result<Vec<(String, String, Option<DateTime<Utc>>)>, TransferError> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = with_retry(&self.retry, "ListMultipartUploads", |_| {
+                let (k, i) = (key_marker.clone(), id_marker.clone());
+                async move {
+                    self.limits.request().await;
+                    self.client
+                        .list_multipart_uploads()
+                        .bucket(&self.bucket)
+                        .prefix(&self.prefix)
+                        .set_key_marker(k)
+                        .set_upload_id_marker(i)
+                        .send()
+                        .await
+                        .map_err(|e| TransferError::from_sdk("ListMultipartUploads", &e))
+                }
+            })
+            .await?;
+            for u in page.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    if let Some(rel) = k.strip_prefix(self.prefix.as_str()) {
+                        out.push((
+                            rel.to_string(),
+                            id.to_string(),
+                            u.initiated().and_then(to_chrono),
+                        ));
+                    }
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     pub async fn abort_upload(&self, up: &Upload) {

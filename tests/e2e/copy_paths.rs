@@ -1,0 +1,270 @@
+//! Every source/destination combination copies a small tree byte for byte:
+//! S3→S3 on one server (server-side copy), S3→S3 across two servers (streaming), fs→S3,
+//! S3→fs and fs→fs; plus the key mapping between prefixes and file mtimes.
+
+use ferry_tests::data::{mtime, rfc3339};
+use ferry_tests::fixtures::tree;
+use ferry_tests::*;
+
+/// A small tree with nesting, an empty object and one multipart-sized object (6 MiB).
+fn sample() -> Tree {
+    let mut t = small_objects("flat-", 6, 3000);
+    t.insert("nested/deeper/file.bin".into(), bytes(1, 10_000));
+    t.insert("nested/other.txt".into(), b"hello ferry\n".to_vec());
+    t.insert("empty".into(), Vec::new());
+    t.insert("big/six-mib".into(), bytes(2, 6 * MI));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_to_s3_same_endpoint_uses_server_side_copy() {
+    let server = shared_server();
+    let s3 = S3::for_server(server);
+    let src = bucket_with(&s3, "ssc-src", &sample()).await;
+    let dst = s3.create_bucket("ssc-dst").await;
+    // Both sides through one proxy: same endpoint string, region and Secret name.
+    let proxy = FaultProxy::start(&server.endpoint, FaultSchedule::none()).await;
+    let wd = Workdir::new("ssc");
+    let job = Job::new(
+        "ssc",
+        Side::s3_at(&proxy.endpoint(), &server.creds, &src),
+        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
+    )
+    .with("multipart", small_multipart());
+
+    let run = wd.run(&job, &[]).await;
+    run.assert_exit(0)
+        .assert_phase("Completed")
+        .assert_counter("objectsCopied", sample().len() as u64);
+    assert_bucket_eq(&s3, &dst, &sample(), "destination after a server-side copy").await;
+
+    let gets = proxy.object_gets();
+    assert!(
+        gets.iter()
+            .all(|r| ferry_tests::s3::is_ferry_key(&r.bucket_and_key().1)),
+        "a server-side copy must not GET object bodies, but these GETs happened:\n{}",
+        gets.iter()
+            .map(|r| format!("  {} {}\n", r.method, r.target))
+            .collect::<String>()
+    );
+    let copies = proxy.copies();
+    assert!(
+        copies.len() >= sample().len(),
+        "expected at least one CopyObject/UploadPartCopy per object ({}), saw {}:\n{}",
+        sample().len(),
+        copies.len(),
+        proxy.summary()
+    );
+    let plain_puts: Vec<_> = proxy
+        .data_puts()
+        .into_iter()
+        .filter(|r| !r.copy_source && r.body_len > 0)
+        .collect();
+    assert!(
+        plain_puts.is_empty(),
+        "a server-side copy must not upload object bytes, but these PUTs carried bodies:\n{}",
+        plain_puts
+            .iter()
+            .map(|r| format!("  {} {} ({} bytes)\n", r.method, r.target, r.body_len))
+            .collect::<String>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_to_s3_two_endpoints_streams() {
+    let (a, b) = (shared_server(), second_server());
+    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
+    let src = bucket_with(&s3a, "stream-src", &sample()).await;
+    let dst = s3b.create_bucket("stream-dst").await;
+    let src_proxy = FaultProxy::start(&a.endpoint, FaultSchedule::none()).await;
+    let dst_proxy = FaultProxy::start(&b.endpoint, FaultSchedule::none()).await;
+    let wd = Workdir::new("stream");
+    let job = Job::new(
+        "stream",
+        Side::s3_at(&src_proxy.endpoint(), &a.creds, &src).secret_name("src-creds"),
+        Side::s3_at(&dst_proxy.endpoint(), &b.creds, &dst).secret_name("dst-creds"),
+    )
+    .with("multipart", small_multipart());
+
+    let run = wd.run(&job, &[]).await;
+    run.assert_exit(0)
+        .assert_phase("Completed")
+        .assert_counter("objectsCopied", sample().len() as u64);
+    assert_bucket_eq(&s3b, &dst, &sample(), "destination after a streaming copy").await;
+    assert!(
+        dst_proxy.copies().is_empty(),
+        "two endpoints cannot use server-side copy, yet the destination saw x-amz-copy-source:\n{}",
+        dst_proxy.summary()
+    );
+    let non_empty = sample().values().filter(|v| !v.is_empty()).count();
+    assert!(
+        src_proxy.object_gets().len() >= non_empty,
+        "a streaming copy reads every non-empty object from the source ({non_empty}), saw {} GETs:\n{}",
+        src_proxy.object_gets().len(),
+        src_proxy.summary()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fs_to_s3() {
+    let server = shared_server();
+    let s3 = S3::for_server(server);
+    let wd = Workdir::new("fs-s3");
+    let src = wd.subdir("src");
+    write_tree(&src, &sample());
+    let dst = s3.create_bucket("fs-s3-dst").await;
+    let job = Job::new("fs-s3", Side::fs(&src), Side::s3(server, &dst))
+        .with("multipart", small_multipart());
+
+    let run = wd.run(&job, &[]).await;
+    run.assert_exit(0)
+        .assert_phase("Completed")
+        .assert_counter("objectsCopied", sample().len() as u64);
+    assert_bucket_eq(&s3, &dst, &sample(), "destination after fs→S3").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_to_fs() {
+    let server = shared_server();
+    let s3 = S3::for_server(server);
+    let src = bucket_with(&s3, "s3-fs-src", &sample()).await;
+    let wd = Workdir::new("s3-fs");
+    let dst = wd.subdir("dst");
+    let job = Job::new("s3-fs", Side::s3(server, &src), Side::fs(&dst))
+        .with("multipart", small_multipart());
+
+    let run = wd.run(&job, &[]).await;
+    run.assert_exit(0)
+        .assert_phase("Completed")
+        .assert_counter("objectsCopied", sample().len() as u64);
+    assert_trees_eq(
+        &sample(),
+        &read_tree(&dst),
+        "destination directory after S3→fs",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_to_fs_sets_file_mtime_to_source_last_modified() {
+    let server = shared_server();
+    let s3 = S3::for_server(server);
+    let t = tree([("a", bytes(1, 100)), ("dir/b", bytes(2, 200))]);
+    let src = bucket_with(&s3, "s3-fs-mtime", &t).await;
+    let listed = s3.list_all(&src, "").await;
+    let wd = Workdir::new("s3-fs-mtime");
+    let dst = wd.subdir("dst");
+    // Let the clock move so that "now" and LastModified differ.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let job = Job::new("s3-fs-mtime", Side::s3(server, &src), Side::fs(&dst));
+    wd.run(&job, &[]).await.assert_exit(0);
+    for o in listed {
+        let got = mtime(&dst.join(&o.key));
+        assert!(
+            (got - o.last_modified_secs).abs() <= 1,
+            "{}: file mtime {} ({}) should be the source LastModified {} ({})",
+            o.key,
+            got,
+            rfc3339(got),
+            o.last_modified_secs,
+            rfc3339(o.last_modified_secs)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fs_to_fs() {
+    let wd = Workdir::new("fs-fs");
+    let src = wd.subdir("src");
+    let dst = wd.subdir("dst");
+    write_tree(&src, &sample());
+    let old = 1_600_000_000; // 2020-09-13
+    for (i, key) in sample().keys().enumerate() {
+        set_mtime(&src.join(key), old + i as i64 * 60);
+    }
+    let job = Job::new("fs-fs", Side::fs(&src), Side::fs(&dst));
+
+    let run = wd.run(&job, &[]).await;
+    run.assert_exit(0)
+        .assert_phase("Completed")
+        .assert_counter("objectsCopied", sample().len() as u64);
+    assert_trees_eq(
+        &sample(),
+        &read_tree(&dst),
+        "destination directory after fs→fs",
+    );
+    for key in sample().keys() {
+        assert_eq!(
+            mtime(&dst.join(key)),
+            mtime(&src.join(key)),
+            "{key}: destination mtime should equal the source mtime"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefixes_map_keys() {
+    // dstKey = destination.prefix + srcKey without source.prefix; prefixes are raw strings.
+    let server = shared_server();
+    let s3 = S3::for_server(server);
+    let t = tree([
+        ("photos/a.jpg", bytes(1, 10)),
+        ("photos/2024/b.jpg", bytes(2, 20)),
+        ("photos-old/c.jpg", bytes(3, 30)),
+        ("photosx", bytes(4, 40)),
+        ("other/d.jpg", bytes(5, 50)),
+    ]);
+    let src = bucket_with(&s3, "prefix-src", &t).await;
+    let dst = s3.create_bucket("prefix-dst").await;
+    let wd = Workdir::new("prefix");
+    let job = Job::new(
+        "prefix",
+        Side::s3(server, &src).prefix("photos"),
+        Side::s3(server, &dst).prefix("backup/p"),
+    );
+
+    wd.run(&job, &[])
+        .await
+        .assert_exit(0)
+        .assert_counter("objectsCopied", 4);
+    let expected = tree([
+        ("backup/p/a.jpg", bytes(1, 10)),
+        ("backup/p/2024/b.jpg", bytes(2, 20)),
+        ("backup/p-old/c.jpg", bytes(3, 30)),
+        ("backup/px", bytes(4, 40)),
+    ]);
+    assert_bucket_eq(
+        &s3,
+        &dst,
+        &expected,
+        "keys mapped from prefix `photos` to `backup/p`",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reports_totals() {
+    let server = shared_server();
+    let s3 = S3::for_server(server);
+    let t = small_objects("o", 10, 500);
+    let total: u64 = t.values().map(|v| v.len() as u64).sum();
+    let src = bucket_with(&s3, "totals-src", &t).await;
+    let dst = s3.create_bucket("totals-dst").await;
+    let wd = Workdir::new("totals");
+    let run = wd
+        .run(
+            &Job::new("totals", Side::s3(server, &src), Side::s3(server, &dst)),
+            &[],
+        )
+        .await;
+    run.assert_exit(0)
+        .assert_counter("objectsTotal", 10)
+        .assert_counter("objectsCopied", 10)
+        .assert_counter("objectsFailed", 0)
+        .assert_counter("bytesTotal", total)
+        .assert_counter("bytesCopied", total);
+    assert!(
+        run.status().listing_complete(),
+        "listingComplete should be true at the end\n{}",
+        run.describe()
+    );
+}

@@ -1,0 +1,406 @@
+//! Copies through a faulty network: 503 SlowDown, connection resets and truncated bodies on a
+//! deterministic schedule. The job must still complete with every object byte-identical.
+
+use ferry_tests::proxy::Fault;
+use ferry_tests::reports::{self, Kind};
+use ferry_tests::*;
+
+/// ~100 objects: small ones, zero-byte ones, and multipart ones (threshold 5Mi).
+fn objects() -> Tree {
+    let mut t = small_objects("small/", 92, 64 * 1024);
+    t.insert("zero-1".into(), Vec::new());
+    t.insert("zero-2".into(), Vec::new());
+    t.insert("mp/six".into(), bytes(1, 6 * MI));
+    t.insert("mp/eleven".into(), bytes(2, 11 * MI + 5));
+    t.insert("mp/sixteen".into(), bytes(3, 16 * MI + 3));
+    t
+}
+
+const SOURCE_MULTIPART_KEY: &str = "mp/uploaded-in-parts";
+fn source_multipart() -> Vec<u8> {
+    bytes(4, 10 * MI + 1)
+}
+
+fn expected() -> Tree {
+    let mut t = objects();
+    t.insert(SOURCE_MULTIPART_KEY.into(), source_multipart());
+    t
+}
+
+async fn seed(s3: &S3, hint: &str) -> String {
+    let b = bucket_with(s3, hint, &objects()).await;
+    s3.put_multipart(&b, SOURCE_MULTIPART_KEY, &source_multipart(), 5 * MI)
+        .await;
+    b
+}
+
+fn schedule(reset_after_forwarding: bool) -> FaultSchedule {
+    FaultSchedule {
+        slowdown_every: 4,
+        reset_every: 7,
+        truncate_get_every: 5,
+        reset_after_forwarding,
+        scrambled: true,
+        ..Default::default()
+    }
+}
+
+/// Assert exit 0; otherwise fail with the failure report (attempts per key), what the proxies
+/// saw for the failed keys, and the output.
+async fn assert_exit_0_or_show_report(
+    run: &Run,
+    s3: &S3,
+    bucket: &str,
+    job: &str,
+    faults: &str,
+    proxies: &[&FaultProxy],
+) {
+    if run.code == Some(0) {
+        return;
+    }
+    let report = reports::s3_report_files(s3, bucket, "default", job, Kind::Failures).await;
+    let failed: Vec<String> = run
+        .status
+        .as_ref()
+        .map(|s| s.first_errors())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["key"].as_str().map(str::to_string))
+        .collect();
+    let mut seen = String::new();
+    for key in &failed {
+        for p in proxies {
+            for r in p
+                .records()
+                .into_iter()
+                .filter(|r| r.bucket_and_key().1 == *key)
+            {
+                seen.push_str(&format!(
+                    "  {} #{} {} {} status={:?} fault={:?}\n",
+                    p.endpoint(),
+                    r.seq,
+                    r.method,
+                    r.target,
+                    r.status,
+                    r.fault
+                ));
+            }
+        }
+    }
+    panic!(
+        "{faults}\nfailure report files: {report:#?}\nrequests for the failed keys:\n{seen}ferry exited {:?}, expected 0\n{}",
+        run.code,
+        run.describe()
+    );
+}
+
+/// S3→S3 across two servers, each behind a faulty proxy.
+async fn streaming_through_faults(test: &str, reset_after_forwarding: bool) {
+    let (a, b) = (shared_server(), second_server());
+    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
+    let src = seed(&s3a, &format!("{test}-src")).await;
+    let dst = s3b.create_bucket(&format!("{test}-dst")).await;
+    let src_proxy = FaultProxy::start(&a.endpoint, schedule(reset_after_forwarding)).await;
+    let dst_proxy = FaultProxy::start(&b.endpoint, schedule(reset_after_forwarding)).await;
+    let wd = Workdir::new(test);
+    let job = Job::new(
+        test,
+        Side::s3_at(&src_proxy.endpoint(), &a.creds, &src).secret_name("src-creds"),
+        Side::s3_at(&dst_proxy.endpoint(), &b.creds, &dst).secret_name("dst-creds"),
+    )
+    .with("multipart", small_multipart())
+    .with(
+        "parallelism",
+        serde_json::json!({ "shards": 1, "concurrency": 16 }),
+    );
+
+    let run = wd.run(&job, &[]).await;
+    let faults = format!(
+        "faults injected: source {} SlowDown, {} Reset, {} Truncate; destination {} SlowDown, {} Reset, {} Truncate",
+        src_proxy.faults(Fault::SlowDown),
+        src_proxy.faults(Fault::Reset),
+        src_proxy.faults(Fault::Truncate),
+        dst_proxy.faults(Fault::SlowDown),
+        dst_proxy.faults(Fault::Reset),
+        dst_proxy.faults(Fault::Truncate),
+    );
+    assert_exit_0_or_show_report(&run, &s3b, &dst, test, &faults, &[&src_proxy, &dst_proxy]).await;
+    run.assert_phase("Completed")
+        .assert_counter("objectsFailed", 0)
+        .assert_counter("objectsCopied", expected().len() as u64);
+    assert_bucket_eq(
+        &s3b,
+        &dst,
+        &expected(),
+        &format!("destination after copying through faults ({faults})"),
+    )
+    .await;
+    // The schedule really hit the copy.
+    assert!(
+        src_proxy.faults(Fault::Truncate) > 0,
+        "no truncated GET happened; {faults}"
+    );
+    assert!(
+        src_proxy.faults(Fault::SlowDown) + dst_proxy.faults(Fault::SlowDown) > 0,
+        "{faults}"
+    );
+    assert!(
+        src_proxy.faults(Fault::Reset) + dst_proxy.faults(Fault::Reset) > 0,
+        "{faults}"
+    );
+    // Faults before forwarding never reach the server, so no upload can be orphaned by them.
+    // (After an ambiguous CreateMultipartUpload an orphan is unavoidable until the next start
+    // sweeps it: see `an_upload_orphaned_by_an_ambiguous_create_is_swept_by_the_next_start`.)
+    if !reset_after_forwarding {
+        assert_no_open_uploads(&s3b, &dst, "after copying through faults").await;
+    }
+}
+
+async fn open_uploads(s3: &S3, bucket: &str) -> Vec<String> {
+    let uploads = s3
+        .client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("list uploads");
+    uploads
+        .uploads()
+        .iter()
+        .map(|u| {
+            format!(
+                "{} ({})",
+                u.key().unwrap_or_default(),
+                u.upload_id().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+async fn assert_no_open_uploads(s3: &S3, bucket: &str, when: &str) {
+    let open = open_uploads(s3, bucket).await;
+    assert!(
+        open.is_empty(),
+        "multipart uploads left open at the destination {when}: {open:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_copy_survives_slowdowns_resets_and_truncated_bodies() {
+    streaming_through_faults("faults-stream", false).await;
+}
+
+/// Resets after the server performed the request: the client cannot know whether a PUT, a
+/// part or a CompleteMultipartUpload happened, and must cope either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_copy_survives_resets_after_the_server_acted() {
+    streaming_through_faults("faults-ambiguous", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_copy_survives_slowdowns_and_resets() {
+    let server = shared_server();
+    let s3 = S3::for_server(server);
+    let src = seed(&s3, "faults-ssc-src").await;
+    let dst = s3.create_bucket("faults-ssc-dst").await;
+    let proxy = FaultProxy::start(&server.endpoint, schedule(false)).await;
+    let wd = Workdir::new("faults-ssc");
+    let job = Job::new(
+        "faults-ssc",
+        Side::s3_at(&proxy.endpoint(), &server.creds, &src),
+        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
+    )
+    .with("multipart", small_multipart());
+    let run = wd.run(&job, &[]).await;
+    let faults = format!(
+        "faults injected: {} SlowDown, {} Reset, {} Truncate",
+        proxy.faults(Fault::SlowDown),
+        proxy.faults(Fault::Reset),
+        proxy.faults(Fault::Truncate)
+    );
+    assert_exit_0_or_show_report(&run, &s3, &dst, job.name.as_str(), &faults, &[&proxy]).await;
+    run.assert_counter("objectsFailed", 0);
+    assert_bucket_eq(
+        &s3,
+        &dst,
+        &expected(),
+        &format!("destination after a server-side copy through faults ({faults})"),
+    )
+    .await;
+    assert!(
+        proxy.faults(Fault::SlowDown) > 0 && proxy.faults(Fault::Reset) > 0,
+        "{faults}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fs_to_s3_survives_slowdowns_and_resets() {
+    let server = shared_server();
+    let s3 = S3::for_server(server);
+    let wd = Workdir::new("faults-fs-s3");
+    let src = wd.subdir("src");
+    write_tree(&src, &expected());
+    let dst = s3.create_bucket("faults-fs-s3-dst").await;
+    let proxy = FaultProxy::start(&server.endpoint, schedule(false)).await;
+    let job = Job::new(
+        "faults-fs-s3",
+        Side::fs(&src),
+        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
+    )
+    .with("multipart", small_multipart());
+    let run = wd.run(&job, &[]).await;
+    let faults = format!(
+        "faults injected: {} SlowDown, {} Reset",
+        proxy.faults(Fault::SlowDown),
+        proxy.faults(Fault::Reset)
+    );
+    assert_exit_0_or_show_report(&run, &s3, &dst, job.name.as_str(), &faults, &[&proxy]).await;
+    run.assert_counter("objectsFailed", 0);
+    assert_bucket_eq(
+        &s3,
+        &dst,
+        &expected(),
+        &format!("destination after fs→S3 through faults ({faults})"),
+    )
+    .await;
+}
+
+/// The failure report and the manifest are written even when the destination throttles the
+/// first writes under `.ferry/reports/` (more 503s than one request's retries absorb): a job
+/// that says "see the failure report" must have one.
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_are_written_despite_a_throttling_destination() {
+    let (a, b) = (shared_server(), second_server());
+    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
+    let mut t = small_objects("ok/", 6, 300);
+    t.insert("secret/denied".into(), bytes(77, 123));
+    let src = bucket_with(&s3a, "rep-flaky-src", &t).await;
+    let dst = s3b.create_bucket("rep-flaky-dst").await;
+    let src_proxy = FaultProxy::start(
+        &a.endpoint,
+        FaultSchedule {
+            deny_keys: vec!["secret/denied".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let dst_proxy = FaultProxy::start(
+        &b.endpoint,
+        FaultSchedule {
+            slowdown_first: 4,
+            only_targets_containing: Some(".ferry/reports/".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let wd = Workdir::new("rep-flaky");
+    let job = Job::new(
+        "rep-flaky",
+        Side::s3_at(&src_proxy.endpoint(), &a.creds, &src).secret_name("src-creds"),
+        Side::s3_at(&dst_proxy.endpoint(), &b.creds, &dst).secret_name("dst-creds"),
+    );
+    let run = wd.run(&job, &[]).await;
+    run.assert_exit(2).assert_counter("objectsFailed", 1);
+    let throttled = dst_proxy.faults(Fault::SlowDown);
+    let failures =
+        reports::s3_report_lines(&s3b, &dst, "default", "rep-flaky", Kind::Failures).await;
+    assert_eq!(
+        reports::keys(&failures),
+        vec!["secret/denied".to_string()],
+        "the failure report after {throttled} throttled report writes\n{}",
+        run.describe()
+    );
+    let manifest =
+        reports::s3_report_lines(&s3b, &dst, "default", "rep-flaky", Kind::Manifest).await;
+    assert_eq!(
+        reports::keys(&manifest).len(),
+        6,
+        "the manifest after {throttled} throttled report writes: {manifest:#?}\n{}",
+        run.describe()
+    );
+}
+
+/// fs→S3 of one 3-part object through a proxy that resets the connection of the first
+/// matching request after the server performed it.
+async fn run_with_one_ambiguous_request(
+    test: &str,
+    method: &str,
+    target_contains: &str,
+) -> (Run, S3, String, Workdir, Job, FaultProxy) {
+    let server = shared_server();
+    let s3 = S3::for_server(server);
+    let wd = Workdir::new(test);
+    let src = wd.subdir("src");
+    let t: Tree = [("big/three-parts".to_string(), bytes(11, 11 * MI))]
+        .into_iter()
+        .collect();
+    write_tree(&src, &t);
+    let dst = s3.create_bucket(&format!("{test}-dst")).await;
+    let proxy = FaultProxy::start(
+        &server.endpoint,
+        FaultSchedule {
+            reset_first: 1,
+            reset_after_forwarding: true,
+            only_methods: vec![method.to_string()],
+            only_targets_containing: Some(target_contains.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let job = Job::new(
+        test,
+        Side::fs(&src),
+        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
+    )
+    .with("multipart", small_multipart());
+    let run = wd.run(&job, &[]).await;
+    assert_eq!(
+        proxy.faults(Fault::Reset),
+        1,
+        "the reset was not injected:\n{}",
+        proxy.summary()
+    );
+    if run.code != Some(0) {
+        panic!(
+            "ferry exited {:?}, expected 0; requests:\n{}\n{}",
+            run.code,
+            proxy.summary(),
+            run.describe()
+        );
+    }
+    assert_bucket_eq(&s3, &dst, &t, test).await;
+    (run, s3, dst, wd, job, proxy)
+}
+
+/// CompleteMultipartUpload performed by the server, but the answer is lost (reset): a retry
+/// gets NoSuchUpload although the object is complete. That is not a failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_complete_multipart_upload_whose_answer_is_lost_is_not_a_failure() {
+    let (run, s3, dst, ..) =
+        run_with_one_ambiguous_request("amb-complete", "POST", "uploadId=").await;
+    run.assert_phase("Completed")
+        .assert_counter("objectsCopied", 1)
+        .assert_counter("objectsFailed", 0);
+    assert_no_open_uploads(&s3, &dst, "after an ambiguous CompleteMultipartUpload").await;
+}
+
+/// CreateMultipartUpload performed by the server, but the answer is lost: the retry starts a
+/// second upload and the first is orphaned. The copy succeeds, and the next job start sweeps
+/// the orphan (contract §4: "a job start sweeps stale uploads under the destination prefix
+/// that Ferry started").
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_orphaned_by_an_ambiguous_create_is_swept_by_the_next_start() {
+    let (run, s3, dst, wd, job, proxy) =
+        run_with_one_ambiguous_request("amb-create", "POST", "?uploads").await;
+    run.assert_phase("Completed")
+        .assert_counter("objectsFailed", 0);
+    let orphans = open_uploads(&s3, &dst).await;
+    proxy.set_faults_enabled(false);
+    let again = wd.run(&job, &[]).await;
+    again.assert_exit(0);
+    let open = open_uploads(&s3, &dst).await;
+    assert!(
+        open.is_empty(),
+        "uploads still open after the next start (after the first run: {orphans:?}); now: {open:?}"
+    );
+}

@@ -1,0 +1,159 @@
+//! The aws-chunked trap: an uploader that frames bodies as aws-chunked (with
+//! `;chunk-signature=` or trailing checksums) against a server that does not decode them stores
+//! the framing as the object's bytes. After fs→S3 and streaming S3→S3 copies we read the
+//! objects back raw and compare them with the source byte for byte, and check that uploads were
+//! not aws-chunked at all (contract §5: no aws-chunked trailers on S3-compatible endpoints).
+//! The same runs against Garage when a garage binary is available.
+
+use ferry_tests::data::contains;
+use ferry_tests::server::{find_garage, start_garage};
+use ferry_tests::*;
+use serde_json::json;
+
+/// Sizes around the SDK's chunking (64 KiB) and the multipart threshold.
+fn objects() -> Tree {
+    let mut t = Tree::new();
+    for (i, n) in [
+        0usize,
+        1,
+        8 * 1024,
+        64 * 1024 - 1,
+        64 * 1024,
+        64 * 1024 + 1,
+        1_000_000,
+        5 * MI + 1,
+    ]
+    .iter()
+    .enumerate()
+    {
+        t.insert(format!("size-{n:08}"), bytes(i as u64 + 1, *n));
+    }
+    t
+}
+
+/// Read every object back and compare raw bytes, naming framing when it is found.
+async fn assert_exact_bytes(s3: &S3, bucket: &str, expected: &Tree, what: &str) {
+    let mut problems = String::new();
+    for (k, want) in expected {
+        let got = s3.get(bucket, k).await;
+        if &got != want {
+            let framing = if contains(&got, b";chunk-signature=") {
+                " — the stored bytes contain aws-chunked `;chunk-signature=` framing"
+            } else if contains(&got, b"x-amz-checksum-") {
+                " — the stored bytes contain an aws-chunked checksum trailer"
+            } else {
+                ""
+            };
+            problems.push_str(&format!(
+                "  {k}: stored {} bytes, source {} bytes{framing}\n",
+                got.len(),
+                want.len()
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{what}: stored bytes differ from the source:\n{problems}"
+    );
+}
+
+fn assert_no_aws_chunked(proxy: &FaultProxy, what: &str) {
+    let chunked = proxy.aws_chunked();
+    assert!(
+        chunked.is_empty(),
+        "{what}: uploads used aws-chunked bodies (Content-Encoding: aws-chunked or STREAMING-* payload hash):\n{}",
+        chunked.iter().map(|r| format!("  {} {}\n", r.method, r.target)).collect::<String>()
+    );
+}
+
+async fn fs_to_s3_exact(server: &S3Server, test: &str) {
+    let s3 = S3::for_server(server);
+    let wd = Workdir::new(test);
+    let src = wd.subdir("src");
+    write_tree(&src, &objects());
+    let dst = s3.create_bucket(&format!("{test}-dst")).await;
+    let proxy = FaultProxy::start(&server.endpoint, FaultSchedule::none()).await;
+    let job = Job::new(
+        test,
+        Side::fs(&src),
+        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
+    )
+    .with("multipart", small_multipart());
+    wd.run(&job, &[]).await.assert_exit(0);
+    assert_exact_bytes(&s3, &dst, &objects(), &format!("fs→S3 ({:?})", server.kind)).await;
+    assert_no_aws_chunked(&proxy, &format!("fs→S3 ({:?})", server.kind));
+}
+
+async fn streaming_exact(src_server: &S3Server, dst_server: &S3Server, test: &str) {
+    let (s3a, s3b) = (S3::for_server(src_server), S3::for_server(dst_server));
+    let src = bucket_with(&s3a, &format!("{test}-src"), &objects()).await;
+    let dst = s3b.create_bucket(&format!("{test}-dst")).await;
+    let proxy = FaultProxy::start(&dst_server.endpoint, FaultSchedule::none()).await;
+    let wd = Workdir::new(test);
+    let job = Job::new(
+        test,
+        Side::s3(src_server, &src).secret_name("src-creds"),
+        Side::s3_at(&proxy.endpoint(), &dst_server.creds, &dst).secret_name("dst-creds"),
+    )
+    .with("multipart", small_multipart());
+    wd.run(&job, &[]).await.assert_exit(0);
+    let what = format!(
+        "S3→S3 streaming ({:?} → {:?})",
+        src_server.kind, dst_server.kind
+    );
+    assert_exact_bytes(&s3b, &dst, &objects(), &what).await;
+    assert_no_aws_chunked(&proxy, &what);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fs_to_s3_stores_exact_bytes() {
+    fs_to_s3_exact(shared_server(), "chunk-fs-s3").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_to_s3_streaming_stores_exact_bytes() {
+    streaming_exact(shared_server(), second_server(), "chunk-stream").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garage_stores_exact_bytes() {
+    let Some(garage_bin) = find_garage() else {
+        eprintln!("skipped: no garage binary (set FERRY_TEST_GARAGE=/path/to/garage)");
+        return;
+    };
+    let garage = start_garage(&garage_bin);
+    fs_to_s3_exact(&garage, "chunk-garage-fs").await;
+    streaming_exact(shared_server(), &garage, "chunk-garage-stream").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_modes_are_reported() {
+    let (a, b) = (shared_server(), second_server());
+    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
+    let t = small_objects("v-", 5, 5000);
+    let src = bucket_with(&s3a, "verify-src", &t).await;
+    for (mode, reported) in [
+        ("Checksum", "Checksum"),
+        ("ReRead", "ReRead"),
+        ("Size", "SizeOnly"),
+    ] {
+        let name = format!("verify-{}", mode.to_lowercase());
+        let dst = s3b.create_bucket(&name).await;
+        let wd = Workdir::new(&name);
+        let job = Job::new(
+            &name,
+            Side::s3(a, &src).secret_name("src-creds"),
+            Side::s3(b, &dst).secret_name("dst-creds"),
+        )
+        .with("verify", json!(mode));
+        let run = wd.run(&job, &[]).await;
+        run.assert_exit(0).assert_counter("objectsCopied", 5);
+        assert_eq!(
+            run.status().0.get("verified").and_then(|v| v.as_str()),
+            Some(reported),
+            "verify: {mode} should be reported as verified: {reported}\n{}",
+            run.describe()
+        );
+        assert_bucket_eq(&s3b, &dst, &t, &format!("verify: {mode}")).await;
+    }
+}
