@@ -245,81 +245,88 @@ impl Copier {
         }
     }
 
-    async fn stream_multipart(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
+    /// A multipart upload of `info`: creates it (recorded for checkpoints), runs `part` for
+    /// every part (at most [`PARTS_IN_FLIGHT`] at once, results in part order), completes it
+    /// from the parts' ETags, and aborts it if anything fails. Returns the part results, the
+    /// completed object's ETag and the part size.
+    async fn multipart<T, F, Fut>(
+        &self,
+        info: &ObjectInfo,
+        part: F,
+    ) -> Result<(Vec<T>, Option<String>, u64), TransferError>
+    where
+        F: Fn(Upload, i32, u64, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<(String, T), TransferError>>,
+    {
         let meta = self.source_meta(info).await?;
-        let part = effective_part_size(info.size, self.part_size);
-        let parts = info.size.div_ceil(part);
+        let size = effective_part_size(info.size, self.part_size);
+        let parts = info.size.div_ceil(size);
         let up = self
             .dst
             .create_upload(&info.key, &meta, info.size)
             .await
             .map_err(dst_err)?;
         let reg = self.uploads.add(&up);
+        let result: Result<Vec<(String, T)>, TransferError> = futures::stream::iter(0..parts)
+            .map(|i| {
+                let offset = i * size;
+                let len = size.min(info.size - offset);
+                let fut = part(up.clone(), i as i32 + 1, offset, len);
+                async move {
+                    let r = fut.await?;
+                    self.bytes_moved.fetch_add(len, Ordering::Relaxed);
+                    Ok(r)
+                }
+            })
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect()
+            .await;
+        let completed = match result {
+            Ok(done) => {
+                let (etags, out): (Vec<String>, Vec<T>) = done.into_iter().unzip();
+                self.dst
+                    .complete_upload(&up, etags, info.size, &meta)
+                    .await
+                    .map_err(dst_err)
+                    .map(|etag| (out, etag, size))
+            }
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            self.dst.abort_upload(&up).await;
+        }
+        self.uploads.remove(reg);
+        completed
+    }
+
+    async fn stream_multipart(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
         let etag = info.etag.as_deref();
-        let result: Result<Vec<(String, Option<[u8; 16]>)>, TransferError> =
-            futures::stream::iter(0..parts)
-                .map(|i| {
+        let (digests, got, part) = self
+            .multipart(info, |up, number, offset, len| async move {
+                let _budget = self.limits.memory(len).await;
+                let bytes = with_retry(&self.retry, "GetObject", |_| async {
+                    self.src
+                        .get(&info.key, offset, len, false, etag)
+                        .await
+                        .map(|b| b.bytes)
+                })
+                .await?;
+                let digest = self.checking().then(|| md5_of(&bytes));
+                let part_etag = with_retry(&self.retry, "UploadPart", |_| {
+                    let bytes: Bytes = bytes.clone();
                     let up = &up;
                     async move {
-                        let offset = i * part;
-                        let len = part.min(info.size - offset);
-                        let _budget = self.limits.memory(len).await;
-                        let bytes = with_retry(&self.retry, "GetObject", |_| async {
-                            self.src
-                                .get(&info.key, offset, len, false, etag)
-                                .await
-                                .map(|b| b.bytes)
-                        })
-                        .await?;
-                        let digest = self.checking().then(|| md5_of(&bytes));
-                        let number = i as i32 + 1;
-                        let etag = with_retry(&self.retry, "UploadPart", |_| {
-                            let bytes: Bytes = bytes.clone();
-                            async move {
-                                self.dst
-                                    .upload_part(
-                                        up,
-                                        number,
-                                        offset,
-                                        bytes,
-                                        digest.as_ref().map(|d| &d[..]),
-                                    )
-                                    .await
-                                    .map_err(dst_err)
-                            }
-                        })
-                        .await?;
-                        self.bytes_moved.fetch_add(len, Ordering::Relaxed);
-                        Ok((etag, digest))
+                        self.dst
+                            .upload_part(up, number, offset, bytes, digest.as_ref().map(|d| &d[..]))
+                            .await
+                            .map_err(dst_err)
                     }
                 })
-                .buffered(PARTS_IN_FLIGHT)
-                .try_collect()
-                .await;
-        let done = match result {
-            Ok(done) => done,
-            Err(e) => {
-                self.dst.abort_upload(&up).await;
-                self.uploads.remove(reg);
-                return Err(e);
-            }
-        };
-        let digests: Option<Vec<[u8; 16]>> = done.iter().map(|(_, d)| *d).collect();
-        let etags: Vec<String> = done.into_iter().map(|(e, _)| e).collect();
-        let completed = self
-            .dst
-            .complete_upload(&up, etags, info.size, &meta)
-            .await
-            .map_err(dst_err);
-        let got = match completed {
-            Ok(g) => g,
-            Err(e) => {
-                self.dst.abort_upload(&up).await;
-                self.uploads.remove(reg);
-                return Err(e);
-            }
-        };
-        self.uploads.remove(reg);
+                .await?;
+                Ok((part_etag, digest))
+            })
+            .await?;
+        let digests: Option<Vec<[u8; 16]>> = digests.into_iter().collect();
         let checksum = digests.as_deref().map(composite_md5).unwrap_or_default();
         if let (Store::S3(d), Some(etag), false) = (&self.dst, got.as_deref(), checksum.is_empty())
         {
@@ -419,47 +426,15 @@ impl Copier {
         d: &S3Store,
         info: &ObjectInfo,
     ) -> Result<Copied, TransferError> {
-        let meta = self.source_meta(info).await?;
-        let part = effective_part_size(info.size, self.part_size);
-        let parts = info.size.div_ceil(part);
-        let up = self
-            .dst
-            .create_upload(&info.key, &meta, info.size)
-            .await
-            .map_err(dst_err)?;
-        let reg = self.uploads.add(&up);
         let etag = info.etag.as_deref();
-        let result: Result<Vec<String>, TransferError> = futures::stream::iter(0..parts)
-            .map(|i| {
-                let up = &up;
-                async move {
-                    let offset = i * part;
-                    let len = part.min(info.size - offset);
-                    let e = with_retry(&self.retry, "UploadPartCopy", |_| async {
-                        d.copy_part(s, up, i as i32 + 1, offset, len, etag).await
-                    })
-                    .await?;
-                    self.bytes_moved.fetch_add(len, Ordering::Relaxed);
-                    Ok(e)
-                }
+        self.multipart(info, |up, number, offset, len| async move {
+            let e = with_retry(&self.retry, "UploadPartCopy", |_| {
+                d.copy_part(s, &up, number, offset, len, etag)
             })
-            .buffered(PARTS_IN_FLIGHT)
-            .try_collect()
-            .await;
-        let completed = match result {
-            Ok(etags) => self
-                .dst
-                .complete_upload(&up, etags, info.size, &meta)
-                .await
-                .map_err(dst_err),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = completed {
-            self.dst.abort_upload(&up).await;
-            self.uploads.remove(reg);
-            return Err(e);
-        }
-        self.uploads.remove(reg);
+            .await?;
+            Ok((e, ()))
+        })
+        .await?;
         self.check_size(info).await?;
         Ok(Copied::Done {
             checksum: info.etag.clone().unwrap_or_default(),

@@ -27,6 +27,43 @@ use crate::error::TransferError;
 use crate::limit::Limits;
 use crate::retry::{with_retry, RetryPolicy};
 
+/// Sets the preserved headers and the destination's write options on a PutObject or
+/// CreateMultipartUpload request.
+macro_rules! with_headers {
+    ($req:expr, $meta:expr, $w:expr) => {
+        $req.set_content_type($meta.content_type.clone())
+            .set_content_encoding($meta.content_encoding.clone())
+            .set_content_disposition($meta.content_disposition.clone())
+            .set_cache_control($meta.cache_control.clone())
+            .set_content_language($meta.content_language.clone())
+            .set_expires($meta.expires.as_deref().and_then(parse_http_date))
+            .set_metadata(Some($meta.user.clone().into_iter().collect()))
+            .set_storage_class($w.storage_class.clone())
+            .set_server_side_encryption($w.sse.clone())
+            .set_ssekms_key_id($w.kms_key_id.clone())
+            .set_acl($w.acl.clone())
+    };
+}
+
+/// The preserved headers of a HeadObject or GetObject answer.
+macro_rules! meta_of {
+    ($out:expr, $modified:expr) => {
+        ObjectMeta {
+            content_type: $out.content_type().map(str::to_string),
+            content_encoding: $out.content_encoding().map(str::to_string),
+            content_disposition: $out.content_disposition().map(str::to_string),
+            cache_control: $out.cache_control().map(str::to_string),
+            content_language: $out.content_language().map(str::to_string),
+            expires: $out.expires_string().map(str::to_string),
+            user: $out
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            modified: $modified,
+        }
+    };
+}
+
 /// How a side authenticates.
 #[derive(Clone)]
 pub enum S3Credentials {
@@ -306,19 +343,7 @@ impl S3Store {
                     ),
                     invalid: None,
                 };
-                let meta = ObjectMeta {
-                    content_type: h.content_type().map(str::to_string),
-                    content_encoding: h.content_encoding().map(str::to_string),
-                    content_disposition: h.content_disposition().map(str::to_string),
-                    cache_control: h.cache_control().map(str::to_string),
-                    content_language: h.content_language().map(str::to_string),
-                    expires: h.expires_string().map(str::to_string),
-                    user: h
-                        .metadata()
-                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                        .unwrap_or_default(),
-                    modified: info.modified,
-                };
+                let meta = meta_of!(h, info.modified);
                 Ok(Some((info, meta)))
             }
             Err(e) if e.class == FailureClass::SourceVanished && !e.changed => Ok(None),
@@ -348,19 +373,7 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| TransferError::from_sdk("GetObject", &e))?;
-        let meta = ObjectMeta {
-            content_type: out.content_type().map(str::to_string),
-            content_encoding: out.content_encoding().map(str::to_string),
-            content_disposition: out.content_disposition().map(str::to_string),
-            cache_control: out.cache_control().map(str::to_string),
-            content_language: out.content_language().map(str::to_string),
-            expires: out.expires_string().map(str::to_string),
-            user: out
-                .metadata()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default(),
-            modified: out.last_modified().and_then(to_chrono),
-        };
+        let meta = meta_of!(out, out.last_modified().and_then(to_chrono));
         if let Some(cl) = out.content_length() {
             if cl as u64 != len {
                 return Err(TransferError::new(
@@ -420,25 +433,15 @@ impl S3Store {
         self.limits.request().await;
         let len = body.len() as i64;
         let w = &self.write;
-        let out = self
+        let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full(key))
             .content_length(len)
             .set_content_md5(md5.map(b64))
-            .body(ByteStream::from(body))
-            .set_content_type(meta.content_type.clone())
-            .set_content_encoding(meta.content_encoding.clone())
-            .set_content_disposition(meta.content_disposition.clone())
-            .set_cache_control(meta.cache_control.clone())
-            .set_content_language(meta.content_language.clone())
-            .set_expires(meta.expires.as_deref().and_then(parse_http_date))
-            .set_metadata(Some(meta.user.clone().into_iter().collect()))
-            .set_storage_class(w.storage_class.clone())
-            .set_server_side_encryption(w.sse.clone())
-            .set_ssekms_key_id(w.kms_key_id.clone())
-            .set_acl(w.acl.clone())
+            .body(ByteStream::from(body));
+        let out = with_headers!(req, meta, w)
             .send()
             .await
             .map_err(|e| TransferError::from_sdk("PutObject", &e))?;
@@ -454,21 +457,12 @@ impl S3Store {
         let w = &self.write;
         let out = with_retry(&self.retry, "CreateMultipartUpload", |_| async {
             self.limits.request().await;
-            self.client
+            let req = self
+                .client
                 .create_multipart_upload()
                 .bucket(&self.bucket)
-                .key(&full)
-                .set_content_type(meta.content_type.clone())
-                .set_content_encoding(meta.content_encoding.clone())
-                .set_content_disposition(meta.content_disposition.clone())
-                .set_cache_control(meta.cache_control.clone())
-                .set_content_language(meta.content_language.clone())
-                .set_expires(meta.expires.as_deref().and_then(parse_http_date))
-                .set_metadata(Some(meta.user.clone().into_iter().collect()))
-                .set_storage_class(w.storage_class.clone())
-                .set_server_side_encryption(w.sse.clone())
-                .set_ssekms_key_id(w.kms_key_id.clone())
-                .set_acl(w.acl.clone())
+                .key(&full);
+            with_headers!(req, meta, w)
                 .send()
                 .await
                 .map_err(|e| TransferError::from_sdk("CreateMultipartUpload", &e))
