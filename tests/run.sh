@@ -15,6 +15,10 @@ export FERRY_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 echo "== unit and end-to-end tests (moto)"
 env -u FERRY_TEST_GARAGE cargo test --workspace --locked --no-fail-fast
 
+echo "== benchmark smoke run (tiny sizes against moto; checks that every tool's copy is complete, no timing asserts)"
+cargo build --locked -p ferry-operator --bins
+bench/run.sh --smoke --ferry "$PWD/target/debug/ferry" --venv "$PWD/.venv"
+
 garage="${FERRY_TEST_GARAGE:-$(command -v garage || true)}"
 [ -z "$garage" ] && [ -x /opt/garage/bin/garage ] && garage=/opt/garage/bin/garage
 if [ -n "$garage" ]; then
