@@ -20,6 +20,8 @@ const MIB: u64 = 1 << 20;
 pub const MAX_PARTS: u64 = 10_000;
 /// The largest object S3 stores.
 pub const MAX_OBJECT: u64 = 5 * (1 << 40);
+/// The largest object one CopyObject may copy.
+pub const MAX_SINGLE_COPY: u64 = 5 * (1 << 30);
 /// Parts of one object in flight at once (the memory budget bounds them further).
 const PARTS_IN_FLIGHT: usize = 8;
 
@@ -158,7 +160,9 @@ impl Copier {
         let multipart = info.size > self.threshold;
         if self.server_side {
             if let (Store::S3(s), Store::S3(d)) = (&self.src, &self.dst) {
-                return if multipart {
+                // One CopyObject up to the 5 GiB it allows (services copy inside, often by
+                // reference); UploadPartCopy in parts only above.
+                return if info.size > MAX_SINGLE_COPY {
                     self.server_multipart(s, d, info).await
                 } else {
                     self.server_single(s, d, info).await
