@@ -208,6 +208,32 @@ impl State {
         }
     }
 
+    /// Records how the key at `seq` ended: in the live counters now, in the checkpoint once
+    /// every key before it is done too (the delta then also counts the key in the totals).
+    fn settle(
+        &mut self,
+        seq: u64,
+        size: u64,
+        outcome: Counters,
+        failure: Option<FailureLine>,
+        written: Option<ManifestLine>,
+    ) {
+        self.record.counters.add(&outcome);
+        let delta = Counters {
+            objects_total: 1,
+            bytes_total: size,
+            ..outcome
+        };
+        self.window.complete(
+            seq,
+            Recorded {
+                delta,
+                failure,
+                written,
+            },
+        );
+    }
+
     /// Moves the done prefix into the checkpoint and the report buffers.
     fn drain(&mut self) {
         while let Some((key, rec)) = self.window.pop_ready() {
@@ -478,11 +504,6 @@ impl ShardRun {
         };
         st.record.counters.objects_total += 1;
         st.record.counters.bytes_total += info.size;
-        let total = Counters {
-            objects_total: 1,
-            bytes_total: info.size,
-            ..Default::default()
-        };
         let seq = st.window.push(info.key.clone());
         match work {
             Work::Copy { info, replaced } => {
@@ -496,35 +517,29 @@ impl ShardRun {
                 self.finish(st, seq, &info, false, Ok(Copied::Done { checksum }));
             }
             Work::Skip(info) => {
-                let delta = Counters {
-                    objects_skipped: 1,
-                    bytes_skipped: info.size,
-                    ..total
-                };
-                st.record.counters.objects_skipped += 1;
-                st.record.counters.bytes_skipped += info.size;
-                st.window.complete(
+                st.settle(
                     seq,
-                    Recorded {
-                        delta,
+                    info.size,
+                    Counters {
+                        objects_skipped: 1,
+                        bytes_skipped: info.size,
                         ..Default::default()
                     },
+                    None,
+                    None,
                 );
             }
             Work::WouldCopy(info) => {
-                let delta = Counters {
-                    objects_would_copy: 1,
-                    bytes_would_copy: info.size,
-                    ..total
-                };
-                st.record.counters.objects_would_copy += 1;
-                st.record.counters.bytes_would_copy += info.size;
-                st.window.complete(
+                st.settle(
                     seq,
-                    Recorded {
-                        delta,
+                    info.size,
+                    Counters {
+                        objects_would_copy: 1,
+                        bytes_would_copy: info.size,
                         ..Default::default()
                     },
+                    None,
+                    None,
                 );
             }
             Work::Archived(info) => {
@@ -532,23 +547,20 @@ impl ShardRun {
                     FailureClass::Archived,
                     "skipped: the object is in an archive storage class (restore it first)",
                 );
-                let delta = Counters {
-                    objects_archived: 1,
-                    ..total
-                };
-                st.record.counters.objects_archived += 1;
                 *st.record
                     .failures_by_class
                     .entry(FailureClass::Archived)
                     .or_insert(0) += 1;
                 let failure = Some(self.failure_line(&info, &e));
-                st.window.complete(
+                st.settle(
                     seq,
-                    Recorded {
-                        delta,
-                        failure,
-                        written: None,
+                    info.size,
+                    Counters {
+                        objects_archived: 1,
+                        ..Default::default()
                     },
+                    failure,
+                    None,
                 );
             }
             Work::Invalid(info, why) => {
@@ -596,24 +608,19 @@ impl ShardRun {
     }
 
     fn fail(&self, st: &mut State, seq: u64, info: &ObjectInfo, e: &TransferError) {
-        st.record.counters.objects_failed += 1;
-        st.record.counters.bytes_failed += info.size;
         *st.record.failures_by_class.entry(e.class).or_insert(0) += 1;
         st.note_error(&self.src_key(&info.key), e);
-        let delta = Counters {
-            objects_total: 1,
-            bytes_total: info.size,
+        let outcome = Counters {
             objects_failed: 1,
             bytes_failed: info.size,
             ..Default::default()
         };
-        st.window.complete(
+        st.settle(
             seq,
-            Recorded {
-                delta,
-                failure: Some(self.failure_line(info, e)),
-                written: None,
-            },
+            info.size,
+            outcome,
+            Some(self.failure_line(info, e)),
+            None,
         );
     }
 
@@ -625,47 +632,37 @@ impl ShardRun {
         replaced: bool,
         res: Result<Copied, TransferError>,
     ) {
-        let total = Counters {
-            objects_total: 1,
-            bytes_total: info.size,
-            ..Default::default()
-        };
         match res {
             Ok(Copied::Done { checksum }) => {
                 st.denied_in_a_row = 0;
-                st.record.counters.objects_copied += 1;
-                st.record.counters.bytes_copied += info.size;
-                let delta = Counters {
-                    objects_copied: 1,
-                    bytes_copied: info.size,
-                    ..total
-                };
                 let written = ManifestLine {
                     key: self.dst_key(&info.key),
                     size: info.size,
                     checksum,
                     replaced,
                 };
-                st.window.complete(
+                st.settle(
                     seq,
-                    Recorded {
-                        delta,
-                        failure: None,
-                        written: Some(written),
+                    info.size,
+                    Counters {
+                        objects_copied: 1,
+                        bytes_copied: info.size,
+                        ..Default::default()
                     },
+                    None,
+                    Some(written),
                 );
             }
             Ok(Copied::Vanished) => {
-                st.record.counters.objects_vanished += 1;
-                st.window.complete(
+                st.settle(
                     seq,
-                    Recorded {
-                        delta: Counters {
-                            objects_vanished: 1,
-                            ..total
-                        },
+                    info.size,
+                    Counters {
+                        objects_vanished: 1,
                         ..Default::default()
                     },
+                    None,
+                    None,
                 );
             }
             Err(e) => {

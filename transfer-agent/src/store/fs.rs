@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -43,10 +43,6 @@ impl FsStore {
             root: self.root.join(folder),
             limits: self.limits.clone(),
         }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     pub fn describe(&self) -> String {
@@ -128,19 +124,18 @@ impl FsStore {
         let mut p = self.root.clone();
         let trimmed = key.strip_suffix('/').unwrap_or(key);
         if trimmed.is_empty() {
-            return Err(unrepresentable(key, "an empty name"));
+            return Err(unrepresentable("an empty name"));
         }
         for seg in trimmed.split('/') {
             match seg {
-                "" => return Err(unrepresentable(key, "an empty path segment")),
-                "." | ".." => return Err(unrepresentable(key, "a '.' or '..' segment")),
+                "" => return Err(unrepresentable("an empty path segment")),
+                "." | ".." => return Err(unrepresentable("a '.' or '..' segment")),
                 s if s.len() > MAX_NAME => {
-                    return Err(unrepresentable(key, "a name longer than 255 bytes"))
+                    return Err(unrepresentable("a name longer than 255 bytes"))
                 }
-                s if s.contains('\0') => return Err(unrepresentable(key, "a NUL byte")),
+                s if s.contains('\0') => return Err(unrepresentable("a NUL byte")),
                 s if s.starts_with(TEMP_PREFIX) => {
                     return Err(unrepresentable(
-                        key,
                         "a name reserved for Ferry's temporary files",
                     ))
                 }
@@ -152,17 +147,14 @@ impl FsStore {
 
     /// Creates the parent directories of `path` and checks that they resolve inside the root
     /// (a symbolic link planted in the destination cannot lead writes outside it).
-    fn prepare_parent(&self, key: &str, path: &Path) -> Result<PathBuf, TransferError> {
+    fn prepare_parent(&self, path: &Path) -> Result<PathBuf, TransferError> {
         let parent = path.parent().expect("a key path has a parent");
-        fs::create_dir_all(parent).map_err(|e| clash(key, &e))?;
+        fs::create_dir_all(parent).map_err(|e| clash(&e))?;
         let root = fs::canonicalize(&self.root)
             .map_err(|e| TransferError::io("resolving the destination root", &e))?;
-        let real = fs::canonicalize(parent).map_err(|e| clash(key, &e))?;
+        let real = fs::canonicalize(parent).map_err(|e| clash(&e))?;
         if !real.starts_with(&root) {
-            return Err(unrepresentable(
-                key,
-                "a path that leads outside the destination",
-            ));
+            return Err(unrepresentable("a path that leads outside the destination"));
         }
         Ok(real)
     }
@@ -185,18 +177,18 @@ impl FsStore {
             if key.ends_with('/') {
                 // A zero-byte "directory marker" object becomes a directory.
                 if !body.is_empty() {
-                    return Err(unrepresentable(&key, "a name ending in '/' with content"));
+                    return Err(unrepresentable("a name ending in '/' with content"));
                 }
-                me.prepare_parent(&key, &path.join("x"))?;
+                me.prepare_parent(&path.join("x"))?;
                 return Ok(());
             }
-            let dir = me.prepare_parent(&key, &path)?;
+            let dir = me.prepare_parent(&path)?;
             let tmp = Self::temp_path(&dir);
             let res = (|| {
                 let mut f = File::create(&tmp).map_err(|e| TransferError::io("create", &e))?;
                 f.write_all(&body)
                     .map_err(|e| TransferError::io("write", &e))?;
-                finish_file(&key, f, &tmp, &path, body.len() as u64, modified)
+                finish_file(f, &tmp, &path, body.len() as u64, modified)
             })();
             if res.is_err() {
                 let _ = fs::remove_file(&tmp);
@@ -211,7 +203,7 @@ impl FsStore {
         let me = self.clone();
         let key = key.to_string();
         blocking(move || {
-            let dir = me.prepare_parent(&key, &path)?;
+            let dir = me.prepare_parent(&path)?;
             let tmp = Self::temp_path(&dir);
             let f = File::create(&tmp).map_err(|e| TransferError::io("create", &e))?;
             f.set_len(size)
@@ -250,13 +242,12 @@ impl FsStore {
     ) -> Result<(), TransferError> {
         let tmp = PathBuf::from(&up.id);
         let path = self.path_of(&up.key)?;
-        let key = up.key.clone();
         let modified = meta.modified;
         let res = blocking({
             let tmp = tmp.clone();
             move || {
                 let f = File::open(&tmp).map_err(|e| TransferError::io("open", &e))?;
-                finish_file(&key, f, &tmp, &path, size, modified)
+                finish_file(f, &tmp, &path, size, modified)
             }
         })
         .await;
@@ -276,28 +267,6 @@ impl FsStore {
         {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
-    }
-
-    /// Reads a whole file back and returns its MD5 (for verification of written files).
-    pub async fn md5_of(&self, key: &str) -> Result<[u8; 16], TransferError> {
-        let path = self.path_of(key)?;
-        blocking(move || {
-            use md5::Digest;
-            let mut f = File::open(&path).map_err(|e| TransferError::io("open", &e))?;
-            let mut h = md5::Md5::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = f
-                    .read(&mut buf)
-                    .map_err(|e| TransferError::io("read", &e))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            Ok(h.finalize().into())
-        })
-        .await
     }
 
     pub async fn probe(&self, as_destination: bool) -> Result<(), TransferError> {
@@ -324,7 +293,6 @@ impl FsStore {
 
 /// Checks the size, sets the modification time and renames the temporary file into place.
 fn finish_file(
-    key: &str,
     f: File,
     tmp: &Path,
     path: &Path,
@@ -343,11 +311,10 @@ fn finish_file(
             .map_err(|e| TransferError::io("set mtime", &e))?;
     }
     drop(f);
-    fs::rename(tmp, path).map_err(|e| clash(key, &e))
+    fs::rename(tmp, path).map_err(|e| clash(&e))
 }
 
-fn unrepresentable(key: &str, why: &str) -> TransferError {
-    let _ = key;
+fn unrepresentable(why: &str) -> TransferError {
     TransferError::new(
         FailureClass::Unrepresentable,
         format!("the key cannot be a file: it has {why}"),
@@ -356,17 +323,17 @@ fn unrepresentable(key: &str, why: &str) -> TransferError {
 }
 
 /// A file where a directory must go or the reverse.
-fn clash(key: &str, e: &std::io::Error) -> TransferError {
+fn clash(e: &std::io::Error) -> TransferError {
     use std::io::ErrorKind::*;
     match e.kind() {
         NotADirectory | IsADirectory | AlreadyExists | DirectoryNotEmpty => {
-            unrepresentable(key, "a file/directory clash with another key")
+            unrepresentable("a file/directory clash with another key")
         }
         _ if e.raw_os_error() == Some(21)
             || e.raw_os_error() == Some(20)
             || e.raw_os_error() == Some(39) =>
         {
-            unrepresentable(key, "a file/directory clash with another key")
+            unrepresentable("a file/directory clash with another key")
         }
         _ => TransferError::io("write", e),
     }

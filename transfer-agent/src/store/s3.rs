@@ -223,10 +223,6 @@ impl S3Store {
         format!("s3://{}/{} at {}", self.bucket, self.prefix, self.endpoint)
     }
 
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
     fn full(&self, key: &str) -> String {
         format!("{}{}", self.prefix, key)
     }
@@ -725,12 +721,6 @@ impl S3Store {
             .map(|_| ())
             .map_err(|e| bucket_error(e, &self.bucket))
         }
-    }
-
-    /// Whether a server-side copy from `src` to this store is possible: the same service and
-    /// the same account (the caller compares credentials).
-    pub fn same_service(&self, src: &S3Store) -> bool {
-        self.endpoint == src.endpoint
     }
 }
 
