@@ -27,7 +27,7 @@ use crate::children::{self, PLAN_KEY, PROGRESS_KEY};
 use crate::credentials::job_credentials;
 use crate::manifests::SecretData;
 use crate::planner;
-use crate::reconcile::{decide, Action, AgentJob, Observed, Probe, ProbeError};
+use crate::reconcile::{decide, Action, AgentJob, Observed, Probe, ProbeError, RETRY_ANNOTATION};
 
 pub const FINALIZER: &str = "ferry.dev/cleanup";
 const MANAGER: &str = "ferry-controller";
@@ -186,14 +186,10 @@ async fn observe(mj: &MigrationJob, ctx: &Ctx) -> Result<Observed, Error> {
         Err(e) => vec![e.to_string()],
     };
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let plan_ready = match cms.get_opt(&children::plan_name(&name)).await? {
-        Some(cm) => cm
-            .data
-            .and_then(|d| d.get(PLAN_KEY).cloned())
-            .and_then(|j| serde_json::from_str::<JobPlan>(&j).ok())
-            .is_some_and(|p| p.spec_hash == spec_hash(&mj.spec)),
-        None => false,
-    };
+    let attempt = mj.status.as_ref().map(|s| s.attempt).unwrap_or(0);
+    let plan = stored_plan(&cms, mj)
+        .await?
+        .filter(|p| p.attempt == attempt);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let job = jobs.get_opt(&children::job_name(&name)).await?.map(|j| {
         let spec = j.spec.unwrap_or_default();
@@ -238,13 +234,26 @@ async fn observe(mj: &MigrationJob, ctx: &Ctx) -> Result<Observed, Error> {
     Ok(Observed {
         secret_problems,
         probe: None,
-        plan_ready,
         job,
         shards,
         running_elsewhere,
         max_running: ctx.args.max_running,
+        retry_token: mj.annotations().get(RETRY_ANNOTATION).cloned(),
+        plan_ready: plan.is_some(),
+        report: plan.map(|p| p.report_location()),
         now: now(),
     })
+}
+
+/// The plan stored in the plan ConfigMap, if it was made for the current spec (of any attempt).
+async fn stored_plan(cms: &Api<ConfigMap>, mj: &MigrationJob) -> Result<Option<JobPlan>, Error> {
+    Ok(cms
+        .get_opt(&children::plan_name(&mj.name_any()))
+        .await?
+        .and_then(|cm| cm.data)
+        .and_then(|d| d.get(PLAN_KEY).cloned())
+        .and_then(|j| serde_json::from_str::<JobPlan>(&j).ok())
+        .filter(|p| p.spec_hash == spec_hash(&mj.spec)))
 }
 
 /// Lists the source (max-keys 1) and heads the destination bucket, writing nothing.
@@ -370,12 +379,23 @@ async fn execute(mj: &MigrationJob, action: &Action, ctx: &Ctx) -> Result<(), Er
             )
             .await
             .map_err(|e| Error::Other(e.to_string()))?;
-            let uid = mj.uid().unwrap_or_default();
-            let plan = planner::plan(&ns, &name, &uid, &mj.spec, &src)
-                .await
-                .map_err(|e| Error::Other(format!("planning: {e}")))?;
-            let cm = children::plan_configmap(mj, &plan);
             let api: Api<ConfigMap> = Api::namespaced(client, &ns);
+            let attempt = mj.status.as_ref().map(|s| s.attempt).unwrap_or(0);
+            let plan = if attempt > 0 {
+                // A retry keeps the shard ranges of the run whose failures it re-runs.
+                stored_plan(&api, mj)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Other("the plan of the first run is gone; cannot retry".into())
+                    })?
+                    .retry(attempt)
+            } else {
+                let uid = mj.uid().unwrap_or_default();
+                planner::plan(&ns, &name, &uid, &mj.spec, &src)
+                    .await
+                    .map_err(|e| Error::Other(format!("planning: {e}")))?
+            };
+            let cm = children::plan_configmap(mj, &plan);
             api.patch(
                 &children::plan_name(&name),
                 &PatchParams::apply(MANAGER).force(),
@@ -399,6 +419,24 @@ async fn execute(mj: &MigrationJob, action: &Action, ctx: &Ctx) -> Result<(), Er
             Api::<RoleBinding>::namespaced(client, &ns)
                 .patch(&children::agent_name(&name), &pp, &Patch::Apply(&binding))
                 .await?;
+        }
+        Action::ResetProgress => {
+            let cms: Api<ConfigMap> = Api::namespaced(client, &ns);
+            let empty = json!({"data": {PROGRESS_KEY: null}});
+            for i in 0..mj.spec.parallelism.shards.max(1) {
+                match cms
+                    .patch(
+                        &children::shard_name(&name, i),
+                        &PatchParams::default(),
+                        &Patch::Merge(&empty),
+                    )
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         Action::CreateJob { suspend } => {
             let jobs: Api<Job> = Api::namespaced(client, &ns);

@@ -13,7 +13,7 @@ use ferry_api::{
     Endpoint, JobPlan, MigrationJobSpec, MigrationJobStatus, Phase, ShardProgress, ShardState,
 };
 use ferry_engine::checkpoint::{FileProgressStore, ProgressStore};
-use ferry_engine::connect::{open_store, shard_limits};
+use ferry_engine::connect::open_store;
 use ferry_engine::retry::RetryPolicy;
 use ferry_engine::store::Store;
 use ferry_engine::{run_shard, JobCredentials, ShardInputs};
@@ -141,18 +141,6 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-fn report_location(plan: &JobPlan) -> String {
-    let ep = plan.spec.report.as_ref().unwrap_or(&plan.spec.destination);
-    match (&ep.s3, &ep.filesystem) {
-        (Some(s3), _) => format!("s3://{}/{}", s3.bucket, plan.report_prefix),
-        (_, Some(fs)) => Path::new(&fs.path)
-            .join(&plan.report_prefix)
-            .display()
-            .to_string(),
-        _ => String::new(),
-    }
-}
-
 async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> MigrationJobStatus {
     let job = &loaded.job;
     let namespace = job
@@ -235,7 +223,7 @@ async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> Migrati
     };
     let mut shard_dir = state_dir.clone();
     if args.retry_failed {
-        match retry_plan(&plan, &state_dir, &creds).await {
+        match retry_plan(&plan, &state_dir).await {
             Ok((p, dir)) => {
                 plan = p;
                 shard_dir = dir;
@@ -281,23 +269,12 @@ async fn load_or_plan(
 }
 
 /// A plan that copies only the keys the last attempt failed, with its own report folder and
-/// state (`retry-N/`).
-async fn retry_plan(
-    base: &JobPlan,
-    state_dir: &Path,
-    creds: &JobCredentials,
-) -> Result<(JobPlan, PathBuf), String> {
+/// state (`retry-N/`); each shard reads its keys from the last attempt's failure report.
+async fn retry_plan(base: &JobPlan, state_dir: &Path) -> Result<(JobPlan, PathBuf), String> {
     let mut last = 0;
     while state_dir.join(format!("retry-{}", last + 1)).exists() {
         last += 1;
     }
-    let folder_of = |n: u32| {
-        if n == 0 {
-            base.report_prefix.clone()
-        } else {
-            format!("{}retry-{n}/", base.report_prefix)
-        }
-    };
     // An interrupted retry is resumed rather than started anew.
     let unfinished = last > 0 && {
         let rec = FileProgressStore {
@@ -305,59 +282,20 @@ async fn retry_plan(
         };
         !matches!(rec.load().await, Ok(Some(p)) if p.state == ShardState::Completed)
     };
-    let (source_attempt, attempt) = if unfinished {
-        (last - 1, last)
-    } else {
-        (last, last + 1)
-    };
-    let saved = state_dir.join(format!("retry-{attempt}/plan.json"));
+    let attempt = if unfinished { last } else { last + 1 };
+    let dir = state_dir.join(format!("retry-{attempt}"));
+    let saved = dir.join("plan.json");
     if unfinished {
         if let Ok(p) = tokio::fs::read(&saved)
             .await
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<JobPlan>(&b).map_err(|e| e.to_string()))
         {
-            return Ok((p, state_dir.join(format!("retry-{attempt}"))));
+            return Ok((p, dir));
         }
     }
-    let limits = shard_limits(base);
-    let ep = base.spec.report.as_ref().unwrap_or(&base.spec.destination);
-    let rc = if base.spec.report.is_some() {
-        creds.report.clone()
-    } else {
-        creds.destination.clone()
-    };
-    let store = open_store(ep, rc, limits, RetryPolicy::default())
-        .await
-        .map_err(|e| e.to_string())?
-        .at_root();
-    let src_prefix = base
-        .spec
-        .source
-        .s3
-        .as_ref()
-        .map(|s| s.prefix.clone())
-        .unwrap_or_default();
-    let mut keys = Vec::new();
-    for r in &base.shards {
-        let folder = format!("{}shard-{}/", folder_of(source_attempt), r.index);
-        let lines = ferry_engine::report::read_failures(&store, &folder)
-            .await
-            .map_err(|e| format!("reading the failure report {folder}: {e}"))?;
-        keys.extend(
-            lines
-                .into_iter()
-                .filter(|l| l.class != ferry_api::FailureClass::Archived)
-                .filter_map(|l| l.key.strip_prefix(&src_prefix).map(str::to_string)),
-        );
-    }
-    keys.sort();
-    keys.dedup();
-    eprintln!("retrying {} failed keys (attempt {attempt})", keys.len());
-    let mut p = base.clone();
-    p.only_keys = Some(keys);
-    p.report_prefix = folder_of(attempt);
-    let dir = state_dir.join(format!("retry-{attempt}"));
+    eprintln!("retrying the failed keys of the last attempt (attempt {attempt})");
+    let p = base.retry(attempt);
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -461,7 +399,7 @@ async fn execute(
         status.completion_time = Some(chrono::Utc::now().to_rfc3339());
     }
     if !plan.spec.dry_run {
-        status.report = Some(report_location(&plan));
+        status.report = Some(plan.report_location());
     }
     let status = done_with(ui, status);
     summary(&status, started);

@@ -81,6 +81,8 @@ pub async fn plan(
         shards: ranges,
         only_keys: None,
         report_prefix: report_prefix(namespace, name, uid),
+        attempt: 0,
+        retry_failed_from: None,
     })
 }
 

@@ -34,9 +34,18 @@ pub struct Observed {
     /// The cap on concurrently running MigrationJobs.
     #[serde(default = "default_cap")]
     pub max_running: usize,
+    /// The value of the `ferry.dev/retry-failed` annotation, if set.
+    #[serde(default)]
+    pub retry_token: Option<String>,
+    /// Where the current plan writes its reports (from the plan), once planned.
+    #[serde(default)]
+    pub report: Option<String>,
     /// The time of the decision (RFC 3339).
     pub now: String,
 }
+
+/// The annotation a user sets to a new value to re-run the failed objects of a finished job.
+pub const RETRY_ANNOTATION: &str = "ferry.dev/retry-failed";
 
 fn default_cap() -> usize {
     10
@@ -90,6 +99,8 @@ pub enum Action {
     CreatePlan,
     /// Create the progress ConfigMaps, the agents' ServiceAccount, Role and RoleBinding.
     CreateAgentAccess,
+    /// Empty the shards' progress records (a retry attempt starts without checkpoints).
+    ResetProgress,
     /// Create the Indexed Job, suspended or not.
     CreateJob { suspend: bool },
     /// Suspend or resume the Job.
@@ -128,14 +139,25 @@ pub fn decide(mj: &MigrationJob, obs: &Observed) -> Decision {
     };
     d.status.observed_generation = generation;
 
-    // Terminal phases stay terminal; only the agents are cleaned up.
+    // Terminal phases stay terminal, unless the user asks for the failed objects again; the
+    // agents are cleaned up.
     if let Some(p) = prev_phase.filter(|p| p.is_terminal()) {
         if obs.job.is_some() {
             d.actions.push(Action::DeleteJob);
+        } else if let Some(token) = obs
+            .retry_token
+            .as_deref()
+            .filter(|t| prev.last_retry_token.as_deref() != Some(*t))
+        {
+            return retry(d, &prev, obs, p, token);
         }
         d.requeue = SLOW;
         d.status.phase = Some(p);
         return d;
+    }
+    if prev_phase.is_none() {
+        // A token present from the start (applied with the resource) asks for nothing.
+        d.status.last_retry_token = obs.retry_token.clone();
     }
 
     let problems = validate(spec);
@@ -294,6 +316,10 @@ pub fn decide(mj: &MigrationJob, obs: &Observed) -> Decision {
         d.status.start_time.get_or_insert_with(|| obs.now.clone());
     }
 
+    if obs.plan_ready && obs.report.is_some() {
+        d.status.report = obs.report.clone();
+    }
+
     // Agents exist (or are being created): aggregate their progress.
     let shards: Vec<ShardProgress> = obs.shards.iter().flatten().cloned().collect();
     let expected = spec.parallelism.shards.max(1) as usize;
@@ -384,6 +410,46 @@ pub fn decide(mj: &MigrationJob, obs: &Observed) -> Decision {
     );
     transition(&mut d, prev_phase, phase, reason, &msg);
     d
+}
+
+/// A new retry token on a finished job: start attempt n+1 over the keys of the last
+/// attempt's failure report, or say why there is nothing to retry. The token is recorded
+/// either way, so it is handled once.
+fn retry(
+    mut d: Decision,
+    prev: &MigrationJobStatus,
+    obs: &Observed,
+    phase: Phase,
+    token: &str,
+) -> Decision {
+    d.status.last_retry_token = Some(token.to_string());
+    let failed = prev.progress.counters.objects_failed;
+    if !matches!(phase, Phase::PartiallyCompleted | Phase::Failed) || failed == 0 {
+        d.status.phase = Some(phase);
+        d.actions.push(Action::Event {
+            warning: false,
+            reason: "NothingToRetry".into(),
+            message: format!(
+                "{RETRY_ANNOTATION}={token}: the job ended {phase:?} with no failed objects in \
+                 its report; nothing to retry (delete and recreate it to run it again)"
+            ),
+        });
+        d.requeue = SLOW;
+        return d;
+    }
+    let attempt = prev.attempt + 1;
+    d.status.attempt = attempt;
+    d.status.progress = Default::default();
+    d.status.failures_by_class = Default::default();
+    d.status.first_errors = Vec::new();
+    d.status.shards = Vec::new();
+    d.status.completion_time = None;
+    d.status.start_time = Some(obs.now.clone());
+    d.actions.push(Action::ResetProgress);
+    let msg = format!(
+        "{RETRY_ANNOTATION}={token}: retrying the {failed} failed objects (attempt {attempt})"
+    );
+    pending(d, prev, obs, "Retrying", &msg, false)
 }
 
 fn pending(
@@ -654,6 +720,90 @@ mod tests {
             .actions
             .iter()
             .any(|a| matches!(a, Action::CreatePlan | Action::CreateJob { .. })));
+    }
+
+    #[test]
+    fn a_new_retry_token_starts_an_attempt_over_the_failed_objects() {
+        let f = load("partial");
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Pending));
+        assert_eq!(d.status.attempt, 1);
+        assert_eq!(d.status.last_retry_token.as_deref(), Some("2026-11-22"));
+        assert_eq!(cond(&d, "Ready").reason, "Retrying");
+        assert!(cond(&d, "Ready").message.contains("3 failed objects"));
+        assert_eq!(d.actions.first(), Some(&Action::ResetProgress));
+        assert!(
+            !d.actions
+                .iter()
+                .any(|a| matches!(a, Action::CreateJob { .. } | Action::CreatePlan)),
+            "the agents start only after the checks and a new plan: {:?}",
+            d.actions
+        );
+        assert_eq!(events(&d), vec!["Retrying"]);
+        assert_eq!(d.status.progress.counters.objects_failed, 0);
+        assert!(d.status.first_errors.is_empty() && d.status.failures_by_class.is_empty());
+        assert_eq!(d.status.completion_time, None);
+
+        // The next pass, checks done: the attempt needs its own plan (the observed plan is the
+        // first run's), then agents.
+        let mut job = f.job.clone();
+        job.status = Some(d.status.clone());
+        let mut obs = f.observed.clone();
+        obs.probe = Some(Probe::default());
+        obs.plan_ready = false;
+        let d2 = decide(&job, &obs);
+        assert_eq!(d2.actions.first(), Some(&Action::CreatePlan));
+        assert!(!d2
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateJob { .. } | Action::ResetProgress)));
+        assert_eq!(d2.status.attempt, 1);
+    }
+
+    #[test]
+    fn a_handled_retry_token_does_nothing() {
+        let mut f = load("partial");
+        if let Some(st) = f.job.status.as_mut() {
+            st.last_retry_token = Some("2026-11-22".into());
+        }
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::PartiallyCompleted));
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert_eq!(d.status.attempt, 0);
+    }
+
+    #[test]
+    fn a_retry_waits_for_the_old_agents_to_go() {
+        let mut f = load("partial");
+        f.observed.job = Some(AgentJob {
+            complete: true,
+            ..Default::default()
+        });
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.actions, vec![Action::DeleteJob]);
+        assert_eq!(d.status.last_retry_token, None, "not handled yet");
+    }
+
+    #[test]
+    fn a_retry_token_on_a_clean_job_is_recorded_and_ignored() {
+        let mut f = load("partial");
+        if let Some(st) = f.job.status.as_mut() {
+            st.phase = Some(Phase::Completed);
+            st.progress.counters.objects_failed = 0;
+        }
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Completed));
+        assert_eq!(d.status.last_retry_token.as_deref(), Some("2026-11-22"));
+        assert_eq!(events(&d), vec!["NothingToRetry"]);
+        assert!(!d.actions.contains(&Action::ResetProgress));
+    }
+
+    #[test]
+    fn a_retry_token_present_at_creation_is_not_a_request() {
+        let mut f = load("new");
+        f.observed.retry_token = Some("from-git".into());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.last_retry_token.as_deref(), Some("from-git"));
     }
 
     #[test]

@@ -117,6 +117,25 @@ pub async fn run_shard(inp: ShardInputs) -> Result<ShardProgress, TransferError>
             None => Some(dst.at_root()),
         }
     };
+    let plan = match (&plan.retry_failed_from, &plan.only_keys) {
+        (Some(folder), None) => {
+            // A dry run writes no report, so it has nothing to retry.
+            let keys = match &report {
+                Some(report) => failed_keys(report, &plan, folder, inp.index).await?,
+                None => Vec::new(),
+            };
+            tracing::info!(
+                shard = inp.index,
+                keys = keys.len(),
+                "retrying the failed keys of {folder}"
+            );
+            Arc::new(JobPlan {
+                only_keys: Some(keys),
+                ..(*plan).clone()
+            })
+        }
+        _ => plan,
+    };
     let run = ShardRun {
         server_side: server_side_possible(&plan),
         plan,
@@ -132,4 +151,31 @@ pub async fn run_shard(inp: ShardInputs) -> Result<ShardProgress, TransferError>
         checkpoint_every: inp.checkpoint_every,
     };
     Ok(run.run().await)
+}
+
+/// The keys (relative to the source prefix, sorted, distinct) that shard `index` reported
+/// failed in the attempt whose report folder is `folder`; archived objects are left out (a
+/// retry cannot read them either).
+async fn failed_keys(
+    report: &Store,
+    plan: &JobPlan,
+    folder: &str,
+    index: usize,
+) -> Result<Vec<String>, TransferError> {
+    let lines = crate::report::read_failures(report, &format!("{folder}shard-{index}/")).await?;
+    let src_prefix = plan
+        .spec
+        .source
+        .s3
+        .as_ref()
+        .map(|s| s.prefix.as_str())
+        .unwrap_or_default();
+    let mut keys: Vec<String> = lines
+        .into_iter()
+        .filter(|l| l.class != ferry_api::FailureClass::Archived)
+        .filter_map(|l| l.key.strip_prefix(src_prefix).map(str::to_string))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
 }

@@ -48,6 +48,54 @@ pub struct JobPlan {
     pub only_keys: Option<Vec<String>>,
     /// The report folder below the report location's root, ending in `/`.
     pub report_prefix: String,
+    /// 0 for the first run of a job, n for its n-th retry of failed objects.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+    /// On a retry: the report folder of the attempt before. Each agent copies only the keys
+    /// of its own shard's failure report there (so the plan stays small whatever the number
+    /// of failed keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_failed_from: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl JobPlan {
+    /// Where this plan's failure report and manifest go: `s3://bucket/<folder>` or a path.
+    pub fn report_location(&self) -> String {
+        let ep = self.spec.report.as_ref().unwrap_or(&self.spec.destination);
+        match (&ep.s3, &ep.filesystem) {
+            (Some(s3), _) => format!("s3://{}/{}", s3.bucket, self.report_prefix),
+            (_, Some(fs)) => std::path::Path::new(&fs.path)
+                .join(&self.report_prefix)
+                .display()
+                .to_string(),
+            _ => String::new(),
+        }
+    }
+
+    /// The plan of retry attempt `attempt` (at least 1) of this job: the same shard ranges
+    /// (a shard's failure report holds only keys of its range), only the keys that failed in
+    /// the attempt before, and a report folder of its own (`<report folder>retry-<n>/`).
+    pub fn retry(&self, attempt: u32) -> JobPlan {
+        let base = report_prefix(&self.namespace, &self.name, &self.uid);
+        let folder = |n: u32| {
+            if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}retry-{n}/")
+            }
+        };
+        JobPlan {
+            attempt,
+            report_prefix: folder(attempt),
+            retry_failed_from: Some(folder(attempt.saturating_sub(1))),
+            only_keys: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// A hash of every spec field that shapes what a run does, that is all but those the contract
@@ -143,6 +191,42 @@ mod tests {
         let mut sharded = base.clone();
         sharded.parallelism.shards = 2;
         assert_ne!(spec_hash(&base), spec_hash(&sharded));
+    }
+
+    #[test]
+    fn a_retry_reads_the_attempt_before_and_reports_apart() {
+        let spec: MigrationJobSpec = serde_yaml::from_str(
+            "source: {s3: {bucket: abc}}\ndestination: {filesystem: {path: /b}}",
+        )
+        .unwrap();
+        let base = JobPlan {
+            namespace: "ns".into(),
+            name: "j".into(),
+            uid: "u1".into(),
+            spec_hash: spec_hash(&spec),
+            spec,
+            shards: vec![ShardRange::default()],
+            only_keys: None,
+            report_prefix: report_prefix("ns", "j", "u1"),
+            attempt: 0,
+            retry_failed_from: None,
+        };
+        let first = base.retry(1);
+        assert_eq!(first.attempt, 1);
+        assert_eq!(first.report_prefix, ".ferry/reports/ns/j/u1/retry-1/");
+        assert_eq!(
+            first.retry_failed_from.as_deref(),
+            Some(".ferry/reports/ns/j/u1/")
+        );
+        // A second retry derived from the first reads the first retry's report.
+        let second = first.retry(2);
+        assert_eq!(second.report_prefix, ".ferry/reports/ns/j/u1/retry-2/");
+        assert_eq!(
+            second.retry_failed_from.as_deref(),
+            Some(".ferry/reports/ns/j/u1/retry-1/")
+        );
+        assert_eq!(second.shards, base.shards);
+        assert_eq!(second.spec_hash, base.spec_hash);
     }
 
     #[test]

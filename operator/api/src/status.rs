@@ -114,8 +114,8 @@ pub struct Counters {
     pub objects_archived: u64,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 impl Counters {
@@ -352,9 +352,14 @@ pub struct MigrationJobStatus {
     /// When the job ended (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<String>,
-    /// The last `ferry.dev/retry-failed` token handled.
+    /// The last `ferry.dev/retry-failed` annotation value handled (a token present when the
+    /// resource was created counts as handled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_retry_token: Option<String>,
+    /// 0 for the first run; n while or after re-running the failed objects for the n-th time
+    /// (each retry has its own report folder, `retry-<n>/`, and progress counts only its keys).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
     /// A one-line explanation of the phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
