@@ -108,7 +108,7 @@ fn failed(message: String) -> MigrationJobStatus {
 
 /// Relative filesystem paths are relative to the file the job came from (and may climb out
 /// of its directory with `..`; absolute paths may not contain `..`).
-fn resolve_paths(spec: &mut MigrationJobSpec, dir: &Path) {
+pub(crate) fn resolve_paths(spec: &mut MigrationJobSpec, dir: &Path) {
     let fix = |ep: &mut Endpoint| {
         if let Some(fs) = ep.filesystem.as_mut() {
             let p = Path::new(&fs.path);

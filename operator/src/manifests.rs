@@ -194,6 +194,39 @@ mod tests {
         );
     }
 
+    /// Every example loads, passes validation, and has the Secrets it references.
+    #[test]
+    fn every_example_is_a_valid_job_with_its_secrets() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut files = vec![root.join("quickstart/job.yaml")];
+        files.extend(
+            std::fs::read_dir(&root)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml")),
+        );
+        assert!(files.len() >= 5, "{files:?}");
+        for f in files {
+            let m = load(std::slice::from_ref(&f)).unwrap();
+            assert_eq!(m.jobs.len(), 1, "{}", f.display());
+            let job = &m.jobs[0].job;
+            let mut spec = job.spec.clone();
+            // As `ferry run` does: relative paths are relative to the file.
+            crate::local::resolve_paths(&mut spec, &m.jobs[0].dir);
+            let problems = ferry_api::validate::validate(&spec);
+            assert!(problems.is_empty(), "{}: {problems:?}", f.display());
+            let ns = job
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or(DEFAULT_NAMESPACE);
+            crate::credentials::job_credentials(&job.spec, ns, &|n| {
+                m.secrets.get(&(ns.to_string(), n.to_string()))
+            })
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        }
+    }
+
     #[test]
     fn a_bad_document_names_file_and_position() {
         let d = tempfile::tempdir().unwrap();
