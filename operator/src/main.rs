@@ -41,6 +41,7 @@ fn crd_yaml() -> String {
 }
 
 fn main() {
+    ferry_engine::limit::return_large_buffers_to_the_system();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

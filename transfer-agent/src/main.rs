@@ -171,6 +171,7 @@ async fn run(args: Args) -> i32 {
 }
 
 fn main() {
+    ferry_engine::limit::return_large_buffers_to_the_system();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("FERRY_LOG")
