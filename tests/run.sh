@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Ferry's whole test suite. Installs what the tests need first: moto (a real
-# S3-compatible server) in ./.venv. When Garage is installed (FERRY_TEST_GARAGE, `garage` on
+# S3-compatible server) and kmock (a Kubernetes API emulator, the base of the operator tests'
+# API stand-in, tests/support/kapi.py) in ./.venv. When Garage is installed (FERRY_TEST_GARAGE, `garage` on
 # PATH, or /opt/garage/bin/garage), the end-to-end tests run a second time against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,12 @@ if [ ! -x .venv/bin/moto_server ]; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 fi
+if ! .venv/bin/python -c 'import kmock' 2>/dev/null; then
+  echo "installing kmock (the Kubernetes API stand-in of the operator tests) into .venv..."
+  .venv/bin/pip install --quiet --disable-pip-version-check 'kmock==0.8.*'
+fi
 export FERRY_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+export FERRY_KMOCK_PYTHON="$PWD/.venv/bin/python"
 
 echo "== unit and end-to-end tests (moto)"
 env -u FERRY_TEST_GARAGE cargo test --workspace --locked --no-fail-fast

@@ -151,6 +151,17 @@ fn find_moto() -> PathBuf {
 }
 
 fn start_moto() -> S3Server {
+    start_moto_with(false)
+}
+
+/// A moto server that checks credentials: moto's IAM authentication from the first request
+/// on (`INITIAL_NO_AUTH_ACTION_COUNT=0`). No IAM user exists, so every key is refused with
+/// 403 `InvalidAccessKeyId`: for tests of wrong credentials without Garage.
+pub fn start_moto_checking_credentials() -> S3Server {
+    start_moto_with(true)
+}
+
+fn start_moto_with(check_credentials: bool) -> S3Server {
     let moto = find_moto();
     let creds = Creds {
         access_key: "ferrytestkey".into(),
@@ -166,7 +177,11 @@ fn start_moto() -> S3Server {
         let mut cmd = Command::new(&moto);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         // moto checks nothing by default; keep its behaviour predictable.
-        cmd.env_remove("INITIAL_NO_AUTH_ACTION_COUNT");
+        if check_credentials {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        } else {
+            cmd.env_remove("INITIAL_NO_AUTH_ACTION_COUNT");
+        }
         let guard = ProcessGuard::spawn(cmd, &dir.path().join("server.log"));
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut server = S3Server {
