@@ -300,7 +300,16 @@ async fn probe(mj: &MigrationJob, ctx: &Ctx) -> Result<Probe, Error> {
     })
 }
 
-async fn apply(mj: &MigrationJob, ctx: &Ctx) -> Result<Requeue, Error> {
+async fn apply(cached: &MigrationJob, ctx: &Ctx) -> Result<Requeue, Error> {
+    // Decide on the object as it is now, not as the watch cache last saw it: a reconcile
+    // woken by a child between our status write and its watch event would otherwise see the
+    // old phase and announce the same transition (Event) twice.
+    let api: Api<MigrationJob> =
+        Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let Some(fresh) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Requeue::await_change());
+    };
+    let mj = &fresh;
     let mut obs = observe(mj, ctx).await?;
     let mut d = decide(mj, &obs);
     if d.requeue.is_zero() {
@@ -311,8 +320,6 @@ async fn apply(mj: &MigrationJob, ctx: &Ctx) -> Result<Requeue, Error> {
         execute(mj, action, ctx).await?;
     }
     if mj.status.as_ref() != Some(&d.status) {
-        let api: Api<MigrationJob> =
-            Api::namespaced(ctx.client.clone(), &mj.namespace().unwrap_or_default());
         api.patch_status(
             &mj.name_any(),
             &PatchParams::default(),
