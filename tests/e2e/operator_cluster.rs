@@ -1,870 +1,29 @@
-//! The operator end to end: the real `ferry controller` binary against a Kubernetes API, with a
-//! harness that plays the parts of a cluster the tests have no nodes for. Data moves between
-//! two buckets of the real S3 server.
+//! The operator end to end: the real `ferry controller` binary against a Kubernetes API, with
+//! a harness that plays the parts of a cluster the tests have no nodes for
+//! (`ferry_tests::cluster`). Data moves between two buckets of the real S3 server.
 //!
-//! Two backends:
-//! - a real API server (FERRY_E2E_KUBECONFIG, with kube-controller-manager for the Job
-//!   controller and garbage collection): the CRD with its CEL rules, RBAC, everything. The
-//!   harness plays kubelet: it runs each agent pod as a local `transfer-agent` process with the
-//!   environment the pod would get (Secrets resolved from `secretKeyRef`, the plan from its
-//!   ConfigMap, a token of the agent's own ServiceAccount, so its RBAC is real) and writes the
-//!   pod's status back.
-//! - otherwise the API stand-in `tests/support/kapi.py` (kmock 0.8 with a faithful object
-//!   store; CI installs kmock next to moto). There is no Job controller there, so the harness
-//!   also plays it: it runs one agent per index of each Indexed Job, retries failed indexes up
-//!   to `backoffLimitPerIndex`, honours the `FailIndex` rule and `suspend`, and writes the Job's
-//!   status. The stand-in checks no schema, CEL or RBAC: those tests run on a real server only.
-//!
-//! With neither (no kubeconfig, no Python with kmock) the tests print a notice and pass.
+//! The API is a real API server when FERRY_E2E_KUBECONFIG names one (with
+//! kube-controller-manager; the harness plays kubelet), else the kmock-based stand-in
+//! `tests/support/kapi.py` (CI; the harness also plays the Job controller). Every test runs
+//! on both but `bad_specs_are_refused_at_apply_time`, which needs the real server's schema and
+//! CEL checks. With neither backend the tests print a notice and pass.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_tests::{ferry_bin, shared_server, workspace_root, S3};
-use k8s_openapi::api::authentication::v1::TokenRequest;
+use ferry_tests::cluster::{backend, client, play_kubelet, real_server_only, Agents, Cluster};
+use ferry_tests::{shared_server, S3};
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodSpec, Secret, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, ResourceExt};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use kube::api::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
-
-/// Where the tests talk to Kubernetes.
-enum Backend {
-    Real(PathBuf),
-    StandIn(StandIn),
-}
-
-impl Backend {
-    fn kubeconfig(&self) -> &Path {
-        match self {
-            Backend::Real(p) => p,
-            Backend::StandIn(s) => &s.kubeconfig,
-        }
-    }
-
-    fn is_real(&self) -> bool {
-        matches!(self, Backend::Real(_))
-    }
-}
-
-/// The API stand-in process (tests/support/kapi.py) and a kubeconfig for it.
-struct StandIn {
-    _process: std::process::Child,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        let _ = self._process.kill();
-    }
-}
-
-/// A Python that can import kmock: FERRY_KMOCK_PYTHON, the one next to moto_server
-/// (FERRY_MOTO_SERVER, as tests/run.sh installs both into .venv), or .venv/bin/python.
-fn kmock_python() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("FERRY_KMOCK_PYTHON") {
-        candidates.push(p.into());
-    }
-    if let Some(moto) = std::env::var_os("FERRY_MOTO_SERVER") {
-        if let Some(dir) = Path::new(&moto).parent() {
-            candidates.push(dir.join("python"));
-        }
-    }
-    candidates.push(workspace_root().join(".venv/bin/python"));
-    candidates.into_iter().find(|p| {
-        std::process::Command::new(p)
-            .args(["-c", "import kmock"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
-fn start_stand_in(python: &Path) -> StandIn {
-    let dir = tempfile::tempdir().unwrap();
-    let port_file = dir.path().join("port");
-    let log = std::fs::File::create(dir.path().join("kapi.log")).unwrap();
-    let process = std::process::Command::new(python)
-        .arg(workspace_root().join("tests/support/kapi.py"))
-        .arg("--port-file")
-        .arg(&port_file)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("the API stand-in starts");
-    let start = Instant::now();
-    let port = loop {
-        if let Ok(p) = std::fs::read_to_string(&port_file) {
-            break p;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the API stand-in did not start: {}",
-            std::fs::read_to_string(dir.path().join("kapi.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: kapi\n\
-             clusters: [{{name: kapi, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
-             users: [{{name: kapi, user: {{token: stand-in}}}}]\n\
-             contexts: [{{name: kapi, context: {{cluster: kapi, user: kapi}}}}]\n"
-        ),
-    )
-    .unwrap();
-    StandIn {
-        _process: process,
-        kubeconfig,
-        _dir: dir,
-    }
-}
-
-/// The backend for a test, or None (with a notice) when there is none.
-fn backend() -> Option<Backend> {
-    if let Some(p) = std::env::var_os("FERRY_E2E_KUBECONFIG") {
-        return Some(Backend::Real(PathBuf::from(p)));
-    }
-    match kmock_python() {
-        Some(py) => Some(Backend::StandIn(start_stand_in(&py))),
-        None => {
-            eprintln!("NOTICE: neither FERRY_E2E_KUBECONFIG nor a Python with kmock (FERRY_KMOCK_PYTHON; tests/run.sh installs it): the operator tests are skipped");
-            None
-        }
-    }
-}
-
-/// A test that needs what only a real API server checks (schema, CEL, RBAC).
-fn real_server_only(b: &Backend, what: &str) -> bool {
-    if !b.is_real() {
-        eprintln!("NOTICE: {what} needs a real API server (FERRY_E2E_KUBECONFIG); the stand-in does not check it");
-    }
-    b.is_real()
-}
-
-async fn client(path: &Path) -> Client {
-    let kc = Kubeconfig::read_from(path).expect("a readable kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("a usable kubeconfig");
-    Client::try_from(config).expect("a client")
-}
-
-fn agent_bin() -> PathBuf {
-    let root = workspace_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let ok = std::process::Command::new(cargo)
-        .args(["build", "-p", "transfer-agent", "--bins"])
-        .current_dir(&root)
-        .status()
-        .expect("cargo runs")
-        .success();
-    assert!(ok, "building transfer-agent failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("debug/transfer-agent")
-}
-
-/// The agent processes the harness runs, by pod name, so a test can kill one.
-#[derive(Default)]
-struct Agents {
-    running: Mutex<HashMap<String, tokio::process::Child>>,
-    /// Every Job uid the harness has seen (a restarted operator must not make a second Job).
-    jobs_seen: Mutex<BTreeSet<String>>,
-    /// Agent processes started so far.
-    starts: std::sync::atomic::AtomicUsize,
-}
-
-impl Agents {
-    fn add(&self, pod: String, child: tokio::process::Child) {
-        self.starts
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.running.lock().unwrap().insert(pod, child);
-    }
-
-    /// SIGKILLs one running agent; returns its pod name.
-    fn kill_one(&self) -> Option<String> {
-        let mut r = self.running.lock().unwrap();
-        for (name, child) in r.iter_mut() {
-            if matches!(child.try_wait(), Ok(None)) {
-                signal(child.id()?, "-KILL");
-                return Some(name.clone());
-            }
-        }
-        None
-    }
-
-    /// Stops the agents whose names `gone` selects, as a kubelet does (SIGTERM).
-    fn stop(&self, gone: impl Fn(&str) -> bool) {
-        let mut r = self.running.lock().unwrap();
-        let names: Vec<String> = r.keys().filter(|k| gone(k)).cloned().collect();
-        for k in names {
-            if let Some(child) = r.remove(&k) {
-                if let Some(pid) = child.id() {
-                    signal(pid, "-TERM");
-                }
-            }
-        }
-    }
-
-    /// Agents that exited since the last call: (pod name, exit code).
-    fn exited(&self) -> Vec<(String, i32)> {
-        let mut r = self.running.lock().unwrap();
-        let mut out = Vec::new();
-        for (k, c) in r.iter_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                out.push((k.clone(), status.code().unwrap_or(137)));
-            }
-        }
-        for (k, _) in &out {
-            r.remove(k);
-        }
-        out
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status();
-}
-
-/// A namespace of its own, the CRD installed, the controller(s) running, and the harness.
-struct Cluster {
-    backend: Backend,
-    client: Client,
-    ns: String,
-    controllers: Vec<(String, tokio::process::Child)>,
-    harness: tokio::task::JoinHandle<()>,
-    agents: Arc<Agents>,
-    tmp: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn start(backend: Backend, test: &str) -> Cluster {
-        Self::start_with(backend, test, &[]).await
-    }
-
-    /// Starts with one controller given `controller_args`.
-    async fn start_with(backend: Backend, test: &str, controller_args: &[&str]) -> Cluster {
-        let mut c = Self::start_bare(backend, test).await;
-        c.start_controller("e2e", controller_args);
-        c
-    }
-
-    /// Without a controller.
-    async fn start_bare(backend: Backend, test: &str) -> Cluster {
-        let client = client(backend.kubeconfig()).await;
-        install_crd(&client, backend.is_real()).await;
-        let ns = format!("ferry-{test}-{}", rand::random::<u32>() % 100_000);
-        let nss: Api<Namespace> = Api::all(client.clone());
-        nss.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .expect("namespace created");
-        let tmp = tempfile::tempdir().unwrap();
-        let agents = Arc::new(Agents::default());
-        let kubeconfig = backend.kubeconfig().to_path_buf();
-        let harness = if backend.is_real() {
-            tokio::spawn(play_kubelet(
-                client.clone(),
-                ns.clone(),
-                kubeconfig,
-                tmp.path().to_path_buf(),
-                agents.clone(),
-            ))
-        } else {
-            tokio::spawn(play_job_controller(
-                client.clone(),
-                ns.clone(),
-                kubeconfig,
-                tmp.path().to_path_buf(),
-                agents.clone(),
-            ))
-        };
-        Cluster {
-            backend,
-            client,
-            ns,
-            controllers: Vec::new(),
-            harness,
-            agents,
-            tmp,
-        }
-    }
-
-    /// Starts a controller replica with this identity (all replicas share one Lease).
-    fn start_controller(&mut self, identity: &str, extra: &[&str]) {
-        let log = std::fs::File::create(self.tmp.path().join(format!(
-            "controller-{identity}-{}.log",
-            rand::random::<u16>()
-        )))
-        .unwrap();
-        let child = tokio::process::Command::new(ferry_bin())
-            .args([
-                "controller",
-                "--agent-image",
-                "ferry/transfer-agent:test",
-                "--leader-lease",
-                &format!("{}/ferry-controller", self.ns),
-                "--identity",
-                identity,
-            ])
-            .args(extra)
-            .env("KUBECONFIG", self.backend.kubeconfig())
-            .env("FERRY_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("ferry controller starts");
-        self.controllers.push((identity.to_string(), child));
-    }
-
-    /// Kills the controller replica with this identity (SIGKILL: it cannot release its Lease).
-    async fn kill_controller(&mut self, identity: &str) {
-        if let Some(i) = self.controllers.iter().position(|(id, _)| id == identity) {
-            let (_, mut c) = self.controllers.remove(i);
-            let _ = c.kill().await;
-        }
-    }
-
-    async fn stop_controllers(&mut self) {
-        for (_, mut c) in self.controllers.drain(..) {
-            let _ = c.kill().await;
-        }
-    }
-
-    fn api<K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
-        &self,
-    ) -> Api<K> {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    async fn apply(&self, v: Value) -> Result<(), kube::Error> {
-        let kind = v["kind"].as_str().unwrap().to_string();
-        let name = v["metadata"]["name"].as_str().unwrap().to_string();
-        let pp = PatchParams::apply("e2e").force();
-        match kind.as_str() {
-            "Secret" => self
-                .api::<Secret>()
-                .patch(&name, &pp, &Patch::Apply(&v))
-                .await
-                .map(|_| ()),
-            _ => self
-                .api::<ferry_api::MigrationJob>()
-                .patch(&name, &pp, &Patch::Apply(&v))
-                .await
-                .map(|_| ()),
-        }
-    }
-
-    async fn job(&self, name: &str) -> ferry_api::MigrationJob {
-        self.api::<ferry_api::MigrationJob>()
-            .get(name)
-            .await
-            .unwrap()
-    }
-
-    fn logs(&self) -> String {
-        let logs: String = std::fs::read_dir(self.tmp.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-            .map(|e| {
-                format!(
-                    "== {}\n{}",
-                    e.file_name().to_string_lossy(),
-                    tail(&std::fs::read_to_string(e.path()).unwrap_or_default(), 1500)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        logs
-    }
-
-    /// Waits until `pred` holds for the MigrationJob, or fails with its last status.
-    async fn wait_for(
-        &self,
-        name: &str,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&ferry_api::MigrationJob) -> bool,
-    ) -> ferry_api::MigrationJob {
-        let start = Instant::now();
-        loop {
-            let mj = self.job(name).await;
-            if pred(&mj) {
-                return mj;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out waiting for {what}; status: {}\nlogs:\n{}",
-                    serde_json::to_string_pretty(&mj.status).unwrap(),
-                    tail(&self.logs(), 8000)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    async fn events_of(&self, name: &str) -> Vec<(String, String, String)> {
-        let evs: Api<k8s_openapi::api::events::v1::Event> = self.api();
-        evs.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .map(|e| {
-                (
-                    e.type_.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default(),
-                )
-            })
-            .collect()
-    }
-
-    async fn finish(mut self) {
-        self.stop_controllers().await;
-        self.harness.abort();
-        self.agents.stop(|_| true);
-        let nss: Api<Namespace> = Api::all(self.client.clone());
-        let _ = nss.delete(&self.ns, &DeleteParams::default()).await;
-    }
-}
-
-fn tail(s: &str, n: usize) -> &str {
-    let mut start = s.len().saturating_sub(n);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
-}
-
-async fn install_crd(client: &Client, wait_established: bool) {
-    let text = std::fs::read_to_string(workspace_root().join("crds/migrationjobs.ferry.dev.yaml"))
-        .unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        "migrationjobs.ferry.dev",
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("the CRD is accepted");
-    if !wait_established {
-        return; // the stand-in serves ferry.dev from the start
-    }
-    for _ in 0..60 {
-        let c = api.get("migrationjobs.ferry.dev").await.unwrap();
-        if c.status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("the CRD never became Established");
-}
-
-/// A kubeconfig for `sa` with a fresh token: the agent acts with exactly its own rights.
-async fn agent_kubeconfig(
-    client: &Client,
-    ns: &str,
-    sa: &str,
-    admin: &Path,
-    out: &Path,
-) -> PathBuf {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let tr: TokenRequest = serde_json::from_value(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}})).unwrap();
-    let token = sas
-        .create_token_request(sa, &PostParams::default(), &tr)
-        .await
-        .expect("a token for the agent")
-        .status
-        .expect("token status")
-        .token;
-    let mut kc: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
-    kc["users"] =
-        serde_yaml::from_str(&format!("[{{name: agent, user: {{token: {token}}}}}]")).unwrap();
-    let ctx_name = kc["current-context"].as_str().unwrap().to_string();
-    if let Some(list) = kc["contexts"].as_sequence_mut() {
-        for c in list {
-            if c["name"].as_str() == Some(&ctx_name) {
-                c["context"]["user"] = "agent".into();
-            }
-        }
-    }
-    let path = out.join(format!("agent-{sa}.kubeconfig"));
-    std::fs::write(&path, serde_yaml::to_string(&kc).unwrap()).unwrap();
-    path
-}
-
-/// Plays kubelet for the agents' pods of `ns` on a real API server (whose Job controller
-/// makes the pods).
-async fn play_kubelet(
-    client: Client,
-    ns: String,
-    admin: PathBuf,
-    dir: PathBuf,
-    agents: Arc<Agents>,
-) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let agent = agent_bin();
-    loop {
-        if let Ok(l) = jobs.list(&ListParams::default()).await {
-            let mut seen = agents.jobs_seen.lock().unwrap();
-            seen.extend(l.items.iter().filter_map(|j| j.uid()));
-        }
-        let list = match pods.list(&ListParams::default()).await {
-            Ok(l) => l.items,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let alive: Vec<String> = list
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| p.name_any())
-            .collect();
-        // Pods deleted (suspend, Job deletion): stop their agents like a kubelet would.
-        agents.stop(|k| !alive.iter().any(|a| a == k));
-        for pod in list {
-            let name = pod.name_any();
-            let phase = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_default();
-            if pod.metadata.deletion_timestamp.is_some()
-                || phase == "Succeeded"
-                || phase == "Failed"
-                || agents.running.lock().unwrap().contains_key(&name)
-            {
-                continue;
-            }
-            let Some(index) = pod
-                .annotations()
-                .get("batch.kubernetes.io/job-completion-index")
-                .cloned()
-            else {
-                continue;
-            };
-            let spec = pod.spec.clone().unwrap_or_default();
-            let Some(sa) = spec.service_account_name.clone() else {
-                eprintln!("kubelet: {name} has no service account");
-                continue;
-            };
-            let kc = agent_kubeconfig(&client, &ns, &sa, &admin, &dir).await;
-            match start_agent(&client, &ns, &name, &spec, &index, &agent, &kc, &dir).await {
-                Ok(child) => {
-                    agents.add(name.clone(), child);
-                    let _ = pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running", "startTime": chrono::Utc::now().to_rfc3339()}}))).await;
-                }
-                Err(e) => eprintln!("kubelet: cannot start {name}: {e}"),
-            }
-        }
-        for (name, code) in agents.exited() {
-            let phase = if code == 0 { "Succeeded" } else { "Failed" };
-            let now = chrono::Utc::now().to_rfc3339();
-            let st = json!({"status": {"phase": phase, "containerStatuses": [{
-                "name": "agent", "image": "ferry/transfer-agent:test", "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }, "startedAt": now, "finishedAt": now}}
-            }]}});
-            if let Err(e) = pods
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(st))
-                .await
-            {
-                eprintln!("kubelet: cannot report {name}: {e}");
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// What the Job controller keeps of one Indexed Job on the stand-in.
-#[derive(Default)]
-struct IndexedJob {
-    succeeded: BTreeSet<i32>,
-    failed: BTreeSet<i32>,
-    /// Failed attempts per index.
-    attempts: BTreeMap<i32, i32>,
-    pods_failed: i32,
-    /// The pod name of each index's running agent.
-    running: BTreeMap<i32, String>,
-}
-
-/// Plays the Job controller and kubelet on the API stand-in, for the Indexed Jobs of `ns`:
-/// one agent per index not yet done, an index retried up to `backoffLimitPerIndex` times and
-/// failed at once on an exit code the `FailIndex` rule names, agents stopped (SIGTERM) while
-/// the Job is suspended or once it is deleted, and the Job status the operator reads
-/// (`active`, `succeeded`, `failed`, `completedIndexes`, `failedIndexes`, the `Suspended`,
-/// `Complete` and `Failed` conditions) written through the status subresource.
-async fn play_job_controller(
-    client: Client,
-    ns: String,
-    kubeconfig: PathBuf,
-    dir: PathBuf,
-    agents: Arc<Agents>,
-) {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let agent = agent_bin();
-    let mut state: HashMap<String, IndexedJob> = HashMap::new();
-    let mut pod_serial = 0u32;
-    loop {
-        let Ok(list) = jobs.list(&ListParams::default()).await else {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        };
-        let live: Vec<String> = list.items.iter().filter_map(|j| j.uid()).collect();
-        agents
-            .jobs_seen
-            .lock()
-            .unwrap()
-            .extend(live.iter().cloned());
-        // Deleted Jobs: their pods go, and so do their agents.
-        for (uid, st) in state.iter_mut().filter(|(u, _)| !live.contains(u)) {
-            let names: Vec<String> = std::mem::take(&mut st.running).into_values().collect();
-            let _ = uid;
-            agents.stop(|k| names.iter().any(|n| n == k));
-        }
-        state.retain(|u, _| live.contains(u));
-        let exited: HashMap<String, i32> = agents.exited().into_iter().collect();
-        for job in list.items {
-            let uid = job.uid().unwrap_or_default();
-            let name = job.name_any();
-            let spec = job.spec.clone().unwrap_or_default();
-            let status = job.status.clone().unwrap_or_default();
-            let finished = status
-                .conditions
-                .iter()
-                .flatten()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
-            let st = state.entry(uid).or_default();
-            // Agents that exited: a success, or a failure to count against the index.
-            let done: Vec<(i32, i32)> = st
-                .running
-                .iter()
-                .filter_map(|(i, pod)| exited.get(pod).map(|code| (*i, *code)))
-                .collect();
-            for (i, code) in done {
-                st.running.remove(&i);
-                if code == 0 {
-                    st.succeeded.insert(i);
-                    continue;
-                }
-                st.pods_failed += 1;
-                let fail_index = spec
-                    .pod_failure_policy
-                    .iter()
-                    .flat_map(|p| p.rules.iter())
-                    .any(|r| {
-                        r.action == "FailIndex"
-                            && r.on_exit_codes
-                                .as_ref()
-                                .is_some_and(|e| (e.operator == "In") == e.values.contains(&code))
-                    });
-                let attempts = st.attempts.entry(i).or_default();
-                *attempts += 1;
-                if fail_index || *attempts > spec.backoff_limit_per_index.unwrap_or(0) {
-                    st.failed.insert(i);
-                }
-            }
-            let suspended = spec.suspend.unwrap_or(false);
-            if suspended {
-                let names: Vec<String> = std::mem::take(&mut st.running).into_values().collect();
-                agents.stop(|k| names.iter().any(|n| n == k));
-            }
-            let completions = spec.completions.unwrap_or(1);
-            if !suspended && !finished {
-                let template = spec.template.spec.clone().unwrap_or_default();
-                for i in 0..completions {
-                    if st.succeeded.contains(&i)
-                        || st.failed.contains(&i)
-                        || st.running.contains_key(&i)
-                    {
-                        continue;
-                    }
-                    pod_serial += 1;
-                    let pod = format!("{name}-{i}-{pod_serial}");
-                    match start_agent(
-                        &client,
-                        &ns,
-                        &pod,
-                        &template,
-                        &i.to_string(),
-                        &agent,
-                        &kubeconfig,
-                        &dir,
-                    )
-                    .await
-                    {
-                        Ok(child) => {
-                            agents.add(pod.clone(), child);
-                            st.running.insert(i, pod);
-                        }
-                        Err(e) => eprintln!("job controller: cannot start {pod}: {e}"),
-                    }
-                }
-            }
-            let all_done = st.succeeded.len() + st.failed.len() == completions as usize;
-            let now = chrono::Utc::now().to_rfc3339();
-            let mut conditions = Vec::new();
-            if suspended {
-                conditions.push(json!({"type": "Suspended", "status": "True", "reason": "JobSuspended", "lastTransitionTime": now}));
-            }
-            if all_done && !st.failed.is_empty() {
-                conditions.push(json!({"type": "Failed", "status": "True", "reason": "FailedIndexes", "message": "Job has failed indexes", "lastTransitionTime": now}));
-            } else if all_done {
-                conditions.push(json!({"type": "Complete", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": now}));
-            }
-            let list = |s: &BTreeSet<i32>| {
-                s.iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let want = json!({"status": {
-                "active": st.running.len(),
-                "succeeded": st.succeeded.len(),
-                "failed": st.pods_failed,
-                "completedIndexes": list(&st.succeeded),
-                "failedIndexes": list(&st.failed),
-                "conditions": conditions,
-            }});
-            let have = serde_json::to_value(&status).unwrap_or_default();
-            let same = [
-                "active",
-                "succeeded",
-                "failed",
-                "completedIndexes",
-                "failedIndexes",
-            ]
-            .iter()
-            .all(|k| {
-                have.get(k).cloned().unwrap_or(Value::Null)
-                    == match &want["status"][k] {
-                        Value::Number(n) if n.as_i64() == Some(0) => Value::Null,
-                        Value::String(s) if s.is_empty() => Value::Null,
-                        v => v.clone(),
-                    }
-            }) && have["conditions"].as_array().map(|c| c.len()).unwrap_or(0)
-                == conditions.len();
-            if !same && !finished {
-                if let Err(e) = jobs
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(want))
-                    .await
-                {
-                    eprintln!("job controller: cannot write the status of {name}: {e}");
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Runs one agent pod as a local process: the container's environment (literal values,
-/// `secretKeyRef` read from the API, `fieldRef` as the namespace), the completion index, and
-/// ConfigMap volumes written to a directory that stands in for the mount.
-#[allow(clippy::too_many_arguments)]
-async fn start_agent(
-    client: &Client,
-    ns: &str,
-    pod: &str,
-    spec: &PodSpec,
-    index: &str,
-    agent: &Path,
-    kubeconfig: &Path,
-    dir: &Path,
-) -> Result<tokio::process::Child, String> {
-    let container = &spec.containers[0];
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    for e in container.env.clone().unwrap_or_default() {
-        let value = if let Some(v) = e.value {
-            Some(v)
-        } else if let Some(src) = e.value_from {
-            if let Some(sk) = src.secret_key_ref {
-                let s = secrets.get_opt(&sk.name).await.map_err(|e| e.to_string())?;
-                match s.and_then(|s| s.data).and_then(|d| {
-                    d.get(&sk.key)
-                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                }) {
-                    Some(v) => Some(v),
-                    None if sk.optional == Some(true) => None,
-                    None => return Err(format!("secret {}/{} is missing", sk.name, sk.key)),
-                }
-            } else if src.field_ref.is_some() {
-                Some(ns.to_string())
-            } else {
-                None
-            }
-        } else {
-            None
-        };
-        if let Some(v) = value {
-            env.insert(e.name, v);
-        }
-    }
-    env.insert("JOB_COMPLETION_INDEX".into(), index.to_string());
-    for v in spec.volumes.clone().unwrap_or_default() {
-        if let Some(cmv) = v.config_map {
-            let cm = cms.get(&cmv.name).await.map_err(|e| e.to_string())?;
-            let mount = container
-                .volume_mounts
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .find(|m| m.name == v.name)
-                .ok_or("no mount")?;
-            let local = dir.join(format!("{pod}-{}", v.name));
-            std::fs::create_dir_all(&local).unwrap();
-            for (k, val) in cm.data.unwrap_or_default() {
-                std::fs::write(local.join(&k), val).unwrap();
-            }
-            if let Some(plan) = env.get("FERRY_PLAN").cloned() {
-                if let Some(rest) = plan.strip_prefix(&mount.mount_path) {
-                    env.insert("FERRY_PLAN".into(), format!("{}{rest}", local.display()));
-                }
-            }
-        }
-    }
-    let log = std::fs::File::create(dir.join(format!("{pod}.log"))).unwrap();
-    tokio::process::Command::new(agent)
-        .env_clear()
-        .envs(&env)
-        .env("KUBECONFIG", kubeconfig)
-        .env("FERRY_LOG", "info")
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| e.to_string())
-}
 
 fn secret_yaml(name: &str) -> Value {
     let server = shared_server();
@@ -930,6 +89,213 @@ fn condition<'a>(mj: &'a ferry_api::MigrationJob, kind: &str) -> Option<&'a ferr
         .conditions
         .iter()
         .find(|c| c.type_ == kind)
+}
+
+/// The API behaviours the operator and kube-runtime rely on, checked on whichever backend
+/// runs: on a real API server this pins down what the stand-in must do, on the stand-in it
+/// checks that it does. A controller breaks on each when it is wrong: 404/409 handling of
+/// creates and gets, the Lease race (a stale resourceVersion loses), generations and the
+/// status subresource (observedGeneration, status writes), selectors and resumable watches
+/// (kube-runtime's watchers), finalizers and garbage collection (deletion).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_behaves_as_the_operator_relies_on() {
+    let Some(b) = backend() else { return };
+    let c = Cluster::start_bare(b, "api").await;
+    let cms = c.api::<ConfigMap>();
+    let pp = PostParams::default();
+    let cm = |name: &str, labels: Value| -> ConfigMap {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}),
+        )
+        .unwrap()
+    };
+    // The server fills in uid, namespace, creationTimestamp and resourceVersion.
+    let a = cms
+        .create(&pp, &cm("a", json!({"set": "api", "tier": "x"})))
+        .await
+        .unwrap();
+    let m = &a.metadata;
+    assert!(m.uid.is_some() && m.creation_timestamp.is_some() && m.resource_version.is_some());
+    assert_eq!(m.namespace.as_deref(), Some(c.ns.as_str()));
+    // Create of an existing name, get of a missing one.
+    let err = api_error(cms.create(&pp, &cm("a", json!({}))).await);
+    assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
+    let err = api_error(cms.get("absent").await);
+    assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
+    assert!(cms.get_opt("absent").await.unwrap().is_none());
+    // Optimistic concurrency: a replace (or a patch) naming a stale resourceVersion loses.
+    let mut newer = a.clone();
+    newer.data = Some(BTreeMap::from([("k".into(), "w".into())]));
+    let newer = cms.replace("a", &pp, &newer).await.unwrap();
+    assert_ne!(newer.metadata.resource_version, a.metadata.resource_version);
+    let err = api_error(cms.replace("a", &pp, &a).await);
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    let stale =
+        json!({"metadata": {"resourceVersion": a.metadata.resource_version}, "data": {"k": "z"}});
+    let err = api_error(
+        cms.patch("a", &PatchParams::default(), &Patch::Merge(&stale))
+            .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    // Label selectors, as lists and watches use them.
+    cms.create(&pp, &cm("b", json!({"set": "api", "tier": "y"})))
+        .await
+        .unwrap();
+    cms.create(&pp, &cm("c", json!({"set": "api"})))
+        .await
+        .unwrap();
+    for (selector, want) in [
+        ("set=api,tier=x", vec!["a"]),
+        ("set=api,tier", vec!["a", "b"]),
+        ("set=api,!tier", vec!["c"]),
+        ("set=api,tier!=x", vec!["b", "c"]),
+        ("set=api,tier in (x,y)", vec!["a", "b"]),
+        ("set=other", vec![]),
+    ] {
+        let list = cms
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap();
+        let mut names: Vec<String> = list.items.iter().map(|o| o.name_any()).collect();
+        names.sort();
+        assert_eq!(names, want, "selector {selector}");
+        assert_eq!(list.types.kind, "ConfigMapList");
+    }
+    // A watch from a list's resourceVersion sees exactly what changed after it.
+    let rv = cms
+        .list(&ListParams::default().labels("set=api"))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .expect("a list has a resourceVersion");
+    cms.patch(
+        "b",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "changed"}})),
+    )
+    .await
+    .unwrap();
+    cms.delete("c", &DeleteParams::default()).await.unwrap();
+    let mut stream = cms
+        .watch(&WatchParams::default().labels("set=api").timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match stream.next().await {
+            Some(Ok(WatchEvent::Modified(o))) => seen.push(format!("MODIFIED {}", o.name_any())),
+            Some(Ok(WatchEvent::Added(o))) => seen.push(format!("ADDED {}", o.name_any())),
+            Some(Ok(WatchEvent::Deleted(o))) => seen.push(format!("DELETED {}", o.name_any())),
+            Some(Ok(WatchEvent::Bookmark(_))) => {}
+            other => panic!("the watch ended after {seen:?}: {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["MODIFIED b", "DELETED c"]);
+    // Generations and the status subresource, on the CRD.
+    let mjs = c.api::<ferry_api::MigrationJob>();
+    c.apply(job_yaml(
+        "gen",
+        "src-bucket",
+        "dst-bucket",
+        "creds",
+        json!({}),
+    ))
+    .await
+    .unwrap();
+    let generation = |mj: &ferry_api::MigrationJob| mj.metadata.generation;
+    assert_eq!(generation(&c.job("gen").await), Some(1));
+    let status_write = json!({"status": {"phase": "Pending"}, "spec": {"suspend": true}});
+    mjs.patch_status("gen", &PatchParams::default(), &Patch::Merge(&status_write))
+        .await
+        .unwrap();
+    let mj = c.job("gen").await;
+    assert_eq!(phase(&mj), Some(ferry_api::Phase::Pending));
+    assert!(!mj.spec.suspend, "a status write changed the spec");
+    assert_eq!(
+        generation(&mj),
+        Some(1),
+        "a status write bumped the generation"
+    );
+    let labels = json!({"metadata": {"labels": {"touched": "yes"}}});
+    mjs.patch("gen", &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .unwrap();
+    assert_eq!(
+        generation(&c.job("gen").await),
+        Some(1),
+        "metadata bumped the generation"
+    );
+    let spec_write = json!({"spec": {"suspend": true}, "status": {"phase": "Running"}});
+    mjs.patch("gen", &PatchParams::default(), &Patch::Merge(&spec_write))
+        .await
+        .unwrap();
+    let mj = c.job("gen").await;
+    assert!(mj.spec.suspend);
+    assert_eq!(
+        generation(&mj),
+        Some(2),
+        "a spec change bumps the generation"
+    );
+    assert_eq!(
+        phase(&mj),
+        Some(ferry_api::Phase::Pending),
+        "a write to the object changed its status"
+    );
+    let list = mjs.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        (list.types.api_version.as_str(), list.types.kind.as_str()),
+        ("ferry.dev/v1alpha1", "MigrationJobList")
+    );
+    // Secrets: stringData is stored as data.
+    let secrets = c.api::<Secret>();
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"key": "value"}}))
+            .unwrap();
+    secrets.create(&pp, &s).await.unwrap();
+    let s = secrets.get("s").await.unwrap();
+    assert_eq!(s.data.unwrap()["key"].0, b"value");
+    assert!(s.string_data.is_none());
+    // A finalizer holds a deletion; once the object goes, so do its dependents.
+    let owner: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "owner", "finalizers": ["e2e.ferry.dev/hold"]}}),
+    )
+    .unwrap();
+    let owner = cms.create(&pp, &owner).await.unwrap();
+    let dependent: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "dependent",
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.uid().unwrap()}]}}))
+    .unwrap();
+    cms.create(&pp, &dependent).await.unwrap();
+    cms.delete("owner", &DeleteParams::default()).await.unwrap();
+    let held = cms
+        .get("owner")
+        .await
+        .expect("a finalizer holds the deletion");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert!(cms.get_opt("dependent").await.unwrap().is_some());
+    let release = json!({"metadata": {"finalizers": null}});
+    cms.patch("owner", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while cms.get_opt("owner").await.unwrap().is_some()
+        || cms.get_opt("dependent").await.unwrap().is_some()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the owner or its dependent is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    c.finish().await;
+}
+
+fn api_error<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> kube::core::Status {
+    match r {
+        Err(kube::Error::Api(s)) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1086,6 +452,37 @@ async fn start_slow_copy(c: &Cluster, name: &str, n: usize, rps: u32) -> Copy {
     }
 }
 
+/// Waits until the MigrationJob `name` has copied at least `n` objects.
+async fn wait_copied(c: &Cluster, name: &str, n: u64) {
+    c.wait_for(name, "some progress", Duration::from_secs(90), |mj| {
+        mj.status
+            .as_ref()
+            .is_some_and(|s| s.progress.counters.objects_copied >= n)
+    })
+    .await;
+}
+
+/// Deletes the MigrationJob `name` (of 2 shards) and asserts that within a minute it is gone,
+/// with every child (see [`children_of`]) and every agent process.
+async fn delete_and_wait(c: &Cluster, name: &str) {
+    let mjs = c.api::<ferry_api::MigrationJob>();
+    mjs.delete(name, &DeleteParams::default()).await.unwrap();
+    let start = Instant::now();
+    let (mut gone, mut left, mut alive) = (false, Vec::new(), usize::MAX);
+    while start.elapsed() < Duration::from_secs(60) {
+        gone = mjs.get_opt(name).await.unwrap().is_none();
+        left = children_of(c, name, 2).await;
+        alive = c.agents.alive();
+        if gone && left.is_empty() && alive == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(gone, "the MigrationJob was not deleted\n{}", c.logs());
+    assert!(left.is_empty(), "children left after deletion: {left:?}");
+    assert_eq!(alive, 0, "agents still run after the deletion");
+}
+
 struct Copy {
     s3: S3,
     src: String,
@@ -1121,10 +518,12 @@ async fn a_job_runs_to_completed_with_every_byte_verified_and_survives_an_operat
         st.report
     );
     assert_copied(&s3, &dst, &objects).await;
+    let jobs = c.agents.jobs_created();
     assert_eq!(
-        c.agents.jobs_seen.lock().unwrap().len(),
+        jobs.len(),
         1,
-        "exactly one agents' Job was ever created"
+        "exactly one agents' Job was ever created (the harness watches every Job): {jobs:?}\n{}",
+        c.logs()
     );
     assert!(
         c.api::<Job>()
@@ -1135,39 +534,9 @@ async fn a_job_runs_to_completed_with_every_byte_verified_and_survives_an_operat
         "the agents' Job is gone after completion"
     );
     let events = c.events_of("copy").await;
-    assert!(
-        events.iter().any(|(_, reason, _)| reason == "Completed"),
-        "{events:?}"
-    );
+    assert!(events.iter().any(|e| e.reason == "Completed"), "{events:?}");
     // Deletion removes the finalizer and every child; copied data stays.
-    c.api::<ferry_api::MigrationJob>()
-        .delete("copy", &DeleteParams::default())
-        .await
-        .unwrap();
-    let start = Instant::now();
-    let mut left = Vec::new();
-    while start.elapsed() < Duration::from_secs(60) {
-        let gone = c
-            .api::<ferry_api::MigrationJob>()
-            .get_opt("copy")
-            .await
-            .unwrap()
-            .is_none();
-        left = children_of(&c, "copy", 2).await;
-        if gone && left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(
-        c.api::<ferry_api::MigrationJob>()
-            .get_opt("copy")
-            .await
-            .unwrap()
-            .is_none(),
-        "the MigrationJob was not deleted"
-    );
-    assert!(left.is_empty(), "children left after deletion: {left:?}");
+    delete_and_wait(&c, "copy").await;
     assert_copied(&s3, &dst, &objects).await;
     c.finish().await;
 }
@@ -1183,12 +552,7 @@ async fn suspend_pauses_and_resume_finishes_from_the_checkpoints() {
         job,
         ..
     } = start_slow_copy(&c, "pause", 200, 20).await;
-    c.wait_for("pause", "some progress", Duration::from_secs(90), |mj| {
-        mj.status
-            .as_ref()
-            .is_some_and(|s| s.progress.counters.objects_copied > 0)
-    })
-    .await;
+    wait_copied(&c, "pause", 1).await;
     let mut suspended = job.clone();
     suspended["spec"]["suspend"] = json!(true);
     c.apply(suspended).await.unwrap();
@@ -1217,10 +581,7 @@ async fn suspend_pauses_and_resume_finishes_from_the_checkpoints() {
     );
     // While paused, no agent runs and nothing moves.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        c.agents.running.lock().unwrap().is_empty(),
-        "agents still run while suspended"
-    );
+    assert_eq!(c.agents.alive(), 0, "agents still run while suspended");
     let mut resumed = job.clone();
     resumed["spec"]["suspend"] = json!(false);
     resumed["spec"]["requestsPerSecond"] = json!(0);
@@ -1228,6 +589,38 @@ async fn suspend_pauses_and_resume_finishes_from_the_checkpoints() {
     let mj = wait_terminal(&c, "pause", 120).await;
     assert_phase(&mj, ferry_api::Phase::Completed);
     assert_copied(&s3, &dst, &objects).await;
+    c.finish().await;
+}
+
+/// Deleting a MigrationJob mid-run stops its agents (the finalizer's cleanup deletes the
+/// agents' Job; garbage collection the rest), removes every child, and keeps what was copied.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_running_job_stops_its_agents_and_removes_every_child() {
+    let Some(b) = backend() else { return };
+    let c = Cluster::start(b, "delete").await;
+    let Copy {
+        s3, dst, objects, ..
+    } = start_slow_copy(&c, "gone", 200, 20).await;
+    wait_copied(&c, "gone", 5).await;
+    assert!(c.agents.alive() > 0, "no agent runs before the deletion");
+    delete_and_wait(&c, "gone").await;
+    // What was copied stays, intact, and nothing moves any more.
+    let copied = s3.list(&dst).await;
+    assert!(
+        !copied.is_empty() && copied.len() < objects.len(),
+        "{} of {} objects copied: the deletion should come mid-run",
+        copied.len(),
+        objects.len()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        s3.list(&dst).await,
+        copied,
+        "objects still move after the deletion"
+    );
+    for k in copied.keys() {
+        assert_eq!(&s3.get(&dst, k).await, &objects[k], "{k} differs");
+    }
     c.finish().await;
 }
 
@@ -1240,18 +633,13 @@ async fn a_killed_agent_is_restarted_and_resumes() {
     let Copy {
         s3, dst, objects, ..
     } = start_slow_copy(&c, "kill", 160, 30).await;
-    c.wait_for("kill", "some progress", Duration::from_secs(90), |mj| {
-        mj.status
-            .as_ref()
-            .is_some_and(|s| s.progress.counters.objects_copied >= 10)
-    })
-    .await;
+    wait_copied(&c, "kill", 10).await;
     let killed = c.agents.kill_one().expect("an agent is running");
     eprintln!("killed agent {killed}");
     let mj = wait_terminal(&c, "kill", 180).await;
     assert_phase(&mj, ferry_api::Phase::Completed);
     assert_eq!(
-        c.agents.starts.load(std::sync::atomic::Ordering::SeqCst),
+        c.agents.starts(),
         3,
         "two shards, and the killed one started once more"
     );
@@ -1291,20 +679,32 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    let Copy {
-        s3, dst, objects, ..
-    } = start_slow_copy(&c, "lead", 150, 25).await;
-    // The leader keeps the Lease while it lives; the standby does not take it.
-    for _ in 0..6 {
-        assert_eq!(holder().await.as_deref(), Some(first.as_str()));
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    c.kill_controller(&first).await;
     let other = if first == "replica-a" {
         "replica-b"
     } else {
         "replica-a"
     };
+    let Copy {
+        s3, dst, objects, ..
+    } = start_slow_copy(&c, "lead", 150, 25).await;
+    // The leader keeps the Lease while it lives; the standby does not take it, and does
+    // nothing: it never logs that it leads, and every Event comes from the leader.
+    for _ in 0..6 {
+        assert_eq!(holder().await.as_deref(), Some(first.as_str()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(c.controller_log(&first).contains("leading"));
+    assert!(
+        !c.controller_log(other).contains("leading"),
+        "the standby acts as a leader too:\n{}",
+        c.controller_log(other)
+    );
+    let events = c.events_of("lead").await;
+    assert!(
+        !events.is_empty() && events.iter().all(|e| e.instance == first),
+        "Events before the failover come from {first} only: {events:?}"
+    );
+    c.kill_controller(&first).await;
     let start = Instant::now();
     while holder().await.as_deref() != Some(other) {
         assert!(
@@ -1316,10 +716,19 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
     let mj = wait_terminal(&c, "lead", 180).await;
     assert_phase(&mj, ferry_api::Phase::Completed);
     assert_copied(&s3, &dst, &objects).await;
+    let events = c.events_of("lead").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "Completed" && e.instance == other),
+        "the standby finished the job after the failover: {events:?}"
+    );
+    let jobs = c.agents.jobs_created();
     assert_eq!(
-        c.agents.jobs_seen.lock().unwrap().len(),
+        jobs.len(),
         1,
-        "exactly one agents' Job across both replicas"
+        "exactly one agents' Job across both replicas: {jobs:?}\n{}",
+        c.logs()
     );
     c.finish().await;
 }
@@ -1358,6 +767,16 @@ async fn jobs_beyond_the_running_cap_wait_queued() {
     assert_phase(&first, ferry_api::Phase::Completed);
     let second = wait_terminal(&c, "second", 180).await;
     assert_phase(&second, ferry_api::Phase::Completed);
+    // The second ran only after the first had finished (both times are RFC 3339 in UTC,
+    // whole seconds, so they compare as strings).
+    let (done, started) = (
+        first.status.as_ref().unwrap().completion_time.clone(),
+        second.status.as_ref().unwrap().start_time.clone(),
+    );
+    assert!(
+        matches!((&done, &started), (Some(d), Some(s)) if s >= d),
+        "the second job started at {started:?}, before the first ended at {done:?}"
+    );
     assert_copied(&s3, &dst, &objects).await;
     assert_copied(&s3, &dst2, &objects).await;
     c.finish().await;
@@ -1489,7 +908,7 @@ async fn a_missing_secret_is_a_condition_and_an_event() {
     assert!(
         events
             .iter()
-            .any(|(t, r, _)| t == "Warning" && r == "SecretNotFound"),
+            .any(|e| e.type_ == "Warning" && e.reason == "SecretNotFound"),
         "{events:?}"
     );
     assert!(
@@ -1546,15 +965,52 @@ async fn wrong_credentials_fail_without_showing_the_secret() {
     );
     let events = c.events_of("wrong").await;
     assert!(
-        events.iter().any(|(t, _, _)| t == "Warning"),
+        events.iter().any(|e| e.type_ == "Warning"),
         "a Warning Event: {events:?}"
     );
-    for (_, _, note) in events {
-        assert!(!note.contains("s3cr3t-value-that-must-not-leak"));
+    for e in events {
+        assert!(!e.note.contains("s3cr3t-value-that-must-not-leak"));
     }
     assert!(
         !c.logs().contains("s3cr3t-value-that-must-not-leak"),
         "the secret leaked into a log"
     );
     c.finish().await;
+}
+
+/// Not a test: plays kubelet for the namespace FERRY_DEMO_NAMESPACE on the real API server of
+/// FERRY_E2E_KUBECONFIG for FERRY_DEMO_SECONDS (default 600), so `kubectl apply -f examples/...`
+/// can be watched running on a cluster without nodes (README, "In a cluster"). Run with
+/// `cargo test -p ferry-tests --test operator_cluster -- --ignored --nocapture kubelet_for`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn kubelet_for_a_namespace() {
+    let (Some(kc), Some(ns)) = (
+        std::env::var_os("FERRY_E2E_KUBECONFIG"),
+        std::env::var("FERRY_DEMO_NAMESPACE").ok(),
+    ) else {
+        eprintln!("set FERRY_E2E_KUBECONFIG and FERRY_DEMO_NAMESPACE");
+        return;
+    };
+    let secs: u64 = std::env::var("FERRY_DEMO_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let kc = PathBuf::from(kc);
+    let dir = tempfile::tempdir().unwrap();
+    eprintln!(
+        "playing kubelet for namespace {ns} for {secs} s; agent logs in {}",
+        dir.path().display()
+    );
+    let agents = Arc::new(Agents::default());
+    let kubelet = tokio::spawn(play_kubelet(
+        client(&kc).await,
+        ns,
+        kc,
+        dir.path().to_path_buf(),
+        agents.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    kubelet.abort();
+    agents.stop(|_| true);
 }

@@ -19,9 +19,8 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `ferry` binary: `FERRY_BIN` if set; otherwise built once per test process with
-/// `$CARGO build -p ferry-operator --bins` and taken from the target directory
-/// (`CARGO_TARGET_DIR` or `<workspace>/target`).
+/// The `ferry` binary: `FERRY_BIN` if set; otherwise built once per test process (see
+/// [`built_binary`]).
 pub fn ferry_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -30,37 +29,44 @@ pub fn ferry_bin() -> &'static Path {
             assert!(p.is_file(), "FERRY_BIN={} does not exist", p.display());
             return p;
         }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let root = workspace_root();
-        let out = std::process::Command::new(&cargo)
-            .args(["build", "-p", "ferry-operator", "--bins"])
-            .current_dir(&root)
-            .stdout(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cargo:?} build: {e}"));
-        assert!(
-            out.status.success(),
-            "building the ferry binary failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let target = if target.is_relative() {
-            root.join(target)
-        } else {
-            target
-        };
-        let bin = target
-            .join("debug")
-            .join(format!("ferry{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            bin.is_file(),
-            "the ferry binary is not at {} after the build",
-            bin.display()
-        );
-        bin
+        built_binary("ferry-operator", "ferry")
     })
+}
+
+/// Builds the binaries of a workspace package with `$CARGO build -p <package> --bins` and
+/// returns the one named `bin` from the target directory (`CARGO_TARGET_DIR` or
+/// `<workspace>/target`).
+pub fn built_binary(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = workspace_root();
+    let out = std::process::Command::new(&cargo)
+        .args(["build", "-p", package, "--bins"])
+        .current_dir(&root)
+        .stdout(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} build: {e}"));
+    assert!(
+        out.status.success(),
+        "building {package} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let target = if target.is_relative() {
+        root.join(target)
+    } else {
+        target
+    };
+    let path = target
+        .join("debug")
+        .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{bin} is not at {} after the build",
+        path.display()
+    );
+    path
 }
 
 // ---------------------------------------------------------------------------------------------

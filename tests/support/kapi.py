@@ -10,17 +10,21 @@ KubernetesScaffold keeps kmock's HTTP server and discovery, routes resource path
 its own, and behaves like the API server where Ferry depends on it:
 
 - metadata.uid, namespace, creationTimestamp; one cluster-wide resourceVersion that grows on
-  every write; metadata.generation, bumped when anything but metadata and status changes;
+  every write; metadata.generation, bumped when anything but metadata and status changes
+  (on every kind: the API server keeps generations only for some, e.g. not ConfigMaps);
 - the status subresource (`/status`) for resources that have one: writes there change only
   `.status`, writes to the object leave `.status` alone;
 - create (409 AlreadyExists), get (404 NotFound), list and watch with label selectors (`k=v`,
   `k!=v`, `k`, `!k`, `k in (a,b)`) and `metadata.name`/`metadata.namespace` field selectors,
-  watch from a resourceVersion (410 Gone when it is older than the kept history), watch
-  timeouts; replace (PUT) with optimistic concurrency (409 Conflict on a stale
+  watch from a resourceVersion (an ERROR event with 410 Expired when it is older than the
+  kept history), watch timeouts, no bookmarks; list ignores `limit` (one page); replace (PUT)
+  and patches with optimistic concurrency (409 Conflict when the body names a stale
   resourceVersion); merge patch (RFC 7386), JSON patch, strategic merge patch (as a merge
-  patch), server-side apply (see `_apply`);
+  patch: no list merge keys), server-side apply (see `_apply`);
 - deletion with finalizers and deletionTimestamp; garbage collection of dependents by
-  ownerReferences (background cascade); deleting a namespace deletes everything in it;
+  ownerReferences, at once and always as a background cascade (propagationPolicy and
+  blockOwnerDeletion are ignored); deleting a namespace deletes everything in it at once
+  (no Terminating phase);
 - Secrets: `stringData` is folded into base64 `data`, as the API server does.
 
 Not served, so tests that need them run only against a real API server: schema and CEL
@@ -28,16 +32,22 @@ validation, admission, RBAC (every request is allowed), field managers and confl
 server-side apply, the token subresource, and every built-in controller (no Job controller,
 no kubelet: the test harness plays them).
 
-Run: python kapi.py --port-file PATH [--port N]; it writes the port to PATH once listening.
+Run: python kapi.py [--port N] [--port-file PATH] [--kubeconfig PATH]: it listens on 127.0.0.1
+(a free port unless given) and, once listening, writes a kubeconfig for itself and the port.
 """
 
 import argparse
 import asyncio
 import base64
+import bisect
 import copy
 import datetime
 import json
+import os
+import random
 import re
+import sys
+import traceback
 import uuid
 from typing import Any
 
@@ -132,14 +142,18 @@ class Selector:
         labels = meta.get("labels") or {}
         for key, op, value in self.terms:
             have = labels.get(key)
-            ok = {
-                "=": have == value,
-                "!=": have != value,
-                "in": have in (value or ()),
-                "notin": have not in (value or ()),
-                "exists": key in labels,
-                "absent": key not in labels,
-            }[op]
+            if op == "=":
+                ok = have == value
+            elif op == "!=":  # as on the API server, also true when the label is absent
+                ok = have != value
+            elif op == "in":
+                ok = have in value
+            elif op == "notin":
+                ok = have not in value
+            elif op == "exists":
+                ok = key in labels
+            else:  # "absent"
+                ok = key not in labels
             if not ok:
                 return False
         for path, value in self.fields.items():
@@ -190,6 +204,13 @@ class FerryKubeApi(kmock.KubernetesScaffold):
     rv: int = 0
     history: list = attrs.field(factory=list)  # (rv, group, plural, event)
     changed: asyncio.Condition = attrs.field(factory=asyncio.Condition)
+    # The most seconds a watch event waits before it is sent (a random part of it, drawn
+    # anew for each batch of each watch, so events keep their order within a watch but not
+    # across watches). The API server's watch caches lag its writes, each resource by its
+    # own amount, so a controller may reconcile from caches that lack its own last writes,
+    # or hold a later write of one resource and not an earlier one of another; a stand-in
+    # that streams every write at once would hide such races (see --watch-delay).
+    watch_delay: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -216,6 +237,9 @@ class FerryKubeApi(kmock.KubernetesScaffold):
             return await self._serve(req)
         except ApiError as e:
             return await self._error(e.code, e.reason, e.message)
+        except Exception as e:  # a bug of the stand-in: say so in its log and to the client
+            traceback.print_exc(file=sys.stderr)
+            return await self._error(500, "InternalError", f"the stand-in failed: {e!r}")
 
     async def _serve(self, request: Req) -> aiohttp.web.StreamResponse:
         method = request.method
@@ -290,46 +314,66 @@ class FerryKubeApi(kmock.KubernetesScaffold):
                 "metadata": {"resourceVersion": str(self.rv)}, "items": items}
 
     async def _watch(self, request: Req) -> aiohttp.web.StreamResponse:
+        """A watch stream: newline-separated events, as the API server sends them.
+
+        Without a resourceVersion (or with "0") it starts with the current objects as ADDED.
+        With one, it sends only what happened after it; a resourceVersion older than the kept
+        history gets an ERROR event with a 410 `Expired` Status inside a 200 stream, as the
+        API server answers (kube-runtime's watcher relists on that, but retries a plain 410
+        forever). Bookmarks are never sent (allowWatchBookmarks is optional for clients).
+        The stream ends after `timeoutSeconds` (default 300 here; the API server picks a
+        random 30-60 min)."""
         sel = Selector(request.params.get("labelSelector", ""), request.params.get("fieldSelector", ""))
         group, plural = request.group, request.plural
         since = request.params.get("resourceVersion", "")
         timeout = float(request.params.get("timeoutSeconds", "300"))
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request.raw)
+
+        async def send(ev: dict) -> None:
+            await response.write(json.dumps(ev).encode() + b"\n")
+
         pending: list[dict] = []
         if since in ("", "0"):
-            # No starting point: the current objects as ADDED, then what follows.
             pending = [{"type": "ADDED", "object": o} for o in self._list(request)["items"]]
             cursor = self.rv
         else:
             cursor = int(since)
             if cursor < self.rv and (not self.history or self.history[0][0] > cursor + 1):
-                raise ApiError(410, "Expired", f"too old resource version: {cursor} ({self.rv})")
-        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
-        await response.prepare(request.raw)
-        deadline = asyncio.get_running_loop().time() + timeout
+                await send({"type": "ERROR", "object": {
+                    "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                    "code": 410, "reason": "Expired",
+                    "message": f"too old resource version: {cursor} ({self.rv})"}})
+                return response
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
             while True:
+                if pending and self.watch_delay:
+                    await asyncio.sleep(random.uniform(0, self.watch_delay))
                 for ev in pending:
-                    await response.write(json.dumps(ev).encode() + b"\n")
+                    await send(ev)
+                # The history is in resourceVersion order: start right after the cursor.
+                first = bisect.bisect_right(self.history, cursor, key=lambda h: h[0])
                 pending = []
-                for rv, g, p, ev in self.history:
-                    if rv <= cursor or g != group or p != plural:
+                for _, g, p, ev in self.history[first:]:
+                    if g != group or p != plural:
                         continue
                     meta = ev["object"].get("metadata", {})
-                    if request.namespace not in (None, meta.get("namespace")):
-                        continue
-                    if sel.matches(ev["object"]):
+                    if request.namespace in (None, meta.get("namespace")) and sel.matches(ev["object"]):
                         pending.append(ev)
                 cursor = self.rv
                 if pending:
                     continue
-                left = deadline - asyncio.get_running_loop().time()
+                left = deadline - loop.time()
                 if left <= 0:
                     break
                 async with self.changed:
-                    try:
-                        await asyncio.wait_for(self.changed.wait(), timeout=min(left, 5))
-                    except asyncio.TimeoutError:
-                        pass
+                    if self.rv == cursor:  # nothing was written while this watch was sending
+                        try:
+                            await asyncio.wait_for(self.changed.wait(), timeout=min(left, 5))
+                        except asyncio.TimeoutError:
+                            pass
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return response
@@ -368,11 +412,18 @@ class FerryKubeApi(kmock.KubernetesScaffold):
         await self._emit(key, "ADDED", obj)
         return obj
 
-    async def _replace(self, request: Req, body: dict) -> dict:
-        current = self._get(request)
-        want = body.get("metadata", {}).get("resourceVersion")
+    @staticmethod
+    def _precondition(request: Req, current: dict, new: dict) -> None:
+        """Optimistic concurrency: a write whose body carries a metadata.resourceVersion
+        (a PUT, or a patch that sets it) must name the stored one, else 409 Conflict. Without
+        one, a write is unconditional, as on the API server for these resources."""
+        want = (new.get("metadata") or {}).get("resourceVersion")
         if want and want != current["metadata"]["resourceVersion"]:
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {request.plural} "{request.name}": the object has been modified; please apply your changes to the latest version and try again')
+
+    async def _replace(self, request: Req, body: dict) -> dict:
+        current = self._get(request)
+        self._precondition(request, current, body)
         return await self._write(request, current, copy.deepcopy(body))
 
     async def _patch(self, request: Req) -> dict:
@@ -385,12 +436,14 @@ class FerryKubeApi(kmock.KubernetesScaffold):
             new = json_patch(current, body or [])
         else:  # merge-patch+json; strategic-merge-patch+json is served as a merge patch
             new = merge_patch(current, body or {})
+        self._precondition(request, current, new)
         return await self._write(request, current, new)
 
     async def _apply(self, request: Req, body: dict) -> dict:
         """Server-side apply, simplified: create when absent, else merge the applied fields in.
         Fields dropped from an applied configuration are not removed (there are no field
-        managers), and there are no apply conflicts."""
+        managers), and there are no apply conflicts. The body must be JSON (kube-rs sends
+        JSON; YAML, which kubectl sends, gets 400 here)."""
         key = self._key(request)
         if key not in self.objects:
             if request.subresource == "status":
@@ -488,17 +541,38 @@ class ApiError(Exception):
         self.code, self.reason, self.message = code, reason, message
 
 
+KUBECONFIG = """apiVersion: v1
+kind: Config
+current-context: kapi
+clusters: [{{name: kapi, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
+users: [{{name: kapi, user: {{token: stand-in}}}}]  # any token: nothing is checked
+contexts: [{{name: kapi, context: {{cluster: kapi, user: kapi}}}}]
+"""
+
+
+def write_atomically(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--port-file", required=True)
+    ap.add_argument("--port", type=int, default=0, help="the port (default: a free one)")
+    ap.add_argument("--port-file", help="write the port here once listening")
+    ap.add_argument("--kubeconfig", help="write a kubeconfig for the stand-in here (plain http)")
+    ap.add_argument("--watch-delay", type=float, default=0.0,
+                    help="the most seconds a watch event lags its write (random, per watch)")
     args = ap.parse_args()
-    api = FerryKubeApi()
+    api = FerryKubeApi(watch_delay=args.watch_delay)
+    # kmock's Server listens on 127.0.0.1.
     async with api, kmock.Server(api, port=args.port) as server:
-        with open(args.port_file + ".tmp", "w") as f:
-            f.write(str(server.port))
-        import os
-        os.replace(args.port_file + ".tmp", args.port_file)
+        # The kubeconfig first: a waiter that sees the port file may use it at once.
+        if args.kubeconfig:
+            write_atomically(args.kubeconfig, KUBECONFIG.format(port=server.port))
+        if args.port_file:
+            write_atomically(args.port_file, str(server.port))
+        print(f"serving the Kubernetes API stand-in on http://127.0.0.1:{server.port}", flush=True)
         await asyncio.Event().wait()
 
 

@@ -9,7 +9,10 @@
 //! - [`ferry`]: write job YAML, run the `ferry` binary, read its JSON status and state files.
 //! - [`reports`]: read the failure reports and manifests Ferry writes into the destination.
 //! - [`data`]: deterministic pseudo-random data and filesystem trees.
+//! - [`cluster`]: the operator tests' Kubernetes API (a real one, or the kmock stand-in
+//!   `kapi.py`) and a harness that plays kubelet and the Job controller.
 
+pub mod cluster;
 pub mod data;
 pub mod ferry;
 pub mod fixtures;
