@@ -181,10 +181,12 @@ impl Copier {
     }
 
     async fn stream_single(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
-        let _budget = self.limits.memory(info.size).await;
         let etag = info.etag.as_deref();
         let body = with_retry(&self.retry, "GetObject", |_| async {
-            let b = self.src.get(&info.key, 0, info.size, true, etag).await?;
+            let buf = self.limits.buffer(info.size).await;
+            let b = (self.src)
+                .get_into(&info.key, 0, info.size, true, etag, buf)
+                .await?;
             if self.checking() {
                 let digest = md5_of(&b.bytes);
                 if let Some(expected) = info.plain_md5() {
@@ -307,10 +309,10 @@ impl Copier {
         let etag = info.etag.as_deref();
         let (digests, got, part) = self
             .multipart(info, |up, number, offset, len| async move {
-                let _budget = self.limits.memory(len).await;
                 let bytes = with_retry(&self.retry, "GetObject", |_| async {
+                    let buf = self.limits.buffer(len).await;
                     self.src
-                        .get(&info.key, offset, len, false, etag)
+                        .get_into(&info.key, offset, len, false, etag, buf)
                         .await
                         .map(|b| b.bytes)
                 })
@@ -361,10 +363,10 @@ impl Copier {
         for i in 0..parts {
             let offset = i * part;
             let len = part.min(size - offset);
-            let _budget = self.limits.memory(len).await;
             let b = with_retry(&self.retry, "GetObject", |_| async {
+                let buf = self.limits.buffer(len).await;
                 self.dst
-                    .get(key, offset, len, parts == 1, None)
+                    .get_into(key, offset, len, parts == 1, None, buf)
                     .await
                     .map_err(dst_err)
             })

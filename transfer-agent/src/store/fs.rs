@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::{Body, ObjectInfo, ObjectMeta, Upload};
 use crate::error::TransferError;
-use crate::limit::Limits;
+use crate::limit::{Buffer, Limits};
 
 /// Temporary files Ferry writes start with this; listings skip them and sweep stale ones.
 pub const TEMP_PREFIX: &str = ".ferry-tmp.";
@@ -92,14 +92,20 @@ impl FsStore {
         .await
     }
 
-    pub async fn get(&self, key: &str, offset: u64, len: u64) -> Result<Body, TransferError> {
+    pub async fn get(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        mut buffer: Buffer,
+    ) -> Result<Body, TransferError> {
         let path = self.path_of(key)?;
         self.limits.bandwidth(len).await;
         let key = key.to_string();
         blocking(move || {
             let f = File::open(&path).map_err(|e| TransferError::io("open", &e))?;
             let m = f.metadata().map_err(|e| TransferError::io("stat", &e))?;
-            let mut buf = vec![0u8; len as usize];
+            let buf = buffer.zeroed(len as usize);
             let mut done = 0usize;
             while done < buf.len() {
                 let n = f
@@ -112,7 +118,7 @@ impl FsStore {
             }
             let modified = m.modified().ok().map(DateTime::<Utc>::from);
             Ok(Body {
-                bytes: Bytes::from(buf),
+                bytes: buffer.freeze(),
                 meta: meta_for(&key, modified),
             })
         })

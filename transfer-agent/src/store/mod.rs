@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 use crate::error::TransferError;
+use crate::limit::Buffer;
 
 pub use fs::FsStore;
 
@@ -108,7 +109,8 @@ impl Store {
     }
 
     /// Reads `len` bytes at `offset` (the whole object when `whole`), checking that exactly
-    /// that many arrive. `etag` guards against reading parts of two versions.
+    /// that many arrive. `etag` guards against reading parts of two versions. The bytes are
+    /// in a buffer of their own, outside the in-flight budget: copies use [`Store::get_into`].
     pub async fn get(
         &self,
         key: &str,
@@ -117,9 +119,24 @@ impl Store {
         whole: bool,
         etag: Option<&str>,
     ) -> Result<Body, TransferError> {
+        self.get_into(key, offset, len, whole, etag, Buffer::unbudgeted(len))
+            .await
+    }
+
+    /// [`Store::get`] into `buf` (empty, with room for `len` bytes, from
+    /// [`crate::limit::Limits::buffer`]): the body keeps its share of the budget until dropped.
+    pub async fn get_into(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        whole: bool,
+        etag: Option<&str>,
+        buf: Buffer,
+    ) -> Result<Body, TransferError> {
         match self {
-            Store::S3(s) => s.get(key, offset, len, whole, etag).await,
-            Store::Fs(f) => f.get(key, offset, len).await,
+            Store::S3(s) => s.get(key, offset, len, whole, etag, buf).await,
+            Store::Fs(f) => f.get(key, offset, len, buf).await,
         }
     }
 
