@@ -76,7 +76,15 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         .clone()
         .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "ferry-controller".into()));
     let lease = crate::leader::Lease::new(client.clone(), &args.leader_lease, &identity);
-    lease.acquire().await?;
+    lease.acquire().await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 404 => Error::Other(format!(
+            "the namespace of the leader Lease {} does not exist: create it (the Helm chart \
+             runs the operator in its own namespace) or choose another with --leader-lease \
+             NAMESPACE/NAME",
+            args.leader_lease
+        )),
+        e => e.into(),
+    })?;
     let renewing = tokio::spawn(lease.clone().keep());
     let reporter = Reporter {
         controller: MANAGER.into(),

@@ -367,11 +367,12 @@ pub fn decide(mj: &MigrationJob, obs: &Observed) -> Decision {
     };
     let msg = if message.is_empty() {
         format!(
-            "{} shards copying",
+            "{} of {} shards copying",
             shards
                 .iter()
                 .filter(|s| s.state == ShardState::Running)
-                .count()
+                .count(),
+            shards.len()
         )
     } else {
         message

@@ -152,8 +152,9 @@ fn progress(counters: Counters, rate: u64, listing_complete: bool, phase: Phase)
     let done = counters.bytes_done();
     let (eta_seconds, percent) = if listing_complete {
         let left = counters.bytes_total.saturating_sub(done);
+        // Nothing is left to wait for once the job has ended.
         let eta = if phase.is_terminal() {
-            Some(0)
+            None
         } else if rate > 0 {
             Some(left.div_ceil(rate))
         } else {
@@ -299,6 +300,10 @@ mod tests {
         let st = aggregate(&spec(""), &[s], 1);
         assert_eq!(st.progress.eta_seconds, Some(9));
         assert_eq!(st.progress.percent.as_deref(), Some("10%"));
+        // A finished job has nothing left to wait for.
+        let st = aggregate(&spec(""), &[shard(0, ShardState::Completed, 3, 0)], 1);
+        assert_eq!((st.progress.eta_seconds, st.progress.eta), (None, None));
+        assert_eq!(st.progress.percent.as_deref(), Some("100%"));
     }
 
     #[test]
