@@ -2,7 +2,7 @@
 # Runs Ferry's whole test suite. Installs what the tests need first: moto (a real
 # S3-compatible server) and kmock (a Kubernetes API emulator, the base of the operator tests'
 # API stand-in, tests/support/kapi.py) in ./.venv. When Garage is installed (FERRY_TEST_GARAGE, `garage` on
-# PATH, or /opt/garage/bin/garage), the end-to-end tests run a second time against it.
+# PATH, /opt/garage/bin/garage, or the benchmark's ~/.cache/ferry-bench/garage/bin/garage), the end-to-end tests run a second time against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +30,9 @@ cargo build --locked -p ferry-operator --bins
 bench/run.sh --smoke --ferry "$PWD/target/debug/ferry" --venv "$PWD/.venv"
 
 garage="${FERRY_TEST_GARAGE:-$(command -v garage || true)}"
-[ -z "$garage" ] && [ -x /opt/garage/bin/garage ] && garage=/opt/garage/bin/garage
+for g in /opt/garage/bin/garage "$HOME/.cache/ferry-bench/garage/bin/garage"; do
+  if [ -z "$garage" ] && [ -x "$g" ]; then garage="$g"; fi
+done
 if [ -n "$garage" ]; then
   echo "== end-to-end tests against Garage ($garage)"
   FERRY_TEST_GARAGE="$garage" cargo test -p ferry-tests --locked --no-fail-fast
