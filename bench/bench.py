@@ -80,8 +80,10 @@ def ensure_venv(args) -> None:
 
 
 class Result:
-    def __init__(self, wall, rss_kib, rc, out, err):
+    def __init__(self, wall, rss_kib, rc, out, err, cpu=0.0):
         self.wall, self.rss_kib, self.rc, self.out, self.err = wall, rss_kib, rc, out, err
+        # user + system CPU seconds of the tool and every process it waited for
+        self.cpu = cpu
 
     @property
     def rss_mib(self):
@@ -130,7 +132,8 @@ def run_measured(cmd, env=None, cwd=None, timeout=None, shell=False) -> Result:
                 pass
             os.unlink(rss_file)
         return Result(wall, maxrss, p.returncode,
-                      fo.read().decode(errors="replace"), fe.read().decode(errors="replace"))
+                      fo.read().decode(errors="replace"), fe.read().decode(errors="replace"),
+                      cpu=ru.ru_utime + ru.ru_stime)
 
 
 def free_port() -> int:
@@ -588,6 +591,7 @@ class Bench:
         self.rows = {}        # workload -> list of row dicts
         self.ceilings = {}    # workload -> (text, objects/s, MB/s)
         self.failures = []
+        self.warming = False  # measure() records nothing while set
         self.notes = []
         self.servers = {}
         self.curl = Curl(work)
@@ -631,11 +635,14 @@ class Bench:
         if ok and check is not None:
             problem = check()
             ok = not problem
-        log(f"{workload} {tool:7s} {mode:6s} {r.wall:8.2f} s  rss {r.rss_mib:7.1f} MiB  "
+        log(f"{workload} {tool:7s} {mode:6s} {r.wall:8.2f} s  cpu {r.cpu:7.2f} s  "
+            f"rss {r.rss_mib:7.1f} MiB  {'(warm-up, not counted) ' if self.warming else ''}"
             f"{'ok' if ok else 'FAILED: ' + problem}")
         row = {"workload": workload, "tool": tool, "setting": setting, "mode": mode,
-               "wall": r.wall, "rss": r.rss_mib, "ok": ok, "problem": problem,
+               "wall": r.wall, "cpu": r.cpu, "rss": r.rss_mib, "ok": ok, "problem": problem,
                "objects": objects, "bytes": nbytes}
+        if self.warming:
+            return row
         self.rows.setdefault(workload, []).append(row)
         if not ok:
             self.failures.append(f"{workload} {tool} ({mode}): {problem}")
@@ -690,6 +697,19 @@ class Bench:
         deep = self.args.smoke
         strip = {k: v for k, v in exp.items()}
         for mode in modes:
+            if not self.args.smoke:
+                # One untimed copy first, so that no tool pays for a fresh server's first
+                # writes (Garage creates its block directories then; the first timed run was
+                # 1.6x slower than the others on W2 cross without it).
+                dst_srv = src_srv if mode == "same" else self.server("b")
+                tool = next(t for t in ("ferry", "rclone", "s5cmd") if self.tool_enabled(t))
+                self.warming = True
+                try:
+                    self.run_tool_b2b(workload, tool, mode, src_srv, src_bucket, dst_srv,
+                                      self.new_bucket(dst_srv, f"{workload}-warmup"), objects,
+                                      nbytes, None, large)
+                finally:
+                    self.warming = False
             for rep in range(self.args.reps):
                 dst_srv = src_srv if mode == "same" else self.server("b")
                 for tool in self.order(rep):
@@ -711,7 +731,9 @@ class Bench:
             job = ferry_job(self.work, f"{workload}-{db}", ("s3", src_srv, sb),
                             ("s3", dst_srv, db), self.args.ferry_extra(large))
             st = Path(tempfile.mkdtemp(dir=self.work, prefix="state-"))
-            setting = (f"concurrency {c}, multipart 64Mi/16Mi, "
+            budget = (f"memoryBudget {self.args.memory_budget}, "
+                      if large and self.args.memory_budget else "")
+            setting = (f"concurrency {c}, {budget}multipart 64Mi/16Mi, "
                        f"{'server-side copy' if mode == 'same' else 'GET+PUT'}")
             self.measure(workload, "ferry", setting, mode,
                          [str(self.tools.ferry), "run", "-f", str(job), "--state-dir", str(st),
@@ -1038,9 +1060,9 @@ class Bench:
                 lines.append("")
                 ceil_key = f"{wl} {mode}" if f"{wl} {mode}" in self.ceilings else wl
                 ceil = self.ceilings.get(ceil_key)
-                lines.append("| tool | setting | median wall s | objects/s | MB/s | peak RSS MiB "
-                             "| vs ceiling | Ferry ÷ tool (obj/s) | runs ok |")
-                lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+                lines.append("| tool | setting | median wall s | objects/s | MB/s | tool CPU s "
+                             "| peak RSS MiB | vs ceiling | Ferry ÷ tool (obj/s) | runs ok |")
+                lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
                 med = {}
                 for tool in ("ferry", "rclone", "s5cmd"):
                     tr = [r for r in rs if r["tool"] == tool]
@@ -1056,6 +1078,7 @@ class Bench:
                     med[tool + "_setting"] = tr[0]["setting"]
                     med[tool + "_ok"] = f"{len(good)}/{len(tr)}"
                     med[tool + "_rssmax"] = rss_max
+                    med[tool + "_cpu"] = statistics.median(r.get("cpu", 0.0) for r in use)
                 for tool in ("ferry", "rclone", "s5cmd"):
                     if tool not in med:
                         continue
@@ -1066,12 +1089,13 @@ class Bench:
                             f"{100 * ops / ceil[1]:.0f}% obj/s"
                     ratio = f"{med['ferry'][1] / ops:.2f}×" if "ferry" in med and tool != "ferry" else ""
                     lines.append(f"| {tool} | {med[tool + '_setting']} | {wall:.2f} | {ops:,.0f} | "
-                                 f"{mbs:,.1f} | {rss:.0f} (max {med[tool + '_rssmax']:.0f}) | "
+                                 f"{mbs:,.1f} | {med[tool + '_cpu']:.1f} | "
+                                 f"{rss:.0f} (max {med[tool + '_rssmax']:.0f}) | "
                                  f"{vs} | {ratio} | {med[tool + '_ok']} |")
                 if ceil:
                     mb = f", {ceil[2]:,.1f} MB/s" if ceil[2] is not None else ""
                     lines.append(f"| *ceiling* | {ceil[0]} |  | {ceil[1]:,.0f} | "
-                                 f"{'' if ceil[2] is None else f'{ceil[2]:,.1f}'} |  | 100% |  |  |")
+                                 f"{'' if ceil[2] is None else f'{ceil[2]:,.1f}'} |  |  | 100% |  |  |")
                 lines.append("")
                 for other in ("rclone", "s5cmd"):
                     if "ferry" in med and other in med:
@@ -1115,6 +1139,8 @@ def main():
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; smoke 1)")
     ap.add_argument("--concurrency", type=int, default=256,
                     help="objects in flight for ferry and s5cmd (rclone: min(this, 128))")
+    ap.add_argument("--memory-budget", default=None,
+                    help="Ferry's parallelism.memoryBudget for W2 (default: Ferry's own, 256Mi)")
     ap.add_argument("--w1-count", type=int, default=20000)
     ap.add_argument("--w1-modes", default="same,cross",
                     help="W1 on one server (server-side copy) and/or across two servers")
@@ -1142,7 +1168,10 @@ def main():
     ensure_venv(args)
 
     def ferry_extra(large):
-        return {}
+        p = {"concurrency": args.concurrency}
+        if large and args.memory_budget:
+            p["memoryBudget"] = args.memory_budget
+        return {"parallelism": p}
     args.ferry_extra = ferry_extra
 
     if args.smoke:
