@@ -372,7 +372,7 @@ pub fn decide(mj: &MigrationJob, obs: &Observed) -> Decision {
                 .iter()
                 .filter(|s| s.state == ShardState::Running)
                 .count(),
-            shards.len()
+            expected
         )
     } else {
         message
