@@ -185,7 +185,7 @@ impl Copier {
         let body = with_retry(&self.retry, "GetObject", |_| async {
             let buf = self.limits.buffer(info.size).await;
             let b = (self.src)
-                .get_into(&info.key, 0, info.size, true, etag, buf)
+                .get(&info.key, 0, info.size, true, etag, buf)
                 .await?;
             if self.checking() {
                 let digest = md5_of(&b.bytes);
@@ -312,7 +312,7 @@ impl Copier {
                 let bytes = with_retry(&self.retry, "GetObject", |_| async {
                     let buf = self.limits.buffer(len).await;
                     self.src
-                        .get_into(&info.key, offset, len, false, etag, buf)
+                        .get(&info.key, offset, len, false, etag, buf)
                         .await
                         .map(|b| b.bytes)
                 })
@@ -366,7 +366,7 @@ impl Copier {
             let b = with_retry(&self.retry, "GetObject", |_| async {
                 let buf = self.limits.buffer(len).await;
                 self.dst
-                    .get_into(key, offset, len, parts == 1, None, buf)
+                    .get(key, offset, len, parts == 1, None, buf)
                     .await
                     .map_err(dst_err)
             })

@@ -8,6 +8,7 @@ use ferry_api::FailureClass;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TransferError;
+use crate::limit::Buffer;
 use crate::retry::{with_retry, RetryPolicy};
 use crate::store::{ObjectMeta, Store};
 
@@ -112,7 +113,9 @@ pub async fn read_failures(store: &Store, folder: &str) -> Result<Vec<FailureLin
     }
     let mut out = Vec::new();
     for (k, size) in keys {
-        let body = dir.get(&k, 0, size, true, None).await?;
+        let body = dir
+            .get(&k, 0, size, true, None, Buffer::unbudgeted(size))
+            .await?;
         for line in body.bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             if let Ok(f) = serde_json::from_slice::<FailureLine>(line) {
                 out.push(f);

@@ -108,24 +108,12 @@ impl Store {
         }
     }
 
-    /// Reads `len` bytes at `offset` (the whole object when `whole`), checking that exactly
-    /// that many arrive. `etag` guards against reading parts of two versions. The bytes are
-    /// in a buffer of their own, outside the in-flight budget: copies use [`Store::get_into`].
+    /// Reads `len` bytes at `offset` (the whole object when `whole`) into `buf`, checking that
+    /// exactly that many arrive. `etag` guards against reading parts of two versions. `buf` is
+    /// empty with room for `len` bytes: from [`crate::limit::Limits::buffer`] for copies (the
+    /// body keeps its share of the in-flight budget until dropped), else
+    /// [`Buffer::unbudgeted`].
     pub async fn get(
-        &self,
-        key: &str,
-        offset: u64,
-        len: u64,
-        whole: bool,
-        etag: Option<&str>,
-    ) -> Result<Body, TransferError> {
-        self.get_into(key, offset, len, whole, etag, Buffer::unbudgeted(len))
-            .await
-    }
-
-    /// [`Store::get`] into `buf` (empty, with room for `len` bytes, from
-    /// [`crate::limit::Limits::buffer`]): the body keeps its share of the budget until dropped.
-    pub async fn get_into(
         &self,
         key: &str,
         offset: u64,

@@ -362,7 +362,7 @@ impl S3Store {
         }
     }
 
-    /// Reads `len` bytes at `offset` into `buf` (see [`super::Store::get_into`]).
+    /// Reads `len` bytes at `offset` into `buf` (see [`super::Store::get`]).
     pub async fn get(
         &self,
         key: &str,
