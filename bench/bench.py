@@ -697,19 +697,18 @@ class Bench:
         deep = self.args.smoke
         strip = {k: v for k, v in exp.items()}
         for mode in modes:
-            if not self.args.smoke:
-                # One untimed copy first, so that no tool pays for a fresh server's first
-                # writes (Garage creates its block directories then; the first timed run was
-                # 1.6x slower than the others on W2 cross without it).
-                dst_srv = src_srv if mode == "same" else self.server("b")
-                tool = next(t for t in ("ferry", "rclone", "s5cmd") if self.tool_enabled(t))
-                self.warming = True
-                try:
-                    self.run_tool_b2b(workload, tool, mode, src_srv, src_bucket, dst_srv,
-                                      self.new_bucket(dst_srv, f"{workload}-warmup"), objects,
-                                      nbytes, None, large)
-                finally:
-                    self.warming = False
+            # One untimed copy first, so that no tool pays for a fresh server's first writes
+            # (Garage creates its block directories then; the first timed run was 1.6x slower
+            # than the others on W2 cross without it). Smoke runs do it too, so it is tested.
+            dst_srv = src_srv if mode == "same" else self.server("b")
+            tool = next(t for t in ("ferry", "rclone", "s5cmd") if self.tool_enabled(t))
+            self.warming = True
+            try:
+                self.run_tool_b2b(workload, tool, mode, src_srv, src_bucket, dst_srv,
+                                  self.new_bucket(dst_srv, f"{workload}-warmup"), objects,
+                                  nbytes, None, large)
+            finally:
+                self.warming = False
             for rep in range(self.args.reps):
                 dst_srv = src_srv if mode == "same" else self.server("b")
                 for tool in self.order(rep):
