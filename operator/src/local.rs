@@ -440,16 +440,19 @@ impl Ui {
     fn update(&self, s: &MigrationJobStatus) {
         let p = &s.progress;
         let c = &p.counters;
-        let eta = if p.listing_complete {
-            p.eta.clone().unwrap_or_else(|| "-".into())
-        } else {
-            "(listing)".into()
+        // Totals: the expected ones once counted, else what is listed so far.
+        let (objects, bytes) = p
+            .expected
+            .map_or((c.objects_total, c.bytes_total), |t| (t.objects, t.bytes));
+        let eta = match (&p.expected, &p.eta) {
+            (Some(_), Some(eta)) => eta.clone(),
+            (Some(_), None) => "-".into(),
+            (None, _) => "(listing)".into(),
         };
         let verb = if self.dry_run { "checked" } else { "done" };
         let msg = format!(
-            "{eta} · {}/{} objects {verb}{}",
+            "{eta} · {}/{objects} objects {verb}{}",
             c.objects_done(),
-            c.objects_total,
             if c.objects_failed > 0 {
                 format!(", {} failed", c.objects_failed)
             } else {
@@ -457,7 +460,7 @@ impl Ui {
             }
         );
         if let Some(b) = &self.bar {
-            b.set_length(c.bytes_total);
+            b.set_length(bytes);
             b.set_position(c.bytes_done());
             b.set_message(msg);
         } else {
@@ -467,7 +470,7 @@ impl Ui {
                 eprintln!(
                     "progress: {} of {} · {}/s · ETA {msg}",
                     human_bytes(c.bytes_done()),
-                    human_bytes(c.bytes_total),
+                    human_bytes(bytes),
                     human_bytes(p.bytes_per_second)
                 );
             }

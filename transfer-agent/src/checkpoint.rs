@@ -47,6 +47,11 @@ impl Watermark {
         None
     }
 
+    /// The last key registered and not yet popped.
+    pub fn last_key(&self) -> Option<&str> {
+        self.window.back().map(|(k, _)| k.as_str())
+    }
+
     /// Keys registered and not yet popped.
     pub fn len(&self) -> usize {
         self.window.len()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ferry_api::aggregate::MAX_FIRST_ERRORS;
 use ferry_api::{
     Checkpoint, Counters, ErrorSample, FailureClass, JobPlan, OverwritePolicy, Selector,
-    ShardProgress, ShardRange, ShardState,
+    ShardProgress, ShardRange, ShardState, Totals,
 };
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::StreamExt;
@@ -32,6 +32,8 @@ const FATAL_THRESHOLD: u32 = 3;
 const DENIED_THRESHOLD: u32 = 5;
 /// How long in-flight objects may take to finish after a stop before they are abandoned.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the listing must have waited for the copy before a count-only listing starts.
+const CENSUS_AFTER: Duration = Duration::from_secs(2);
 
 /// Everything one shard run needs.
 pub struct ShardRun {
@@ -161,6 +163,24 @@ async fn produce(
             return;
         }
     }
+}
+
+/// Counts the selected keys of `listing` and their bytes, on top of `base` (a count-only
+/// listing: nothing is held, so it runs ahead of the copy in constant memory).
+async fn census(
+    mut listing: Listing,
+    selector: Selector,
+    base: Totals,
+) -> Result<Totals, TransferError> {
+    let mut t = base;
+    while let Some(item) = listing.next().await {
+        let info = item?;
+        if selector.selects(&info.key, info.size, info.modified) {
+            t.objects += 1;
+            t.bytes += info.size;
+        }
+    }
+    Ok(t)
 }
 
 /// Throughput over the last few seconds.
@@ -331,6 +351,7 @@ impl ShardRun {
         record.failures_by_class = cp.failures_by_class.clone();
         record.fatal = None;
         record.listing_complete = false;
+        record.expected = None;
         record.state = ShardState::Running;
         let folder = format!("{}shard-{}/", self.plan.report_prefix, range.index);
         let report = self
@@ -374,7 +395,7 @@ impl ShardRun {
         let producer = tokio::spawn(produce(
             src_list,
             dst_list,
-            selector,
+            selector.clone(),
             self.plan.spec.overwrite,
             self.plan.spec.dry_run,
             resumed_since,
@@ -408,6 +429,13 @@ impl ShardRun {
         let mut rate = Rate {
             samples: VecDeque::new(),
         };
+        // The count-only listing that makes the shard's total known early. It starts only once
+        // the listing has waited for the copy (the work queue full) for CENSUS_AFTER: where
+        // listing is what takes the time (a sync with little to copy), a second listing would
+        // only slow it down.
+        let mut census_task: Option<JoinHandle<Result<Totals, TransferError>>> = None;
+        let mut census_started = self.plan.only_keys.is_some();
+        let mut queue_full_since: Option<Instant> = None;
 
         loop {
             let halted = stopping.is_some() || st.record.fatal.is_some();
@@ -445,7 +473,43 @@ impl ShardRun {
                         Some(work) => self.take(&mut st, work, &copier, &mut inflight),
                     }
                 }
+                counted = async { census_task.as_mut().expect("guarded").await }, if census_task.is_some() => {
+                    census_task = None;
+                    match counted {
+                        Ok(Ok(t)) => st.record.expected = Some(t),
+                        Ok(Err(e)) => tracing::debug!(error = %e, "the count-only listing failed; the total stays unknown until the listing ends"),
+                        Err(e) => tracing::debug!(error = %e, "the count-only listing stopped"),
+                    }
+                }
                 _ = ticker.tick() => {
+                    queue_full_since = if rx.capacity() == 0 {
+                        queue_full_since.or(Some(Instant::now()))
+                    } else {
+                        None
+                    };
+                    if !census_started
+                        && !listing_done
+                        && !halted
+                        && queue_full_since.is_some_and(|t| t.elapsed() >= CENSUS_AFTER)
+                    {
+                        census_started = true;
+                        // Every selected key up to the last one taken is in the counters.
+                        let from = st
+                            .window
+                            .last_key()
+                            .map(str::to_string)
+                            .or_else(|| st.cp.watermark.clone())
+                            .or_else(|| after.clone());
+                        let base = Totals {
+                            objects: st.record.counters.objects_total,
+                            bytes: st.record.counters.bytes_total,
+                        };
+                        census_task = Some(tokio::spawn(census(
+                            self.src.list(from, range.until.clone()),
+                            selector.clone(),
+                            base,
+                        )));
+                    }
                     if let Some(t) = stopping {
                         if t.elapsed() > STOP_GRACE {
                             for h in inflight.iter() {
@@ -465,6 +529,9 @@ impl ShardRun {
             }
         }
         producer.abort();
+        if let Some(c) = census_task {
+            c.abort();
+        }
         // Uploads still open belong to objects that were abandoned: free their parts.
         for u in uploads.drain() {
             self.dst.abort_upload(&u).await;

@@ -8,7 +8,7 @@ use crate::quantity::human_bytes;
 use crate::spec::{MigrationJobSpec, VerifyMode};
 use crate::status::{
     Counters, ErrorSample, MigrationJobStatus, Phase, Progress, ShardProgress, ShardState,
-    ShardSummary,
+    ShardSummary, Totals,
 };
 
 /// At most this many first errors are kept in the status.
@@ -116,10 +116,15 @@ pub fn aggregate(
             rate += s.bytes_per_second;
         }
     }
-    let listing_complete =
-        shards.len() == expected_shards && shards.iter().all(|s| s.listing_complete);
+    let all_reported = shards.len() == expected_shards;
+    let listing_complete = all_reported && shards.iter().all(|s| s.listing_complete);
+    let expected = if all_reported {
+        shards.iter().map(known_totals).sum::<Option<Totals>>()
+    } else {
+        None
+    };
     let (phase, message) = outcome(spec, shards, expected_shards);
-    let progress = progress(counters, rate, listing_complete, phase);
+    let progress = progress(counters, rate, listing_complete, expected, phase);
     MigrationJobStatus {
         phase: Some(phase),
         progress,
@@ -148,10 +153,32 @@ pub fn aggregate(
     }
 }
 
-fn progress(counters: Counters, rate: u64, listing_complete: bool, phase: Phase) -> Progress {
+/// What a shard will hold in all, if known: its listing's totals once the listing is complete,
+/// before that its count-only listing's (never less than what it has already listed).
+fn known_totals(s: &ShardProgress) -> Option<Totals> {
+    let listed = Totals {
+        objects: s.counters.objects_total,
+        bytes: s.counters.bytes_total,
+    };
+    if s.listing_complete {
+        return Some(listed);
+    }
+    s.expected.map(|e| Totals {
+        objects: e.objects.max(listed.objects),
+        bytes: e.bytes.max(listed.bytes),
+    })
+}
+
+fn progress(
+    counters: Counters,
+    rate: u64,
+    listing_complete: bool,
+    expected: Option<Totals>,
+    phase: Phase,
+) -> Progress {
     let done = counters.bytes_done();
-    let (eta_seconds, percent) = if listing_complete {
-        let left = counters.bytes_total.saturating_sub(done);
+    let (eta_seconds, percent) = if let Some(total) = expected {
+        let left = total.bytes.saturating_sub(done);
         // Nothing is left to wait for once the job has ended.
         let eta = if phase.is_terminal() {
             None
@@ -160,21 +187,22 @@ fn progress(counters: Counters, rate: u64, listing_complete: bool, phase: Phase)
         } else {
             None
         };
-        let pct = if counters.bytes_total == 0 {
-            if counters.objects_done() >= counters.objects_total {
-                100
-            } else {
-                0
-            }
-        } else {
-            (done.saturating_mul(100) / counters.bytes_total).min(100)
+        // With no bytes to move (empty objects only), count objects.
+        let pct = match done.saturating_mul(100).checked_div(total.bytes) {
+            Some(p) => p.min(100),
+            None if counters.objects_done() >= total.objects => 100,
+            None => 0,
         };
         (eta, Some(format!("{pct}%")))
     } else {
         (None, None)
     };
     Progress {
-        summary: format!("{}/{}", counters.objects_done(), counters.objects_total),
+        summary: format!(
+            "{}/{}",
+            counters.objects_done(),
+            expected.map_or(counters.objects_total, |t| t.objects)
+        ),
         bytes_human: human_bytes(done),
         rate: format!("{}/s", human_bytes(rate)),
         eta: eta_seconds.map(human_duration),
@@ -182,6 +210,7 @@ fn progress(counters: Counters, rate: u64, listing_complete: bool, phase: Phase)
         percent,
         bytes_per_second: rate,
         listing_complete,
+        expected,
         counters,
     }
 }
@@ -287,6 +316,52 @@ mod tests {
             outcome(&spec(""), &[shard(0, ShardState::Paused, 1, 0)], 1).0,
             Phase::Paused
         );
+    }
+
+    #[test]
+    fn percent_and_eta_from_count_only_listings_before_the_listings_end() {
+        let spec = spec("");
+        // Shard 0 has listed 4 of its 10 objects (40 bytes of 100) and copied 1.
+        let mut a = shard(0, ShardState::Running, 1, 0);
+        a.counters.objects_total = 4;
+        a.counters.bytes_total = 40;
+        a.bytes_per_second = 10;
+        let b = shard(1, ShardState::Completed, 5, 0); // 5 objects, 50 bytes, listed in full
+        let st = aggregate(&spec, &[a.clone(), b.clone()], 2);
+        assert_eq!(
+            st.progress.expected, None,
+            "shard 0's total is not known yet"
+        );
+        assert_eq!((st.progress.percent, st.progress.eta_seconds), (None, None));
+        assert_eq!(st.progress.summary, "6/9");
+
+        a.expected = Some(Totals {
+            objects: 10,
+            bytes: 100,
+        });
+        let st = aggregate(&spec, &[a.clone(), b.clone()], 2);
+        assert!(!st.progress.listing_complete);
+        assert_eq!(
+            st.progress.expected,
+            Some(Totals {
+                objects: 15,
+                bytes: 150
+            })
+        );
+        // 60 of 150 bytes done; 90 left at 10 B/s.
+        assert_eq!(st.progress.percent.as_deref(), Some("40%"));
+        assert_eq!(st.progress.eta_seconds, Some(9));
+        assert_eq!(st.progress.summary, "6/15");
+        // Counters stay what was listed; only the derived figures use the count.
+        assert_eq!(st.progress.counters.objects_total, 9);
+
+        // The source grew after the count: what was listed wins over the count.
+        a.counters.objects_total = 12;
+        a.counters.bytes_total = 120;
+        let st = aggregate(&spec, &[a.clone(), b.clone()], 2);
+        assert_eq!(st.progress.expected.map(|t| t.objects), Some(17));
+        // A shard that has reported nothing yet leaves the total unknown.
+        assert_eq!(aggregate(&spec, &[a], 3).progress.expected, None);
     }
 
     #[test]

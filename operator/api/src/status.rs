@@ -207,6 +207,25 @@ pub struct PendingUpload {
     pub upload_id: String,
 }
 
+/// A count of selected objects and their bytes.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    /// Objects.
+    pub objects: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl std::iter::Sum for Totals {
+    fn sum<I: Iterator<Item = Totals>>(iter: I) -> Totals {
+        iter.fold(Totals::default(), |a, b| Totals {
+            objects: a.objects + b.objects,
+            bytes: a.bytes + b.bytes,
+        })
+    }
+}
+
 /// The progress record of one shard: written by its agent, read by the operator or `ferry run`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -228,6 +247,11 @@ pub struct ShardProgress {
     /// Whether the shard's listing has been read to its end.
     #[serde(default)]
     pub listing_complete: bool,
+    /// The selected objects and bytes the shard holds in all, counted ahead of the copy by a
+    /// count-only listing (started when copying, not listing, holds the shard back), so that
+    /// percent and ETA are known long before the shard's own listing reaches its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<Totals>,
     /// Recent throughput in bytes per second.
     #[serde(default)]
     pub bytes_per_second: u64,
@@ -278,13 +302,19 @@ pub struct Progress {
     pub bytes_per_second: u64,
     /// Whether every shard's listing is complete (totals are final).
     pub listing_complete: bool,
-    /// Estimated seconds left; only once the listing is complete.
+    /// The selected objects and bytes the job holds in all, once known for every shard: from
+    /// the listings once they are complete, before that from count-only listings run ahead of
+    /// the copy (exact unless the source changes meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<Totals>,
+    /// Estimated seconds left; once `expected` is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<u64>,
-    /// Percent of selected bytes done (`42%`), once the listing is complete.
+    /// Percent of the expected bytes done (`42%`), once `expected` is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<String>,
-    /// `copied/total` objects, for the printer column.
+    /// `done/total` objects, for the printer column (the total is the expected one once
+    /// known, else the objects listed so far).
     #[serde(default)]
     pub summary: String,
     /// Bytes done, human-readable.
