@@ -328,10 +328,16 @@ async fn apply(cached: &MigrationJob, ctx: &Ctx) -> Result<Requeue, Error> {
         execute(mj, action, ctx).await?;
     }
     if mj.status.as_ref() != Some(&d.status) {
+        // The whole status is replaced: a merge patch would keep every field the new status
+        // leaves out (an ETA once the job has ended, first errors after a retry).
+        let replace: json_patch::Patch = serde_json::from_value(json!([
+            { "op": "add", "path": "/status", "value": d.status }
+        ]))
+        .expect("a valid JSON patch");
         api.patch_status(
             &mj.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(json!({ "status": d.status })),
+            &Patch::Json::<()>(replace),
         )
         .await?;
     }

@@ -497,12 +497,19 @@ async fn a_job_runs_to_completed_with_every_byte_verified_and_survives_an_operat
     let mut c = Cluster::start(b, "run").await;
     let Copy {
         s3, dst, objects, ..
-    } = start_slow_copy(&c, "copy", 120, 40).await;
+    } = start_slow_copy(&c, "copy", 200, 20).await;
     assert_eq!(
         children_of(&c, "copy", 2).await.len(),
         7,
         "plan, 2 progress ConfigMaps, ServiceAccount, Role, RoleBinding, Job"
     );
+    // While it runs the status shows a percent and an ETA (checked gone at the end).
+    c.wait_for("copy", "an ETA", Duration::from_secs(60), |mj| {
+        mj.status
+            .as_ref()
+            .is_some_and(|s| s.progress.eta_seconds.is_some() && s.progress.percent.is_some())
+    })
+    .await;
     // Restart the operator mid-run: no duplicate Job, the run goes on.
     c.kill_controller("e2e").await;
     c.start_controller("e2e", &[]);
@@ -512,6 +519,18 @@ async fn a_job_runs_to_completed_with_every_byte_verified_and_survives_an_operat
     assert_eq!(st.progress.counters.objects_copied, objects.len() as u64);
     assert_eq!(st.observed_generation, mj.metadata.generation);
     assert!(st.completion_time.is_some());
+    // What the running job showed and the ended one no longer has is gone from the status,
+    // not left over from an earlier write.
+    assert_eq!(
+        (
+            st.progress.percent.as_deref(),
+            st.progress.eta.as_deref(),
+            st.progress.eta_seconds
+        ),
+        (Some("100%"), None, None),
+        "an ended job shows 100% and no ETA: {:?}",
+        st.progress
+    );
     assert!(
         st.report.as_deref().is_some_and(|r| r.contains(&dst)),
         "the status names the report location: {:?}",

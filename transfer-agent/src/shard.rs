@@ -14,7 +14,7 @@ use ferry_api::{
 };
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::checkpoint::{ProgressStore, Recorded, Watermark};
@@ -100,8 +100,12 @@ async fn produce(
     dry_run: bool,
     resumed_since: Option<i64>,
     tx: mpsc::Sender<Work>,
+    listed: oneshot::Sender<Totals>,
 ) {
     let mut dst = dst.peekable();
+    // What has been handed over, for `listed` once the source listing has reached its end
+    // (long before the copying side has taken the last of it from the queue).
+    let mut sent = Totals::default();
     while let Some(item) = src.next().await {
         let info = match item {
             Ok(i) => i,
@@ -132,6 +136,7 @@ async fn produce(
                 _ => break,
             }
         }
+        let size = info.size;
         let work = if let Some(why) = info.invalid.clone() {
             Work::Invalid(info, why)
         } else if info.archived {
@@ -159,10 +164,13 @@ async fn produce(
                 _ => Work::Skip(info),
             }
         };
+        sent.objects += 1;
+        sent.bytes += size;
         if tx.send(work).await.is_err() {
             return;
         }
     }
+    let _ = listed.send(sent);
 }
 
 /// Counts the selected keys of `listing` and their bytes, on top of `base` (a count-only
@@ -392,6 +400,7 @@ impl ShardRun {
         };
         let selector = Selector::new(&self.plan.spec.filters).unwrap_or_else(|_| Selector::all());
         let (tx, mut rx) = mpsc::channel::<Work>(1024);
+        let (listed_tx, mut listed_rx) = oneshot::channel::<Totals>();
         let producer = tokio::spawn(produce(
             src_list,
             dst_list,
@@ -400,6 +409,7 @@ impl ShardRun {
             self.plan.spec.dry_run,
             resumed_since,
             tx,
+            listed_tx,
         ));
 
         let spec = &self.plan.spec;
@@ -429,7 +439,14 @@ impl ShardRun {
         let mut rate = Rate {
             samples: VecDeque::new(),
         };
-        // The count-only listing that makes the shard's total known early. It starts only once
+        // The shard's total is known once the listing has reached its end: the counters at
+        // the resume point plus what the listing found after it.
+        let resumed_at = Totals {
+            objects: st.record.counters.objects_total,
+            bytes: st.record.counters.bytes_total,
+        };
+        let mut listed_known = false;
+        // Long before that, a count-only listing makes it known. It starts only once
         // the listing has waited for the copy (the work queue full) for CENSUS_AFTER: where
         // listing is what takes the time (a sync with little to copy), a second listing would
         // only slow it down.
@@ -473,10 +490,24 @@ impl ShardRun {
                         Some(work) => self.take(&mut st, work, &copier, &mut inflight),
                     }
                 }
+                listed = &mut listed_rx, if !listed_known => {
+                    listed_known = true;
+                    if let Some(c) = census_task.take() {
+                        c.abort();
+                    }
+                    if let Ok(t) = listed {
+                        st.record.expected = Some(Totals {
+                            objects: resumed_at.objects + t.objects,
+                            bytes: resumed_at.bytes + t.bytes,
+                        });
+                    }
+                }
                 counted = async { census_task.as_mut().expect("guarded").await }, if census_task.is_some() => {
                     census_task = None;
                     match counted {
-                        Ok(Ok(t)) => st.record.expected = Some(t),
+                        Ok(Ok(t)) => {
+                            st.record.expected.get_or_insert(t);
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "the count-only listing failed; the total stays unknown until the listing ends"),
                         Err(e) => tracing::debug!(error = %e, "the count-only listing stopped"),
                     }
@@ -488,6 +519,7 @@ impl ShardRun {
                         None
                     };
                     if !census_started
+                        && !listed_known
                         && !listing_done
                         && !halted
                         && queue_full_since.is_some_and(|t| t.elapsed() >= CENSUS_AFTER)

@@ -247,9 +247,9 @@ pub struct ShardProgress {
     /// Whether the shard's listing has been read to its end.
     #[serde(default)]
     pub listing_complete: bool,
-    /// The selected objects and bytes the shard holds in all, counted ahead of the copy by a
-    /// count-only listing (started when copying, not listing, holds the shard back), so that
-    /// percent and ETA are known long before the shard's own listing reaches its end.
+    /// The selected objects and bytes the shard holds in all, once known: when its listing
+    /// reaches the end (before the copy has taken the last of it from the queue), or earlier
+    /// from a count-only listing, started when copying, not listing, holds the shard back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<Totals>,
     /// Recent throughput in bytes per second.
