@@ -14,7 +14,7 @@ use ferry_api::{
 };
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::checkpoint::{ProgressStore, Recorded, Watermark};
@@ -100,18 +100,17 @@ async fn produce(
     dry_run: bool,
     resumed_since: Option<i64>,
     tx: mpsc::Sender<Work>,
-    listed: oneshot::Sender<Totals>,
-) {
+) -> Option<Totals> {
     let mut dst = dst.peekable();
-    // What has been handed over, for `listed` once the source listing has reached its end
-    // (long before the copying side has taken the last of it from the queue).
+    // What has been handed over: the shard's total once the source listing has reached its
+    // end (long before the copying side has taken the last of it from the queue).
     let mut sent = Totals::default();
     while let Some(item) = src.next().await {
         let info = match item {
             Ok(i) => i,
             Err(e) => {
                 let _ = tx.send(Work::ListingFailed(e)).await;
-                return;
+                return None;
             }
         };
         if !selector.selects(&info.key, info.size, info.modified) {
@@ -131,7 +130,7 @@ async fn produce(
                     if let Some(Err(e)) = dst.next().await {
                         let _ = tx.send(Work::ListingFailed(e)).await;
                     }
-                    return;
+                    return None;
                 }
                 _ => break,
             }
@@ -167,10 +166,10 @@ async fn produce(
         sent.objects += 1;
         sent.bytes += size;
         if tx.send(work).await.is_err() {
-            return;
+            return None;
         }
     }
-    let _ = listed.send(sent);
+    Some(sent)
 }
 
 /// Counts the selected keys of `listing` and their bytes, on top of `base` (a count-only
@@ -287,6 +286,31 @@ impl ShardRun {
         self.plan.shards[self.index].clone()
     }
 
+    /// Starts the count-only listing of the range beyond the last key taken (every selected
+    /// key up to it is in the counters already; `after` is where the run started).
+    fn start_census(
+        &self,
+        st: &State,
+        after: Option<String>,
+        selector: &Selector,
+    ) -> JoinHandle<Result<Totals, TransferError>> {
+        let from = st
+            .window
+            .last_key()
+            .map(str::to_string)
+            .or_else(|| st.cp.watermark.clone())
+            .or(after);
+        let base = Totals {
+            objects: st.record.counters.objects_total,
+            bytes: st.record.counters.bytes_total,
+        };
+        tokio::spawn(census(
+            self.src.list(from, self.range().until),
+            selector.clone(),
+            base,
+        ))
+    }
+
     fn src_key(&self, rel: &str) -> String {
         match &self.plan.spec.source.s3 {
             Some(s) => format!("{}{rel}", s.prefix),
@@ -400,8 +424,7 @@ impl ShardRun {
         };
         let selector = Selector::new(&self.plan.spec.filters).unwrap_or_else(|_| Selector::all());
         let (tx, mut rx) = mpsc::channel::<Work>(1024);
-        let (listed_tx, mut listed_rx) = oneshot::channel::<Totals>();
-        let producer = tokio::spawn(produce(
+        let mut producer = tokio::spawn(produce(
             src_list,
             dst_list,
             selector.clone(),
@@ -409,7 +432,6 @@ impl ShardRun {
             self.plan.spec.dry_run,
             resumed_since,
             tx,
-            listed_tx,
         ));
 
         let spec = &self.plan.spec;
@@ -490,12 +512,12 @@ impl ShardRun {
                         Some(work) => self.take(&mut st, work, &copier, &mut inflight),
                     }
                 }
-                listed = &mut listed_rx, if !listed_known => {
+                listed = &mut producer, if !listed_known => {
                     listed_known = true;
                     if let Some(c) = census_task.take() {
                         c.abort();
                     }
-                    if let Ok(t) = listed {
+                    if let Ok(Some(t)) = listed {
                         st.record.expected = Some(Totals {
                             objects: resumed_at.objects + t.objects,
                             bytes: resumed_at.bytes + t.bytes,
@@ -525,22 +547,7 @@ impl ShardRun {
                         && queue_full_since.is_some_and(|t| t.elapsed() >= CENSUS_AFTER)
                     {
                         census_started = true;
-                        // Every selected key up to the last one taken is in the counters.
-                        let from = st
-                            .window
-                            .last_key()
-                            .map(str::to_string)
-                            .or_else(|| st.cp.watermark.clone())
-                            .or_else(|| after.clone());
-                        let base = Totals {
-                            objects: st.record.counters.objects_total,
-                            bytes: st.record.counters.bytes_total,
-                        };
-                        census_task = Some(tokio::spawn(census(
-                            self.src.list(from, range.until.clone()),
-                            selector.clone(),
-                            base,
-                        )));
+                        census_task = Some(self.start_census(&st, after.clone(), &selector));
                     }
                     if let Some(t) = stopping {
                         if t.elapsed() > STOP_GRACE {
