@@ -441,9 +441,7 @@ impl Ui {
         let p = &s.progress;
         let c = &p.counters;
         // Totals: the expected ones once counted, else what is listed so far.
-        let (objects, bytes) = p
-            .expected
-            .map_or((c.objects_total, c.bytes_total), |t| (t.objects, t.bytes));
+        let total = p.expected.unwrap_or(c.totals());
         let eta = match (&p.expected, &p.eta) {
             (Some(_), Some(eta)) => eta.clone(),
             (Some(_), None) => "-".into(),
@@ -451,8 +449,9 @@ impl Ui {
         };
         let verb = if self.dry_run { "checked" } else { "done" };
         let msg = format!(
-            "{eta} · {}/{objects} objects {verb}{}",
+            "{eta} · {}/{} objects {verb}{}",
             c.objects_done(),
+            total.objects,
             if c.objects_failed > 0 {
                 format!(", {} failed", c.objects_failed)
             } else {
@@ -460,7 +459,7 @@ impl Ui {
             }
         );
         if let Some(b) = &self.bar {
-            b.set_length(bytes);
+            b.set_length(total.bytes);
             b.set_position(c.bytes_done());
             b.set_message(msg);
         } else {
@@ -470,7 +469,7 @@ impl Ui {
                 eprintln!(
                     "progress: {} of {} · {}/s · ETA {msg}",
                     human_bytes(c.bytes_done()),
-                    human_bytes(bytes),
+                    human_bytes(total.bytes),
                     human_bytes(p.bytes_per_second)
                 );
             }

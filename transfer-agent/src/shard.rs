@@ -300,10 +300,7 @@ impl ShardRun {
             .map(str::to_string)
             .or_else(|| st.cp.watermark.clone())
             .or(after);
-        let base = Totals {
-            objects: st.record.counters.objects_total,
-            bytes: st.record.counters.bytes_total,
-        };
+        let base = st.record.counters.totals();
         tokio::spawn(census(
             self.src.list(from, self.range().until),
             selector.clone(),
@@ -463,10 +460,7 @@ impl ShardRun {
         };
         // The shard's total is known once the listing has reached its end: the counters at
         // the resume point plus what the listing found after it.
-        let resumed_at = Totals {
-            objects: st.record.counters.objects_total,
-            bytes: st.record.counters.bytes_total,
-        };
+        let resumed_at = st.record.counters.totals();
         let mut listed_known = false;
         // Long before that, a count-only listing makes it known. It starts only once
         // the listing has waited for the copy (the work queue full) for CENSUS_AFTER: where
@@ -518,10 +512,7 @@ impl ShardRun {
                         c.abort();
                     }
                     if let Ok(Some(t)) = listed {
-                        st.record.expected = Some(Totals {
-                            objects: resumed_at.objects + t.objects,
-                            bytes: resumed_at.bytes + t.bytes,
-                        });
+                        st.record.expected = Some(resumed_at + t);
                     }
                 }
                 counted = async { census_task.as_mut().expect("guarded").await }, if census_task.is_some() => {

@@ -156,10 +156,7 @@ pub fn aggregate(
 /// What a shard will hold in all, if known: its listing's totals once the listing is complete,
 /// before that its count-only listing's (never less than what it has already listed).
 fn known_totals(s: &ShardProgress) -> Option<Totals> {
-    let listed = Totals {
-        objects: s.counters.objects_total,
-        bytes: s.counters.bytes_total,
-    };
+    let listed = s.counters.totals();
     if s.listing_complete {
         return Some(listed);
     }

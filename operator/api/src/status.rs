@@ -143,6 +143,14 @@ impl Counters {
             + self.objects_would_copy
     }
 
+    /// The objects and bytes counted (selected so far).
+    pub fn totals(&self) -> Totals {
+        Totals {
+            objects: self.objects_total,
+            bytes: self.bytes_total,
+        }
+    }
+
     pub fn bytes_done(&self) -> u64 {
         self.bytes_copied + self.bytes_skipped + self.bytes_failed + self.bytes_would_copy
     }
@@ -217,12 +225,19 @@ pub struct Totals {
     pub bytes: u64,
 }
 
+impl std::ops::Add for Totals {
+    type Output = Totals;
+    fn add(self, o: Totals) -> Totals {
+        Totals {
+            objects: self.objects + o.objects,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+}
+
 impl std::iter::Sum for Totals {
     fn sum<I: Iterator<Item = Totals>>(iter: I) -> Totals {
-        iter.fold(Totals::default(), |a, b| Totals {
-            objects: a.objects + b.objects,
-            bytes: a.bytes + b.bytes,
-        })
+        iter.fold(Totals::default(), |a, b| a + b)
     }
 }
 
