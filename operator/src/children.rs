@@ -4,7 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use ferry_api::{Endpoint, JobPlan, MigrationJob};
+use ferry_api::{Endpoint, JobPlan, MigrationJob, Side, ValidatedSpec};
+use ferry_k8s::env;
+use ferry_k8s::names::{
+    agent_name, job_name, plan_name, plan_path, shard_name, shard_prefix, JOB_LABEL, PLAN_KEY,
+    PLAN_MOUNT,
+};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };
@@ -17,29 +22,6 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-
-use crate::credentials::{ACCESS_KEY, SECRET_KEY, SESSION_TOKEN};
-
-/// The file name of the plan inside its ConfigMap and mount.
-pub const PLAN_KEY: &str = "plan.json";
-/// The key of the progress record inside a shard's ConfigMap.
-pub const PROGRESS_KEY: &str = "progress.json";
-pub const PLAN_MOUNT: &str = "/etc/ferry/plan";
-/// Label on every child, with the MigrationJob's name.
-pub const JOB_LABEL: &str = "ferry.dev/migrationjob";
-
-pub fn plan_name(mj: &str) -> String {
-    format!("{mj}-plan")
-}
-pub fn shard_name(mj: &str, i: u32) -> String {
-    format!("{mj}-shard-{i}")
-}
-pub fn job_name(mj: &str) -> String {
-    format!("{mj}-agents")
-}
-pub fn agent_name(mj: &str) -> String {
-    format!("{mj}-agent")
-}
 
 fn meta(mj: &MigrationJob, name: String) -> ObjectMeta {
     let owner = mj
@@ -85,9 +67,8 @@ pub fn shard_configmap(mj: &MigrationJob, i: u32) -> ConfigMap {
 /// The agents' identity and exactly the rights they need: get, update and patch their own
 /// shards' progress objects (by name; `create` cannot be limited that way, so the operator
 /// pre-creates them).
-pub fn agent_access(mj: &MigrationJob) -> (ServiceAccount, Role, RoleBinding) {
+pub fn agent_access(mj: &MigrationJob, shards: u32) -> (ServiceAccount, Role, RoleBinding) {
     let name = mj.metadata.name.clone().unwrap_or_default();
-    let shards = mj.spec.parallelism.shards.max(1);
     let sa = ServiceAccount {
         metadata: meta(mj, agent_name(&name)),
         automount_service_account_token: Some(true),
@@ -120,7 +101,7 @@ pub fn agent_access(mj: &MigrationJob) -> (ServiceAccount, Role, RoleBinding) {
     (sa, role, binding)
 }
 
-fn env(name: &str, value: &str) -> EnvVar {
+fn value_env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -144,73 +125,61 @@ fn secret_env(name: String, secret: &str, key: &str, optional: bool) -> EnvVar {
 }
 
 /// Credentials of one side, by reference only (`secretKeyRef`), under names of its own.
-fn side_env(side: &str, ep: Option<&Endpoint>, out: &mut Vec<EnvVar>) {
-    let Some(secret) = ep
-        .and_then(|e| e.s3.as_ref())
-        .and_then(|s| s.credentials_secret_ref.as_ref())
-    else {
+fn side_env(side: Side, ep: Option<&Endpoint>, out: &mut Vec<EnvVar>) {
+    let Some(secret) = ep.and_then(|e| e.location().ok()).and_then(|l| l.secret()) else {
         return;
     };
-    out.push(secret_env(
-        format!("FERRY_{side}_AWS_ACCESS_KEY_ID"),
-        &secret.name,
-        ACCESS_KEY,
-        false,
-    ));
-    out.push(secret_env(
-        format!("FERRY_{side}_AWS_SECRET_ACCESS_KEY"),
-        &secret.name,
-        SECRET_KEY,
-        false,
-    ));
-    out.push(secret_env(
-        format!("FERRY_{side}_AWS_SESSION_TOKEN"),
-        &secret.name,
-        SESSION_TOKEN,
-        true,
-    ));
+    for key in secret.keys {
+        out.push(secret_env(
+            env::secret_var(side, key.name),
+            secret.name,
+            key.name,
+            !key.required,
+        ));
+    }
 }
 
+/// The volume a side's location needs mounted in the agents, if any.
 fn side_volume(
-    side: &str,
+    side: Side,
     ep: Option<&Endpoint>,
     volumes: &mut Vec<Volume>,
     mounts: &mut Vec<VolumeMount>,
 ) {
-    let Some(fs) = ep.and_then(|e| e.filesystem.as_ref()) else {
+    let Some(v) = ep.and_then(|e| e.location().ok()).and_then(|l| l.volume()) else {
         return;
     };
-    let Some(pvc) = &fs.persistent_volume_claim else {
-        return;
-    };
-    let name = format!("{}-data", side.to_lowercase());
+    if mounts.iter().any(|m| m.mount_path == v.mount_path) {
+        return; // the same path as another side (a report next to the data it reports on)
+    }
+    let name = format!("{}-data", side.field());
     volumes.push(Volume {
         name: name.clone(),
         persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-            claim_name: pvc.claim_name.clone(),
-            read_only: Some(pvc.read_only),
+            claim_name: v.claim.claim_name.clone(),
+            read_only: Some(v.claim.read_only),
         }),
         ..Default::default()
     });
     mounts.push(VolumeMount {
         name,
-        mount_path: fs.path.clone(),
-        read_only: Some(pvc.read_only),
+        mount_path: v.mount_path.to_string(),
+        read_only: Some(v.claim.read_only),
         ..Default::default()
     });
 }
 
 /// The Indexed Job: one index per shard, retried per index, never retried on a job-fatal
 /// exit (1).
-pub fn agent_job(mj: &MigrationJob, image: &str, suspend: bool) -> Job {
+pub fn agent_job(mj: &MigrationJob, v: &ValidatedSpec, image: &str, suspend: bool) -> Job {
     let name = mj.metadata.name.clone().unwrap_or_default();
     let spec = &mj.spec;
-    let shards = spec.parallelism.shards.max(1) as i32;
+    let shards = v.shards as i32;
     let mut envs = vec![
-        env("FERRY_PLAN", &format!("{PLAN_MOUNT}/{PLAN_KEY}")),
-        env("FERRY_PROGRESS_CONFIGMAP_PREFIX", &format!("{name}-shard-")),
+        value_env(env::PLAN, &plan_path()),
+        value_env(env::PROGRESS_CONFIGMAP_PREFIX, &shard_prefix(&name)),
         EnvVar {
-            name: "FERRY_NAMESPACE".into(),
+            name: env::NAMESPACE.into(),
             value_from: Some(EnvVarSource {
                 field_ref: Some(ObjectFieldSelector {
                     field_path: "metadata.namespace".into(),
@@ -221,9 +190,9 @@ pub fn agent_job(mj: &MigrationJob, image: &str, suspend: bool) -> Job {
             ..Default::default()
         },
     ];
-    side_env("SOURCE", Some(&spec.source), &mut envs);
-    side_env("DESTINATION", Some(&spec.destination), &mut envs);
-    side_env("REPORT", spec.report.as_ref(), &mut envs);
+    side_env(Side::Source, Some(&spec.source), &mut envs);
+    side_env(Side::Destination, Some(&spec.destination), &mut envs);
+    side_env(Side::Report, spec.report.as_ref(), &mut envs);
     let mut volumes = vec![Volume {
         name: "plan".into(),
         config_map: Some(ConfigMapVolumeSource {
@@ -238,20 +207,20 @@ pub fn agent_job(mj: &MigrationJob, image: &str, suspend: bool) -> Job {
         read_only: Some(true),
         ..Default::default()
     }];
-    side_volume("SOURCE", Some(&spec.source), &mut volumes, &mut mounts);
+    side_volume(Side::Source, Some(&spec.source), &mut volumes, &mut mounts);
     side_volume(
-        "DESTINATION",
+        Side::Destination,
         Some(&spec.destination),
         &mut volumes,
         &mut mounts,
     );
-    let memory = spec
-        .parallelism
-        .memory_budget
-        .as_ref()
-        .map(|m| m.bytes())
-        .unwrap_or(256 << 20);
-    let limit_mib = memory / (1 << 20) + 256;
+    side_volume(
+        Side::Report,
+        spec.report.as_ref(),
+        &mut volumes,
+        &mut mounts,
+    );
+    let limit_mib = v.transfer.memory_budget / (1 << 20) + 256;
     Job {
         metadata: meta(mj, job_name(&name)),
         spec: Some(JobSpec {
@@ -329,7 +298,8 @@ mod tests {
     #[test]
     fn job_is_indexed_owned_and_references_secrets_only_by_name() {
         let m = mj();
-        let job = agent_job(&m, "img:1", true);
+        let v = ferry_api::validate(&m.spec).unwrap();
+        let job = agent_job(&m, &v, "img:1", true);
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
         assert_eq!(
@@ -372,7 +342,7 @@ mod tests {
 
     #[test]
     fn agents_may_only_touch_their_progress_objects() {
-        let (_, role, binding) = agent_access(&mj());
+        let (_, role, binding) = agent_access(&mj(), 3);
         let rules = role.rules.unwrap();
         assert_eq!(rules.len(), 1);
         assert_eq!(

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_api::plan::spec_hash;
-use ferry_api::{JobPlan, MigrationJob, Phase, ShardProgress};
-use ferry_engine::connect::open_store;
+use ferry_api::{spec_hash, validate, JobPlan, MigrationJob, Phase, ShardProgress, Side};
 use ferry_engine::limit::Limits;
 use ferry_engine::retry::RetryPolicy;
+use ferry_engine::stores;
+use ferry_k8s::names::{self as children_names, JOB_LABEL, PLAN_KEY, PROGRESS_KEY};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
@@ -23,7 +23,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::children::{self, PLAN_KEY, PROGRESS_KEY};
+use crate::children;
 use crate::credentials::job_credentials;
 use crate::manifests::SecretData;
 use crate::planner;
@@ -99,11 +99,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let controller = Controller::new(mjs, watcher::Config::default())
         .owns(
             Api::<Job>::all(client.clone()),
-            watcher::Config::default().labels(children::JOB_LABEL),
+            watcher::Config::default().labels(JOB_LABEL),
         )
         .owns(
             Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default().labels(children::JOB_LABEL),
+            watcher::Config::default().labels(JOB_LABEL),
         )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -199,28 +199,31 @@ async fn observe(mj: &MigrationJob, ctx: &Ctx) -> Result<Observed, Error> {
         .await?
         .filter(|p| p.attempt == attempt);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let job = jobs.get_opt(&children::job_name(&name)).await?.map(|j| {
-        let spec = j.spec.unwrap_or_default();
-        let st = j.status.unwrap_or_default();
-        let cond = |t: &str| {
-            st.conditions.as_ref().and_then(|cs| {
-                cs.iter()
-                    .find(|c| c.type_ == t && c.status == "True")
-                    .cloned()
-            })
-        };
-        AgentJob {
-            suspended: spec.suspend.unwrap_or(false),
-            active: st.active.unwrap_or(0),
-            complete: cond("Complete").is_some(),
-            failed: cond("Failed").is_some(),
-            failed_message: cond("Failed").and_then(|c| c.message),
-        }
-    });
+    let job = jobs
+        .get_opt(&children_names::job_name(&name))
+        .await?
+        .map(|j| {
+            let spec = j.spec.unwrap_or_default();
+            let st = j.status.unwrap_or_default();
+            let cond = |t: &str| {
+                st.conditions.as_ref().and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c.type_ == t && c.status == "True")
+                        .cloned()
+                })
+            };
+            AgentJob {
+                suspended: spec.suspend.unwrap_or(false),
+                active: st.active.unwrap_or(0),
+                complete: cond("Complete").is_some(),
+                failed: cond("Failed").is_some(),
+                failed_message: cond("Failed").and_then(|c| c.message),
+            }
+        });
     let mut shards = Vec::new();
-    for i in 0..mj.spec.parallelism.shards.max(1) {
+    for i in 0..mj.spec.parallelism.shards {
         let rec = cms
-            .get_opt(&children::shard_name(&name, i))
+            .get_opt(&children_names::shard_name(&name, i))
             .await?
             .and_then(|cm| cm.data)
             .and_then(|d| d.get(PROGRESS_KEY).cloned())
@@ -256,7 +259,7 @@ async fn observe(mj: &MigrationJob, ctx: &Ctx) -> Result<Observed, Error> {
 /// The plan stored in the plan ConfigMap, if it was made for the current spec (of any attempt).
 async fn stored_plan(cms: &Api<ConfigMap>, mj: &MigrationJob) -> Result<Option<JobPlan>, Error> {
     Ok(cms
-        .get_opt(&children::plan_name(&mj.name_any()))
+        .get_opt(&children_names::plan_name(&mj.name_any()))
         .await?
         .and_then(|cm| cm.data)
         .and_then(|d| d.get(PLAN_KEY).cloned())
@@ -275,9 +278,9 @@ async fn probe(mj: &MigrationJob, ctx: &Ctx) -> Result<Probe, Error> {
         max_attempts: 2,
         ..Default::default()
     };
-    let check = |res: Result<(), ferry_engine::TransferError>, side: &str| {
+    let check = |res: Result<(), ferry_engine::TransferError>, side: Side| {
         res.err().map(|e| ProbeError {
-            message: format!("{side}: {e}"),
+            message: format!("{}: {e}", side.field()),
             credentials: matches!(
                 e.class,
                 ferry_api::FailureClass::AccessDenied | ferry_api::FailureClass::AuthExpired
@@ -285,22 +288,29 @@ async fn probe(mj: &MigrationJob, ctx: &Ctx) -> Result<Probe, Error> {
             transient: e.class == ferry_api::FailureClass::Network,
         })
     };
-    let src = open_store(&mj.spec.source, creds.source, limits.clone(), retry.clone()).await;
-    let source = match src {
-        Ok(s) => check(s.probe(false).await, "source"),
-        Err(e) => check(Err(e), "source"),
+    let Ok(v) = validate(&mj.spec) else {
+        return Ok(Probe::default());
     };
-    let dst = open_store(&mj.spec.destination, creds.destination, limits, retry).await;
-    let destination = match dst {
-        // A filesystem destination lives in the agents' volume, not the operator's.
-        Ok(ferry_engine::store::Store::Fs(_)) => None,
-        Ok(d) => check(d.probe(true).await, "destination"),
-        Err(e) => check(Err(e), "destination"),
-    };
-    let source = if mj.spec.source.filesystem.is_some() {
-        None
+    let t = &v.transfer;
+    // A location in the agents' volume (a path) is theirs to see, not the operator's.
+    let by_operator =
+        |ep: &ferry_api::Endpoint| ep.location().is_ok_and(|l| l.checked_by_operator());
+    let source = if by_operator(&mj.spec.source) {
+        match stores::open(&t.source, &creds.source, limits.clone(), retry.clone()).await {
+            Ok(s) => check(s.source().probe().await, Side::Source),
+            Err(e) => check(Err(e), Side::Source),
+        }
     } else {
-        source
+        None
+    };
+    let destination = if by_operator(&mj.spec.destination) {
+        let opened = stores::open(&t.destination, &creds.destination, limits, retry).await;
+        match opened.and_then(|o| o.sink()) {
+            Ok(d) => check(d.probe_destination(t.dry_run).await, Side::Destination),
+            Err(e) => check(Err(e), Side::Destination),
+        }
+    } else {
+        None
     };
     Ok(Probe {
         source,
@@ -376,7 +386,10 @@ async fn delete_job(mj: &MigrationJob, ctx: &Ctx) -> Result<(), Error> {
         propagation_policy: Some(PropagationPolicy::Background),
         ..Default::default()
     };
-    match jobs.delete(&children::job_name(&mj.name_any()), &dp).await {
+    match jobs
+        .delete(&children_names::job_name(&mj.name_any()), &dp)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
@@ -392,14 +405,17 @@ async fn execute(mj: &MigrationJob, action: &Action, ctx: &Ctx) -> Result<(), Er
             let secrets = secrets_of(mj, ctx).await?;
             let creds = job_credentials(&mj.spec, &ns, &|n| secrets.get(n))
                 .map_err(|e| Error::Other(e.to_string()))?;
-            let src = open_store(
-                &mj.spec.source,
-                creds.source,
+            let v = validate(&mj.spec)
+                .map_err(|_| Error::Other("the spec is invalid; not planning".into()))?;
+            let src = stores::open(
+                &v.transfer.source,
+                &creds.source,
                 Arc::new(Limits::unlimited()),
                 RetryPolicy::default(),
             )
             .await
-            .map_err(|e| Error::Other(e.to_string()))?;
+            .map_err(|e| Error::Other(e.to_string()))?
+            .source();
             let api: Api<ConfigMap> = Api::namespaced(client, &ns);
             let attempt = mj.status.as_ref().map(|s| s.attempt).unwrap_or(0);
             let plan = if attempt > 0 {
@@ -412,13 +428,13 @@ async fn execute(mj: &MigrationJob, action: &Action, ctx: &Ctx) -> Result<(), Er
                     .retry(attempt)
             } else {
                 let uid = mj.uid().unwrap_or_default();
-                planner::plan(&ns, &name, &uid, &mj.spec, &src)
+                planner::plan(&ns, &name, &uid, &v, src.as_ref())
                     .await
                     .map_err(|e| Error::Other(format!("planning: {e}")))?
             };
             let cm = children::plan_configmap(mj, &plan);
             api.patch(
-                &children::plan_name(&name),
+                &children_names::plan_name(&name),
                 &PatchParams::apply(MANAGER).force(),
                 &Patch::Apply(&cm),
             )
@@ -426,28 +442,36 @@ async fn execute(mj: &MigrationJob, action: &Action, ctx: &Ctx) -> Result<(), Er
         }
         Action::CreateAgentAccess => {
             let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-            for i in 0..mj.spec.parallelism.shards.max(1) {
+            for i in 0..mj.spec.parallelism.shards {
                 create(&cms, &children::shard_configmap(mj, i)).await?;
             }
-            let (sa, role, binding) = children::agent_access(mj);
+            let (sa, role, binding) = children::agent_access(mj, mj.spec.parallelism.shards);
             let pp = PatchParams::apply(MANAGER).force();
             Api::<ServiceAccount>::namespaced(client.clone(), &ns)
-                .patch(&children::agent_name(&name), &pp, &Patch::Apply(&sa))
+                .patch(&children_names::agent_name(&name), &pp, &Patch::Apply(&sa))
                 .await?;
             Api::<Role>::namespaced(client.clone(), &ns)
-                .patch(&children::agent_name(&name), &pp, &Patch::Apply(&role))
+                .patch(
+                    &children_names::agent_name(&name),
+                    &pp,
+                    &Patch::Apply(&role),
+                )
                 .await?;
             Api::<RoleBinding>::namespaced(client, &ns)
-                .patch(&children::agent_name(&name), &pp, &Patch::Apply(&binding))
+                .patch(
+                    &children_names::agent_name(&name),
+                    &pp,
+                    &Patch::Apply(&binding),
+                )
                 .await?;
         }
         Action::ResetProgress => {
             let cms: Api<ConfigMap> = Api::namespaced(client, &ns);
             let empty = json!({"data": {PROGRESS_KEY: null}});
-            for i in 0..mj.spec.parallelism.shards.max(1) {
+            for i in 0..mj.spec.parallelism.shards {
                 match cms
                     .patch(
-                        &children::shard_name(&name, i),
+                        &children_names::shard_name(&name, i),
                         &PatchParams::default(),
                         &Patch::Merge(&empty),
                     )
@@ -461,16 +485,18 @@ async fn execute(mj: &MigrationJob, action: &Action, ctx: &Ctx) -> Result<(), Er
         }
         Action::CreateJob { suspend } => {
             let jobs: Api<Job> = Api::namespaced(client, &ns);
+            let v = validate(&mj.spec)
+                .map_err(|_| Error::Other("the spec is invalid; no agents".into()))?;
             create(
                 &jobs,
-                &children::agent_job(mj, &ctx.args.agent_image, *suspend),
+                &children::agent_job(mj, &v, &ctx.args.agent_image, *suspend),
             )
             .await?;
         }
         Action::SetSuspend { suspend } => {
             let jobs: Api<Job> = Api::namespaced(client, &ns);
             jobs.patch(
-                &children::job_name(&name),
+                &children_names::job_name(&name),
                 &PatchParams::default(),
                 &Patch::Merge(json!({"spec": {"suspend": suspend}})),
             )

@@ -1,27 +1,24 @@
-//! Turns a side's `credentialsSecretRef` into credentials, from Secrets loaded with the job.
+//! Turns each side's Secret into its secret values, from Secrets loaded with the job: the
+//! Secret and the keys it must hold come from the side's kind of location.
 
-use ferry_api::{Endpoint, MigrationJobSpec};
-use ferry_engine::store::S3Credentials;
-use ferry_engine::JobCredentials;
+use ferry_api::{Endpoint, MigrationJobSpec, Side};
+use ferry_core::stores::SideSecrets;
+use ferry_core::JobCredentials;
 
 use crate::manifests::SecretData;
-
-pub const ACCESS_KEY: &str = "AWS_ACCESS_KEY_ID";
-pub const SECRET_KEY: &str = "AWS_SECRET_ACCESS_KEY";
-pub const SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
 
 /// A problem with a referenced Secret. Never carries a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialsError {
     #[error("{side}: Secret {namespace}/{name} was not found (a job may only use Secrets of its own namespace)")]
     Missing {
-        side: &'static str,
+        side: String,
         namespace: String,
         name: String,
     },
     #[error("{side}: Secret {namespace}/{name} has no key {key}")]
     MissingKey {
-        side: &'static str,
+        side: String,
         namespace: String,
         name: String,
         key: &'static str,
@@ -30,42 +27,45 @@ pub enum CredentialsError {
 
 /// Resolves one side. `lookup` finds a Secret by name in the job's namespace.
 pub fn side_credentials<'a>(
-    side: &'static str,
+    side: Side,
     ep: &Endpoint,
     namespace: &str,
     lookup: &dyn Fn(&str) -> Option<&'a SecretData>,
-) -> Result<S3Credentials, CredentialsError> {
-    let Some(s3) = &ep.s3 else {
-        return Ok(S3Credentials::DefaultChain);
+) -> Result<SideSecrets, CredentialsError> {
+    let Ok(location) = ep.location() else {
+        return Ok(SideSecrets::default());
     };
-    if s3.anonymous {
-        return Ok(S3Credentials::Anonymous);
-    }
-    let Some(r) = &s3.credentials_secret_ref else {
-        return Ok(S3Credentials::DefaultChain);
+    let Some(secret) = location.secret() else {
+        return Ok(SideSecrets::default());
     };
-    let data = lookup(&r.name).ok_or_else(|| CredentialsError::Missing {
-        side,
+    let field = format!(
+        "spec.{}.{}.credentialsSecretRef",
+        side.field(),
+        location.kind()
+    );
+    let data = lookup(secret.name).ok_or_else(|| CredentialsError::Missing {
+        side: field.clone(),
         namespace: namespace.into(),
-        name: r.name.clone(),
+        name: secret.name.to_string(),
     })?;
-    let get = |key: &'static str| {
-        data.0
-            .get(key)
-            .filter(|v| !v.is_empty())
-            .cloned()
-            .ok_or_else(|| CredentialsError::MissingKey {
-                side,
-                namespace: namespace.into(),
-                name: r.name.clone(),
-                key,
-            })
-    };
-    Ok(S3Credentials::Static {
-        access_key_id: get(ACCESS_KEY)?,
-        secret_access_key: get(SECRET_KEY)?,
-        session_token: data.0.get(SESSION_TOKEN).filter(|v| !v.is_empty()).cloned(),
-    })
+    let mut values = std::collections::BTreeMap::new();
+    for key in secret.keys {
+        match data.0.get(key.name).filter(|v| !v.is_empty()) {
+            Some(v) => {
+                values.insert(key.name.to_string(), v.clone());
+            }
+            None if key.required => {
+                return Err(CredentialsError::MissingKey {
+                    side: field,
+                    namespace: namespace.into(),
+                    name: secret.name.to_string(),
+                    key: key.name,
+                })
+            }
+            None => {}
+        }
+    }
+    Ok(SideSecrets::new(values))
 }
 
 /// Resolves every side of a job.
@@ -75,23 +75,11 @@ pub fn job_credentials<'a>(
     lookup: &dyn Fn(&str) -> Option<&'a SecretData>,
 ) -> Result<JobCredentials, CredentialsError> {
     Ok(JobCredentials {
-        source: side_credentials(
-            "spec.source.s3.credentialsSecretRef",
-            &spec.source,
-            namespace,
-            lookup,
-        )?,
-        destination: side_credentials(
-            "spec.destination.s3.credentialsSecretRef",
-            &spec.destination,
-            namespace,
-            lookup,
-        )?,
+        source: side_credentials(Side::Source, &spec.source, namespace, lookup)?,
+        destination: side_credentials(Side::Destination, &spec.destination, namespace, lookup)?,
         report: match &spec.report {
-            Some(r) => {
-                side_credentials("spec.report.s3.credentialsSecretRef", r, namespace, lookup)?
-            }
-            None => S3Credentials::DefaultChain,
+            Some(r) => side_credentials(Side::Report, r, namespace, lookup)?,
+            None => SideSecrets::default(),
         },
     })
 }
@@ -99,6 +87,7 @@ pub fn job_credentials<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_core::stores::{S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY};
     use std::collections::BTreeMap;
 
     fn spec() -> MigrationJobSpec {
@@ -106,16 +95,20 @@ mod tests {
     }
 
     #[test]
-    fn resolves_static_and_default_chain() {
+    fn resolves_secret_values_and_the_default_chain() {
         let secret = SecretData(BTreeMap::from([
-            (ACCESS_KEY.to_string(), "AK".to_string()),
-            (SECRET_KEY.to_string(), "SK".to_string()),
+            (S3_ACCESS_KEY_ID.to_string(), "AK".to_string()),
+            (S3_SECRET_ACCESS_KEY.to_string(), "SK".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
         ]));
         let c = job_credentials(&spec(), "ns", &|n| (n == "src").then_some(&secret)).unwrap();
-        assert!(
-            matches!(c.source, S3Credentials::Static { ref access_key_id, session_token: None, .. } if access_key_id == "AK")
+        assert_eq!(c.source.get(S3_ACCESS_KEY_ID), Some("AK"));
+        assert_eq!(
+            c.source.get("UNRELATED"),
+            None,
+            "only the keys the kind reads"
         );
-        assert!(matches!(c.destination, S3Credentials::DefaultChain));
+        assert!(c.destination.is_empty());
     }
 
     #[test]
@@ -123,7 +116,7 @@ mod tests {
         let e = job_credentials(&spec(), "ns", &|_| None).unwrap_err();
         assert_eq!(e.to_string(), "spec.source.s3.credentialsSecretRef: Secret ns/src was not found (a job may only use Secrets of its own namespace)");
         let secret = SecretData(BTreeMap::from([(
-            ACCESS_KEY.to_string(),
+            S3_ACCESS_KEY_ID.to_string(),
             "AKVALUE".to_string(),
         )]));
         let e = job_credentials(&spec(), "ns", &|_| Some(&secret)).unwrap_err();

@@ -11,12 +11,13 @@ use ferry_api::quantity::human_bytes;
 use ferry_api::validate::validate;
 use ferry_api::{
     Endpoint, JobPlan, MigrationJobSpec, MigrationJobStatus, Phase, ShardProgress, ShardState,
+    ValidatedSpec,
 };
-use ferry_engine::checkpoint::{FileProgressStore, ProgressStore};
-use ferry_engine::connect::open_store;
+use ferry_core::{JobCredentials, ProgressStore};
+use ferry_engine::checkpoint::FileProgressStore;
 use ferry_engine::retry::RetryPolicy;
-use ferry_engine::store::Store;
-use ferry_engine::{run_shard, JobCredentials, ShardInputs};
+use ferry_engine::stores::{self, Source};
+use ferry_engine::{run_shard, ShardInputs};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
@@ -157,14 +158,16 @@ async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> Migrati
     let mut spec = job.spec.clone();
     resolve_paths(&mut spec, &loaded.dir);
 
-    let problems = validate(&spec);
-    if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        return failed(format!(
-            "MigrationJob {namespace}/{name} is invalid: {}",
-            list.join("; ")
-        ));
-    }
+    let validated = match validate(&spec) {
+        Ok(v) => v,
+        Err(problems) => {
+            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            return failed(format!(
+                "MigrationJob {namespace}/{name} is invalid: {}",
+                list.join("; ")
+            ));
+        }
+    };
     let lookup = |n: &str| all.secrets.get(&(namespace.clone(), n.to_string()));
     let creds = match job_credentials(&spec, &namespace, &lookup) {
         Ok(c) => c,
@@ -186,38 +189,42 @@ async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> Migrati
         ..Default::default()
     };
     let probe_limits = Arc::new(ferry_engine::limit::Limits::unlimited());
-    let src = match open_store(
-        &spec.source,
-        creds.source.clone(),
+    let t = &validated.transfer;
+    let src = match stores::open(
+        &t.source,
+        &creds.source,
         probe_limits.clone(),
         retry.clone(),
     )
     .await
     {
-        Ok(s) => s,
+        Ok(s) => s.source(),
         Err(e) => return failed(format!("source: {e}")),
     };
-    if let Err(e) = src.probe(false).await {
+    if let Err(e) = src.probe().await {
         return failed(format!("source {} is not readable: {e}", src.describe()));
     }
-    let dst = match open_store(
-        &spec.destination,
-        creds.destination.clone(),
-        probe_limits,
-        retry,
-    )
-    .await
+    let dst = match stores::open(&t.destination, &creds.destination, probe_limits, retry)
+        .await
+        .and_then(|o| o.sink())
     {
         Ok(s) => s,
         Err(e) => return failed(format!("destination: {e}")),
     };
-    if let Err(e) = dst.probe(!spec.dry_run).await {
-        if !(spec.dry_run && matches!(dst, Store::Fs(_))) {
-            return failed(format!("destination {} is not usable: {e}", dst.describe()));
-        }
+    if let Err(e) = dst.probe_destination(t.dry_run).await {
+        return failed(format!("destination {} is not usable: {e}", dst.describe()));
     }
 
-    let mut plan = match load_or_plan(&state_dir, &namespace, &name, &uid, &spec, &src).await {
+    let mut plan = match load_or_plan(
+        &state_dir,
+        &namespace,
+        &name,
+        &uid,
+        &validated,
+        src.as_ref(),
+    )
+    .await
+    {
         Ok(p) => p,
         Err(e) => return failed(format!("planning failed: {e}")),
     };
@@ -242,16 +249,15 @@ async fn load_or_plan(
     namespace: &str,
     name: &str,
     uid: &str,
-    spec: &MigrationJobSpec,
-    src: &Store,
+    spec: &ValidatedSpec,
+    src: &dyn Source,
 ) -> Result<JobPlan, String> {
     let path = state_dir.join("plan.json");
-    let hash = ferry_api::plan::spec_hash(spec);
     if let Ok(bytes) = tokio::fs::read(&path).await {
         if let Ok(mut p) = serde_json::from_slice::<JobPlan>(&bytes) {
-            if p.spec_hash == hash {
+            if p.spec_hash == spec.spec_hash {
                 // Runtime knobs (bandwidth, concurrency...) may have changed: take them from now.
-                p.spec = spec.clone();
+                p.transfer = spec.transfer.clone();
                 return Ok(p);
             }
         }
@@ -339,7 +345,6 @@ async fn execute(
             live: live_tx,
             stop: stop_rx.clone(),
             checkpoint_every: Duration::from_secs_f64(args.checkpoint_interval.max(0.1)),
-            limits: None,
         };
         tasks.push(tokio::spawn(run_shard(inputs)));
     }
@@ -352,12 +357,12 @@ async fn execute(
     } else {
         eprintln!(
             "{name}: {} -> {}",
-            plan.spec.source.describe(),
-            plan.spec.destination.describe()
+            plan.transfer.source.describe(),
+            plan.transfer.destination.describe()
         );
     }
 
-    let ui = Ui::new(plan.spec.dry_run);
+    let ui = Ui::new(plan.transfer.dry_run);
     let mut interrupted = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut sigterm =
@@ -378,7 +383,7 @@ async fn execute(
             }
             _ = tick.tick() => {
                 let recs: Vec<ShardProgress> = lives.iter().map(|l| l.borrow().clone()).collect();
-                ui.update(&aggregate(&plan.spec, &recs, n));
+                ui.update(&aggregate(&plan.transfer, &recs, n));
             }
         }
     };
@@ -390,7 +395,7 @@ async fn execute(
             Err(e) => return done_with(ui, failed(format!("shard {i} crashed: {e}"))),
         }
     }
-    let mut status = aggregate(&plan.spec, &finals, n);
+    let mut status = aggregate(&plan.transfer, &finals, n);
     if interrupted && status.phase == Some(Phase::Running) {
         status.phase = Some(Phase::Paused);
     }
@@ -398,7 +403,7 @@ async fn execute(
     if status.phase.is_some_and(Phase::is_terminal) {
         status.completion_time = Some(chrono::Utc::now().to_rfc3339());
     }
-    if !plan.spec.dry_run {
+    if !plan.transfer.dry_run {
         status.report = Some(plan.report_location());
     }
     let status = done_with(ui, status);

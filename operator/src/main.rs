@@ -83,15 +83,16 @@ fn main() {
 mod tests {
     #[test]
     fn committed_crds_match_the_code() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../crds/migrationjobs.ferry.dev.yaml"
-        );
-        let committed =
-            std::fs::read_to_string(path).expect("crds/migrationjobs.ferry.dev.yaml exists");
-        assert!(
-            committed == super::crd_yaml(),
-            "crds/migrationjobs.ferry.dev.yaml is stale: run `cargo run -p ferry-operator -- crd > crds/migrationjobs.ferry.dev.yaml`"
-        );
+        for copy in ["crds", "charts/ferry/crds"] {
+            let path = format!(
+                "{}/../{copy}/migrationjobs.ferry.dev.yaml",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let committed = std::fs::read_to_string(&path).expect("the committed CRD exists");
+            assert!(
+                committed == super::crd_yaml(),
+                "{copy}/migrationjobs.ferry.dev.yaml is stale: run `cargo run -p ferry-operator -- crd > {copy}/migrationjobs.ferry.dev.yaml`"
+            );
+        }
     }
 }

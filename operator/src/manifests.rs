@@ -213,7 +213,7 @@ mod tests {
             let mut spec = job.spec.clone();
             // As `ferry run` does: relative paths are relative to the file.
             crate::local::resolve_paths(&mut spec, &m.jobs[0].dir);
-            let problems = ferry_api::validate::validate(&spec);
+            let problems = ferry_api::validate::problems(&spec);
             assert!(problems.is_empty(), "{}: {problems:?}", f.display());
             let ns = job
                 .metadata

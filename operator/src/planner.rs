@@ -1,9 +1,10 @@
 //! Plans a job: splits the source keyspace into `shards` contiguous ranges by sampling the
 //! listing (never holding every key), and names the report folder.
 
-use ferry_api::plan::{report_prefix, spec_hash};
-use ferry_api::{JobPlan, MigrationJobSpec, ShardRange};
-use ferry_engine::store::Store;
+use ferry_api::ValidatedSpec;
+use ferry_core::plan::report_prefix;
+use ferry_core::{JobPlan, ShardRange};
+use ferry_engine::stores::Source;
 use ferry_engine::TransferError;
 use futures::StreamExt;
 
@@ -33,7 +34,7 @@ pub fn ranges_from_sample(sorted: &[String], shards: u32) -> Vec<ShardRange> {
 }
 
 /// Reservoir-samples the source listing: memory stays at `k` keys whatever the bucket size.
-pub async fn sample_keys(src: &Store, k: usize) -> Result<Vec<String>, TransferError> {
+pub async fn sample_keys(src: &dyn Source, k: usize) -> Result<Vec<String>, TransferError> {
     let mut listing = src.list(None, None);
     let mut sample: Vec<String> = Vec::with_capacity(k);
     let mut seen = 0usize;
@@ -58,10 +59,10 @@ pub async fn plan(
     namespace: &str,
     name: &str,
     uid: &str,
-    spec: &MigrationJobSpec,
-    src: &Store,
+    spec: &ValidatedSpec,
+    src: &dyn Source,
 ) -> Result<JobPlan, TransferError> {
-    let shards = spec.parallelism.shards.max(1);
+    let shards = spec.shards;
     let ranges = if shards == 1 {
         vec![ShardRange {
             index: 0,
@@ -76,8 +77,8 @@ pub async fn plan(
         namespace: namespace.to_string(),
         name: name.to_string(),
         uid: uid.to_string(),
-        spec: spec.clone(),
-        spec_hash: spec_hash(spec),
+        transfer: spec.transfer.clone(),
+        spec_hash: spec.spec_hash.clone(),
         shards: ranges,
         only_keys: None,
         report_prefix: report_prefix(namespace, name, uid),

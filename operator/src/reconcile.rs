@@ -160,22 +160,24 @@ pub fn decide(mj: &MigrationJob, obs: &Observed) -> Decision {
         d.status.last_retry_token = obs.retry_token.clone();
     }
 
-    let problems = validate(spec);
-    if !problems.is_empty() {
-        let msg = problems
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        return finish(
-            d,
-            &prev,
-            obs,
-            Phase::Failed,
-            "InvalidSpec",
-            &format!("the spec is invalid: {msg}"),
-        );
-    }
+    let validated = match validate(spec) {
+        Ok(v) => v,
+        Err(problems) => {
+            let msg = problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return finish(
+                d,
+                &prev,
+                obs,
+                Phase::Failed,
+                "InvalidSpec",
+                &format!("the spec is invalid: {msg}"),
+            );
+        }
+    };
     if spec.cancel {
         if obs.job.is_some() {
             d.actions.push(Action::DeleteJob);
@@ -322,8 +324,8 @@ pub fn decide(mj: &MigrationJob, obs: &Observed) -> Decision {
 
     // Agents exist (or are being created): aggregate their progress.
     let shards: Vec<ShardProgress> = obs.shards.iter().flatten().cloned().collect();
-    let expected = spec.parallelism.shards.max(1) as usize;
-    let agg = aggregate(spec, &shards, expected);
+    let expected = validated.shards as usize;
+    let agg = aggregate(&validated.transfer, &shards, expected);
     d.status.progress = agg.progress;
     d.status.failures_by_class = agg.failures_by_class;
     d.status.first_errors = agg.first_errors;

@@ -1,5 +1,5 @@
-//! `transfer-agent`: copies one shard of a MigrationJob (the agent contract, see
-//! `transfer-agent/AGENT_CONTRACT.md`).
+//! `transfer-agent`: copies one shard of a job plan in a cluster (the protocol between the
+//! operator and its agents: `docs/agent-protocol.md`; its names: `ferry_k8s`).
 //!
 //! Exit codes: 0 when the shard is done (objects copied, skipped, vanished, or failed — object
 //! failures are in the progress record and the report, never in the exit code); 1 on a
@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use ferry_api::{JobPlan, ShardProgress, ShardState};
-use ferry_engine::checkpoint::{FileProgressStore, ProgressStore};
-use ferry_engine::store::S3Credentials;
-use ferry_engine::{run_shard, JobCredentials, ShardInputs};
+use ferry_core::{JobCredentials, JobPlan, ProgressStore, ShardProgress, ShardState, Side};
+use ferry_engine::checkpoint::FileProgressStore;
+use ferry_engine::{run_shard, ShardInputs};
+use ferry_k8s::env;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -26,59 +26,38 @@ use tracing_subscriber::EnvFilter;
 )]
 struct Args {
     /// The job plan (JSON), mounted read-only by the operator.
-    #[arg(long, env = "FERRY_PLAN", default_value = "/etc/ferry/plan/plan.json")]
-    plan: PathBuf,
+    #[arg(long, env = env::PLAN, default_value_t = ferry_k8s::names::plan_path())]
+    plan: String,
     /// The shard to copy; an Indexed Job sets JOB_COMPLETION_INDEX.
-    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    #[arg(long, env = env::SHARD)]
     shard: usize,
     /// Where the shard's progress record (with its checkpoint) is kept, as a file...
     #[arg(
         long,
-        env = "FERRY_PROGRESS_FILE",
+        env = env::PROGRESS_FILE,
         required_unless_present = "progress_configmap_prefix"
     )]
     progress_file: Option<PathBuf>,
     /// ...or in the ConfigMap `<prefix><shard>` of FERRY_NAMESPACE (in a cluster).
-    #[arg(long, env = "FERRY_PROGRESS_CONFIGMAP_PREFIX")]
+    #[arg(long, env = env::PROGRESS_CONFIGMAP_PREFIX)]
     progress_configmap_prefix: Option<String>,
     /// The namespace of the progress ConfigMap.
-    #[arg(long, env = "FERRY_NAMESPACE", default_value = "default")]
+    #[arg(long, env = env::NAMESPACE, default_value = "default")]
     namespace: String,
     /// Seconds between checkpoints (default: max(5, shards/20)).
-    #[arg(long, env = "FERRY_CHECKPOINT_SECONDS")]
+    #[arg(long, env = env::CHECKPOINT_SECONDS)]
     checkpoint_seconds: Option<f64>,
 }
 
-/// Credentials of one side from `FERRY_<SIDE>_AWS_*` variables (set by the operator from
-/// `secretKeyRef`), so that the two sides never share the default environment chain.
-fn side(name: &str, has_secret: bool) -> Result<S3Credentials, String> {
-    let var = |k: &str| {
-        std::env::var(format!("FERRY_{name}_{k}"))
-            .ok()
-            .filter(|v| !v.is_empty())
-    };
-    match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-        (Some(a), Some(s)) => Ok(S3Credentials::Static { access_key_id: a, secret_access_key: s, session_token: var("AWS_SESSION_TOKEN") }),
-        (None, None) if !has_secret => Ok(S3Credentials::DefaultChain),
-        _ => Err(format!("FERRY_{name}_AWS_ACCESS_KEY_ID and FERRY_{name}_AWS_SECRET_ACCESS_KEY must both be set")),
+/// Each side's secret values from its own `FERRY_<SIDE>_*` variables (set by the operator
+/// from `secretKeyRef`), so that no side's keys reach another through a default chain.
+fn credentials() -> JobCredentials {
+    let side = |s| env::secrets_from(s, std::env::vars());
+    JobCredentials {
+        source: side(Side::Source),
+        destination: side(Side::Destination),
+        report: side(Side::Report),
     }
-}
-
-fn credentials(plan: &JobPlan) -> Result<JobCredentials, String> {
-    let has = |ep: Option<&ferry_api::Endpoint>| {
-        ep.and_then(|e| e.s3.as_ref())
-            .is_some_and(|s| s.credentials_secret_ref.is_some())
-    };
-    let anon = plan.spec.source.s3.as_ref().is_some_and(|s| s.anonymous);
-    Ok(JobCredentials {
-        source: if anon {
-            S3Credentials::Anonymous
-        } else {
-            side("SOURCE", has(Some(&plan.spec.source)))?
-        },
-        destination: side("DESTINATION", has(Some(&plan.spec.destination)))?,
-        report: side("REPORT", has(plan.spec.report.as_ref()))?,
-    })
 }
 
 async fn run(args: Args) -> i32 {
@@ -88,7 +67,7 @@ async fn run(args: Args) -> i32 {
     {
         Ok(p) => p,
         Err(e) => {
-            tracing::error!(plan = %args.plan.display(), error = %e, "cannot read the job plan");
+            tracing::error!(plan = %args.plan, error = %e, "cannot read the job plan");
             return 1;
         }
     };
@@ -100,26 +79,21 @@ async fn run(args: Args) -> i32 {
         );
         return 1;
     }
-    let creds = match credentials(&plan) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "credentials");
-            return 1;
-        }
-    };
+    let creds = credentials();
     let every = args
         .checkpoint_seconds
         .unwrap_or_else(|| (plan.shards.len() as f64 / 20.0).max(5.0));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (live_tx, mut live_rx) = watch::channel(ShardProgress::default());
+    let (live_tx, _live_rx) = watch::channel(ShardProgress::default());
     let store: Arc<dyn ProgressStore> = match (&args.progress_configmap_prefix, &args.progress_file)
     {
-        (Some(prefix), _) => match kube::Client::try_default().await {
-            Ok(client) => Arc::new(ferry_engine::cluster::ConfigMapProgressStore::new(
-                client,
-                &args.namespace,
-                format!("{prefix}{}", args.shard),
-            )),
+        (Some(prefix), _) => match ferry_k8s::ConfigMapProgressStore::connect(
+            &args.namespace,
+            format!("{prefix}{}", args.shard),
+        )
+        .await
+        {
+            Ok(store) => Arc::new(store),
             Err(e) => {
                 tracing::error!(error = %e, "cannot reach the Kubernetes API for the progress ConfigMap");
                 return 1;
@@ -136,7 +110,6 @@ async fn run(args: Args) -> i32 {
         live: live_tx,
         stop: stop_rx,
         checkpoint_every: Duration::from_secs_f64(every),
-        limits: None,
     }));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
@@ -147,7 +120,6 @@ async fn run(args: Args) -> i32 {
             r = &mut shard => break r,
             _ = term.recv(), if signal_code.is_none() => { signal_code = Some(143); let _ = stop_tx.send(true); }
             _ = tokio::signal::ctrl_c(), if signal_code.is_none() => { signal_code = Some(130); let _ = stop_tx.send(true); }
-            _ = live_rx.changed() => {}
         }
     };
     match result {

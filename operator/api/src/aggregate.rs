@@ -3,21 +3,18 @@
 
 use std::collections::BTreeMap;
 
-use crate::plan::FailureBudget;
+use ferry_core::plan::Transfer;
+
 use crate::quantity::human_bytes;
-use crate::spec::{MigrationJobSpec, VerifyMode};
 use crate::status::{
     Counters, ErrorSample, MigrationJobStatus, Phase, Progress, ShardProgress, ShardState,
-    ShardSummary, Totals,
+    ShardSummary, Totals, MAX_FIRST_ERRORS,
 };
-
-/// At most this many first errors are kept in the status.
-pub const MAX_FIRST_ERRORS: usize = 10;
 const MAX_KEY_IN_STATUS: usize = 256;
 
 /// The phase the shards add up to, with a one-line message.
 pub fn outcome(
-    spec: &MigrationJobSpec,
+    spec: &Transfer,
     shards: &[ShardProgress],
     expected_shards: usize,
 ) -> (Phase, String) {
@@ -69,22 +66,15 @@ pub fn outcome(
             ),
         );
     }
-    let budget = spec
-        .max_failures
-        .as_deref()
-        .and_then(|m| FailureBudget::parse(m).ok());
+    let budget = spec.max_failures;
     let msg = format!(
         "{} of {} objects failed; see the failure report",
         total.objects_failed, total.objects_total
     );
     match budget {
-        Some(b) if b.exceeded(total.objects_failed, total.objects_total) => (
-            Phase::Failed,
-            format!(
-                "{msg} (more than maxFailures {})",
-                spec.max_failures.as_deref().unwrap_or_default()
-            ),
-        ),
+        Some(b) if b.exceeded(total.objects_failed, total.objects_total) => {
+            (Phase::Failed, format!("{msg} (more than maxFailures {b})"))
+        }
         _ => (Phase::PartiallyCompleted, msg),
     }
 }
@@ -92,7 +82,7 @@ pub fn outcome(
 /// The job status the shards add up to. `elapsed_secs` is the time since the job started
 /// (for the ETA when no shard reports a rate).
 pub fn aggregate(
-    spec: &MigrationJobSpec,
+    spec: &Transfer,
     shards: &[ShardProgress],
     expected_shards: usize,
 ) -> MigrationJobStatus {
@@ -139,14 +129,7 @@ pub fn aggregate(
                 objects_failed: s.counters.objects_failed,
             })
             .collect(),
-        verified: Some(
-            match spec.verify {
-                VerifyMode::Checksum => "Checksum",
-                VerifyMode::ReRead => "ReRead",
-                VerifyMode::Size => "SizeOnly",
-            }
-            .to_string(),
-        ),
+        verified: Some(spec.verify.reported().to_string()),
         dry_run: spec.dry_run,
         message: (!message.is_empty()).then_some(message),
         ..Default::default()
@@ -240,11 +223,12 @@ mod tests {
     use super::*;
     use crate::status::FailureClass;
 
-    fn spec(extra: &str) -> MigrationJobSpec {
-        serde_yaml::from_str(&format!(
+    fn spec(extra: &str) -> Transfer {
+        let spec: crate::MigrationJobSpec = serde_yaml::from_str(&format!(
             "source: {{s3: {{bucket: abc}}}}\ndestination: {{filesystem: {{path: /b}}}}\n{extra}"
         ))
-        .unwrap()
+        .unwrap();
+        crate::validate(&spec).unwrap().transfer
     }
 
     fn shard(i: u32, state: ShardState, copied: u64, failed: u64) -> ShardProgress {

@@ -15,9 +15,9 @@ fn add(schema: &mut Schema, rules: &[(&str, &str)]) {
         .insert("x-kubernetes-validations".into(), json!(list));
 }
 
-/// Fields fixed once the job is created: all but `suspend`, `cancel`, `bandwidthLimit`,
-/// `requestsPerSecond`, `parallelism.concurrency` and `parallelism.memoryBudget`.
-pub const IMMUTABLE_FIELDS: &[&str] = &[
+/// Fields fixed once the job is created: all but the runtime knobs
+/// ([`crate::validate::RUNTIME_KNOBS`]); `parallelism.shards` is frozen on its own.
+pub(crate) const IMMUTABLE_FIELDS: &[&str] = &[
     "source",
     "destination",
     "filters",
@@ -50,14 +50,16 @@ pub fn spec(schema: &mut Schema) {
     );
 }
 
+/// Exactly one of the endpoint's kinds ([`crate::Endpoint::KINDS`]) is set.
 pub fn endpoint(schema: &mut Schema) {
-    add(
-        schema,
-        &[(
-            "has(self.s3) != has(self.filesystem)",
-            "set exactly one of s3 or filesystem",
-        )],
-    );
+    let kinds = crate::Endpoint::KINDS;
+    let count: Vec<String> = kinds
+        .iter()
+        .map(|k| format!("(has(self.{k}) ? 1 : 0)"))
+        .collect();
+    let rule = format!("{} == 1", count.join(" + "));
+    let message = format!("set exactly one of {}", kinds.join(" or "));
+    add(schema, &[(&rule, &message)]);
 }
 
 const NO_DOTDOT: &str =

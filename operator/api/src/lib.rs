@@ -1,22 +1,23 @@
-//! Ferry's `ferry.dev/v1alpha1` API: the `MigrationJob` resource, its validation, the job plan
-//! handed to agents, and the status folded from shard progress.
+//! Ferry's `ferry.dev/v1alpha1` API: the `MigrationJob` resource, its validation into a
+//! [`ValidatedSpec`] (the plan's transfer settings, every default resolved), and the status
+//! folded from shard progress.
 //!
-//! This crate sits under `operator/` and is used by both the engine (`transfer-agent`) and the
-//! operator. It holds types and pure functions only (no client, no I/O), so the engine can
-//! depend on it without pulling in the controller, and the operator can depend on the engine
-//! without a cycle.
+//! Types and pure functions only (no client, no I/O). The types the engine shares
+//! (progress records, counters, failure classes, policies) come from `ferry-core` and are
+//! re-exported here, so the engine never depends on this crate.
 
 pub mod aggregate;
 pub mod cel;
-pub mod plan;
+pub mod endpoint;
 pub mod quantity;
-pub mod select;
 pub mod spec;
 pub mod status;
 pub mod validate;
 
-pub use plan::{FailureBudget, JobPlan, ShardRange};
+pub use endpoint::{Location, Side};
+pub use ferry_core::plan::{FailureBudget, JobPlan, ShardRange};
+pub use ferry_core::select::Selector;
 pub use quantity::ByteSize;
-pub use select::Selector;
 pub use spec::*;
 pub use status::*;
+pub use validate::{spec_hash, validate, SpecError, ValidatedSpec};

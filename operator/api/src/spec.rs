@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::quantity::ByteSize;
 use crate::status::MigrationJobStatus;
 
+pub use ferry_core::stores::ServerSideEncryption;
+pub use ferry_core::{OverwritePolicy, VerifyMode};
+
 /// One bulk copy of objects from a source to a destination.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -80,7 +83,7 @@ pub struct MigrationJobSpec {
     pub report: Option<Endpoint>,
 }
 
-/// One side of a copy. Exactly one of the fields is set.
+/// One side of a copy. Exactly one of the fields is set (see [`Endpoint::KINDS`]).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::cel::endpoint)]
@@ -147,14 +150,6 @@ pub struct S3Location {
     pub canned_acl: Option<String>,
 }
 
-/// Server-side encryption of written objects.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum ServerSideEncryption {
-    AES256,
-    #[serde(rename = "aws:kms")]
-    AwsKms,
-}
-
 /// A reference to a Secret in the resource's own namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct SecretRef {
@@ -216,32 +211,6 @@ pub struct Filters {
     /// Only objects modified before this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_before: Option<DateTime<Utc>>,
-}
-
-/// What to do with a key the destination already holds.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum OverwritePolicy {
-    /// Copy only keys absent at the destination.
-    Skip,
-    /// Copy every selected object.
-    Always,
-    /// Copy when the source was modified after the destination object.
-    IfNewer,
-    /// Copy when sizes differ or a known checksum differs.
-    #[default]
-    IfDifferent,
-}
-
-/// How copies are verified.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum VerifyMode {
-    /// The destination checks a checksum of the bytes read (Content-MD5 per part).
-    #[default]
-    Checksum,
-    /// Checksum, and re-read the written object and compare.
-    ReRead,
-    /// Sizes only: an explicit opt-out.
-    Size,
 }
 
 /// How the work is spread.
@@ -306,20 +275,6 @@ impl Default for Multipart {
         Multipart {
             threshold: default_threshold(),
             part_size: default_part_size(),
-        }
-    }
-}
-
-impl Endpoint {
-    /// A short human description (`s3://bucket/prefix` or a path) without credentials.
-    pub fn describe(&self) -> String {
-        match (&self.s3, &self.filesystem) {
-            (Some(s3), _) => {
-                let host = s3.endpoint.as_deref().unwrap_or("aws");
-                format!("s3://{}/{} ({host})", s3.bucket, s3.prefix)
-            }
-            (None, Some(fs)) => fs.path.clone(),
-            (None, None) => "(none)".to_string(),
         }
     }
 }

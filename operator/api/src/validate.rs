@@ -1,8 +1,13 @@
-//! Checks of a spec that need no I/O. The operator and `ferry run` run the same checks, and
-//! the CRD's CEL rules repeat those that the API server can enforce at `kubectl apply` time.
+//! Validation of a spec, once, into a [`ValidatedSpec`] that carries every resolved value
+//! ("parse, don't validate"): the operator and `ferry run` read shard counts, budgets and the
+//! plan's transfer settings from it, never from the raw spec. The CRD's CEL rules repeat the
+//! checks that the API server can enforce at `kubectl apply` time.
 
-use crate::plan::FailureBudget;
-use crate::select::Selector;
+use ferry_core::plan::{FailureBudget, MultipartSettings, Transfer};
+use ferry_core::select::{Selection, Selector};
+use sha2::{Digest, Sha256};
+
+use crate::endpoint::Side;
 use crate::spec::{Endpoint, MigrationJobSpec};
 
 /// One problem with a spec: the field path and what is wrong with it.
@@ -13,7 +18,7 @@ pub struct SpecError {
     pub message: String,
 }
 
-fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+pub(crate) fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
     SpecError {
         field: field.into(),
         message: message.into(),
@@ -22,24 +27,111 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
+/// The in-flight byte budget of a shard when `parallelism.memoryBudget` is absent.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 256 * MIB;
+
+/// A spec that passed every check, with the values downstream code needs resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedSpec {
+    /// Shards (agents), at least 1.
+    pub shards: u32,
+    /// What the plan carries: stores, selection, policies and limits, defaults resolved.
+    pub transfer: Transfer,
+    /// See [`spec_hash`].
+    pub spec_hash: String,
+}
+
+/// Checks `spec` and resolves it, or says everything that is wrong with it.
+pub fn validate(spec: &MigrationJobSpec) -> Result<ValidatedSpec, Vec<SpecError>> {
+    let errors = problems(spec);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let location = |ep: &Endpoint| ep.location().expect("checked").store_config();
+    let f = &spec.filters;
+    Ok(ValidatedSpec {
+        shards: spec.parallelism.shards,
+        spec_hash: spec_hash(spec),
+        transfer: Transfer {
+            source: location(&spec.source),
+            destination: location(&spec.destination),
+            report: spec.report.as_ref().map(location),
+            selection: Selection {
+                include: f.include.clone(),
+                exclude: f.exclude.clone(),
+                case_insensitive: f.case_insensitive,
+                min_size: f.min_size.as_ref().map(|q| q.bytes()),
+                max_size: f.max_size.as_ref().map(|q| q.bytes()),
+                modified_after: f.modified_after,
+                modified_before: f.modified_before,
+            },
+            overwrite: spec.overwrite,
+            verify: spec.verify,
+            concurrency: spec.parallelism.concurrency,
+            memory_budget: spec
+                .parallelism
+                .memory_budget
+                .as_ref()
+                .map_or(DEFAULT_MEMORY_BUDGET, |m| m.bytes()),
+            bandwidth_limit: spec.bandwidth_limit.as_ref().map(|b| b.bytes()),
+            requests_per_second: spec.requests_per_second,
+            multipart: MultipartSettings {
+                threshold: spec.multipart.threshold.bytes(),
+                part_size: spec.multipart.part_size.bytes(),
+            },
+            max_failures: spec
+                .max_failures
+                .as_deref()
+                .map(|m| FailureBudget::parse(m).expect("checked")),
+            dry_run: spec.dry_run,
+            cancel: spec.cancel,
+        },
+    })
+}
+
+/// A hash of every spec field that shapes what a run does, that is all but the runtime knobs
+/// ([`RUNTIME_KNOBS`]). Checkpoints and progress records with another hash are stale.
+pub fn spec_hash(spec: &MigrationJobSpec) -> String {
+    let mut s = spec.clone();
+    s.suspend = false;
+    s.cancel = false;
+    s.bandwidth_limit = None;
+    s.requests_per_second = 0;
+    s.parallelism.concurrency = 0;
+    s.parallelism.memory_budget = None;
+    let json = serde_json::to_vec(&s).expect("spec serializes");
+    hex::encode(&Sha256::digest(&json)[..12])
+}
+
+/// The spec fields that may change while a job runs (camelCase paths): [`spec_hash`] leaves
+/// them out and the CRD's immutability rule lets them change. A test ties the three together.
+pub const RUNTIME_KNOBS: &[&str] = &[
+    "suspend",
+    "cancel",
+    "bandwidthLimit",
+    "requestsPerSecond",
+    "parallelism.concurrency",
+    "parallelism.memoryBudget",
+];
 
 /// Every problem found in `spec`; empty when it is valid.
-pub fn validate(spec: &MigrationJobSpec) -> Vec<SpecError> {
+pub fn problems(spec: &MigrationJobSpec) -> Vec<SpecError> {
     let mut errors = Vec::new();
-    check_endpoint("spec.source", &spec.source, Side::Source, &mut errors);
-    check_endpoint(
-        "spec.destination",
-        &spec.destination,
-        Side::Destination,
-        &mut errors,
-    );
+    check_endpoint(&spec.source, Side::Source, &mut errors);
+    check_endpoint(&spec.destination, Side::Destination, &mut errors);
     if let Some(report) = &spec.report {
-        check_endpoint("spec.report", report, Side::Destination, &mut errors);
+        check_endpoint(report, Side::Report, &mut errors);
     }
     check_overlap(spec, &mut errors);
 
     let f = &spec.filters;
-    if let Err(e) = Selector::new(f) {
+    let selection = Selection {
+        include: f.include.clone(),
+        exclude: f.exclude.clone(),
+        case_insensitive: f.case_insensitive,
+        ..Default::default()
+    };
+    if let Err(e) = Selector::new(&selection) {
         errors.push(err(
             format!("spec.filters.{}[{}]", e.field, e.index),
             format!("{:?} is not a valid glob: {}", e.pattern, e.reason),
@@ -121,117 +213,29 @@ pub fn validate(spec: &MigrationJobSpec) -> Vec<SpecError> {
     errors
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Side {
-    Source,
-    Destination,
-}
-
-fn check_endpoint(path: &str, ep: &Endpoint, side: Side, errors: &mut Vec<SpecError>) {
-    match (&ep.s3, &ep.filesystem) {
-        (Some(_), Some(_)) => {
-            errors.push(err(path, "set exactly one of s3 or filesystem, not both"))
-        }
-        (None, None) => errors.push(err(path, "set exactly one of s3 or filesystem")),
-        (Some(s3), None) => {
-            let p = format!("{path}.s3");
-            if let Some(bad) = bucket_name_problem(&s3.bucket) {
-                errors.push(err(
-                    format!("{p}.bucket"),
-                    format!("{:?} is not a valid bucket name: {bad}", s3.bucket),
-                ));
-            }
-            if has_dot_segment(&s3.prefix) {
-                errors.push(err(
-                    format!("{p}.prefix"),
-                    "must not contain '.' or '..' path segments",
-                ));
-            }
-            if let Some(e) = &s3.endpoint {
-                if !(e.starts_with("http://") || e.starts_with("https://")) {
-                    errors.push(err(
-                        format!("{p}.endpoint"),
-                        format!("{e:?} must start with http:// or https://"),
-                    ));
-                }
-                if e.contains('@') {
-                    errors.push(err(
-                        format!("{p}.endpoint"),
-                        "must not contain credentials; use credentialsSecretRef",
-                    ));
-                }
-            }
-            if s3.anonymous && side == Side::Destination {
-                errors.push(err(
-                    format!("{p}.anonymous"),
-                    "anonymous access is only for sources",
-                ));
-            }
-            if s3.anonymous && s3.credentials_secret_ref.is_some() {
-                errors.push(err(
-                    format!("{p}.anonymous"),
-                    "set either anonymous or credentialsSecretRef, not both",
-                ));
-            }
-            if side == Side::Source {
-                for (set, field) in [
-                    (s3.storage_class.is_some(), "storageClass"),
-                    (s3.server_side_encryption.is_some(), "serverSideEncryption"),
-                    (s3.kms_key_id.is_some(), "kmsKeyId"),
-                    (s3.canned_acl.is_some(), "cannedAcl"),
-                ] {
-                    if set {
-                        errors.push(err(format!("{p}.{field}"), "is a destination-only option"));
-                    }
-                }
-            }
-        }
-        (None, Some(fs)) => {
-            if fs.path.is_empty() {
-                errors.push(err(format!("{path}.filesystem.path"), "must not be empty"));
-            }
-            if has_dot_segment(&fs.path) {
-                errors.push(err(
-                    format!("{path}.filesystem.path"),
-                    "must not contain '..' segments",
-                ));
-            }
-        }
+fn check_endpoint(ep: &Endpoint, side: Side, errors: &mut Vec<SpecError>) {
+    let path = format!("spec.{}", side.field());
+    match ep.location() {
+        Ok(l) => l.check(&path, side, errors),
+        Err(why) => errors.push(err(path, why)),
     }
 }
 
 /// Refuses a copy of a tree into itself (the destination inside the source or the reverse).
 fn check_overlap(spec: &MigrationJobSpec, errors: &mut Vec<SpecError>) {
-    let nested = |a: &str, b: &str| a.starts_with(b) || b.starts_with(a);
-    match (&spec.source, &spec.destination) {
-        (Endpoint { s3: Some(s), .. }, Endpoint { s3: Some(d), .. })
-            if s.bucket == d.bucket && s.endpoint == d.endpoint && nested(&s.prefix, &d.prefix) =>
-        {
-            errors.push(err("spec.destination.s3.prefix", "source and destination overlap in the same bucket: the job would copy into its own source"));
-        }
-        (
-            Endpoint {
-                filesystem: Some(s),
-                ..
-            },
-            Endpoint {
-                filesystem: Some(d),
-                ..
-            },
-        ) => {
-            let norm = |p: &str| format!("{}/", p.trim_end_matches('/'));
-            if nested(&norm(&s.path), &norm(&d.path)) {
-                errors.push(err(
-                    "spec.destination.filesystem.path",
-                    "source and destination directories overlap",
-                ));
-            }
-        }
-        _ => {}
+    let (Ok(src), Ok(dst)) = (spec.source.location(), spec.destination.location()) else {
+        return;
+    };
+    let (s, d) = (src.scope(), dst.scope());
+    if s.space == d.space && (s.prefix.starts_with(&d.prefix) || d.prefix.starts_with(&s.prefix)) {
+        errors.push(err(
+            format!("spec.destination.{}", d.field),
+            "source and destination overlap: the job would copy into its own source",
+        ));
     }
 }
 
-fn has_dot_segment(p: &str) -> bool {
+pub(crate) fn has_dot_segment(p: &str) -> bool {
     p.split('/').any(|s| s == "..") || p.split('/').skip(1).any(|s| s == ".")
 }
 
@@ -269,7 +273,11 @@ mod tests {
 
     #[test]
     fn a_minimal_spec_is_valid() {
-        assert_eq!(validate(&spec(OK)), vec![]);
+        assert_eq!(problems(&spec(OK)), vec![]);
+        let v = validate(&spec(OK)).unwrap();
+        assert_eq!(v.shards, 1);
+        assert_eq!(v.transfer.memory_budget, DEFAULT_MEMORY_BUDGET);
+        assert_eq!(v.transfer.multipart.part_size, 16 * MIB);
     }
 
     #[test]
@@ -294,7 +302,7 @@ mod tests {
             (&format!("{OK}maxFailures: 'lots'"), "spec.maxFailures"),
         ];
         for (yaml, field) in cases {
-            let errors = validate(&spec(yaml));
+            let errors = problems(&spec(yaml));
             assert!(
                 errors.iter().any(|e| e.field == field),
                 "{yaml}: expected an error on {field}, got {errors:?}"
@@ -310,5 +318,50 @@ mod tests {
         for bad in ["ab", "-abc", "abc-", "a..b", "ABC", "a_b", &"x".repeat(64)] {
             assert!(bucket_name_problem(bad).is_some(), "{bad}");
         }
+    }
+
+    #[test]
+    fn spec_hash_ignores_only_the_runtime_knobs() {
+        let base = spec("source: {s3: {bucket: abc}}\ndestination: {filesystem: {path: /b}}");
+        let mut knobs = base.clone();
+        knobs.suspend = true;
+        knobs.cancel = true;
+        knobs.parallelism.concurrency = 7;
+        knobs.parallelism.memory_budget = Some(crate::ByteSize::parse("64Mi").unwrap());
+        knobs.requests_per_second = 9;
+        knobs.bandwidth_limit = Some(crate::ByteSize::parse("1Mi").unwrap());
+        assert_eq!(spec_hash(&base), spec_hash(&knobs));
+        let mut shaped = base.clone();
+        shaped.filters.include = vec!["*.jpg".into()];
+        assert_ne!(spec_hash(&base), spec_hash(&shaped));
+        let mut sharded = base.clone();
+        sharded.parallelism.shards = 2;
+        assert_ne!(spec_hash(&base), spec_hash(&sharded));
+    }
+
+    /// The runtime knobs are the fields that neither the spec hash nor the CEL immutability
+    /// rule covers, and every other top-level field is frozen by CEL.
+    #[test]
+    fn runtime_knobs_are_the_fields_cel_lets_change() {
+        let schema = serde_json::to_value(schemars::schema_for!(MigrationJobSpec)).unwrap();
+        let fields: Vec<String> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        for f in &fields {
+            let knob = RUNTIME_KNOBS.contains(&f.as_str());
+            let frozen = crate::cel::IMMUTABLE_FIELDS.contains(&f.as_str());
+            let nested = f == "parallelism";
+            assert!(
+                knob ^ frozen || nested,
+                "spec.{f} must be either a runtime knob or frozen by CEL"
+            );
+        }
+        assert!(RUNTIME_KNOBS
+            .iter()
+            .filter(|k| !k.contains('.'))
+            .all(|k| fields.iter().any(|f| f == k)));
     }
 }

@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use std::any::Any;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use ferry_api::FailureClass;
-use futures::stream::BoxStream;
+use ferry_core::FailureClass;
 use tokio::sync::mpsc;
 
-use super::{Body, ObjectInfo, ObjectMeta, Upload};
+use super::{Body, Listing, ObjectInfo, ObjectMeta, Sink, SinkCaps, Source, SourceCaps, Upload};
 use crate::error::TransferError;
 use crate::limit::{Buffer, Limits};
 
@@ -36,93 +37,6 @@ impl FsStore {
             root: root.into(),
             limits,
         }
-    }
-
-    pub fn under(&self, folder: &str) -> FsStore {
-        FsStore {
-            root: self.root.join(folder),
-            limits: self.limits.clone(),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        self.root.display().to_string()
-    }
-
-    pub fn list(
-        &self,
-        after: Option<String>,
-        until: Option<String>,
-    ) -> BoxStream<'static, Result<ObjectInfo, TransferError>> {
-        let (tx, rx) = mpsc::channel(1024);
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || {
-            let walk = Walk {
-                tx: &tx,
-                after: after.as_deref(),
-                until: until.as_deref(),
-            };
-            if let Err(e) = walk.dir(&root, "") {
-                let _ = tx.blocking_send(Err(TransferError::io(
-                    &format!("listing {}", root.display()),
-                    &e,
-                )
-                .fatal()));
-            }
-        });
-        super::channel_stream(rx)
-    }
-
-    pub async fn head(&self, key: &str) -> Result<Option<(ObjectInfo, ObjectMeta)>, TransferError> {
-        let path = match self.path_of(key) {
-            Ok(p) => p,
-            Err(_) => return Ok(None),
-        };
-        let key = key.to_string();
-        blocking(move || match fs::metadata(&path) {
-            Ok(m) if m.is_file() => {
-                let info = info_from(&key, &m);
-                let meta = meta_for(&key, info.modified);
-                Ok(Some((info, meta)))
-            }
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(TransferError::io("stat", &e)),
-        })
-        .await
-    }
-
-    pub async fn get(
-        &self,
-        key: &str,
-        offset: u64,
-        len: u64,
-        mut buffer: Buffer,
-    ) -> Result<Body, TransferError> {
-        let path = self.path_of(key)?;
-        self.limits.bandwidth(len).await;
-        let key = key.to_string();
-        blocking(move || {
-            let f = File::open(&path).map_err(|e| TransferError::io("open", &e))?;
-            let m = f.metadata().map_err(|e| TransferError::io("stat", &e))?;
-            let buf = buffer.zeroed(len as usize);
-            let mut done = 0usize;
-            while done < buf.len() {
-                let n = f
-                    .read_at(&mut buf[done..], offset + done as u64)
-                    .map_err(|e| TransferError::io("read", &e))?;
-                if n == 0 {
-                    return Err(TransferError::short_body(len, done as u64));
-                }
-                done += n;
-            }
-            let modified = m.modified().ok().map(DateTime::<Utc>::from);
-            Ok(Body {
-                bytes: buffer.freeze(),
-                meta: meta_for(&key, modified),
-            })
-        })
-        .await
     }
 
     /// The path of `key` below the root, refusing keys that are not plain relative paths.
@@ -169,12 +83,149 @@ impl FsStore {
         dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()))
     }
 
-    pub async fn put(
+    /// Checks the root is a directory; a destination's is created when missing (the first
+    /// write would create it anyway), except in a dry run, which writes nothing.
+    async fn check(&self, create: bool, missing_ok: bool) -> Result<(), TransferError> {
+        let root = self.root.clone();
+        blocking(move || {
+            if missing_ok && !root.exists() {
+                return Ok(());
+            }
+            if create && !root.exists() {
+                fs::create_dir_all(&root).map_err(|e| {
+                    TransferError::io(&format!("creating {}", root.display()), &e).fatal()
+                })?;
+            }
+            match fs::metadata(&root) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(TransferError::new(
+                    FailureClass::InvalidRequest,
+                    format!("{} is not a directory", root.display()),
+                )
+                .fatal()),
+                Err(e) => Err(TransferError::io(&format!("{}", root.display()), &e).fatal()),
+            }
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for FsStore {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        key.to_string()
+    }
+
+    fn caps(&self) -> SourceCaps {
+        SourceCaps {
+            md5_etags: false,
+            ranged_reads: true,
+        }
+    }
+
+    fn list(&self, after: Option<String>, until: Option<String>) -> Listing {
+        let (tx, rx) = mpsc::channel(1024);
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let walk = Walk {
+                tx: &tx,
+                after: after.as_deref(),
+                until: until.as_deref(),
+            };
+            if let Err(e) = walk.dir(&root, "") {
+                let _ = tx.blocking_send(Err(TransferError::io(
+                    &format!("listing {}", root.display()),
+                    &e,
+                )
+                .fatal()));
+            }
+        });
+        super::channel_stream(rx)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<(ObjectInfo, ObjectMeta)>, TransferError> {
+        let path = match self.path_of(key) {
+            Ok(p) => p,
+            Err(_) => return Ok(None),
+        };
+        let key = key.to_string();
+        blocking(move || match fs::metadata(&path) {
+            Ok(m) if m.is_file() => {
+                let info = info_from(&key, &m);
+                let meta = meta_for(&key, info.modified);
+                Ok(Some((info, meta)))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(TransferError::io("stat", &e)),
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        _whole: bool,
+        _etag: Option<&str>,
+        mut buffer: Buffer,
+    ) -> Result<Body, TransferError> {
+        let path = self.path_of(key)?;
+        self.limits.bandwidth(len).await;
+        let key = key.to_string();
+        blocking(move || {
+            let f = File::open(&path).map_err(|e| TransferError::io("open", &e))?;
+            let m = f.metadata().map_err(|e| TransferError::io("stat", &e))?;
+            let buf = buffer.zeroed(len as usize);
+            let mut done = 0usize;
+            while done < buf.len() {
+                let n = f
+                    .read_at(&mut buf[done..], offset + done as u64)
+                    .map_err(|e| TransferError::io("read", &e))?;
+                if n == 0 {
+                    return Err(TransferError::short_body(len, done as u64));
+                }
+                done += n;
+            }
+            let modified = m.modified().ok().map(DateTime::<Utc>::from);
+            Ok(Body {
+                bytes: buffer.freeze(),
+                meta: meta_for(&key, modified),
+            })
+        })
+        .await
+    }
+
+    async fn probe(&self) -> Result<(), TransferError> {
+        self.check(false, false).await
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for FsStore {
+    fn sink_caps(&self) -> SinkCaps {
+        SinkCaps {
+            max_object_size: None,
+            etags_are_md5: false,
+        }
+    }
+
+    async fn put(
         &self,
         key: &str,
         body: Bytes,
         meta: &ObjectMeta,
-    ) -> Result<(), TransferError> {
+        _md5: Option<&[u8]>,
+    ) -> Result<Option<String>, TransferError> {
         let path = self.path_of(key)?;
         let me = self.clone();
         let key = key.to_string();
@@ -202,9 +253,15 @@ impl FsStore {
             res
         })
         .await
+        .map(|_| None)
     }
 
-    pub async fn create_upload(&self, key: &str, size: u64) -> Result<Upload, TransferError> {
+    async fn create_upload(
+        &self,
+        key: &str,
+        _meta: &ObjectMeta,
+        size: u64,
+    ) -> Result<Upload, TransferError> {
         let path = self.path_of(key)?;
         let me = self.clone();
         let key = key.to_string();
@@ -222,12 +279,14 @@ impl FsStore {
         .await
     }
 
-    pub async fn write_part(
+    async fn upload_part(
         &self,
         up: &Upload,
+        _number: i32,
         offset: u64,
         body: Bytes,
-    ) -> Result<(), TransferError> {
+        _md5: Option<&[u8]>,
+    ) -> Result<String, TransferError> {
         let tmp = PathBuf::from(&up.id);
         blocking(move || {
             let f = fs::OpenOptions::new()
@@ -238,14 +297,16 @@ impl FsStore {
                 .map_err(|e| TransferError::io("write", &e))
         })
         .await
+        .map(|_| String::new())
     }
 
-    pub async fn complete_upload(
+    async fn complete_upload(
         &self,
         up: &Upload,
+        _etags: Vec<String>,
         size: u64,
         meta: &ObjectMeta,
-    ) -> Result<(), TransferError> {
+    ) -> Result<Option<String>, TransferError> {
         let tmp = PathBuf::from(&up.id);
         let path = self.path_of(&up.key)?;
         let modified = meta.modified;
@@ -260,10 +321,10 @@ impl FsStore {
         if res.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        res
+        res.map(|_| None)
     }
 
-    pub async fn abort_upload(&self, up: &Upload) {
+    async fn abort_upload(&self, up: &Upload) {
         let tmp = PathBuf::from(&up.id);
         // Only ever remove Ferry's own temporary files.
         if tmp
@@ -275,25 +336,25 @@ impl FsStore {
         }
     }
 
-    pub async fn probe(&self, as_destination: bool) -> Result<(), TransferError> {
-        let root = self.root.clone();
-        blocking(move || {
-            if as_destination && !root.exists() {
-                fs::create_dir_all(&root).map_err(|e| {
-                    TransferError::io(&format!("creating {}", root.display()), &e).fatal()
-                })?;
-            }
-            match fs::metadata(&root) {
-                Ok(m) if m.is_dir() => Ok(()),
-                Ok(_) => Err(TransferError::new(
-                    FailureClass::InvalidRequest,
-                    format!("{} is not a directory", root.display()),
-                )
-                .fatal()),
-                Err(e) => Err(TransferError::io(&format!("{}", root.display()), &e).fatal()),
-            }
+    async fn delete(&self, key: &str) -> Result<(), TransferError> {
+        let path = self.path_of(key)?;
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(TransferError::io("delete", &e)),
         })
         .await
+    }
+
+    async fn probe_destination(&self, dry_run: bool) -> Result<(), TransferError> {
+        self.check(!dry_run, dry_run).await
+    }
+
+    fn folder(&self, folder: &str) -> Arc<dyn Sink> {
+        Arc::new(FsStore {
+            root: self.root.join(folder),
+            limits: self.limits.clone(),
+        })
     }
 }
 
@@ -568,14 +629,14 @@ mod tests {
             modified: Some(t),
             ..Default::default()
         };
-        s.put("dir/file", Bytes::from_static(b"hello"), &meta)
+        s.put("dir/file", Bytes::from_static(b"hello"), &meta, None)
             .await
             .unwrap();
         assert_eq!(fs::read(root.join("dir/file")).unwrap(), b"hello");
         let m = fs::metadata(root.join("dir/file")).unwrap();
         assert_eq!(DateTime::<Utc>::from(m.modified().unwrap()), t);
         let e = s
-            .put("link/evil", Bytes::from_static(b"x"), &meta)
+            .put("link/evil", Bytes::from_static(b"x"), &meta, None)
             .await
             .unwrap_err();
         assert_eq!(e.class, FailureClass::Unrepresentable);
@@ -586,17 +647,17 @@ mod tests {
         );
         // A file where a directory is needed, and the reverse.
         let e = s
-            .put("dir/file/sub", Bytes::from_static(b"x"), &meta)
+            .put("dir/file/sub", Bytes::from_static(b"x"), &meta, None)
             .await
             .unwrap_err();
         assert_eq!(e.class, FailureClass::Unrepresentable);
         let e = s
-            .put("dir", Bytes::from_static(b"x"), &meta)
+            .put("dir", Bytes::from_static(b"x"), &meta, None)
             .await
             .unwrap_err();
         assert_eq!(e.class, FailureClass::Unrepresentable);
         // Directory markers become directories.
-        s.put("empty/", Bytes::new(), &meta).await.unwrap();
+        s.put("empty/", Bytes::new(), &meta, None).await.unwrap();
         assert!(root.join("empty").is_dir());
         let leftovers: Vec<_> = fs::read_dir(root.join("dir"))
             .unwrap()

@@ -4,15 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use ferry_api::ShardProgress;
+use ferry_core::{ProgressStore, ShardProgress};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
-use crate::checkpoint::ProgressStore;
-
-pub const PROGRESS_KEY: &str = "progress.json";
+use crate::names::PROGRESS_KEY;
 
 pub struct ConfigMapProgressStore {
     api: Api<ConfigMap>,
@@ -20,6 +18,13 @@ pub struct ConfigMapProgressStore {
 }
 
 impl ConfigMapProgressStore {
+    /// The record in the ConfigMap `name` of `namespace`, through the in-cluster client (or
+    /// the kubeconfig outside a cluster).
+    pub async fn connect(namespace: &str, name: String) -> Result<Self, kube::Error> {
+        Ok(Self::new(Client::try_default().await?, namespace, name))
+    }
+
+    /// The record in the ConfigMap `name` of `namespace`.
     pub fn new(client: Client, namespace: &str, name: String) -> Self {
         ConfigMapProgressStore {
             api: Api::namespaced(client, namespace),
@@ -56,4 +61,12 @@ impl ProgressStore for ConfigMapProgressStore {
                 .map_err(|e| format!("ConfigMap {}: {e}", self.name))
         })
     }
+}
+
+/// The progress record in a shard ConfigMap's data, if it holds one that parses.
+pub fn record_of(cm: &ConfigMap) -> Option<ShardProgress> {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get(PROGRESS_KEY))
+        .and_then(|j| serde_json::from_str(j).ok())
 }

@@ -1,5 +1,8 @@
 //! S3-compatible buckets through aws-sdk-s3.
 
+mod errors;
+
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,14 +21,21 @@ use aws_sdk_s3::Client;
 use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
-use ferry_api::{FailureClass, S3Location};
-use futures::stream::BoxStream;
+use ferry_core::stores::{
+    S3Auth, S3Config, SideSecrets, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_SESSION_TOKEN,
+};
+use ferry_core::FailureClass;
 use tokio::sync::mpsc;
 
-use super::{Body, ObjectInfo, ObjectMeta, Upload};
+use super::{
+    Body, Listing, ObjectInfo, ObjectMeta, OpenUpload, ServerCopy, Sink, SinkCaps, Source,
+    SourceCaps, Upload,
+};
 use crate::error::TransferError;
 use crate::limit::{Buffer, Limits};
 use crate::retry::{with_retry, RetryPolicy};
+
+pub use errors::classify;
 
 /// Sets the preserved headers and the destination's write options on a PutObject or
 /// CreateMultipartUpload request.
@@ -64,31 +74,6 @@ macro_rules! meta_of {
     };
 }
 
-/// How a side authenticates.
-#[derive(Clone)]
-pub enum S3Credentials {
-    /// Keys from a Secret (or from the agent's per-side environment variables).
-    Static {
-        access_key_id: String,
-        secret_access_key: String,
-        session_token: Option<String>,
-    },
-    /// The default AWS provider chain (IRSA, Pod Identity, instance role, environment).
-    DefaultChain,
-    /// Unsigned requests.
-    Anonymous,
-}
-
-impl std::fmt::Debug for S3Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            S3Credentials::Static { .. } => f.write_str("Static(<redacted>)"),
-            S3Credentials::DefaultChain => f.write_str("DefaultChain"),
-            S3Credentials::Anonymous => f.write_str("Anonymous"),
-        }
-    }
-}
-
 /// Write options of a destination bucket.
 #[derive(Clone, Debug, Default)]
 struct WriteOptions {
@@ -104,7 +89,12 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
-    endpoint: String,
+    /// The service URL as configured (None: AWS).
+    endpoint: Option<String>,
+    region: String,
+    force_path_style: bool,
+    /// How it signs: two stores that sign alike on the same service may copy between them.
+    auth: S3Auth,
     /// The endpoint is HTTPS (AWS itself when none is given).
     tls: bool,
     write: WriteOptions,
@@ -138,37 +128,43 @@ impl S3Store {
     /// Builds the client for one side, with its own explicit credentials (never the other
     /// side's), S3-compatible checksum settings and no SDK retries (the engine retries).
     pub async fn connect(
-        loc: &S3Location,
-        creds: S3Credentials,
+        cfg: &S3Config,
+        secrets: &SideSecrets,
         limits: Arc<Limits>,
         retry: RetryPolicy,
-    ) -> S3Store {
-        let region = Region::new(
-            loc.region
-                .clone()
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| "us-east-1".to_string()),
-        );
+    ) -> Result<S3Store, TransferError> {
+        let region = Region::new(cfg.region.clone());
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region.clone());
-        loader = match &creds {
-            S3Credentials::Static {
-                access_key_id,
-                secret_access_key,
-                session_token,
-            } => loader.credentials_provider(Credentials::new(
-                access_key_id,
-                secret_access_key,
-                session_token.clone(),
-                None,
-                "ferry",
-            )),
-            S3Credentials::Anonymous => loader.no_credentials(),
-            S3Credentials::DefaultChain => loader,
+        loader = match &cfg.auth {
+            S3Auth::Secret { name } => {
+                let (Some(id), Some(key)) = (
+                    secrets.get(S3_ACCESS_KEY_ID),
+                    secrets.get(S3_SECRET_ACCESS_KEY),
+                ) else {
+                    return Err(TransferError::new(
+                        FailureClass::InvalidRequest,
+                        format!(
+                            "the credentials of Secret {name} are missing: it must provide \
+                             {S3_ACCESS_KEY_ID} and {S3_SECRET_ACCESS_KEY}"
+                        ),
+                    )
+                    .fatal());
+                };
+                loader.credentials_provider(Credentials::new(
+                    id,
+                    key,
+                    secrets.get(S3_SESSION_TOKEN).map(str::to_string),
+                    None,
+                    "ferry",
+                ))
+            }
+            S3Auth::Anonymous => loader.no_credentials(),
+            S3Auth::DefaultChain => loader,
         };
         let shared = loader.load().await;
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .region(region)
-            .force_path_style(loc.force_path_style)
+            .force_path_style(cfg.force_path_style)
             .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
@@ -176,7 +172,7 @@ impl S3Store {
                     .read_timeout(Duration::from_secs(120))
                     .build(),
             );
-        if let Some(ep) = &loc.endpoint {
+        if let Some(ep) = &cfg.endpoint {
             // Third-party S3 services reject (Garage) or mangle (s3rver) aws-chunked bodies
             // with CRC32 trailers: send checksums only where an operation requires them.
             b = b
@@ -184,21 +180,25 @@ impl S3Store {
                 .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
                 .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         }
+        let w = &cfg.write;
         let write = WriteOptions {
-            storage_class: loc.storage_class.as_deref().map(StorageClass::from),
-            sse: loc.server_side_encryption.map(|s| match s {
-                ferry_api::ServerSideEncryption::AES256 => ServerSideEncryption::Aes256,
-                ferry_api::ServerSideEncryption::AwsKms => ServerSideEncryption::AwsKms,
+            storage_class: w.storage_class.as_deref().map(StorageClass::from),
+            sse: w.server_side_encryption.map(|s| match s {
+                ferry_core::stores::ServerSideEncryption::AES256 => ServerSideEncryption::Aes256,
+                ferry_core::stores::ServerSideEncryption::AwsKms => ServerSideEncryption::AwsKms,
             }),
-            kms_key_id: loc.kms_key_id.clone(),
-            acl: loc.canned_acl.as_deref().map(ObjectCannedAcl::from),
+            kms_key_id: w.kms_key_id.clone(),
+            acl: w.canned_acl.as_deref().map(ObjectCannedAcl::from),
         };
-        S3Store {
+        Ok(S3Store {
             client: Client::from_conf(b.build()),
-            bucket: loc.bucket.clone(),
-            prefix: loc.prefix.clone(),
-            endpoint: loc.endpoint.clone().unwrap_or_else(|| "aws".into()),
-            tls: loc.endpoint.as_deref().is_none_or(|e| {
+            bucket: cfg.bucket.clone(),
+            prefix: cfg.prefix.clone(),
+            endpoint: cfg.endpoint.clone(),
+            region: cfg.region.clone(),
+            force_path_style: cfg.force_path_style,
+            auth: cfg.auth.clone(),
+            tls: cfg.endpoint.as_deref().is_none_or(|e| {
                 e.get(..8)
                     .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
             }),
@@ -207,26 +207,17 @@ impl S3Store {
             retry,
             page_size: 1000,
             hide_ferry: true,
-        }
+        })
     }
 
-    pub fn with_prefix(&self, prefix: String) -> S3Store {
-        S3Store {
-            prefix,
-            ..self.clone()
-        }
-    }
-
-    pub fn under(&self, folder: &str) -> S3Store {
-        S3Store {
-            prefix: format!("{}{folder}", self.prefix),
-            hide_ferry: false,
-            ..self.clone()
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        format!("s3://{}/{} at {}", self.bucket, self.prefix, self.endpoint)
+    /// Whether `other` is on the same service and signs the same way, so that one may copy
+    /// from the other inside the service.
+    fn same_account(&self, other: &S3Store) -> bool {
+        other.auth != S3Auth::Anonymous
+            && self.endpoint == other.endpoint
+            && self.region == other.region
+            && self.force_path_style == other.force_path_style
+            && self.auth == other.auth
     }
 
     fn full(&self, key: &str) -> String {
@@ -234,7 +225,7 @@ impl S3Store {
     }
 
     /// Whether the destination's ETags are MD5s of the bytes (not with SSE-KMS).
-    pub fn etags_are_md5(&self) -> bool {
+    fn etags_are_md5(&self) -> bool {
         !matches!(self.write.sse, Some(ServerSideEncryption::AwsKms))
     }
 
@@ -247,11 +238,123 @@ impl S3Store {
         md5.is_none() && !self.tls
     }
 
-    pub fn list(
+    /// Server-side copy of a whole object (the server copies its metadata with it, guarded
+    /// by `x-amz-copy-source-if-match`). Returns the new ETag.
+    async fn copy_object_from(
         &self,
-        after: Option<String>,
-        until: Option<String>,
-    ) -> BoxStream<'static, Result<ObjectInfo, TransferError>> {
+        from: &S3Store,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<String>, TransferError> {
+        self.limits.request().await;
+        let w = &self.write;
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .copy_source(copy_source(&from.bucket, &from.full(key)))
+            .set_copy_source_if_match(etag.map(quote))
+            .metadata_directive(MetadataDirective::Copy)
+            .set_storage_class(w.storage_class.clone())
+            .set_server_side_encryption(w.sse.clone())
+            .set_ssekms_key_id(w.kms_key_id.clone())
+            .set_acl(w.acl.clone())
+            .send()
+            .await
+            .map_err(|e| TransferError::from_sdk("CopyObject", &e))?;
+        Ok(out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(unquote))
+    }
+
+    /// Server-side copy of one part (UploadPartCopy).
+    async fn copy_part_from(
+        &self,
+        from: &S3Store,
+        up: &Upload,
+        number: i32,
+        offset: u64,
+        len: u64,
+        etag: Option<&str>,
+    ) -> Result<String, TransferError> {
+        self.limits.request().await;
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(self.full(&up.key))
+            .upload_id(&up.id)
+            .part_number(number)
+            .copy_source(copy_source(&from.bucket, &from.full(&up.key)))
+            .copy_source_range(format!("bytes={}-{}", offset, offset + len - 1))
+            .set_copy_source_if_match(etag.map(quote))
+            .send()
+            .await
+            .map_err(|e| TransferError::from_sdk("UploadPartCopy", &e))?;
+        out.copy_part_result()
+            .and_then(|r| r.e_tag())
+            .map(unquote)
+            .ok_or_else(|| {
+                TransferError::new(FailureClass::Internal, "UploadPartCopy returned no ETag")
+            })
+    }
+
+    async fn check(&self, as_destination: bool) -> Result<(), TransferError> {
+        if as_destination {
+            with_retry(&self.retry, "HeadBucket", |_| async {
+                self.client
+                    .head_bucket()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                    .map_err(|e| TransferError::from_sdk("HeadBucket", &e))
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| bucket_error(e, &self.bucket))
+        } else {
+            with_retry(&self.retry, "ListObjectsV2", |_| async {
+                self.client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&self.prefix)
+                    .max_keys(1)
+                    .send()
+                    .await
+                    .map_err(|e| TransferError::from_sdk("ListObjectsV2", &e))
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| bucket_error(e, &self.bucket))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for S3Store {
+    fn describe(&self) -> String {
+        format!(
+            "s3://{}/{} at {}",
+            self.bucket,
+            self.prefix,
+            self.endpoint.as_deref().unwrap_or("aws")
+        )
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        self.full(key)
+    }
+
+    fn caps(&self) -> SourceCaps {
+        SourceCaps {
+            md5_etags: true,
+            ranged_reads: true,
+        }
+    }
+
+    fn list(&self, after: Option<String>, until: Option<String>) -> Listing {
         // Pages are fetched by a task of their own so listing runs ahead of the consumer
         // (pipelined), with at most a few pages buffered.
         let (tx, rx) =
@@ -292,7 +395,7 @@ impl S3Store {
                     let Some(key) = full.strip_prefix(me.prefix.as_str()) else {
                         continue;
                     };
-                    if me.hide_ferry && full.starts_with(ferry_api::plan::FERRY_DIR) {
+                    if me.hide_ferry && full.starts_with(ferry_core::plan::FERRY_DIR) {
                         continue;
                     }
                     if until.as_deref().is_some_and(|u| key > u) {
@@ -323,11 +426,7 @@ impl S3Store {
         super::channel_stream(rx)
     }
 
-    pub async fn head(
-        &self,
-        key: &str,
-        etag: Option<&str>,
-    ) -> Result<Option<(ObjectInfo, ObjectMeta)>, TransferError> {
+    async fn head(&self, key: &str) -> Result<Option<(ObjectInfo, ObjectMeta)>, TransferError> {
         let full = self.full(key);
         let res = with_retry(&self.retry, "HeadObject", |_| async {
             self.limits.request().await;
@@ -335,7 +434,6 @@ impl S3Store {
                 .head_object()
                 .bucket(&self.bucket)
                 .key(&full)
-                .set_if_match(etag.map(quote))
                 .send()
                 .await
                 .map_err(|e| TransferError::from_sdk("HeadObject", &e))
@@ -362,8 +460,7 @@ impl S3Store {
         }
     }
 
-    /// Reads `len` bytes at `offset` into `buf` (see [`super::Store::get`]).
-    pub async fn get(
+    async fn get(
         &self,
         key: &str,
         offset: u64,
@@ -435,7 +532,25 @@ impl S3Store {
         })
     }
 
-    pub async fn put(
+    async fn probe(&self) -> Result<(), TransferError> {
+        self.check(false).await
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for S3Store {
+    fn sink_caps(&self) -> SinkCaps {
+        SinkCaps {
+            max_object_size: Some(MAX_OBJECT),
+            etags_are_md5: self.etags_are_md5(),
+        }
+    }
+
+    async fn put(
         &self,
         key: &str,
         body: Bytes,
@@ -466,10 +581,11 @@ impl S3Store {
         Ok(out.e_tag().map(unquote))
     }
 
-    pub async fn create_upload(
+    async fn create_upload(
         &self,
         key: &str,
         meta: &ObjectMeta,
+        _size: u64,
     ) -> Result<Upload, TransferError> {
         let full = self.full(key);
         let w = &self.write;
@@ -498,10 +614,11 @@ impl S3Store {
         })
     }
 
-    pub async fn upload_part(
+    async fn upload_part(
         &self,
         up: &Upload,
         number: i32,
+        _offset: u64,
         body: Bytes,
         md5: Option<&[u8]>,
     ) -> Result<String, TransferError> {
@@ -531,14 +648,12 @@ impl S3Store {
         })
     }
 
-    /// Completes an upload. When a retry finds the upload gone (`NoSuchUpload`) because an
-    /// earlier attempt completed it and only the answer was lost, the object is accepted if it
-    /// has the expected size and part count.
-    pub async fn complete_upload(
+    async fn complete_upload(
         &self,
         up: &Upload,
         etags: Vec<String>,
         size: u64,
+        _meta: &ObjectMeta,
     ) -> Result<Option<String>, TransferError> {
         let n = etags.len();
         let parts: Vec<CompletedPart> = etags
@@ -575,7 +690,7 @@ impl S3Store {
                     Err(err) => {
                         let e = TransferError::from_sdk("CompleteMultipartUpload", &err);
                         if attempt > 0 && e.code.as_deref() == Some("NoSuchUpload") {
-                            if let Some((info, _)) = self.head(&up.key, None).await? {
+                            if let Some((info, _)) = self.head(&up.key).await? {
                                 let parts_ok = info
                                     .etag
                                     .as_deref()
@@ -593,11 +708,47 @@ impl S3Store {
         .await
     }
 
-    /// Multipart uploads under way below this store's prefix: (relative key, upload id,
-    /// initiation time).
-    pub async fn list_uploads(
-        &self,
-    ) -> Result<Vec<(String, String, Option<DateTime<Utc>>)>, TransferError> {
+    async fn abort_upload(&self, up: &Upload) {
+        let full = self.full(&up.key);
+        let res = with_retry(&self.retry, "AbortMultipartUpload", |_| async {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&up.id)
+                .send()
+                .await
+                .map_err(|e| TransferError::from_sdk("AbortMultipartUpload", &e))
+        })
+        .await;
+        if let Err(e) = res {
+            if e.class != FailureClass::SourceVanished {
+                tracing::warn!(key = %up.key, error = %e, "could not abort a multipart upload");
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), TransferError> {
+        let full = self.full(key);
+        with_retry(&self.retry, "DeleteObject", |_| async {
+            self.limits.request().await;
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| TransferError::from_sdk("DeleteObject", &e))
+        })
+        .await
+    }
+
+    async fn probe_destination(&self, _dry_run: bool) -> Result<(), TransferError> {
+        self.check(true).await
+    }
+
+    async fn open_uploads(&self) -> Result<Vec<OpenUpload>, TransferError> {
         let mut out = Vec::new();
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
         loop {
@@ -620,11 +771,13 @@ impl S3Store {
             for u in page.uploads() {
                 if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
                     if let Some(rel) = k.strip_prefix(self.prefix.as_str()) {
-                        out.push((
-                            rel.to_string(),
-                            id.to_string(),
-                            u.initiated().and_then(to_chrono),
-                        ));
+                        out.push(OpenUpload {
+                            upload: Upload {
+                                key: rel.to_string(),
+                                id: id.to_string(),
+                            },
+                            initiated: u.initiated().and_then(to_chrono),
+                        });
                     }
                 }
             }
@@ -639,117 +792,55 @@ impl S3Store {
         }
     }
 
-    pub async fn abort_upload(&self, up: &Upload) {
-        let full = self.full(&up.key);
-        let res = with_retry(&self.retry, "AbortMultipartUpload", |_| async {
-            self.client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&up.id)
-                .send()
-                .await
-                .map_err(|e| TransferError::from_sdk("AbortMultipartUpload", &e))
+    fn server_copy(&self, src: &dyn Source) -> Option<Arc<dyn ServerCopy>> {
+        let src = src.as_any().downcast_ref::<S3Store>()?;
+        self.same_account(src).then(|| {
+            Arc::new(S3ServerCopy {
+                src: src.clone(),
+                dst: self.clone(),
+            }) as Arc<dyn ServerCopy>
         })
-        .await;
-        if let Err(e) = res {
-            if e.class != FailureClass::SourceVanished {
-                tracing::warn!(key = %up.key, error = %e, "could not abort a multipart upload");
-            }
-        }
     }
 
-    /// Server-side copy of a whole object (the server copies its metadata with it, guarded
-    /// by `x-amz-copy-source-if-match`). Returns the new ETag.
-    pub async fn copy_object(
+    fn folder(&self, folder: &str) -> Arc<dyn Sink> {
+        Arc::new(S3Store {
+            prefix: folder.to_string(),
+            hide_ferry: false,
+            ..self.clone()
+        })
+    }
+}
+
+/// The largest object S3 stores.
+pub const MAX_OBJECT: u64 = 5 * (1 << 40);
+
+/// Copies between two buckets of one service and account.
+struct S3ServerCopy {
+    src: S3Store,
+    dst: S3Store,
+}
+
+#[async_trait::async_trait]
+impl ServerCopy for S3ServerCopy {
+    async fn copy_object(
         &self,
-        from: &S3Store,
         key: &str,
         etag: Option<&str>,
     ) -> Result<Option<String>, TransferError> {
-        self.limits.request().await;
-        let w = &self.write;
-        let out = self
-            .client
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .copy_source(copy_source(&from.bucket, &from.full(key)))
-            .set_copy_source_if_match(etag.map(quote))
-            .metadata_directive(MetadataDirective::Copy)
-            .set_storage_class(w.storage_class.clone())
-            .set_server_side_encryption(w.sse.clone())
-            .set_ssekms_key_id(w.kms_key_id.clone())
-            .set_acl(w.acl.clone())
-            .send()
-            .await
-            .map_err(|e| TransferError::from_sdk("CopyObject", &e))?;
-        Ok(out
-            .copy_object_result()
-            .and_then(|r| r.e_tag())
-            .map(unquote))
+        self.dst.copy_object_from(&self.src, key, etag).await
     }
 
-    /// Server-side copy of one part (UploadPartCopy).
-    pub async fn copy_part(
+    async fn copy_part(
         &self,
-        from: &S3Store,
         up: &Upload,
         number: i32,
         offset: u64,
         len: u64,
         etag: Option<&str>,
     ) -> Result<String, TransferError> {
-        self.limits.request().await;
-        let out = self
-            .client
-            .upload_part_copy()
-            .bucket(&self.bucket)
-            .key(self.full(&up.key))
-            .upload_id(&up.id)
-            .part_number(number)
-            .copy_source(copy_source(&from.bucket, &from.full(&up.key)))
-            .copy_source_range(format!("bytes={}-{}", offset, offset + len - 1))
-            .set_copy_source_if_match(etag.map(quote))
-            .send()
+        self.dst
+            .copy_part_from(&self.src, up, number, offset, len, etag)
             .await
-            .map_err(|e| TransferError::from_sdk("UploadPartCopy", &e))?;
-        out.copy_part_result()
-            .and_then(|r| r.e_tag())
-            .map(unquote)
-            .ok_or_else(|| {
-                TransferError::new(FailureClass::Internal, "UploadPartCopy returned no ETag")
-            })
-    }
-
-    pub async fn probe(&self, as_destination: bool) -> Result<(), TransferError> {
-        if as_destination {
-            with_retry(&self.retry, "HeadBucket", |_| async {
-                self.client
-                    .head_bucket()
-                    .bucket(&self.bucket)
-                    .send()
-                    .await
-                    .map_err(|e| TransferError::from_sdk("HeadBucket", &e))
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| bucket_error(e, &self.bucket))
-        } else {
-            with_retry(&self.retry, "ListObjectsV2", |_| async {
-                self.client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&self.prefix)
-                    .max_keys(1)
-                    .send()
-                    .await
-                    .map_err(|e| TransferError::from_sdk("ListObjectsV2", &e))
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| bucket_error(e, &self.bucket))
-        }
     }
 }
 
@@ -791,13 +882,6 @@ fn copy_source(bucket: &str, key: &str) -> String {
 fn parse_http_date(s: &str) -> Option<aws_sdk_s3::primitives::DateTime> {
     aws_sdk_s3::primitives::DateTime::from_str(s, aws_smithy_types::date_time::Format::HttpDate)
         .ok()
-}
-
-impl TransferError {
-    fn changed(mut self) -> Self {
-        self.changed = true;
-        self
-    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,34 @@
-//! The job plan handed to every agent (contract §3): the spec, the shard ranges, and where the
-//! reports go. The same structure drives `ferry run`.
+//! The job plan an agent (or a `ferry run` task) runs: the shard ranges and the transfer
+//! settings with every default resolved. The operator and `ferry run` make it once from a
+//! validated `MigrationJob` spec; the agent reads it from a file (`docs/agent-protocol.md`).
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::spec::MigrationJobSpec;
+use crate::policy::{OverwritePolicy, VerifyMode};
+use crate::select::Selection;
+use crate::stores::StoreConfig;
+
+/// Which side of a job a store is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Source,
+    Destination,
+    /// Where reports go, when not the destination.
+    Report,
+}
+
+impl Side {
+    pub const ALL: [Side; 3] = [Side::Source, Side::Destination, Side::Report];
+
+    /// The spec field (`source`, `destination`, `report`).
+    pub fn field(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+            Side::Report => "report",
+        }
+    }
+}
 
 /// One contiguous range of the source keyspace (keys relative to the source prefix):
 /// `after < key <= until`, with an absent bound meaning unbounded.
@@ -30,6 +54,55 @@ impl ShardRange {
     }
 }
 
+/// What a job copies and how, every default resolved.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Transfer {
+    pub source: StoreConfig,
+    pub destination: StoreConfig,
+    /// Where reports go; the destination when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<StoreConfig>,
+    #[serde(default)]
+    pub selection: Selection,
+    pub overwrite: OverwritePolicy,
+    pub verify: VerifyMode,
+    /// Objects in flight per shard.
+    pub concurrency: u32,
+    /// Bytes buffered per shard at most.
+    pub memory_budget: u64,
+    /// Bytes per second for the whole job (divided evenly across shards); unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_limit: Option<u64>,
+    /// Requests per second for the whole job (divided evenly across shards); 0 is unlimited.
+    #[serde(default)]
+    pub requests_per_second: u32,
+    pub multipart: MultipartSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<FailureBudget>,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+impl Transfer {
+    /// Where reports are written.
+    pub fn report_store(&self) -> &StoreConfig {
+        self.report.as_ref().unwrap_or(&self.destination)
+    }
+}
+
+/// When and how objects are uploaded in parts.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MultipartSettings {
+    /// Objects larger than this are uploaded in parts.
+    pub threshold: u64,
+    /// The size of each part but the last (raised so no object needs more than 10,000 parts).
+    pub part_size: u64,
+}
+
 /// Everything an agent needs to copy its shard.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -38,12 +111,12 @@ pub struct JobPlan {
     pub name: String,
     /// The resource's uid (`local` for `ferry run` without one); names the report folder.
     pub uid: String,
-    pub spec: MigrationJobSpec,
-    /// See [`spec_hash`].
+    /// A hash of the spec fields that shape what a run does; progress records with another
+    /// hash are stale.
     pub spec_hash: String,
+    pub transfer: Transfer,
     pub shards: Vec<ShardRange>,
-    /// When set, only these keys (relative to the source prefix, sorted) are copied: the
-    /// failed keys of an earlier run.
+    /// When set, only these keys (relative to the source prefix, sorted) are copied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only_keys: Option<Vec<String>>,
     /// The report folder below the report location's root, ending in `/`.
@@ -65,15 +138,14 @@ fn is_zero(n: &u32) -> bool {
 impl JobPlan {
     /// Where this plan's failure report and manifest go: `s3://bucket/<folder>` or a path.
     pub fn report_location(&self) -> String {
-        let ep = self.spec.report.as_ref().unwrap_or(&self.spec.destination);
-        match (&ep.s3, &ep.filesystem) {
-            (Some(s3), _) => format!("s3://{}/{}", s3.bucket, self.report_prefix),
-            (_, Some(fs)) => std::path::Path::new(&fs.path)
-                .join(&self.report_prefix)
-                .display()
-                .to_string(),
-            _ => String::new(),
-        }
+        self.transfer
+            .report_store()
+            .location_of(&self.report_prefix)
+    }
+
+    /// The report folder of shard `index`.
+    pub fn shard_report_folder(&self, index: u32) -> String {
+        format!("{}shard-{index}/", self.report_prefix)
     }
 
     /// The plan of retry attempt `attempt` (at least 1) of this job: the same shard ranges
@@ -98,21 +170,6 @@ impl JobPlan {
     }
 }
 
-/// A hash of every spec field that shapes what a run does, that is all but those the contract
-/// lets change while a job runs (`suspend`, `cancel`, `bandwidthLimit`, `requestsPerSecond`,
-/// `concurrency`, `memoryBudget`). Checkpoints and progress records with another hash are stale.
-pub fn spec_hash(spec: &MigrationJobSpec) -> String {
-    let mut s = spec.clone();
-    s.suspend = false;
-    s.cancel = false;
-    s.bandwidth_limit = None;
-    s.requests_per_second = 0;
-    s.parallelism.concurrency = 0;
-    s.parallelism.memory_budget = None;
-    let json = serde_json::to_vec(&s).expect("spec serializes");
-    hex::encode(&Sha256::digest(&json)[..12])
-}
-
 /// The report folder of a job: `.ferry/reports/<namespace>/<name>/<uid>/`.
 pub fn report_prefix(namespace: &str, name: &str, uid: &str) -> String {
     format!("{REPORTS_ROOT}{namespace}/{name}/{uid}/")
@@ -123,7 +180,8 @@ pub const FERRY_DIR: &str = ".ferry/";
 const REPORTS_ROOT: &str = ".ferry/reports/";
 
 /// `maxFailures`: a count or a percentage of the selected objects.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub enum FailureBudget {
     Count(u64),
     Percent(f64),
@@ -155,9 +213,19 @@ impl FailureBudget {
     }
 }
 
+impl std::fmt::Display for FailureBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailureBudget::Count(n) => write!(f, "{n}"),
+            FailureBudget::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stores::FsConfig;
 
     #[test]
     fn ranges_are_half_open_on_the_left() {
@@ -174,43 +242,43 @@ mod tests {
         assert!(ShardRange::default().contains(""));
     }
 
-    #[test]
-    fn spec_hash_ignores_only_the_runtime_knobs() {
-        let base: MigrationJobSpec = serde_yaml::from_str(
-            "source: {s3: {bucket: abc}}\ndestination: {filesystem: {path: /b}}",
-        )
-        .unwrap();
-        let mut knobs = base.clone();
-        knobs.suspend = true;
-        knobs.parallelism.concurrency = 7;
-        knobs.requests_per_second = 9;
-        assert_eq!(spec_hash(&base), spec_hash(&knobs));
-        let mut shaped = base.clone();
-        shaped.filters.include = vec!["*.jpg".into()];
-        assert_ne!(spec_hash(&base), spec_hash(&shaped));
-        let mut sharded = base.clone();
-        sharded.parallelism.shards = 2;
-        assert_ne!(spec_hash(&base), spec_hash(&sharded));
-    }
-
-    #[test]
-    fn a_retry_reads_the_attempt_before_and_reports_apart() {
-        let spec: MigrationJobSpec = serde_yaml::from_str(
-            "source: {s3: {bucket: abc}}\ndestination: {filesystem: {path: /b}}",
-        )
-        .unwrap();
-        let base = JobPlan {
+    fn plan() -> JobPlan {
+        let fs = |p: &str| StoreConfig::Filesystem(FsConfig { path: p.into() });
+        JobPlan {
             namespace: "ns".into(),
             name: "j".into(),
             uid: "u1".into(),
-            spec_hash: spec_hash(&spec),
-            spec,
+            spec_hash: "h".into(),
+            transfer: Transfer {
+                source: fs("/a"),
+                destination: fs("/b"),
+                report: None,
+                selection: Selection::default(),
+                overwrite: OverwritePolicy::default(),
+                verify: VerifyMode::default(),
+                concurrency: 1,
+                memory_budget: 16 << 20,
+                bandwidth_limit: None,
+                requests_per_second: 0,
+                multipart: MultipartSettings {
+                    threshold: 64 << 20,
+                    part_size: 16 << 20,
+                },
+                max_failures: None,
+                dry_run: false,
+                cancel: false,
+            },
             shards: vec![ShardRange::default()],
             only_keys: None,
             report_prefix: report_prefix("ns", "j", "u1"),
             attempt: 0,
             retry_failed_from: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_retry_reads_the_attempt_before_and_reports_apart() {
+        let base = plan();
         let first = base.retry(1);
         assert_eq!(first.attempt, 1);
         assert_eq!(first.report_prefix, ".ferry/reports/ns/j/u1/retry-1/");
@@ -227,6 +295,14 @@ mod tests {
         );
         assert_eq!(second.shards, base.shards);
         assert_eq!(second.spec_hash, base.spec_hash);
+        assert_eq!(base.report_location(), "/b/.ferry/reports/ns/j/u1/");
+    }
+
+    #[test]
+    fn the_plan_round_trips_through_json() {
+        let p = plan();
+        let back: JobPlan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
     }
 
     #[test]
@@ -238,5 +314,6 @@ mod tests {
         assert!(FailureBudget::Count(0).exceeded(1, 10));
         assert!(FailureBudget::parse("x").is_err());
         assert!(FailureBudget::parse("120%").is_err());
+        assert_eq!(FailureBudget::parse("0.1%").unwrap().to_string(), "0.1%");
     }
 }

@@ -1,9 +1,30 @@
-//! Which source objects a job selects (contract §1, "Filters").
+//! Which source objects a job selects (`docs/contract.md` §1, "Filters").
 
 use chrono::{DateTime, Utc};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
 
-use crate::spec::Filters;
+/// A job's filters with quantities resolved to bytes: what the plan carries.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Selection {
+    /// Glob patterns on the key relative to the source prefix; empty selects every key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Glob patterns; a key matching one is not selected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub case_insensitive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_after: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_before: Option<DateTime<Utc>>,
+}
 
 /// The compiled filters of a job: glob patterns on the key relative to the source prefix,
 /// size bounds and modification-time bounds.
@@ -58,12 +79,12 @@ fn compile(
 }
 
 impl Selector {
-    pub fn new(f: &Filters) -> Result<Self, PatternError> {
+    pub fn new(f: &Selection) -> Result<Self, PatternError> {
         Ok(Selector {
             include: compile("include", &f.include, f.case_insensitive)?,
             exclude: compile("exclude", &f.exclude, f.case_insensitive)?,
-            min_size: f.min_size.as_ref().map(|q| q.bytes()),
-            max_size: f.max_size.as_ref().map(|q| q.bytes()),
+            min_size: f.min_size,
+            max_size: f.max_size,
             modified_after: f.modified_after,
             modified_before: f.modified_before,
         })
@@ -71,7 +92,7 @@ impl Selector {
 
     /// Selects everything.
     pub fn all() -> Self {
-        Selector::new(&Filters::default()).expect("empty filters compile")
+        Selector::new(&Selection::default()).expect("empty filters compile")
     }
 
     /// Whether the object at `rel_key` (relative to the source prefix) is selected.
@@ -104,10 +125,9 @@ impl Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quantity::ByteSize;
 
     fn sel(yaml: &str) -> Selector {
-        Selector::new(&serde_yaml::from_str::<Filters>(yaml).unwrap()).unwrap()
+        Selector::new(&serde_yaml::from_str::<Selection>(yaml).unwrap()).unwrap()
     }
 
     #[test]
@@ -134,9 +154,11 @@ mod tests {
 
     #[test]
     fn size_bounds_are_inclusive() {
-        let mut f = Filters::default();
-        f.min_size = Some(ByteSize::parse("1Ki").unwrap());
-        f.max_size = Some(ByteSize::parse("2Ki").unwrap());
+        let f = Selection {
+            min_size: Some(1024),
+            max_size: Some(2048),
+            ..Default::default()
+        };
         let s = Selector::new(&f).unwrap();
         assert!(!s.selects("a", 1023, None));
         assert!(s.selects("a", 1024, None));
@@ -157,7 +179,7 @@ mod tests {
 
     #[test]
     fn bad_glob_is_reported_with_its_place() {
-        let f: Filters = serde_yaml::from_str("exclude: ['ok', 'a[']").unwrap();
+        let f: Selection = serde_yaml::from_str("exclude: ['ok', 'a[']").unwrap();
         let e = Selector::new(&f).unwrap_err();
         assert_eq!((e.field, e.index), ("exclude", 1));
     }

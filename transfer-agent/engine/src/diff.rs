@@ -1,15 +1,22 @@
-//! The overwrite policy (contract §1): whether a selected source object must be copied over
-//! what the destination holds under the same key. Pure.
+//! The overwrite policy (`docs/contract.md` §1): whether a selected source object must be
+//! copied over what the destination holds under the same key. Pure.
 
-use ferry_api::OverwritePolicy;
+use ferry_core::OverwritePolicy;
 
-use crate::store::ObjectInfo;
+use crate::stores::ObjectInfo;
 
 /// Whether `src` must be copied, given the destination entry for the same key (if any).
+/// `md5_etags`: both sides' ETags of the form of an MD5 are MD5s of the content, so equal
+/// ones mean equal bytes.
 ///
 /// Times are compared in whole seconds: S3 keeps `LastModified` to the second, so a file
 /// modified at 10.5 s and copied at 10.7 s must not look newer than its copy.
-pub fn needs_copy(policy: OverwritePolicy, src: &ObjectInfo, dst: Option<&ObjectInfo>) -> bool {
+pub fn needs_copy(
+    policy: OverwritePolicy,
+    src: &ObjectInfo,
+    dst: Option<&ObjectInfo>,
+    md5_etags: bool,
+) -> bool {
     let Some(dst) = dst else { return true };
     let newer = match (src.modified, dst.modified) {
         (Some(s), Some(d)) => s.timestamp() > d.timestamp(),
@@ -24,7 +31,7 @@ pub fn needs_copy(policy: OverwritePolicy, src: &ObjectInfo, dst: Option<&Object
                 return true;
             }
             match (src.plain_md5(), dst.plain_md5()) {
-                (Some(a), Some(b)) => !a.eq_ignore_ascii_case(b),
+                (Some(a), Some(b)) if md5_etags => !a.eq_ignore_ascii_case(b),
                 // No comparable checksum (a filesystem side, multipart ETags): a source
                 // modified after its copy was written is different.
                 _ => newer,
@@ -49,6 +56,10 @@ mod tests {
         }
     }
 
+    fn nc(p: OverwritePolicy, s: &ObjectInfo, d: Option<&ObjectInfo>) -> bool {
+        needs_copy(p, s, d, true)
+    }
+
     const A: &str = "0cc175b9c0f1b6a831c399e269772661";
     const B: &str = "92eb5ffee6ae2fec3ad71c777531578f";
 
@@ -60,7 +71,7 @@ mod tests {
             OverwritePolicy::IfNewer,
             OverwritePolicy::IfDifferent,
         ] {
-            assert!(needs_copy(p, &obj(1, None, "2024-01-01T00:00:00Z"), None));
+            assert!(nc(p, &obj(1, None, "2024-01-01T00:00:00Z"), None));
         }
     }
 
@@ -68,8 +79,8 @@ mod tests {
     fn skip_and_always() {
         let s = obj(1, Some(A), "2024-01-01T00:00:00Z");
         let d = obj(2, Some(B), "2023-01-01T00:00:00Z");
-        assert!(!needs_copy(OverwritePolicy::Skip, &s, Some(&d)));
-        assert!(needs_copy(OverwritePolicy::Always, &s, Some(&s.clone())));
+        assert!(!nc(OverwritePolicy::Skip, &s, Some(&d)));
+        assert!(nc(OverwritePolicy::Always, &s, Some(&s.clone())));
     }
 
     #[test]
@@ -77,44 +88,53 @@ mod tests {
         let old = obj(1, None, "2024-01-01T00:00:00Z");
         let new = obj(1, None, "2024-01-01T00:00:01Z");
         let same_second = obj(1, None, "2024-01-01T00:00:00.900Z");
-        assert!(needs_copy(OverwritePolicy::IfNewer, &new, Some(&old)));
-        assert!(!needs_copy(OverwritePolicy::IfNewer, &old, Some(&new)));
-        assert!(!needs_copy(
-            OverwritePolicy::IfNewer,
-            &same_second,
-            Some(&old)
-        ));
+        assert!(nc(OverwritePolicy::IfNewer, &new, Some(&old)));
+        assert!(!nc(OverwritePolicy::IfNewer, &old, Some(&new)));
+        assert!(!nc(OverwritePolicy::IfNewer, &same_second, Some(&old)));
     }
 
     #[test]
     fn if_different_uses_size_then_md5_then_time() {
         let t = "2024-01-01T00:00:00Z";
-        assert!(needs_copy(
+        assert!(nc(
             OverwritePolicy::IfDifferent,
             &obj(1, Some(A), t),
             Some(&obj(2, Some(A), t))
         ));
-        assert!(needs_copy(
+        assert!(nc(
             OverwritePolicy::IfDifferent,
             &obj(1, Some(A), t),
             Some(&obj(1, Some(B), t))
         ));
-        assert!(!needs_copy(
+        assert!(!nc(
             OverwritePolicy::IfDifferent,
             &obj(1, Some(A), t),
             Some(&obj(1, Some(A), "2025-01-01T00:00:00Z"))
         ));
         // Multipart ETags are not MD5s of the content: fall back to time.
         let mp = obj(1, Some("abc-2"), "2024-06-01T00:00:00Z");
-        assert!(needs_copy(
+        assert!(nc(
             OverwritePolicy::IfDifferent,
             &mp,
             Some(&obj(1, Some(A), t))
         ));
-        assert!(!needs_copy(
+        assert!(!nc(
             OverwritePolicy::IfDifferent,
             &obj(1, Some("abc-2"), t),
             Some(&obj(1, Some(A), "2024-06-01T00:00:00Z"))
+        ));
+    }
+
+    #[test]
+    fn etags_that_are_not_md5s_are_not_compared() {
+        let t = "2024-01-01T00:00:00Z";
+        // Equal-looking but opaque ETags (an HTTP source) prove nothing; nor do differing
+        // ones: same size and not newer is up to date.
+        assert!(!needs_copy(
+            OverwritePolicy::IfDifferent,
+            &obj(1, Some(A), t),
+            Some(&obj(1, Some(B), t)),
+            false
         ));
     }
 }

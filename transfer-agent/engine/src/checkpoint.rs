@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use ferry_api::{Counters, ShardProgress};
+use ferry_core::{Counters, ProgressStore, ShardProgress};
 use futures::future::BoxFuture;
 
 use crate::report::{FailureLine, ManifestLine};
@@ -60,13 +60,6 @@ impl Watermark {
     pub fn is_empty(&self) -> bool {
         self.window.is_empty()
     }
-}
-
-/// Where a shard's progress record (with its checkpoint) is kept: a file for `ferry run` and
-/// the file-based agent, an object the operator owns in a cluster.
-pub trait ProgressStore: Send + Sync {
-    fn load(&self) -> BoxFuture<'_, Result<Option<ShardProgress>, String>>;
-    fn save<'a>(&'a self, p: &'a ShardProgress) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// A JSON file, replaced atomically on every save.

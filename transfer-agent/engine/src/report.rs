@@ -1,16 +1,18 @@
-//! The failure report and the manifest of written keys (contract §4): JSON Lines segments
-//! under the job's report folder, one pair per checkpoint, written before the checkpoint that
-//! covers their keys. A resumed shard rewrites from the checkpoint's segment number, so each
-//! key appears once.
+//! The failure report and the manifest of written keys (`docs/contract.md` §3): JSON Lines
+//! segments under the shard's report folder, one pair per checkpoint, written before the
+//! checkpoint that covers their keys. A resumed shard rewrites from the checkpoint's segment
+//! number, so each key appears once.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_api::FailureClass;
+use ferry_core::FailureClass;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TransferError;
 use crate::limit::Buffer;
 use crate::retry::{with_retry, RetryPolicy};
-use crate::store::{ObjectMeta, Store};
+use crate::stores::{ObjectMeta, Sink, Source};
 
 /// One failed object.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -38,19 +40,18 @@ pub struct ManifestLine {
 }
 
 pub struct ReportWriter {
-    store: Store,
-    folder: String,
+    /// The shard's report folder.
+    store: Arc<dyn Sink>,
     pub segment: u32,
     failures: Vec<u8>,
     manifest: Vec<u8>,
 }
 
 impl ReportWriter {
-    /// `folder` is the shard's report folder below the store's root, ending in `/`.
-    pub fn new(store: Store, folder: String, segment: u32) -> Self {
+    /// Writes segments from number `segment` on into `store`, the shard's report folder.
+    pub fn new(store: Arc<dyn Sink>, segment: u32) -> Self {
         ReportWriter {
             store,
-            folder,
             segment,
             failures: Vec::new(),
             manifest: Vec::new(),
@@ -67,7 +68,8 @@ impl ReportWriter {
         self.manifest.push(b'\n');
     }
 
-    /// Writes what was added since the last flush as the next segment.
+    /// Writes what was added since the last flush as the next segment. The lines stay
+    /// buffered until both files of the segment are written, so a retry rewrites both.
     pub async fn flush(&mut self) -> Result<(), TransferError> {
         if self.failures.is_empty() && self.manifest.is_empty() {
             return Ok(());
@@ -76,33 +78,27 @@ impl ReportWriter {
             content_type: Some("application/x-ndjson".into()),
             ..Default::default()
         };
-        for (kind, buf) in [
-            ("failures", &mut self.failures),
-            ("manifest", &mut self.manifest),
-        ] {
+        for (kind, buf) in [("failures", &self.failures), ("manifest", &self.manifest)] {
             if buf.is_empty() {
                 continue;
             }
-            let key = format!("{}{kind}-{:06}.jsonl", self.folder, self.segment);
-            let body = Bytes::from(std::mem::take(buf));
-            let put = with_retry(&RetryPolicy::default(), "PutObject", |_| {
+            let key = format!("{kind}-{:06}.jsonl", self.segment);
+            let body = Bytes::copy_from_slice(buf);
+            with_retry(&RetryPolicy::default(), "PutObject", |_| {
                 self.store.put(&key, body.clone(), &meta, None)
             })
-            .await;
-            if let Err(e) = put {
-                *buf = body.to_vec();
-                return Err(e);
-            }
+            .await?;
         }
+        self.failures.clear();
+        self.manifest.clear();
         self.segment += 1;
         Ok(())
     }
 }
 
-/// Reads every failure line of a shard's report folder (for `--retry-failed`).
-pub async fn read_failures(store: &Store, folder: &str) -> Result<Vec<FailureLine>, TransferError> {
+/// Reads every failure line of a shard's report folder (for retries of failed objects).
+pub async fn read_failures(dir: &dyn Source) -> Result<Vec<FailureLine>, TransferError> {
     use futures::StreamExt;
-    let dir = store.under(folder);
     let mut keys = Vec::new();
     let mut listing = dir.list(None, None);
     while let Some(item) = listing.next().await {

@@ -1,25 +1,24 @@
 //! Copies one object: a single PUT, a multipart upload with parts in parallel, or a
-//! server-side copy; verifies it (contract §5) before anyone may count it as copied.
+//! server-side copy; verifies it (`docs/contract.md` §4) before anyone may count it as copied.
+//! What each side can do comes from its declared capabilities, never from its kind.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use ferry_api::{FailureClass, PendingUpload, VerifyMode};
+use ferry_core::{FailureClass, PendingUpload, VerifyMode};
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
 use crate::error::TransferError;
 use crate::limit::Limits;
 use crate::retry::{with_retry, RetryPolicy};
-use crate::store::{ObjectInfo, ObjectMeta, S3Store, Store, Upload};
+use crate::stores::{ObjectInfo, ObjectMeta, ServerCopy, Sink, Source, Upload};
 
 const MIB: u64 = 1 << 20;
 /// S3 allows at most this many parts.
 pub const MAX_PARTS: u64 = 10_000;
-/// The largest object S3 stores.
-pub const MAX_OBJECT: u64 = 5 * (1 << 40);
 /// The largest object one CopyObject may copy.
 pub const MAX_SINGLE_COPY: u64 = 5 * (1 << 30);
 /// Parts of one object in flight at once (the memory budget bounds them further).
@@ -101,13 +100,13 @@ impl UploadRegistry {
 
 /// Everything needed to copy objects of one shard.
 pub struct Copier {
-    pub src: Store,
-    pub dst: Store,
+    pub src: Arc<dyn Source>,
+    pub dst: Arc<dyn Sink>,
     pub threshold: u64,
     pub part_size: u64,
     pub verify: VerifyMode,
-    /// Source and destination are one S3 service and account: copy inside the service.
-    pub server_side: bool,
+    /// Source and destination are one service and account: copy inside the service.
+    pub server: Option<Arc<dyn ServerCopy>>,
     pub limits: Arc<Limits>,
     pub retry: RetryPolicy,
     pub uploads: Arc<UploadRegistry>,
@@ -128,15 +127,18 @@ impl Copier {
     /// Copies `info` (a source listing entry); a source that changed meanwhile is looked up
     /// again and its new version copied.
     pub async fn copy(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
-        if info.size > MAX_OBJECT && matches!(self.dst, Store::S3(_)) {
-            return Err(TransferError::new(
-                FailureClass::TooLarge,
-                format!(
-                    "{} bytes is more than the 5 TiB an S3 object can hold",
-                    info.size
-                ),
-            )
-            .retryable(false));
+        if let Some(max) = self.dst.sink_caps().max_object_size {
+            if info.size > max {
+                return Err(TransferError::new(
+                    FailureClass::TooLarge,
+                    format!(
+                        "{} bytes is more than the {max} bytes an object of {} can hold",
+                        info.size,
+                        self.dst.describe()
+                    ),
+                )
+                .retryable(false));
+            }
         }
         let mut info = info.clone();
         for _ in 0..3 {
@@ -157,17 +159,15 @@ impl Copier {
     }
 
     async fn copy_version(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
-        let multipart = info.size > self.threshold;
-        if self.server_side {
-            if let (Store::S3(s), Store::S3(d)) = (&self.src, &self.dst) {
-                // One CopyObject up to the 5 GiB it allows (services copy inside, often by
-                // reference); UploadPartCopy in parts only above.
-                return if info.size > MAX_SINGLE_COPY {
-                    self.server_multipart(s, d, info).await
-                } else {
-                    self.server_single(s, d, info).await
-                };
-            }
+        let multipart = info.size > self.threshold && self.src.caps().ranged_reads;
+        if let Some(server) = &self.server {
+            // One CopyObject up to the 5 GiB it allows (services copy inside, often by
+            // reference); UploadPartCopy in parts only above.
+            return if info.size > MAX_SINGLE_COPY {
+                self.server_multipart(server.as_ref(), info).await
+            } else {
+                self.server_single(server.as_ref(), info).await
+            };
         }
         if multipart {
             self.stream_multipart(info).await
@@ -180,16 +180,22 @@ impl Copier {
         self.verify != VerifyMode::Size
     }
 
+    /// The source's MD5 of the object, when its listing carries one.
+    fn source_md5<'a>(&self, info: &'a ObjectInfo) -> Option<&'a str> {
+        info.plain_md5().filter(|_| self.src.caps().md5_etags)
+    }
+
     async fn stream_single(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
         let etag = info.etag.as_deref();
         let body = with_retry(&self.retry, "GetObject", |_| async {
             let buf = self.limits.buffer(info.size).await;
-            let b = (self.src)
+            let b = self
+                .src
                 .get(&info.key, 0, info.size, true, etag, buf)
                 .await?;
             if self.checking() {
                 let digest = md5_of(&b.bytes);
-                if let Some(expected) = info.plain_md5() {
+                if let Some(expected) = self.source_md5(info) {
                     if hex::encode(digest) != expected.to_ascii_lowercase() {
                         return Err(TransferError::new(
                             FailureClass::ChecksumMismatch,
@@ -206,7 +212,7 @@ impl Copier {
         let (body, digest) = body;
         let mut meta = body.meta;
         meta.modified = info.modified.or(meta.modified);
-        let md5_etags = matches!(&self.dst, Store::S3(d) if d.etags_are_md5());
+        let md5_etags = self.dst.sink_caps().etags_are_md5;
         with_retry(&self.retry, "PutObject", |_| async {
             let got = self.dst.put(&info.key, body.bytes.clone(), &meta, digest.as_ref().map(|d| &d[..])).await.map_err(dst_err)?;
             if let (Some(d), Some(etag), true) = (digest, got.as_deref(), md5_etags) {
@@ -334,9 +340,12 @@ impl Copier {
             .await?;
         let digests: Option<Vec<[u8; 16]>> = digests.into_iter().collect();
         let checksum = digests.as_deref().map(composite_md5).unwrap_or_default();
-        if let (Store::S3(d), Some(etag), false) = (&self.dst, got.as_deref(), checksum.is_empty())
-        {
-            if d.etags_are_md5() && etag.contains('-') && !etag.eq_ignore_ascii_case(&checksum) {
+        if let (true, Some(etag), false) = (
+            self.dst.sink_caps().etags_are_md5,
+            got.as_deref(),
+            checksum.is_empty(),
+        ) {
+            if etag.contains('-') && !etag.eq_ignore_ascii_case(&checksum) {
                 return Err(TransferError::new(FailureClass::ChecksumMismatch, format!("the completed upload's ETag {etag} is not the MD5 of the parts sent ({checksum})")).with_code("BadDigest"));
             }
         }
@@ -380,18 +389,17 @@ impl Copier {
 
     async fn server_single(
         &self,
-        s: &S3Store,
-        d: &S3Store,
+        server: &dyn ServerCopy,
         info: &ObjectInfo,
     ) -> Result<Copied, TransferError> {
         let etag = info.etag.as_deref();
         let got = with_retry(&self.retry, "CopyObject", |_| async {
-            d.copy_object(s, &info.key, etag).await
+            server.copy_object(&info.key, etag).await
         })
         .await?;
         self.bytes_moved.fetch_add(info.size, Ordering::Relaxed);
-        match (info.plain_md5(), got.as_deref()) {
-            (Some(src), Some(new)) if d.etags_are_md5() => {
+        match (self.source_md5(info), got.as_deref()) {
+            (Some(src), Some(new)) if self.dst.sink_caps().etags_are_md5 => {
                 if !src.eq_ignore_ascii_case(new) {
                     return Err(TransferError::new(
                         FailureClass::ChecksumMismatch,
@@ -428,14 +436,13 @@ impl Copier {
 
     async fn server_multipart(
         &self,
-        s: &S3Store,
-        d: &S3Store,
+        server: &dyn ServerCopy,
         info: &ObjectInfo,
     ) -> Result<Copied, TransferError> {
         let etag = info.etag.as_deref();
         self.multipart(info, |up, number, offset, len| async move {
             let e = with_retry(&self.retry, "UploadPartCopy", |_| {
-                d.copy_part(s, &up, number, offset, len, etag)
+                server.copy_part(&up, number, offset, len, etag)
             })
             .await?;
             Ok((e, ()))

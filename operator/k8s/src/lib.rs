@@ -1,0 +1,10 @@
+//! The protocol between the operator and its agents in a cluster, in one place: the names of
+//! the objects the operator creates for a job, their labels, the ConfigMap keys and mount
+//! paths, the agent's environment variables, and the ConfigMap progress store the agents write
+//! and the operator reads. `docs/agent-protocol.md` describes it for people.
+
+pub mod env;
+pub mod names;
+pub mod progress_configmap;
+
+pub use progress_configmap::ConfigMapProgressStore;

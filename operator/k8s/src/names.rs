@@ -1,0 +1,53 @@
+//! Names, labels, keys and paths of the objects the operator creates for a job. Every name is
+//! derived from the job's name, so a restarted operator finds what it made.
+
+/// The label on every child, with the owning job's name.
+pub const JOB_LABEL: &str = "ferry.dev/migrationjob";
+/// The key of the plan inside its ConfigMap (and the file name where it is mounted).
+pub const PLAN_KEY: &str = "plan.json";
+/// Where the plan ConfigMap is mounted in an agent.
+pub const PLAN_MOUNT: &str = "/etc/ferry/plan";
+/// The key of the progress record inside a shard's ConfigMap.
+pub const PROGRESS_KEY: &str = "progress.json";
+
+/// The plan file as an agent sees it.
+pub fn plan_path() -> String {
+    format!("{PLAN_MOUNT}/{PLAN_KEY}")
+}
+
+/// The plan ConfigMap of a job.
+pub fn plan_name(job: &str) -> String {
+    format!("{job}-plan")
+}
+
+/// The prefix of a job's shard progress ConfigMaps; shard `i` is the prefix followed by `i`.
+pub fn shard_prefix(job: &str) -> String {
+    format!("{job}-shard-")
+}
+
+/// The progress ConfigMap of shard `i`.
+pub fn shard_name(job: &str, i: u32) -> String {
+    format!("{}{i}", shard_prefix(job))
+}
+
+/// The agents' Indexed Job.
+pub fn job_name(job: &str) -> String {
+    format!("{job}-agents")
+}
+
+/// The agents' ServiceAccount, Role and RoleBinding.
+pub fn agent_name(job: &str) -> String {
+    format!("{job}-agent")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_start_with_the_prefix() {
+        assert_eq!(shard_name("photos", 3), "photos-shard-3");
+        assert!(shard_name("photos", 3).starts_with(&shard_prefix("photos")));
+        assert_eq!(plan_path(), "/etc/ferry/plan/plan.json");
+    }
+}

@@ -1,0 +1,26 @@
+//! What Ferry's operator, `ferry run` and the transfer engine share, with no Kubernetes and
+//! no S3 client in it:
+//!
+//! - [`plan`]: the job plan an agent runs (shard ranges, the resolved transfer settings);
+//! - [`stores`]: where each side is (a serializable store configuration) and its secrets;
+//! - [`progress`]: the progress record of a shard (checkpoint, counters, failure classes);
+//! - [`select`]: which objects a job selects;
+//! - [`policy`]: the overwrite and verification policies.
+//!
+//! The operator translates a validated `MigrationJob` spec into these types once; the engine
+//! reads nothing else.
+
+pub mod plan;
+pub mod policy;
+pub mod progress;
+pub mod select;
+pub mod stores;
+
+pub use plan::{FailureBudget, JobPlan, MultipartSettings, ShardRange, Side, Transfer};
+pub use policy::{OverwritePolicy, VerifyMode};
+pub use progress::{
+    Checkpoint, Counters, ErrorSample, FailureClass, PendingUpload, ProgressStore, ShardProgress,
+    ShardState, Totals,
+};
+pub use select::{PatternError, Selection, Selector};
+pub use stores::{JobCredentials, SideSecrets, StoreConfig};

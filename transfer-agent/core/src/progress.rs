@@ -1,0 +1,263 @@
+//! The progress record of a shard, written by whoever runs it (an agent, or `ferry run`) and
+//! read by whoever reports on the job: the state, live counters, failures by class, the first
+//! errors and the checkpoint a resumed run starts from (`docs/contract.md` §3).
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// At most this many first errors are kept in a progress record and in a status.
+pub const MAX_FIRST_ERRORS: usize = 10;
+
+/// Why an object (or a job) failed. One enum for reports, status and metrics.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum FailureClass {
+    AccessDenied,
+    AuthExpired,
+    NoSuchBucket,
+    SourceVanished,
+    Archived,
+    TooLarge,
+    Throttled,
+    Network,
+    ChecksumMismatch,
+    Unrepresentable,
+    InvalidRequest,
+    Internal,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::AccessDenied => "AccessDenied",
+            FailureClass::AuthExpired => "AuthExpired",
+            FailureClass::NoSuchBucket => "NoSuchBucket",
+            FailureClass::SourceVanished => "SourceVanished",
+            FailureClass::Archived => "Archived",
+            FailureClass::TooLarge => "TooLarge",
+            FailureClass::Throttled => "Throttled",
+            FailureClass::Network => "Network",
+            FailureClass::ChecksumMismatch => "ChecksumMismatch",
+            FailureClass::Unrepresentable => "Unrepresentable",
+            FailureClass::InvalidRequest => "InvalidRequest",
+            FailureClass::Internal => "Internal",
+        }
+    }
+}
+
+/// Declares the counters with their `add`, so a new counter is one field, not four edits.
+macro_rules! counters {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident: u64,)* }) => {
+        $(#[$m])*
+        pub struct $name { $($(#[$fm])* pub $f: u64,)* }
+
+        impl $name {
+            /// Adds every counter of `o` to this one.
+            pub fn add(&mut self, o: &$name) {
+                $(self.$f += o.$f;)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Object and byte counters of a shard or a job.
+    #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Counters {
+        /// Selected objects discovered so far.
+        pub objects_total: u64,
+        /// Objects written and verified.
+        pub objects_copied: u64,
+        /// Objects already up to date at the destination.
+        pub objects_skipped: u64,
+        /// Objects deleted at the source while the job ran.
+        pub objects_vanished: u64,
+        /// Objects that failed (see the failure report).
+        pub objects_failed: u64,
+        /// In a dry run: objects that would be copied.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_would_copy: u64,
+        /// Bytes of the selected objects discovered so far.
+        pub bytes_total: u64,
+        /// Bytes written and verified.
+        pub bytes_copied: u64,
+        /// Bytes of objects already up to date.
+        pub bytes_skipped: u64,
+        /// Bytes of failed objects.
+        pub bytes_failed: u64,
+        /// In a dry run: bytes that would be copied.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub bytes_would_copy: u64,
+        /// Archived objects (Glacier classes) skipped, counted among the failures by class.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_archived: u64,
+    }
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
+}
+
+impl Counters {
+    /// Objects whose fate is decided.
+    pub fn objects_done(&self) -> u64 {
+        self.objects_copied
+            + self.objects_skipped
+            + self.objects_vanished
+            + self.objects_failed
+            + self.objects_would_copy
+    }
+
+    /// The objects and bytes counted (selected so far).
+    pub fn totals(&self) -> Totals {
+        Totals {
+            objects: self.objects_total,
+            bytes: self.bytes_total,
+        }
+    }
+
+    pub fn bytes_done(&self) -> u64 {
+        self.bytes_copied + self.bytes_skipped + self.bytes_failed + self.bytes_would_copy
+    }
+}
+
+/// One failed object, as shown in the status (keys truncated) and written to the report.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorSample {
+    /// The source key (truncated to 256 bytes in the status).
+    pub key: String,
+    /// The failure class.
+    pub class: FailureClass,
+    /// The service's error code, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What went wrong, with credentials and signed URLs removed.
+    pub message: String,
+}
+
+/// The state of one shard.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ShardState {
+    #[default]
+    Pending,
+    Running,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// Where a shard may resume: everything up to the watermark is done and recorded.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    /// The greatest source key (relative to the prefix) such that it and every key before it
+    /// in the shard is done and recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    /// The counters up to the watermark.
+    #[serde(default)]
+    pub counters: Counters,
+    /// Failures by class up to the watermark.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures_by_class: BTreeMap<FailureClass, u64>,
+    /// The next report segment number.
+    #[serde(default)]
+    pub report_segment: u32,
+    /// Multipart uploads that were in flight: aborted when the shard restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uploads: Vec<PendingUpload>,
+}
+
+/// A multipart upload Ferry started and has not completed yet.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingUpload {
+    /// The destination key.
+    pub key: String,
+    /// The upload id.
+    pub upload_id: String,
+}
+
+/// A count of selected objects and their bytes.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    /// Objects.
+    pub objects: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl std::ops::Add for Totals {
+    type Output = Totals;
+    fn add(self, o: Totals) -> Totals {
+        Totals {
+            objects: self.objects + o.objects,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+}
+
+impl std::iter::Sum for Totals {
+    fn sum<I: Iterator<Item = Totals>>(iter: I) -> Totals {
+        iter.fold(Totals::default(), |a, b| a + b)
+    }
+}
+
+/// The progress record of one shard: written by its agent, read by the operator or `ferry run`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardProgress {
+    /// The shard index.
+    pub shard: u32,
+    /// A hash of the spec fields that shape the key set; a record with another hash is stale.
+    pub spec_hash: String,
+    /// The shard's state.
+    pub state: ShardState,
+    /// Live counters (they may run ahead of the checkpoint).
+    pub counters: Counters,
+    /// Live failures by class.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures_by_class: BTreeMap<FailureClass, u64>,
+    /// The first errors (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_errors: Vec<ErrorSample>,
+    /// Whether the shard's listing has been read to its end.
+    #[serde(default)]
+    pub listing_complete: bool,
+    /// The selected objects and bytes the shard holds in all, once known: when its listing
+    /// reaches the end (before the copy has taken the last of it from the queue), or earlier
+    /// from a count-only listing, started when copying, not listing, holds the shard back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<Totals>,
+    /// Recent throughput in bytes per second.
+    #[serde(default)]
+    pub bytes_per_second: u64,
+    /// The job-fatal error that stopped the shard, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fatal: Option<ErrorSample>,
+    /// Where to resume.
+    #[serde(default)]
+    pub checkpoint: Checkpoint,
+    /// When the record was written (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// When the shard first started with this spec (RFC 3339). On resume, destination
+    /// objects written since then and equal to their source are the earlier attempt's work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+}
+
+/// Where a shard's progress record (with its checkpoint) is kept: a file for `ferry run` and
+/// the file-based agent, the ConfigMap the operator owns in a cluster.
+pub trait ProgressStore: Send + Sync {
+    fn load(&self) -> BoxFuture<'_, Result<Option<ShardProgress>, String>>;
+    fn save<'a>(&'a self, p: &'a ShardProgress) -> BoxFuture<'a, Result<(), String>>;
+}

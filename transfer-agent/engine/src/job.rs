@@ -1,0 +1,118 @@
+//! Runs one shard of a plan: opens its stores, each with its own secrets, sets the shard's
+//! limits, and hands everything to [`crate::shard::ShardRun`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_core::{FailureClass, JobCredentials, JobPlan, ProgressStore, ShardProgress};
+use tokio::sync::watch;
+
+use crate::error::TransferError;
+use crate::limit::Limits;
+use crate::retry::RetryPolicy;
+use crate::shard::ShardRun;
+use crate::stores::{self, Sink, Source};
+
+/// The per-shard limits: the job's rates divided evenly across its shards.
+pub fn shard_limits(plan: &JobPlan) -> Arc<Limits> {
+    let t = &plan.transfer;
+    let shards = plan.shards.len().max(1) as f64;
+    let bandwidth = t.bandwidth_limit.map_or(0.0, |b| b as f64 / shards);
+    let rps = t.requests_per_second as f64 / shards;
+    Arc::new(Limits::new(rps, bandwidth, t.memory_budget))
+}
+
+/// What a caller supplies to run one shard.
+pub struct ShardInputs {
+    pub plan: Arc<JobPlan>,
+    pub index: usize,
+    pub credentials: JobCredentials,
+    pub progress: Arc<dyn ProgressStore>,
+    pub live: watch::Sender<ShardProgress>,
+    pub stop: watch::Receiver<bool>,
+    pub checkpoint_every: Duration,
+}
+
+/// Opens the stores and runs one shard to its end.
+pub async fn run_shard(inp: ShardInputs) -> Result<ShardProgress, TransferError> {
+    let plan = inp.plan;
+    if inp.index >= plan.shards.len() {
+        return Err(TransferError::new(
+            FailureClass::InvalidRequest,
+            format!(
+                "shard {} is out of range: the plan has {}",
+                inp.index,
+                plan.shards.len()
+            ),
+        )
+        .fatal());
+    }
+    let t = &plan.transfer;
+    let limits = shard_limits(&plan);
+    let retry = RetryPolicy::default();
+    let open = |config, secrets| stores::open(config, secrets, limits.clone(), retry.clone());
+    let src = open(&t.source, &inp.credentials.source).await?.source();
+    let dst = open(&t.destination, &inp.credentials.destination)
+        .await?
+        .sink()?;
+    let report = if t.dry_run {
+        None
+    } else {
+        match &t.report {
+            Some(r) => Some(open(r, &inp.credentials.report).await?.sink()?),
+            None => Some(dst.clone()),
+        }
+    };
+    let plan = match (&plan.retry_failed_from, &plan.only_keys) {
+        (Some(folder), None) => {
+            // A dry run writes no report, so it has nothing to retry.
+            let keys = match &report {
+                Some(root) => {
+                    let folder = format!("{folder}shard-{}/", plan.shards[inp.index].index);
+                    failed_keys(root.folder(&folder).as_ref(), src.as_ref()).await?
+                }
+                None => Vec::new(),
+            };
+            tracing::info!(
+                shard = inp.index,
+                keys = keys.len(),
+                "retrying the failed keys of {folder}"
+            );
+            Arc::new(JobPlan {
+                only_keys: Some(keys),
+                ..(*plan).clone()
+            })
+        }
+        _ => plan,
+    };
+    let run = ShardRun {
+        server: dst.server_copy(src.as_ref()),
+        plan,
+        index: inp.index,
+        src,
+        dst,
+        report,
+        limits,
+        retry,
+        progress: inp.progress,
+        live: inp.live,
+        stop: inp.stop,
+        checkpoint_every: inp.checkpoint_every,
+    };
+    Ok(run.run().await)
+}
+
+/// The keys (relative to the source, sorted, distinct) that a shard's failure report in
+/// `folder` lists; archived objects are left out (a retry cannot read them either).
+async fn failed_keys(folder: &dyn Sink, src: &dyn Source) -> Result<Vec<String>, TransferError> {
+    let lines = crate::report::read_failures(folder).await?;
+    let src_prefix = src.full_key("");
+    let mut keys: Vec<String> = lines
+        .into_iter()
+        .filter(|l| l.class != FailureClass::Archived)
+        .filter_map(|l| l.key.strip_prefix(&src_prefix).map(str::to_string))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}

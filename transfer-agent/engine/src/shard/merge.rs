@@ -1,0 +1,252 @@
+//! The listing side of a shard: merges the sorted source and destination listings and decides
+//! about each selected key, in key order. Pure over two streams.
+
+use ferry_core::{OverwritePolicy, Selector, Totals};
+use futures::StreamExt;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+use crate::diff::needs_copy;
+use crate::error::TransferError;
+use crate::stores::{Listing, ObjectInfo, Source};
+
+/// What the listing side hands the copying side, in key order.
+#[derive(Debug)]
+pub enum Work {
+    Copy {
+        info: ObjectInfo,
+        replaced: bool,
+    },
+    /// Up to date because an earlier attempt of this shard wrote it after its last checkpoint.
+    Rewritten {
+        info: ObjectInfo,
+        checksum: String,
+    },
+    Skip(ObjectInfo),
+    WouldCopy(ObjectInfo),
+    Archived(ObjectInfo),
+    Invalid(ObjectInfo, String),
+    ListingFailed(TransferError),
+}
+
+/// How the merge decides.
+#[derive(Clone)]
+pub struct Rules {
+    pub selector: Selector,
+    pub policy: OverwritePolicy,
+    pub dry_run: bool,
+    /// Both sides' MD5-shaped ETags are MD5s of the content.
+    pub md5_etags: bool,
+    /// When resuming, the start of the first attempt (Unix seconds): an up-to-date
+    /// destination object written since then was copied by that attempt after its last
+    /// checkpoint, and is counted (and listed in the manifest) as copied rather than skipped.
+    pub resumed_since: Option<i64>,
+}
+
+/// A listing of only the given keys, looked up one by one (for retries of failed keys).
+pub fn keys_listing(store: Arc<dyn Source>, keys: Vec<String>) -> Listing {
+    futures::stream::iter(keys)
+        .then(move |k| {
+            let store = store.clone();
+            async move { store.head(&k).await.map(|o| o.map(|(i, _)| i)) }
+        })
+        .filter_map(|r| async move { r.transpose() })
+        .boxed()
+}
+
+/// Merges the sorted listings and sends a [`Work`] per selected source key. Returns what was
+/// handed over once the source listing has reached its end (the shard's total after the
+/// resume point, known long before the copying side has taken the last of it), or None when
+/// a listing failed or the receiver went away.
+pub async fn produce(
+    mut src: Listing,
+    dst: Listing,
+    rules: Rules,
+    tx: mpsc::Sender<Work>,
+) -> Option<Totals> {
+    let mut dst = dst.peekable();
+    let mut sent = Totals::default();
+    while let Some(item) = src.next().await {
+        let info = match item {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = tx.send(Work::ListingFailed(e)).await;
+                return None;
+            }
+        };
+        if !rules.selector.selects(&info.key, info.size, info.modified) {
+            continue;
+        }
+        let mut existing = None;
+        loop {
+            match std::pin::Pin::new(&mut dst).peek().await {
+                Some(Ok(d)) if d.key < info.key => {
+                    dst.next().await;
+                }
+                Some(Ok(d)) if d.key == info.key => {
+                    existing = dst.next().await.and_then(Result::ok);
+                    break;
+                }
+                Some(Err(_)) => {
+                    if let Some(Err(e)) = dst.next().await {
+                        let _ = tx.send(Work::ListingFailed(e)).await;
+                    }
+                    return None;
+                }
+                _ => break,
+            }
+        }
+        let size = info.size;
+        if tx.send(decide(&rules, info, existing)).await.is_err() {
+            return None;
+        }
+        sent.objects += 1;
+        sent.bytes += size;
+    }
+    Some(sent)
+}
+
+/// What to do with one selected source entry, given the destination's entry for its key.
+fn decide(rules: &Rules, info: ObjectInfo, existing: Option<ObjectInfo>) -> Work {
+    if let Some(why) = info.invalid.clone() {
+        return Work::Invalid(info, why);
+    }
+    if info.archived {
+        return Work::Archived(info);
+    }
+    if needs_copy(rules.policy, &info, existing.as_ref(), rules.md5_etags) {
+        return if rules.dry_run {
+            Work::WouldCopy(info)
+        } else {
+            Work::Copy {
+                replaced: existing.is_some(),
+                info,
+            }
+        };
+    }
+    match existing {
+        Some(d)
+            if rules
+                .resumed_since
+                .is_some_and(|t| d.modified.is_some_and(|m| m.timestamp() >= t)) =>
+        {
+            Work::Rewritten {
+                checksum: d.plain_md5().unwrap_or_default().to_string(),
+                info,
+            }
+        }
+        _ => Work::Skip(info),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stores::MemoryStore;
+    use chrono::{TimeZone, Utc};
+    use ferry_core::select::Selection;
+
+    fn rules(selection: Selection) -> Rules {
+        Rules {
+            selector: Selector::new(&selection).unwrap(),
+            policy: OverwritePolicy::IfDifferent,
+            dry_run: false,
+            md5_etags: true,
+            resumed_since: None,
+        }
+    }
+
+    async fn merged(
+        src: &MemoryStore,
+        dst: &MemoryStore,
+        rules: Rules,
+    ) -> (Vec<String>, Option<Totals>) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let task = tokio::spawn(produce(
+            src.list(None, None),
+            dst.list(None, None),
+            rules,
+            tx,
+        ));
+        let mut out = Vec::new();
+        while let Some(w) = rx.recv().await {
+            out.push(match w {
+                Work::Copy { info, replaced } => format!("copy {} {replaced}", info.key),
+                Work::Rewritten { info, .. } => format!("rewritten {}", info.key),
+                Work::Skip(i) => format!("skip {}", i.key),
+                Work::WouldCopy(i) => format!("would {}", i.key),
+                Work::Archived(i) => format!("archived {}", i.key),
+                Work::Invalid(i, _) => format!("invalid {}", i.key),
+                Work::ListingFailed(e) => format!("failed {e}"),
+            });
+        }
+        (out, task.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_merge_copies_what_differs_and_skips_what_is_up_to_date() {
+        let (src, dst) = (MemoryStore::new(), MemoryStore::new());
+        for (k, v) in [
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+            ("d", "44"),
+            ("skip.tmp", "5"),
+        ] {
+            src.insert(k, v.as_bytes().to_vec());
+        }
+        // `b` is up to date, `c` differs in content, `d` in size; `0` and `z` exist only at
+        // the destination and are left alone.
+        for (k, v) in [("0", "x"), ("b", "2"), ("c", "9"), ("d", "4"), ("z", "x")] {
+            dst.insert(k, v.as_bytes().to_vec());
+        }
+        let (work, total) = merged(
+            &src,
+            &dst,
+            rules(Selection {
+                exclude: vec!["*.tmp".into()],
+                ..Default::default()
+            }),
+        )
+        .await;
+        assert_eq!(
+            work,
+            ["copy a false", "skip b", "copy c true", "copy d true"]
+        );
+        assert_eq!(
+            total,
+            Some(Totals {
+                objects: 4,
+                bytes: 5
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resumed_shard_counts_its_own_unrecorded_writes_as_copied() {
+        let (src, dst) = (MemoryStore::new(), MemoryStore::new());
+        let before = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        let after = Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap();
+        src.insert("old", b"1".to_vec());
+        src.insert("new", b"2".to_vec());
+        dst.insert_at("old", b"1".to_vec(), before);
+        dst.insert_at("new", b"2".to_vec(), after);
+        let mut r = rules(Selection::default());
+        r.resumed_since = Some(
+            Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0)
+                .unwrap()
+                .timestamp(),
+        );
+        let (work, _) = merged(&src, &dst, r).await;
+        assert_eq!(work, ["rewritten new", "skip old"]);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_only_says_what_it_would_copy() {
+        let (src, dst) = (MemoryStore::new(), MemoryStore::new());
+        src.insert("a", b"1".to_vec());
+        let mut r = rules(Selection::default());
+        r.dry_run = true;
+        assert_eq!(merged(&src, &dst, r).await.0, ["would a"]);
+    }
+}

@@ -1,0 +1,187 @@
+//! Copies one shard: list the source range (from the checkpoint on), merge it with the
+//! destination listing, filter, decide, copy with bounded concurrency, and record outcomes in
+//! listing order (watermark, counters, reports, checkpoint).
+//!
+//! - [`merge`]: the listing side, pure over two sorted listings;
+//! - [`census`]: the count-only listing that makes the total known early;
+//! - [`record`]: outcomes into the live record, the checkpoint and the report;
+//! - [`pump`]: the loop that moves work from the listing to copies and records what ends.
+
+pub mod census;
+pub mod merge;
+pub mod pump;
+pub mod record;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_core::{
+    Checkpoint, FailureClass, JobPlan, ProgressStore, Selector, ShardProgress, ShardRange,
+    ShardState,
+};
+use tokio::sync::watch;
+
+use crate::checkpoint::Watermark;
+use crate::error::TransferError;
+use crate::limit::Limits;
+use crate::report::ReportWriter;
+use crate::retry::RetryPolicy;
+use crate::stores::{ServerCopy, Sink, Source};
+use record::{Breaker, Recorder};
+
+/// Everything one shard run needs.
+pub struct ShardRun {
+    pub plan: Arc<JobPlan>,
+    pub index: usize,
+    pub src: Arc<dyn Source>,
+    pub dst: Arc<dyn Sink>,
+    /// The root reports go under (the destination by default). None writes none (dry runs).
+    pub report: Option<Arc<dyn Sink>>,
+    pub limits: Arc<Limits>,
+    pub retry: RetryPolicy,
+    /// Copies inside the service, when source and destination are one service and account.
+    pub server: Option<Arc<dyn ServerCopy>>,
+    pub progress: Arc<dyn ProgressStore>,
+    /// The live progress record, for progress bars and the agent's progress writer.
+    pub live: watch::Sender<ShardProgress>,
+    /// Becomes true when the run must stop (signal, suspend).
+    pub stop: watch::Receiver<bool>,
+    /// How often the checkpoint is saved.
+    pub checkpoint_every: Duration,
+}
+
+impl ShardRun {
+    fn range(&self) -> &ShardRange {
+        &self.plan.shards[self.index]
+    }
+
+    /// Runs the shard to its end (completed, failed, paused or cancelled) and returns the
+    /// final progress record, which is also saved.
+    pub async fn run(self) -> ShardProgress {
+        let (mut record, resumed_since) = self.load().await;
+        if matches!(record.state, ShardState::Completed | ShardState::Cancelled) {
+            self.live.send_replace(record.clone());
+            return record;
+        }
+        if self.plan.transfer.cancel {
+            record.state = ShardState::Cancelled;
+            self.save(&record).await;
+            return record;
+        }
+        // Resume: counters and failures are those of the checkpoint; what ran past it is
+        // redone.
+        let cp: Checkpoint = record.checkpoint.clone();
+        record.counters = cp.counters.clone();
+        record.failures_by_class = cp.failures_by_class.clone();
+        record.fatal = None;
+        record.listing_complete = false;
+        record.expected = None;
+        record.state = ShardState::Running;
+        let selector = match Selector::new(&self.plan.transfer.selection) {
+            Ok(s) => s,
+            Err(e) => {
+                // A plan whose filters do not compile here (version skew, a hand-made plan)
+                // must never turn into "copy everything".
+                let e = TransferError::new(
+                    FailureClass::InvalidRequest,
+                    format!("the plan's filters do not compile: {e}"),
+                )
+                .fatal();
+                record.state = ShardState::Failed;
+                record.fatal = Some(e.sample(""));
+                self.save(&record).await;
+                self.live.send_replace(record.clone());
+                return record;
+            }
+        };
+        let report = self.report.as_ref().map(|root| {
+            let folder = self.plan.shard_report_folder(self.range().index);
+            ReportWriter::new(root.folder(&folder), cp.report_segment)
+        });
+        let rec = Recorder {
+            record,
+            cp,
+            window: Watermark::default(),
+            report,
+            breaker: Breaker::default(),
+        };
+        pump::Pump::start(&self, rec, selector, resumed_since)
+            .run()
+            .await
+    }
+
+    /// Loads the shard's record, cleans up what an earlier run left (multipart uploads), and
+    /// returns the record to go on from (a fresh one when there is none for this plan) with,
+    /// when resuming, the time the first attempt started (Unix seconds).
+    async fn load(&self) -> (ShardProgress, Option<i64>) {
+        let loaded = match self.progress.load().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "the progress record could not be read; starting over");
+                None
+            }
+        };
+        // Uploads recorded by an earlier run were left behind by a kill: abort them.
+        if let Some(old) = &loaded {
+            for u in &old.checkpoint.uploads {
+                self.dst
+                    .abort_upload(&crate::stores::Upload {
+                        key: u.key.clone(),
+                        id: u.upload_id.clone(),
+                    })
+                    .await;
+            }
+        }
+        if !self.plan.transfer.dry_run {
+            self.sweep_uploads().await;
+        }
+        let mut record = match loaded {
+            Some(r) if r.spec_hash == self.plan.spec_hash => r,
+            _ => ShardProgress {
+                shard: self.range().index,
+                spec_hash: self.plan.spec_hash.clone(),
+                ..Default::default()
+            },
+        };
+        let resumed_since = record
+            .started_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp());
+        if record.started_at.is_none() {
+            record.started_at = Some(chrono::Utc::now().to_rfc3339());
+        }
+        record.checkpoint.uploads.clear();
+        (record, resumed_since)
+    }
+
+    /// Aborts multipart uploads left in the shard's range of the destination by an earlier
+    /// run that could not record them (a create whose answer was lost, a kill before the
+    /// checkpoint): uploads started before this run, for keys the source holds.
+    async fn sweep_uploads(&self) {
+        let started = chrono::Utc::now();
+        let uploads = match self.dst.open_uploads().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list multipart uploads; not sweeping");
+                return;
+            }
+        };
+        for open in uploads {
+            let key = &open.upload.key;
+            if !self.range().contains(key) || open.initiated.is_some_and(|t| t > started) {
+                continue;
+            }
+            if matches!(self.src.head(key).await, Ok(Some(_))) {
+                tracing::info!(key = %self.dst.full_key(key), "aborting a stale multipart upload");
+                self.dst.abort_upload(&open.upload).await;
+            }
+        }
+    }
+
+    async fn save(&self, rec: &ShardProgress) {
+        if let Err(e) = self.progress.save(rec).await {
+            tracing::warn!(error = %e, "could not save the progress record");
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The loop of a running shard: takes work from the listing in key order, starts copies with
+//! bounded concurrency, records what ends, starts the count-only listing when copying (not
+//! listing) holds the shard back, publishes the live record and saves checkpoints, and stops
+//! cleanly on request.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_core::{FailureClass, Selector, ShardProgress, ShardState, Totals};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::census::census;
+use super::merge::{keys_listing, produce, Rules, Work};
+use super::record::{Outcome, Recorder, Verdict};
+use super::ShardRun;
+use crate::copy::{Copied, Copier, UploadRegistry};
+use crate::error::TransferError;
+use crate::report::ManifestLine;
+use crate::stores::ObjectInfo;
+
+/// How long in-flight objects may take to finish after a stop before they are abandoned.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the listing must have waited for the copy before a count-only listing starts.
+const CENSUS_AFTER: Duration = Duration::from_secs(2);
+/// How often the live record is published (and the stop grace and checkpoint timers looked at).
+const TICK: Duration = Duration::from_millis(250);
+
+/// One copy that ended.
+struct Done {
+    seq: u64,
+    info: ObjectInfo,
+    replaced: bool,
+    result: Result<Copied, TransferError>,
+}
+
+/// Throughput over the last few seconds.
+#[derive(Default)]
+struct Rate {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Rate {
+    fn observe(&mut self, total: u64) -> u64 {
+        let now = Instant::now();
+        self.samples.push_back((now, total));
+        while self.samples.len() > 2
+            && now.duration_since(self.samples[0].0) > Duration::from_secs(5)
+        {
+            self.samples.pop_front();
+        }
+        let (t0, b0) = self.samples[0];
+        let secs = now.duration_since(t0).as_secs_f64();
+        if secs < 0.2 {
+            0
+        } else {
+            ((total - b0) as f64 / secs) as u64
+        }
+    }
+}
+
+/// When the shard's total becomes known: from the listing once it reaches its end, or before
+/// that from a count-only listing started once the work queue has stayed full for
+/// [`CENSUS_AFTER`] (where listing is what takes the time, a second listing would only slow
+/// the shard down).
+struct Total {
+    /// The counters at the resume point: the listing's own total counts from there.
+    resumed_at: Totals,
+    /// Where the run's listing started, for a count-only listing before anything was taken.
+    after: Option<String>,
+    /// The listing (producer) task; it returns what it handed over.
+    producer: JoinHandle<Option<Totals>>,
+    listed: bool,
+    census: Option<JoinHandle<Result<Totals, TransferError>>>,
+    census_started: bool,
+    queue_full_since: Option<Instant>,
+}
+
+/// The state of the loop.
+pub struct Pump<'a> {
+    run: &'a ShardRun,
+    rec: Recorder,
+    selector: Selector,
+    copier: Arc<Copier>,
+    uploads: Arc<UploadRegistry>,
+    moved: Arc<AtomicU64>,
+    work: mpsc::Receiver<Work>,
+    inflight: FuturesUnordered<JoinHandle<Done>>,
+    concurrency: usize,
+    /// Keys registered and not yet popped from the watermark window at most.
+    window_cap: usize,
+    listing_done: bool,
+    stopping: Option<Instant>,
+    total: Total,
+    rate: Rate,
+    last_save: Instant,
+}
+
+impl<'a> Pump<'a> {
+    /// Starts the listing (from the checkpoint on) and sets the loop up.
+    pub fn start(
+        run: &'a ShardRun,
+        rec: Recorder,
+        selector: Selector,
+        resumed_since: Option<i64>,
+    ) -> Self {
+        let range = run.range();
+        let after = match (&range.after, &rec.cp.watermark) {
+            (Some(a), Some(w)) => Some(a.max(w).clone()),
+            (a, w) => w.clone().or(a.clone()),
+        };
+        let (src_list, dst_list) = match &run.plan.only_keys {
+            Some(keys) => {
+                let keys: Vec<String> = keys
+                    .iter()
+                    .filter(|k| {
+                        range.contains(k) && after.as_deref().is_none_or(|a| k.as_str() > a)
+                    })
+                    .cloned()
+                    .collect();
+                (
+                    keys_listing(run.src.clone(), keys.clone()),
+                    keys_listing(run.dst.clone(), keys),
+                )
+            }
+            None => (
+                run.src.list(after.clone(), range.until.clone()),
+                run.dst.list(after.clone(), range.until.clone()),
+            ),
+        };
+        let t = &run.plan.transfer;
+        let rules = Rules {
+            selector: selector.clone(),
+            policy: t.overwrite,
+            dry_run: t.dry_run,
+            md5_etags: run.src.caps().md5_etags && run.dst.sink_caps().etags_are_md5,
+            resumed_since,
+        };
+        let (tx, work) = mpsc::channel::<Work>(1024);
+        let producer = tokio::spawn(produce(src_list, dst_list, rules, tx));
+        let uploads = Arc::new(UploadRegistry::default());
+        let moved = Arc::new(AtomicU64::new(0));
+        let copier = Arc::new(Copier {
+            src: run.src.clone(),
+            dst: run.dst.clone(),
+            threshold: t.multipart.threshold,
+            part_size: t.multipart.part_size,
+            verify: t.verify,
+            server: run.server.clone(),
+            limits: run.limits.clone(),
+            retry: run.retry.clone(),
+            uploads: uploads.clone(),
+            bytes_moved: moved.clone(),
+        });
+        let concurrency = t.concurrency.max(1) as usize;
+        let resumed_at = rec.record.counters.totals();
+        Pump {
+            run,
+            rec,
+            selector,
+            copier,
+            uploads,
+            moved,
+            work,
+            inflight: FuturesUnordered::new(),
+            concurrency,
+            window_cap: (concurrency * 16).max(4096),
+            listing_done: false,
+            stopping: None,
+            total: Total {
+                resumed_at,
+                after,
+                producer,
+                listed: false,
+                census: None,
+                census_started: run.plan.only_keys.is_some(),
+                queue_full_since: None,
+            },
+            rate: Rate::default(),
+            last_save: Instant::now(),
+        }
+    }
+
+    /// Neither taking new work nor waiting for more.
+    fn halted(&self) -> bool {
+        self.stopping.is_some() || self.rec.stopped()
+    }
+
+    fn can_take(&self) -> bool {
+        !self.halted()
+            && !self.listing_done
+            && self.inflight.len() < self.concurrency
+            && self.rec.window.len() < self.window_cap
+    }
+
+    /// Runs until the listing is done and every copy has ended (or the shard is stopped),
+    /// then saves and returns the final record.
+    pub async fn run(mut self) -> ShardProgress {
+        let mut stop = self.run.stop.clone();
+        let mut ticker = tokio::time::interval(TICK);
+        loop {
+            if self.inflight.is_empty() && (self.listing_done || self.halted()) {
+                break;
+            }
+            let can_take = self.can_take();
+            tokio::select! {
+                changed = stop.changed(), if self.stopping.is_none() => {
+                    if changed.is_err() || *stop.borrow() {
+                        self.stopping = Some(Instant::now());
+                    }
+                }
+                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    match done {
+                        Ok(done) => self.ended(done),
+                        Err(e) => tracing::error!(error = %e, "a copy task failed"),
+                    }
+                }
+                work = self.work.recv(), if can_take => self.take(work),
+                listed = &mut self.total.producer, if !self.total.listed => {
+                    self.listed(listed.ok().flatten());
+                }
+                counted = async { self.total.census.as_mut().expect("guarded").await },
+                    if self.total.census.is_some() => self.counted(counted),
+                _ = ticker.tick() => self.tick().await,
+            }
+        }
+        self.finish().await
+    }
+
+    /// Takes one unit of work from the listing: registers it in listing order and starts its
+    /// copy, or records it at once.
+    fn take(&mut self, work: Option<Work>) {
+        let work = match work {
+            None => {
+                self.listing_done = true;
+                self.rec.record.listing_complete = true;
+                return;
+            }
+            Some(Work::ListingFailed(e)) => {
+                tracing::error!(error = %e, "listing failed");
+                self.rec.note_error(e.sample(""));
+                self.rec.stop(e.sample(""));
+                return;
+            }
+            Some(w) => w,
+        };
+        match work {
+            Work::Copy { info, replaced } => {
+                let seq = self.rec.register(&info);
+                let copier = self.copier.clone();
+                self.inflight.push(tokio::spawn(async move {
+                    let result = copier.copy(&info).await;
+                    Done {
+                        seq,
+                        info,
+                        replaced,
+                        result,
+                    }
+                }));
+            }
+            Work::Rewritten { info, checksum } => {
+                let seq = self.rec.register(&info);
+                self.ended(Done {
+                    seq,
+                    info,
+                    replaced: false,
+                    result: Ok(Copied::Done { checksum }),
+                });
+            }
+            Work::Skip(info) => self.record_now(&info, Outcome::Skipped),
+            Work::WouldCopy(info) => self.record_now(&info, Outcome::WouldCopy),
+            Work::Archived(info) => {
+                let e = TransferError::new(
+                    FailureClass::Archived,
+                    "skipped: the object is in an archive storage class (restore it first)",
+                );
+                let line = e.report_line(self.run.src.full_key(&info.key), &info);
+                self.record_now(&info, Outcome::Archived(line));
+            }
+            Work::Invalid(info, why) => {
+                let seq = self.rec.register(&info);
+                let e = TransferError::new(FailureClass::Unrepresentable, why).retryable(false);
+                self.fail(seq, &info, &e);
+            }
+            Work::ListingFailed(_) => unreachable!("handled above"),
+        }
+    }
+
+    fn record_now(&mut self, info: &ObjectInfo, outcome: Outcome) {
+        let seq = self.rec.register(info);
+        self.rec.settle(seq, info.size, outcome);
+    }
+
+    fn fail(&mut self, seq: u64, info: &ObjectInfo, e: &TransferError) {
+        let key = self.run.src.full_key(&info.key);
+        self.rec.note_error(e.sample(&key));
+        self.rec
+            .settle(seq, info.size, Outcome::Failed(e.report_line(key, info)));
+    }
+
+    /// Records a copy that ended.
+    fn ended(&mut self, done: Done) {
+        let Done {
+            seq,
+            info,
+            replaced,
+            result,
+        } = done;
+        match result {
+            Ok(Copied::Done { checksum }) => {
+                let line = ManifestLine {
+                    key: self.run.dst.full_key(&info.key),
+                    size: info.size,
+                    checksum,
+                    replaced,
+                };
+                self.rec.settle(seq, info.size, Outcome::Copied(line));
+            }
+            Ok(Copied::Vanished) => self.rec.settle(seq, info.size, Outcome::Vanished),
+            Err(e) => {
+                let anything_copied = self.rec.record.counters.objects_copied > 0;
+                let key = self.run.src.full_key(&info.key);
+                if e.fatal {
+                    tracing::warn!(key = %key, error = %e, "job-fatal error");
+                } else {
+                    tracing::debug!(key = %key, error = %e, "object failed");
+                }
+                match self.rec.breaker.judge(&e, anything_copied) {
+                    // Not recorded: the checkpoint stays before this key.
+                    Verdict::Stop => self.rec.stop(e.sample(&key)),
+                    Verdict::Fail => self.fail(seq, &info, &e),
+                }
+            }
+        }
+    }
+
+    /// The listing reached its end (or failed): the shard's total is known.
+    fn listed(&mut self, sent: Option<Totals>) {
+        self.total.listed = true;
+        if let Some(c) = self.total.census.take() {
+            c.abort();
+        }
+        if let Some(t) = sent {
+            self.rec.record.expected = Some(self.total.resumed_at + t);
+        }
+    }
+
+    fn counted(&mut self, counted: Result<Result<Totals, TransferError>, tokio::task::JoinError>) {
+        self.total.census = None;
+        match counted {
+            Ok(Ok(t)) => {
+                self.rec.record.expected.get_or_insert(t);
+            }
+            Ok(Err(e)) => tracing::debug!(
+                error = %e,
+                "the count-only listing failed; the total stays unknown until the listing ends"
+            ),
+            Err(e) => tracing::debug!(error = %e, "the count-only listing stopped"),
+        }
+    }
+
+    /// Starts the count-only listing of the range beyond the last key taken (every selected
+    /// key up to it is in the counters already).
+    fn start_census(&mut self) {
+        self.total.census_started = true;
+        let from = self
+            .rec
+            .window
+            .last_key()
+            .map(str::to_string)
+            .or_else(|| self.rec.cp.watermark.clone())
+            .or_else(|| self.total.after.clone());
+        let base = self.rec.record.counters.totals();
+        let listing = self.run.src.list(from, self.run.range().until.clone());
+        self.total.census = Some(tokio::spawn(census(listing, self.selector.clone(), base)));
+    }
+
+    async fn tick(&mut self) {
+        let t = &mut self.total;
+        t.queue_full_since = if self.work.capacity() == 0 {
+            t.queue_full_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        let waited = t
+            .queue_full_since
+            .is_some_and(|since| since.elapsed() >= CENSUS_AFTER);
+        if !t.census_started && !t.listed && !self.listing_done && !self.halted() && waited {
+            self.start_census();
+        }
+        if self.stopping.is_some_and(|t| t.elapsed() > STOP_GRACE) {
+            for h in self.inflight.iter() {
+                h.abort();
+            }
+            self.inflight.clear();
+        }
+        self.rec.record.bytes_per_second = self.rate.observe(self.moved.load(Ordering::Relaxed));
+        self.run.live.send_replace(self.rec.record.clone());
+        if self.last_save.elapsed() >= self.run.checkpoint_every {
+            self.rec.cp.uploads = self.uploads.snapshot();
+            self.checkpoint().await;
+            self.last_save = Instant::now();
+        }
+    }
+
+    /// Ends the run: aborts what is left, decides the shard's state, saves the record.
+    async fn finish(mut self) -> ShardProgress {
+        self.total.producer.abort();
+        if let Some(c) = self.total.census.take() {
+            c.abort();
+        }
+        // Uploads still open belong to objects that were abandoned: free their parts.
+        for u in self.uploads.drain() {
+            self.run.dst.abort_upload(&u).await;
+        }
+        self.rec.cp.uploads.clear();
+        let unfinished = !self.listing_done || !self.rec.window.is_empty();
+        self.rec.record.state = if self.rec.stopped() {
+            ShardState::Failed
+        } else if self.stopping.is_some() && unfinished {
+            ShardState::Paused
+        } else {
+            ShardState::Completed
+        };
+        self.rec.record.bytes_per_second = 0;
+        self.checkpoint().await;
+        self.run.live.send_replace(self.rec.record.clone());
+        self.rec.record
+    }
+
+    /// Writes the report segment covering the done prefix, then the checkpoint.
+    async fn checkpoint(&mut self) {
+        if let Some(r) = self.rec.report.as_mut() {
+            if let Err(e) = r.flush().await {
+                // The checkpoint must not move past keys whose report lines are not written.
+                tracing::warn!(error = %e, "could not write the report segment; keeping the old checkpoint");
+                return;
+            }
+            self.rec.cp.report_segment = r.segment;
+        }
+        self.rec.record.checkpoint = self.rec.cp.clone();
+        self.rec.record.updated_at = Some(chrono::Utc::now().to_rfc3339());
+        self.run.save(&self.rec.record).await;
+    }
+}

@@ -1,0 +1,300 @@
+//! The recording side of a shard: counts each object's outcome in the live record at once, and
+//! in the checkpoint (with its report lines) once every key before it is done too, so the
+//! watermark never passes a key whose outcome is not written down.
+
+use ferry_core::progress::MAX_FIRST_ERRORS;
+use ferry_core::{Checkpoint, Counters, ErrorSample, FailureClass, ShardProgress};
+
+use crate::checkpoint::{Recorded, Watermark};
+use crate::error::TransferError;
+use crate::report::{FailureLine, ManifestLine, ReportWriter};
+use crate::stores::ObjectInfo;
+
+/// Job-fatal errors tolerated before the shard stops (circuit breaker).
+const FATAL_THRESHOLD: u32 = 3;
+/// Access denials in a row, with nothing copied yet, that mean the job cannot work at all.
+const DENIED_THRESHOLD: u32 = 5;
+
+/// How one object ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Written and verified; `line` goes to the manifest.
+    Copied(ManifestLine),
+    /// Already up to date at the destination.
+    Skipped,
+    /// A dry run would copy it.
+    WouldCopy,
+    /// Deleted at the source before it could be read.
+    Vanished,
+    /// In an archive storage class: skipped, reported, not counted as failed.
+    Archived(FailureLine),
+    /// Failed; `line` goes to the failure report.
+    Failed(FailureLine),
+}
+
+impl Outcome {
+    /// What the outcome adds to the counters, for an object of `size` bytes.
+    fn counters(&self, size: u64) -> Counters {
+        let mut c = Counters::default();
+        match self {
+            Outcome::Copied(_) => (c.objects_copied, c.bytes_copied) = (1, size),
+            Outcome::Skipped => (c.objects_skipped, c.bytes_skipped) = (1, size),
+            Outcome::WouldCopy => (c.objects_would_copy, c.bytes_would_copy) = (1, size),
+            Outcome::Vanished => c.objects_vanished = 1,
+            Outcome::Archived(_) => c.objects_archived = 1,
+            Outcome::Failed(_) => (c.objects_failed, c.bytes_failed) = (1, size),
+        }
+        c
+    }
+}
+
+/// What the circuit breaker makes of an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// An ordinary failure of this object.
+    Fail,
+    /// The job cannot work: stop the shard without recording the object, so the checkpoint
+    /// stays before it and a fixed job redoes it.
+    Stop,
+}
+
+/// Tells an object's failure from the job's: a few job-fatal errors (bad credentials, a
+/// missing bucket) are counted as failures, the next stops the shard; so do access denials in
+/// a row before anything at all was copied.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    fatal_seen: u32,
+    denied_in_a_row: u32,
+}
+
+impl Breaker {
+    pub fn copied(&mut self) {
+        self.denied_in_a_row = 0;
+    }
+
+    pub fn judge(&mut self, e: &TransferError, anything_copied: bool) -> Verdict {
+        if e.fatal {
+            self.fatal_seen += 1;
+            return if self.fatal_seen >= FATAL_THRESHOLD {
+                Verdict::Stop
+            } else {
+                Verdict::Fail
+            };
+        }
+        if e.class == FailureClass::AccessDenied {
+            self.denied_in_a_row += 1;
+            if self.denied_in_a_row >= DENIED_THRESHOLD && !anything_copied {
+                return Verdict::Stop;
+            }
+        }
+        Verdict::Fail
+    }
+}
+
+impl TransferError {
+    /// The error as the status shows it, for the object at `key`.
+    pub fn sample(&self, key: &str) -> ErrorSample {
+        ErrorSample {
+            key: key.to_string(),
+            class: self.class,
+            code: self.code.clone(),
+            message: self.message.clone(),
+        }
+    }
+
+    /// The error as the failure report lists it, for `info` at (full) `key`.
+    pub fn report_line(&self, key: String, info: &ObjectInfo) -> FailureLine {
+        FailureLine {
+            key,
+            size: info.size,
+            class: self.class,
+            code: self.code.clone(),
+            attempts: self.attempts,
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// The live record, the checkpoint and the report of a running shard.
+pub struct Recorder {
+    pub record: ShardProgress,
+    pub cp: Checkpoint,
+    pub window: Watermark,
+    pub report: Option<ReportWriter>,
+    pub breaker: Breaker,
+}
+
+impl Recorder {
+    /// Registers the next key in listing order (counted as listed); returns its sequence.
+    pub fn register(&mut self, info: &ObjectInfo) -> u64 {
+        self.record.counters.objects_total += 1;
+        self.record.counters.bytes_total += info.size;
+        self.window.push(info.key.clone())
+    }
+
+    /// Records how the key at `seq` ended: in the live counters now, in the checkpoint once
+    /// every key before it is done too (the delta then also counts the key in the totals).
+    pub fn settle(&mut self, seq: u64, size: u64, outcome: Outcome) {
+        let counters = outcome.counters(size);
+        self.record.counters.add(&counters);
+        let (failure, written) = match outcome {
+            Outcome::Copied(line) => {
+                self.breaker.copied();
+                (None, Some(line))
+            }
+            Outcome::Archived(line) | Outcome::Failed(line) => {
+                *self.record.failures_by_class.entry(line.class).or_insert(0) += 1;
+                (Some(line), None)
+            }
+            _ => (None, None),
+        };
+        let delta = Counters {
+            objects_total: 1,
+            bytes_total: size,
+            ..counters
+        };
+        self.window.complete(
+            seq,
+            Recorded {
+                delta,
+                failure,
+                written,
+            },
+        );
+        self.drain();
+    }
+
+    /// Keeps `sample` among the first errors of the record (at most [`MAX_FIRST_ERRORS`]).
+    pub fn note_error(&mut self, sample: ErrorSample) {
+        if self.record.first_errors.len() < MAX_FIRST_ERRORS {
+            self.record.first_errors.push(sample);
+        }
+    }
+
+    /// Stops the shard on a job-fatal error.
+    pub fn stop(&mut self, sample: ErrorSample) {
+        self.record.fatal = Some(sample);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.record.fatal.is_some()
+    }
+
+    /// Moves the done prefix into the checkpoint and the report buffers.
+    fn drain(&mut self) {
+        while let Some((key, rec)) = self.window.pop_ready() {
+            self.cp.counters.add(&rec.delta);
+            if let Some(f) = &rec.failure {
+                *self.cp.failures_by_class.entry(f.class).or_insert(0) += 1;
+            }
+            if let Some(r) = self.report.as_mut() {
+                if let Some(f) = &rec.failure {
+                    r.failure(f);
+                }
+                if let Some(w) = &rec.written {
+                    r.written(w);
+                }
+            }
+            self.cp.watermark = Some(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(key: &str, size: u64) -> ObjectInfo {
+        ObjectInfo {
+            key: key.into(),
+            size,
+            modified: None,
+            etag: None,
+            archived: false,
+            invalid: None,
+        }
+    }
+
+    fn recorder() -> Recorder {
+        Recorder {
+            record: ShardProgress::default(),
+            cp: Checkpoint::default(),
+            window: Watermark::default(),
+            report: None,
+            breaker: Breaker::default(),
+        }
+    }
+
+    fn failed(key: &str) -> Outcome {
+        let e = TransferError::new(FailureClass::Network, "reset");
+        Outcome::Failed(e.report_line(key.into(), &info(key, 3)))
+    }
+
+    #[test]
+    fn the_checkpoint_moves_only_over_a_done_prefix() {
+        let mut r = recorder();
+        let a = r.register(&info("a", 1));
+        let b = r.register(&info("b", 2));
+        let c = r.register(&info("c", 3));
+        r.settle(b, 2, Outcome::Skipped);
+        r.settle(c, 3, failed("c"));
+        assert_eq!(r.cp.watermark, None, "a is still in flight");
+        assert_eq!(
+            r.record.counters.objects_done(),
+            2,
+            "live counters run ahead"
+        );
+        r.settle(
+            a,
+            1,
+            Outcome::Copied(ManifestLine {
+                key: "a".into(),
+                size: 1,
+                checksum: String::new(),
+                replaced: false,
+            }),
+        );
+        assert_eq!(r.cp.watermark.as_deref(), Some("c"));
+        let c = &r.cp.counters;
+        assert_eq!(
+            (
+                c.objects_total,
+                c.objects_copied,
+                c.objects_skipped,
+                c.objects_failed
+            ),
+            (3, 1, 1, 1)
+        );
+        assert_eq!((c.bytes_total, c.bytes_failed), (6, 3));
+        assert_eq!(r.cp.failures_by_class.get(&FailureClass::Network), Some(&1));
+        assert_eq!(r.record.counters.objects_total, 3);
+    }
+
+    #[test]
+    fn the_breaker_stops_on_the_third_fatal_error_or_five_denials_before_any_copy() {
+        let fatal = TransferError::new(FailureClass::NoSuchBucket, "gone").fatal();
+        let mut b = Breaker::default();
+        assert_eq!(b.judge(&fatal, false), Verdict::Fail);
+        assert_eq!(b.judge(&fatal, false), Verdict::Fail);
+        assert_eq!(b.judge(&fatal, false), Verdict::Stop);
+
+        let denied = TransferError::new(FailureClass::AccessDenied, "no");
+        let mut b = Breaker::default();
+        for _ in 0..4 {
+            assert_eq!(b.judge(&denied, false), Verdict::Fail);
+        }
+        assert_eq!(b.judge(&denied, false), Verdict::Stop);
+        // Once something was copied, denials are ordinary failures (a policy on some keys).
+        let mut b = Breaker::default();
+        for _ in 0..10 {
+            assert_eq!(b.judge(&denied, true), Verdict::Fail);
+        }
+        // A success in between resets the run of denials.
+        let mut b = Breaker::default();
+        for _ in 0..4 {
+            b.judge(&denied, false);
+        }
+        b.copied();
+        assert_eq!(b.judge(&denied, false), Verdict::Fail);
+    }
+}

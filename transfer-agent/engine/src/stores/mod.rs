@@ -1,0 +1,300 @@
+//! The kinds of store the engine reads and writes, behind two traits: a [`Source`] lists and
+//! reads, a [`Sink`] (every sink is also a source: the merge lists the destination) writes,
+//! deletes and says what it can do. Keys are always relative to the side's prefix (S3) or
+//! root directory (filesystem), so a source key and its destination key are the same string.
+//!
+//! The one rule every store keeps: **a listing comes back in byte order of the key**, with
+//! `after < key <= until`. The sorted merge, the watermark checkpoint and the planner depend
+//! on it.
+//!
+//! [`open`] is the only place that turns a plan's [`StoreConfig`] into a store; adding a kind
+//! of store is one implementation of these traits and one arm there.
+
+pub mod fs;
+pub mod memory;
+pub mod s3;
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use ferry_core::stores::{SideSecrets, StoreConfig};
+use futures::stream::BoxStream;
+
+use crate::error::TransferError;
+use crate::limit::{Buffer, Limits};
+use crate::retry::RetryPolicy;
+
+pub use fs::FsStore;
+pub use memory::MemoryStore;
+pub use s3::S3Store;
+
+/// A listing: entries in byte order of the key.
+pub type Listing = BoxStream<'static, Result<ObjectInfo, TransferError>>;
+
+/// A stream fed by a producer task through a bounded channel.
+pub(crate) fn channel_stream<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> BoxStream<'static, T> {
+    use futures::StreamExt;
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// One entry of a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectInfo {
+    /// Relative to the side's prefix or root.
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+    /// The ETag without quotes, when the side has one.
+    pub etag: Option<String>,
+    /// In an archive storage class (Glacier, Deep Archive): not readable without a restore.
+    pub archived: bool,
+    /// Why this entry can never be copied (a file name that is not UTF-8...).
+    pub invalid: Option<String>,
+}
+
+impl ObjectInfo {
+    /// The ETag when it has the form of a plain MD5 (single-part upload). Whether it really is
+    /// the MD5 of the content is the store's to say ([`SourceCaps::md5_etags`]).
+    pub fn plain_md5(&self) -> Option<&str> {
+        self.etag
+            .as_deref()
+            .filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+}
+
+/// The headers Ferry preserves.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObjectMeta {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_language: Option<String>,
+    /// HTTP-date, as the source gave it.
+    pub expires: Option<String>,
+    /// User metadata (`x-amz-meta-*`), names without the prefix.
+    pub user: BTreeMap<String, String>,
+    /// The modification time to give a filesystem destination.
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// A part of an object in memory.
+pub struct Body {
+    pub bytes: Bytes,
+    pub meta: ObjectMeta,
+}
+
+/// An upload of an object in parts that is under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    pub key: String,
+    /// The S3 upload id, or the temporary file's path for a filesystem.
+    pub id: String,
+}
+
+/// A multipart upload found under way at a destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenUpload {
+    pub upload: Upload,
+    pub initiated: Option<DateTime<Utc>>,
+}
+
+/// What a source can do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceCaps {
+    /// A listed ETag of the form of an MD5 is the MD5 of the content: it may be compared with
+    /// the destination's and checked against the bytes read. (HTTP ETags, for one, are opaque.)
+    pub md5_etags: bool,
+    /// Byte ranges of an object can be read on their own, so large objects are copied in
+    /// parts; otherwise they are read whole.
+    pub ranged_reads: bool,
+}
+
+/// What a destination can do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SinkCaps {
+    /// The largest object it stores, if it has a limit.
+    pub max_object_size: Option<u64>,
+    /// The ETag it returns for a written object is the MD5 of the bytes (single PUT) or of the
+    /// part MD5s (multipart), so a write can be checked against what was sent.
+    pub etags_are_md5: bool,
+}
+
+/// A store objects are read from.
+#[async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// A description for messages, without credentials.
+    fn describe(&self) -> String;
+
+    /// `key` as people know it: with the side's prefix (S3), or the path below the root.
+    fn full_key(&self, key: &str) -> String;
+
+    fn caps(&self) -> SourceCaps;
+
+    /// The entries `after < key <= until` (bounds optional) in byte order of the key, leaving
+    /// out Ferry's own `.ferry/` folder.
+    fn list(&self, after: Option<String>, until: Option<String>) -> Listing;
+
+    /// The entry for one key, or None when it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<(ObjectInfo, ObjectMeta)>, TransferError>;
+
+    /// Reads `len` bytes at `offset` (the whole object when `whole`) into `buf`, checking that
+    /// exactly that many arrive. `etag` guards against reading parts of two versions. `buf` is
+    /// empty with room for `len` bytes: from [`crate::limit::Limits::buffer`] for copies (the
+    /// body keeps its share of the in-flight budget until dropped), else
+    /// [`Buffer::unbudgeted`].
+    async fn get(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        whole: bool,
+        etag: Option<&str>,
+        buf: Buffer,
+    ) -> Result<Body, TransferError>;
+
+    /// Checks that the location exists and can be read, writing nothing.
+    async fn probe(&self) -> Result<(), TransferError>;
+
+    /// For [`Sink::server_copy`]: lets a sink recognise a source of its own kind.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A store objects are written to.
+#[async_trait]
+pub trait Sink: Source {
+    fn sink_caps(&self) -> SinkCaps;
+
+    /// Writes a whole object. `md5` (raw digest) is sent for the destination to check.
+    /// Returns the ETag the destination reports, if any.
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+        md5: Option<&[u8]>,
+    ) -> Result<Option<String>, TransferError>;
+
+    /// Starts an upload in parts of an object of `size` bytes.
+    async fn create_upload(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        size: u64,
+    ) -> Result<Upload, TransferError>;
+
+    /// Uploads part `number` (1-based) at `offset`. Returns the part's ETag.
+    async fn upload_part(
+        &self,
+        up: &Upload,
+        number: i32,
+        offset: u64,
+        body: Bytes,
+        md5: Option<&[u8]>,
+    ) -> Result<String, TransferError>;
+
+    /// Completes an upload from its parts' ETags. Returns the object's ETag, if any.
+    async fn complete_upload(
+        &self,
+        up: &Upload,
+        etags: Vec<String>,
+        size: u64,
+        meta: &ObjectMeta,
+    ) -> Result<Option<String>, TransferError>;
+
+    /// Abandons an upload and frees what it stored. Best effort.
+    async fn abort_upload(&self, up: &Upload);
+
+    /// Deletes one object; a key that is already gone is no error.
+    async fn delete(&self, key: &str) -> Result<(), TransferError>;
+
+    /// Checks that the location can be written to, writing nothing. In a dry run a location
+    /// that would be created by the first write (a directory) is no error.
+    async fn probe_destination(&self, dry_run: bool) -> Result<(), TransferError>;
+
+    /// Uploads in parts under way below this location, to sweep those a killed run left.
+    async fn open_uploads(&self) -> Result<Vec<OpenUpload>, TransferError> {
+        Ok(Vec::new())
+    }
+
+    /// A way to copy objects of `src` inside the service, when `src` is the same service and
+    /// account as this sink; None when the bytes must travel through Ferry.
+    fn server_copy(&self, src: &dyn Source) -> Option<Arc<dyn ServerCopy>> {
+        let _ = src;
+        None
+    }
+
+    /// The folder `folder` below this side's root (the bucket or directory, not its prefix)
+    /// as a store of its own, with nothing hidden: where Ferry keeps its reports.
+    fn folder(&self, folder: &str) -> Arc<dyn Sink>;
+}
+
+/// Copies inside one service, from a source to a sink of its own.
+#[async_trait]
+pub trait ServerCopy: Send + Sync {
+    /// Copies a whole object with its metadata, guarded by `etag`. Returns the new ETag.
+    async fn copy_object(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<String>, TransferError>;
+
+    /// Copies `len` bytes at `offset` as part `number` of `up`. Returns the part's ETag.
+    async fn copy_part(
+        &self,
+        up: &Upload,
+        number: i32,
+        offset: u64,
+        len: u64,
+        etag: Option<&str>,
+    ) -> Result<String, TransferError>;
+}
+
+/// A store opened from a plan: read-only kinds can only be sources.
+#[derive(Clone)]
+pub enum Opened {
+    ReadOnly(Arc<dyn Source>),
+    ReadWrite(Arc<dyn Sink>),
+}
+
+impl Opened {
+    pub fn source(&self) -> Arc<dyn Source> {
+        match self {
+            Opened::ReadOnly(s) => s.clone(),
+            Opened::ReadWrite(s) => s.clone(),
+        }
+    }
+
+    /// The store as a destination, or a job-fatal error for a kind that cannot be written.
+    pub fn sink(&self) -> Result<Arc<dyn Sink>, TransferError> {
+        match self {
+            Opened::ReadWrite(s) => Ok(s.clone()),
+            Opened::ReadOnly(s) => Err(TransferError::new(
+                ferry_core::FailureClass::InvalidRequest,
+                format!("{} can only be read from, not written to", s.describe()),
+            )
+            .fatal()),
+        }
+    }
+}
+
+/// Opens one side of a plan with its own secrets. The only place that matches on the kind.
+pub async fn open(
+    config: &StoreConfig,
+    secrets: &SideSecrets,
+    limits: Arc<Limits>,
+    retry: RetryPolicy,
+) -> Result<Opened, TransferError> {
+    Ok(match config {
+        StoreConfig::S3(c) => {
+            Opened::ReadWrite(Arc::new(S3Store::connect(c, secrets, limits, retry).await?))
+        }
+        StoreConfig::Filesystem(c) => Opened::ReadWrite(Arc::new(FsStore::new(&c.path, limits))),
+    })
+}
