@@ -1000,7 +1000,7 @@ async fn wrong_credentials_fail_without_showing_the_secret() {
 /// Not a test: plays kubelet for the namespace FERRY_DEMO_NAMESPACE on the real API server of
 /// FERRY_E2E_KUBECONFIG for FERRY_DEMO_SECONDS (default 600), so `kubectl apply -f examples/...`
 /// can be watched running on a cluster without nodes (README, "In a cluster"). Run with
-/// `cargo test -p ferry-tests --test operator_cluster -- --ignored --nocapture kubelet_for`.
+/// `cargo test -p ferry-tests --test e2e -- --ignored --nocapture operator_cluster::kubelet_for`.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn kubelet_for_a_namespace() {
