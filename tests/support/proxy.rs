@@ -62,6 +62,14 @@ impl FaultSchedule {
     pub fn none() -> FaultSchedule {
         FaultSchedule::default()
     }
+
+    /// No faults but `403 AccessDenied` for requests of these keys ([`Self::deny_keys`]).
+    pub fn deny(keys: &[&str]) -> FaultSchedule {
+        FaultSchedule {
+            deny_keys: keys.iter().map(|k| k.to_string()).collect(),
+            ..FaultSchedule::default()
+        }
+    }
 }
 
 /// A fault injected into one request.
