@@ -302,26 +302,11 @@ impl<'a> End<'a> {
         }
     }
 
-    /// What the side holds (Ferry's `.ferry/` left out).
-    pub async fn contents(&self) -> Tree {
-        match self {
-            End::Bucket { s3, bucket, .. } => s3.contents(bucket).await,
-            End::Dir(path) => read_tree(path),
-        }
-    }
-
     /// Assert that the side holds exactly `expected`, naming `what` (and the bucket) otherwise.
     pub async fn assert_eq(&self, expected: &Tree, what: &str) {
         match self {
             End::Bucket { s3, bucket, .. } => assert_bucket_eq(s3, bucket, expected, what).await,
             End::Dir(path) => assert_trees_eq(expected, &read_tree(path), what),
-        }
-    }
-
-    pub fn server(&self) -> &'a S3Server {
-        match self {
-            End::Bucket { server, .. } => server,
-            End::Dir(p) => panic!("{} is a directory, not a bucket", p.display()),
         }
     }
 
