@@ -18,26 +18,14 @@ fn sample() -> Tree {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_to_s3_same_endpoint_uses_server_side_copy() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = bucket_with(&s3, "ssc-src", &sample()).await;
-    let dst = s3.create_bucket("ssc-dst").await;
     // Both sides through one proxy: same endpoint string, region and Secret name.
-    let proxy = FaultProxy::start(&server.endpoint, FaultSchedule::none()).await;
-    let wd = Workdir::new("ssc");
-    let job = Job::new(
-        "ssc",
-        Side::s3_at(&proxy.endpoint(), &server.creds, &src),
-        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
-    )
-    .with("multipart", small_multipart());
+    let sc = Scenario::one_server("ssc")
+        .one_proxy(FaultSchedule::none())
+        .multipart()
+        .copy_tree(&sample(), "destination after a server-side copy")
+        .await;
 
-    let run = wd.run(&job, &[]).await;
-    run.assert_exit(0)
-        .assert_phase("Completed")
-        .assert_counter("objectsCopied", sample().len() as u64);
-    assert_bucket_eq(&s3, &dst, &sample(), "destination after a server-side copy").await;
-
+    let proxy = sc.proxy();
     let gets = proxy.object_gets();
     assert!(
         gets.iter()
@@ -72,25 +60,13 @@ async fn s3_to_s3_same_endpoint_uses_server_side_copy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_to_s3_two_endpoints_streams() {
-    let (a, b) = (shared_server(), second_server());
-    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
-    let src = bucket_with(&s3a, "stream-src", &sample()).await;
-    let dst = s3b.create_bucket("stream-dst").await;
-    let src_proxy = FaultProxy::start(&a.endpoint, FaultSchedule::none()).await;
-    let dst_proxy = FaultProxy::start(&b.endpoint, FaultSchedule::none()).await;
-    let wd = Workdir::new("stream");
-    let job = Job::new(
-        "stream",
-        Side::s3_at(&src_proxy.endpoint(), &a.creds, &src).secret_name("src-creds"),
-        Side::s3_at(&dst_proxy.endpoint(), &b.creds, &dst).secret_name("dst-creds"),
-    )
-    .with("multipart", small_multipart());
-
-    let run = wd.run(&job, &[]).await;
-    run.assert_exit(0)
-        .assert_phase("Completed")
-        .assert_counter("objectsCopied", sample().len() as u64);
-    assert_bucket_eq(&s3b, &dst, &sample(), "destination after a streaming copy").await;
+    let sc = Scenario::two_servers("stream")
+        .source_proxy(FaultSchedule::none())
+        .destination_proxy(FaultSchedule::none())
+        .multipart()
+        .copy_tree(&sample(), "destination after a streaming copy")
+        .await;
+    let (src_proxy, dst_proxy) = (sc.src_proxy(), sc.dst_proxy());
     assert!(
         dst_proxy.copies().is_empty(),
         "two endpoints cannot use server-side copy, yet the destination saw x-amz-copy-source:\n{}",
@@ -107,58 +83,33 @@ async fn s3_to_s3_two_endpoints_streams() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fs_to_s3() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let wd = Workdir::new("fs-s3");
-    let src = wd.subdir("src");
-    write_tree(&src, &sample());
-    let dst = s3.create_bucket("fs-s3-dst").await;
-    let job = Job::new("fs-s3", Side::fs(&src), Side::s3(server, &dst))
-        .with("multipart", small_multipart());
-
-    let run = wd.run(&job, &[]).await;
-    run.assert_exit(0)
-        .assert_phase("Completed")
-        .assert_counter("objectsCopied", sample().len() as u64);
-    assert_bucket_eq(&s3, &dst, &sample(), "destination after fs→S3").await;
+    Scenario::fs_to_s3("fs-s3")
+        .multipart()
+        .copy_tree(&sample(), "destination after fs→S3")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_to_fs() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = bucket_with(&s3, "s3-fs-src", &sample()).await;
-    let wd = Workdir::new("s3-fs");
-    let dst = wd.subdir("dst");
-    let job = Job::new("s3-fs", Side::s3(server, &src), Side::fs(&dst))
-        .with("multipart", small_multipart());
-
-    let run = wd.run(&job, &[]).await;
-    run.assert_exit(0)
-        .assert_phase("Completed")
-        .assert_counter("objectsCopied", sample().len() as u64);
-    assert_trees_eq(
-        &sample(),
-        &read_tree(&dst),
-        "destination directory after S3→fs",
-    );
+    Scenario::s3_to_fs("s3-fs")
+        .multipart()
+        .copy_tree(&sample(), "destination directory after S3→fs")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_to_fs_sets_file_mtime_to_source_last_modified() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
     let t = tree([("a", bytes(1, 100)), ("dir/b", bytes(2, 200))]);
-    let src = bucket_with(&s3, "s3-fs-mtime", &t).await;
-    let listed = s3.list_all(&src, "").await;
-    let wd = Workdir::new("s3-fs-mtime");
-    let dst = wd.subdir("dst");
+    let sc = Scenario::s3_to_fs("s3-fs-mtime")
+        .source_tree(&t)
+        .build()
+        .await;
+    let listed = sc.src_s3().list_all(sc.src_bucket(), "").await;
     // Let the clock move so that "now" and LastModified differ.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let job = Job::new("s3-fs-mtime", Side::s3(server, &src), Side::fs(&dst));
-    wd.run(&job, &[]).await.assert_exit(0);
+    sc.run().await.assert_exit(0);
     for o in listed {
-        let got = mtime(&dst.join(&o.key));
+        let got = mtime(&sc.dst_dir().join(&o.key));
         assert!(
             (got - o.last_modified_secs).abs() <= 1,
             "{}: file mtime {} ({}) should be the source LastModified {} ({})",
@@ -173,25 +124,17 @@ async fn s3_to_fs_sets_file_mtime_to_source_last_modified() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fs_to_fs() {
-    let wd = Workdir::new("fs-fs");
-    let src = wd.subdir("src");
-    let dst = wd.subdir("dst");
-    write_tree(&src, &sample());
+    let sc = Scenario::fs_to_fs("fs-fs")
+        .source_tree(&sample())
+        .build()
+        .await;
+    let (src, dst) = (sc.src_dir(), sc.dst_dir());
     let old = 1_600_000_000; // 2020-09-13
     for (i, key) in sample().keys().enumerate() {
         set_mtime(&src.join(key), old + i as i64 * 60);
     }
-    let job = Job::new("fs-fs", Side::fs(&src), Side::fs(&dst));
-
-    let run = wd.run(&job, &[]).await;
-    run.assert_exit(0)
-        .assert_phase("Completed")
-        .assert_counter("objectsCopied", sample().len() as u64);
-    assert_trees_eq(
-        &sample(),
-        &read_tree(&dst),
-        "destination directory after fs→fs",
-    );
+    sc.copy_and_compare(&sample(), "destination directory after fs→fs")
+        .await;
     for key in sample().keys() {
         assert_eq!(
             mtime(&dst.join(key)),
@@ -204,8 +147,6 @@ async fn fs_to_fs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn prefixes_map_keys() {
     // dstKey = destination.prefix + srcKey without source.prefix; prefixes are raw strings.
-    let server = shared_server();
-    let s3 = S3::for_server(server);
     let t = tree([
         ("photos/a.jpg", bytes(1, 10)),
         ("photos/2024/b.jpg", bytes(2, 20)),
@@ -213,16 +154,14 @@ async fn prefixes_map_keys() {
         ("photosx", bytes(4, 40)),
         ("other/d.jpg", bytes(5, 50)),
     ]);
-    let src = bucket_with(&s3, "prefix-src", &t).await;
-    let dst = s3.create_bucket("prefix-dst").await;
-    let wd = Workdir::new("prefix");
-    let job = Job::new(
-        "prefix",
-        Side::s3(server, &src).prefix("photos"),
-        Side::s3(server, &dst).prefix("backup/p"),
-    );
+    let sc = Scenario::one_server("prefix")
+        .source_tree(&t)
+        .source_side(|s| s.prefix("photos"))
+        .destination_side(|s| s.prefix("backup/p"))
+        .build()
+        .await;
 
-    wd.run(&job, &[])
+    sc.run()
         .await
         .assert_exit(0)
         .assert_counter("objectsCopied", 4);
@@ -232,30 +171,16 @@ async fn prefixes_map_keys() {
         ("backup/p-old/c.jpg", bytes(3, 30)),
         ("backup/px", bytes(4, 40)),
     ]);
-    assert_bucket_eq(
-        &s3,
-        &dst,
-        &expected,
-        "keys mapped from prefix `photos` to `backup/p`",
-    )
-    .await;
+    sc.assert_destination_eq(&expected, "keys mapped from prefix `photos` to `backup/p`")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_reports_totals() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
     let t = small_objects("o", 10, 500);
     let total: u64 = t.values().map(|v| v.len() as u64).sum();
-    let src = bucket_with(&s3, "totals-src", &t).await;
-    let dst = s3.create_bucket("totals-dst").await;
-    let wd = Workdir::new("totals");
-    let run = wd
-        .run(
-            &Job::new("totals", Side::s3(server, &src), Side::s3(server, &dst)),
-            &[],
-        )
-        .await;
+    let sc = Scenario::one_server("totals").source_tree(&t).build().await;
+    let run = sc.run().await;
     run.assert_exit(0)
         .assert_counter("objectsTotal", 10)
         .assert_counter("objectsCopied", 10)

@@ -22,21 +22,17 @@ fn seeded() -> Tree {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_to_s3_writes_nothing_and_counts_would_copy() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = bucket_with(&s3, "dry-src", &source()).await;
-    let dst = bucket_with(&s3, "dry-dst", &seeded()).await;
-    let proxy = FaultProxy::start(&server.endpoint, FaultSchedule::none()).await;
-    let wd = Workdir::new("dry-s3");
-    let job = Job::new(
-        "dry-s3",
-        Side::s3_at(&proxy.endpoint(), &server.creds, &src),
-        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
-    )
-    .with("dryRun", json!(true))
-    .with("multipart", small_multipart());
+    let sc = Scenario::one_server("dry-s3")
+        .source_tree(&source())
+        .destination_tree(&seeded())
+        .one_proxy(FaultSchedule::none())
+        .with("dryRun", json!(true))
+        .multipart()
+        .build()
+        .await;
+    let (s3, dst) = (sc.dst_s3(), sc.dst_bucket());
 
-    let run = wd.run(&job, &[]).await;
+    let run = sc.run().await;
     run.assert_exit(0).assert_phase("Completed");
     assert!(
         run.status().dry_run(),
@@ -48,7 +44,7 @@ async fn dry_run_to_s3_writes_nothing_and_counts_would_copy() {
         .assert_counter("objectsSkipped", 1);
 
     let all_keys: Vec<String> = s3
-        .list_all(&dst, "")
+        .list_all(dst, "")
         .await
         .into_iter()
         .map(|o| o.key)
@@ -58,8 +54,10 @@ async fn dry_run_to_s3_writes_nothing_and_counts_would_copy() {
         vec!["changed".to_string(), "identical".to_string()],
         "a dry run must not write to the destination"
     );
-    assert_bucket_eq(&s3, &dst, &seeded(), "destination after a dry run").await;
-    let writes: Vec<_> = proxy
+    sc.assert_destination_eq(&seeded(), "destination after a dry run")
+        .await;
+    let writes: Vec<_> = sc
+        .proxy()
         .records()
         .into_iter()
         .filter(|r| matches!(r.method.as_str(), "PUT" | "POST" | "DELETE"))
@@ -76,29 +74,25 @@ async fn dry_run_to_s3_writes_nothing_and_counts_would_copy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_to_fs_writes_nothing() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = bucket_with(&s3, "dry-fs-src", &source()).await;
-    let wd = Workdir::new("dry-fs");
-    let dst = wd.subdir("dst");
-    write_tree(&dst, &seeded());
-    let before = all_paths(&dst);
-    let job =
-        Job::new("dry-fs", Side::s3(server, &src), Side::fs(&dst)).with("dryRun", json!(true));
+    let sc = Scenario::s3_to_fs("dry-fs")
+        .source_tree(&source())
+        .destination_tree(&seeded())
+        .with("dryRun", json!(true))
+        .build()
+        .await;
+    let dst = sc.dst_dir();
+    let before = all_paths(dst);
 
-    let run = wd.run(&job, &[]).await;
+    let run = sc.run().await;
     run.assert_exit(0)
         .assert_phase("Completed")
         .assert_counter("objectsWouldCopy", 4)
         .assert_counter("objectsCopied", 0);
     assert_eq!(
-        all_paths(&dst),
+        all_paths(dst),
         before,
         "a dry run must not create anything in the destination directory"
     );
-    assert_trees_eq(
-        &seeded(),
-        &read_tree(&dst),
-        "destination directory after a dry run",
-    );
+    sc.assert_destination_eq(&seeded(), "destination directory after a dry run")
+        .await;
 }

@@ -28,26 +28,19 @@ fn source_tree() -> Tree {
 }
 
 /// S3 source with 5 good and 3 unrepresentable keys → fs destination, with `max_failures`.
-async fn run_with_budget(
-    test: &str,
-    max_failures: Option<&str>,
-) -> (Run, std::path::PathBuf, Workdir) {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = bucket_with(&s3, &format!("{test}-src"), &source_tree()).await;
-    let wd = Workdir::new(test);
-    let dst = wd.subdir("dst");
-    let mut job = Job::new(test, Side::s3(server, &src), Side::fs(&dst));
+async fn run_with_budget(test: &str, max_failures: Option<&str>) -> (Run, Scenario<'static>) {
+    let mut sc = Scenario::s3_to_fs(test).source_tree(&source_tree());
     if let Some(m) = max_failures {
-        job = job.with("maxFailures", json!(m));
+        sc = sc.with("maxFailures", json!(m));
     }
-    let run = wd.run(&job, &[]).await;
-    (run, dst, wd)
+    let sc = sc.build().await;
+    (sc.run().await, sc)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_within_max_failures_end_partially_completed() {
-    let (run, dst, _wd) = run_with_budget("fail-within", Some("10")).await;
+    let (run, sc) = run_with_budget("fail-within", Some("10")).await;
+    let dst = sc.dst_dir();
     run.assert_exit(2).assert_phase("PartiallyCompleted");
     run.assert_counter("objectsFailed", 3)
         .assert_counter("objectsCopied", 5)
@@ -58,9 +51,10 @@ async fn failures_within_max_failures_end_partially_completed() {
         "failuresByClass\n{}",
         run.describe()
     );
-    assert_trees_eq(&good(), &read_tree(&dst), "the good keys are copied");
+    sc.assert_destination_eq(&good(), "the good keys are copied")
+        .await;
 
-    let lines = reports::fs_report_lines(&dst, "default", "fail-within", Kind::Failures);
+    let lines = reports::fs_report_lines(dst, "default", "fail-within", Kind::Failures);
     let keys: BTreeSet<String> = reports::keys(&lines).into_iter().collect();
     assert_eq!(
         keys,
@@ -88,7 +82,7 @@ async fn failures_within_max_failures_end_partially_completed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_max_failures_means_any_number() {
-    let (run, _dst, _wd) = run_with_budget("fail-nobudget", None).await;
+    let (run, _sc) = run_with_budget("fail-nobudget", None).await;
     run.assert_exit(2)
         .assert_phase("PartiallyCompleted")
         .assert_counter("objectsFailed", 3);
@@ -96,7 +90,7 @@ async fn no_max_failures_means_any_number() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_beyond_max_failures_end_failed() {
-    let (run, _dst, _wd) = run_with_budget("fail-beyond", Some("0")).await;
+    let (run, _sc) = run_with_budget("fail-beyond", Some("0")).await;
     run.assert_exit(1).assert_phase("Failed");
     assert!(
         run.counter("objectsFailed") >= 1,
@@ -108,33 +102,24 @@ async fn failures_beyond_max_failures_end_failed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn max_failures_as_a_percentage() {
     // 3 of 8 objects fail: 37.5%.
-    let (run, _dst, _wd) = run_with_budget("fail-pct-ok", Some("50%")).await;
+    let (run, _sc) = run_with_budget("fail-pct-ok", Some("50%")).await;
     run.assert_exit(2).assert_phase("PartiallyCompleted");
-    let (run, _dst, _wd) = run_with_budget("fail-pct-over", Some("10%")).await;
+    let (run, _sc) = run_with_budget("fail-pct-over", Some("10%")).await;
     run.assert_exit(1).assert_phase("Failed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_source_bucket_fails_with_a_message_naming_it() {
     let server = shared_server();
-    let s3 = S3::for_server(server);
-    let missing = ferry_tests::s3::unique_bucket_name("no-such-src");
-    let dst = s3.create_bucket("nsb-dst").await;
-    let wd = Workdir::new("nsb-src");
-    let run = wd
-        .run(
-            &Job::new(
-                "nsb-src",
-                Side::s3(server, &missing),
-                Side::s3(server, &dst),
-            ),
-            &[],
-        )
+    let sc = Scenario::between("nsb-src", Place::Missing(server), Place::Bucket(server))
+        .build()
         .await;
+    let missing = sc.src_bucket();
+    let run = sc.run().await;
     run.assert_exit(1).assert_phase("Failed");
     let status = &run.status().0;
     assert!(
-        run.status().message().contains(&missing),
+        run.status().message().contains(missing),
         "the status message should name the missing bucket {missing}: {:?}\n{}",
         run.status().message(),
         run.describe()
@@ -145,7 +130,7 @@ async fn missing_source_bucket_fails_with_a_message_naming_it() {
         run.describe()
     );
     assert!(
-        s3.list_all(&dst, "").await.is_empty(),
+        sc.dst_s3().list_all(sc.dst_bucket(), "").await.is_empty(),
         "nothing may be written to the destination"
     );
 }
@@ -153,23 +138,15 @@ async fn missing_source_bucket_fails_with_a_message_naming_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_destination_bucket_fails_with_a_message_naming_it() {
     let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = bucket_with(&s3, "nsb-dst-src", &tree([("k", bytes(1, 10))])).await;
-    let missing = ferry_tests::s3::unique_bucket_name("no-such-dst");
-    let wd = Workdir::new("nsb-dst");
-    let run = wd
-        .run(
-            &Job::new(
-                "nsb-dst",
-                Side::s3(server, &src),
-                Side::s3(server, &missing),
-            ),
-            &[],
-        )
+    let sc = Scenario::between("nsb-dst", Place::Bucket(server), Place::Missing(server))
+        .source_tree(&tree([("k", bytes(1, 10))]))
+        .build()
         .await;
+    let missing = sc.dst_bucket();
+    let run = sc.run().await;
     run.assert_exit(1).assert_phase("Failed");
     assert!(
-        run.status().message().contains(&missing),
+        run.status().message().contains(missing),
         "the status message should name the missing bucket {missing}: {:?}\n{}",
         run.status().message(),
         run.describe()
@@ -182,15 +159,14 @@ async fn assert_rejected(
     test: &str,
     mutate: impl FnOnce(serde_json::Map<String, serde_json::Value>, &str) -> serde_json::Value,
 ) {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = bucket_with(&s3, &format!("{test}-src"), &tree([("k", bytes(1, 10))])).await;
-    let dst = s3.create_bucket(&format!("{test}-dst")).await;
-    let wd = Workdir::new(test);
-    let job = Job::new(test, Side::s3(server, &src), Side::s3(server, &dst));
+    let sc = Scenario::one_server(test)
+        .source_tree(&tree([("k", bytes(1, 10))]))
+        .build()
+        .await;
+    let wd = &sc.wd;
     let fs_dir = wd.subdir("fs");
-    let spec = mutate(job.spec.clone(), fs_dir.to_str().unwrap());
-    let job = job.with_raw_spec(spec);
+    let spec = mutate(sc.job.spec.clone(), fs_dir.to_str().unwrap());
+    let job = sc.job.clone().with_raw_spec(spec);
     let run = wd.run(&job, &[]).await;
     run.assert_exit(1);
     assert!(
@@ -199,7 +175,7 @@ async fn assert_rejected(
         run.describe()
     );
     assert!(
-        s3.list_all(&dst, "").await.is_empty(),
+        sc.dst_s3().list_all(sc.dst_bucket(), "").await.is_empty(),
         "{test}: an invalid spec must not write to the destination"
     );
     assert!(
@@ -267,27 +243,15 @@ async fn invalid_spec_with_a_bad_glob_is_rejected() {
 /// the failure report in the destination bucket names the key.
 #[tokio::test(flavor = "multi_thread")]
 async fn access_denied_objects_are_reported_in_an_s3_destination() {
-    let (a, b) = (shared_server(), second_server());
-    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
     let mut t = small_objects("ok/", 6, 300);
     t.insert("secret/denied".into(), bytes(77, 123));
-    let src = bucket_with(&s3a, "denied-src", &t).await;
-    let dst = s3b.create_bucket("denied-dst").await;
-    let src_proxy = FaultProxy::start(
-        &a.endpoint,
-        FaultSchedule {
-            deny_keys: vec!["secret/denied".into()],
-            ..Default::default()
-        },
-    )
-    .await;
-    let wd = Workdir::new("denied");
-    let job = Job::new(
-        "denied",
-        Side::s3_at(&src_proxy.endpoint(), &a.creds, &src).secret_name("src-creds"),
-        Side::s3(b, &dst).secret_name("dst-creds"),
-    );
-    let run = wd.run(&job, &[]).await;
+    let sc = Scenario::two_servers("denied")
+        .source_tree(&t)
+        .source_proxy(FaultSchedule::deny(&["secret/denied"]))
+        .build()
+        .await;
+    let (s3b, dst) = (sc.dst_s3(), sc.dst_bucket());
+    let run = sc.run().await;
     run.assert_exit(2)
         .assert_phase("PartiallyCompleted")
         .assert_counter("objectsFailed", 1)
@@ -298,14 +262,12 @@ async fn access_denied_objects_are_reported_in_an_s3_destination() {
         "failuresByClass\n{}",
         run.describe()
     );
-    assert_bucket_eq(
-        &s3b,
-        &dst,
+    sc.assert_destination_eq(
         &ferry_tests::fixtures::without(&t, &["secret/denied"]),
         "the other objects are copied",
     )
     .await;
-    let lines = reports::s3_report_lines(&s3b, &dst, "default", "denied", Kind::Failures).await;
+    let lines = reports::s3_report_lines(s3b, dst, "default", "denied", Kind::Failures).await;
     assert_eq!(
         reports::keys(&lines),
         vec!["secret/denied".to_string()],
@@ -315,7 +277,7 @@ async fn access_denied_objects_are_reported_in_an_s3_destination() {
         lines[0]["class"], "AccessDenied",
         "failure report: {lines:#?}"
     );
-    let manifest = reports::s3_report_lines(&s3b, &dst, "default", "denied", Kind::Manifest).await;
+    let manifest = reports::s3_report_lines(s3b, dst, "default", "denied", Kind::Manifest).await;
     let mut listed = reports::keys(&manifest);
     listed.sort();
     let mut want: Vec<String> = t
@@ -331,41 +293,26 @@ async fn access_denied_objects_are_reported_in_an_s3_destination() {
 /// serves the denied key again, the retry copies it and reads nothing else.
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_failed_copies_only_the_failed_keys() {
-    let (a, b) = (shared_server(), second_server());
-    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
     let mut t = small_objects("ok/", 6, 300);
     t.insert("secret/denied".into(), bytes(78, 321));
-    let src = bucket_with(&s3a, "retry-src", &t).await;
-    let dst = s3b.create_bucket("retry-dst").await;
-    let src_proxy = FaultProxy::start(
-        &a.endpoint,
-        FaultSchedule {
-            deny_keys: vec!["secret/denied".into()],
-            ..Default::default()
-        },
-    )
-    .await;
-    let wd = Workdir::new("retry");
-    let job = Job::new(
-        "retry",
-        Side::s3_at(&src_proxy.endpoint(), &a.creds, &src).secret_name("src-creds"),
-        Side::s3(b, &dst).secret_name("dst-creds"),
-    );
-    wd.run(&job, &[])
+    let sc = Scenario::two_servers("retry")
+        .source_tree(&t)
+        .source_proxy(FaultSchedule::deny(&["secret/denied"]))
+        .build()
+        .await;
+    sc.run()
         .await
         .assert_exit(2)
         .assert_counter("objectsFailed", 1);
 
+    let src_proxy = sc.src_proxy();
     src_proxy.set_schedule(FaultSchedule::none());
     src_proxy.clear();
-    let retry = wd.run(&job, &["--retry-failed"]).await;
+    let retry = sc.run_with(&["--retry-failed"]).await;
     retry.assert_exit(0).assert_phase("Completed");
-    assert_bucket_eq(&s3b, &dst, &t, "destination after --retry-failed").await;
-    let gets: Vec<String> = src_proxy
-        .object_gets()
-        .iter()
-        .map(|r| r.bucket_and_key().1)
-        .collect();
+    sc.assert_destination_eq(&t, "destination after --retry-failed")
+        .await;
+    let gets = src_proxy.object_get_keys();
     assert!(
         gets.iter().all(|k| k == "secret/denied"),
         "--retry-failed should read only the failed key, read: {gets:?}"
@@ -386,20 +333,20 @@ async fn bad_credentials_fail_the_job_without_failing_objects() {
         eprintln!("skipped: needs Garage (moto does not check credentials); set FERRY_TEST_GARAGE");
         return;
     };
-    let s3 = S3::for_server(server);
-    let src = bucket_with(&s3, "badcreds-src", &small_objects("k", 5, 100)).await;
-    let dst = s3.create_bucket("badcreds-dst").await;
+    let sc = Scenario::between("badcreds", Place::Bucket(server), Place::Bucket(server))
+        .source_tree(&small_objects("k", 5, 100))
+        .build()
+        .await;
     let wrong = Creds {
         access_key: server.creds.access_key.clone(),
         secret_key: "0".repeat(64),
     };
-    let wd = Workdir::new("badcreds");
     let job = Job::new(
         "badcreds",
-        Side::s3_at(&server.endpoint, &wrong, &src).secret_name("wrong"),
-        Side::s3(server, &dst).secret_name("right"),
+        Side::s3_at(&server.endpoint, &wrong, sc.src_bucket()).secret_name("wrong"),
+        Side::s3(server, sc.dst_bucket()).secret_name("right"),
     );
-    let run = wd.run(&job, &[]).await;
+    let run = sc.wd.run(&job, &[]).await;
     run.assert_exit(1)
         .assert_phase("Failed")
         .assert_counter("objectsFailed", 0);
@@ -409,7 +356,7 @@ async fn bad_credentials_fail_the_job_without_failing_objects() {
         run.describe()
     );
     assert!(
-        s3.list_all(&dst, "").await.is_empty(),
+        sc.dst_s3().list_all(sc.dst_bucket(), "").await.is_empty(),
         "nothing may be written to the destination"
     );
 }

@@ -27,11 +27,13 @@ fn expected() -> Tree {
     t
 }
 
-async fn seed(s3: &S3, hint: &str) -> String {
-    let b = bucket_with(s3, hint, &objects()).await;
-    s3.put_multipart(&b, SOURCE_MULTIPART_KEY, &source_multipart(), 5 * MI)
-        .await;
-    b
+/// A scenario along `route` whose source holds [`objects`] and the object uploaded in parts
+/// (a file in a directory source), with the small multipart settings.
+fn with_every_object(route: ScenarioBuilder<'static>) -> ScenarioBuilder<'static> {
+    route
+        .source_tree(&objects())
+        .source_uploaded_in_parts(SOURCE_MULTIPART_KEY, source_multipart(), 5 * MI)
+        .multipart()
 }
 
 fn schedule(reset_after_forwarding: bool) -> FaultSchedule {
@@ -45,20 +47,35 @@ fn schedule(reset_after_forwarding: bool) -> FaultSchedule {
     }
 }
 
-/// Assert exit 0; otherwise fail with the failure report (attempts per key), what the proxies
-/// saw for the failed keys, and the output.
+/// The faults a proxy injected, for assertion messages.
+fn injected(proxy: &FaultProxy) -> String {
+    format!(
+        "{} SlowDown, {} Reset, {} Truncate",
+        proxy.faults(Fault::SlowDown),
+        proxy.faults(Fault::Reset),
+        proxy.faults(Fault::Truncate)
+    )
+}
+
+/// Assert exit 0; otherwise fail with the failure report in the scenario's destination
+/// (attempts per key), what the proxies saw for the failed keys, and the output.
 async fn assert_exit_0_or_show_report(
     run: &Run,
-    s3: &S3,
-    bucket: &str,
-    job: &str,
+    sc: &Scenario<'_>,
     faults: &str,
     proxies: &[&FaultProxy],
 ) {
     if run.code == Some(0) {
         return;
     }
-    let report = reports::s3_report_files(s3, bucket, "default", job, Kind::Failures).await;
+    let report = reports::s3_report_files(
+        sc.dst_s3(),
+        sc.dst_bucket(),
+        "default",
+        &sc.name,
+        Kind::Failures,
+    )
+    .await;
     let failed: Vec<String> = run
         .status
         .as_ref()
@@ -96,41 +113,28 @@ async fn assert_exit_0_or_show_report(
 
 /// S3→S3 across two servers, each behind a faulty proxy.
 async fn streaming_through_faults(test: &str, reset_after_forwarding: bool) {
-    let (a, b) = (shared_server(), second_server());
-    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
-    let src = seed(&s3a, &format!("{test}-src")).await;
-    let dst = s3b.create_bucket(&format!("{test}-dst")).await;
-    let src_proxy = FaultProxy::start(&a.endpoint, schedule(reset_after_forwarding)).await;
-    let dst_proxy = FaultProxy::start(&b.endpoint, schedule(reset_after_forwarding)).await;
-    let wd = Workdir::new(test);
-    let job = Job::new(
-        test,
-        Side::s3_at(&src_proxy.endpoint(), &a.creds, &src).secret_name("src-creds"),
-        Side::s3_at(&dst_proxy.endpoint(), &b.creds, &dst).secret_name("dst-creds"),
-    )
-    .with("multipart", small_multipart())
-    .with(
-        "parallelism",
-        serde_json::json!({ "shards": 1, "concurrency": 16 }),
-    );
+    let sc = with_every_object(Scenario::two_servers(test))
+        .source_proxy(schedule(reset_after_forwarding))
+        .destination_proxy(schedule(reset_after_forwarding))
+        .with(
+            "parallelism",
+            serde_json::json!({ "shards": 1, "concurrency": 16 }),
+        )
+        .build()
+        .await;
 
-    let run = wd.run(&job, &[]).await;
+    let run = sc.run().await;
+    let (src_proxy, dst_proxy) = (sc.src_proxy(), sc.dst_proxy());
     let faults = format!(
-        "faults injected: source {} SlowDown, {} Reset, {} Truncate; destination {} SlowDown, {} Reset, {} Truncate",
-        src_proxy.faults(Fault::SlowDown),
-        src_proxy.faults(Fault::Reset),
-        src_proxy.faults(Fault::Truncate),
-        dst_proxy.faults(Fault::SlowDown),
-        dst_proxy.faults(Fault::Reset),
-        dst_proxy.faults(Fault::Truncate),
+        "faults injected: source {}; destination {}",
+        injected(src_proxy),
+        injected(dst_proxy)
     );
-    assert_exit_0_or_show_report(&run, &s3b, &dst, test, &faults, &[&src_proxy, &dst_proxy]).await;
+    assert_exit_0_or_show_report(&run, &sc, &faults, &[src_proxy, dst_proxy]).await;
     run.assert_phase("Completed")
         .assert_counter("objectsFailed", 0)
         .assert_counter("objectsCopied", expected().len() as u64);
-    assert_bucket_eq(
-        &s3b,
-        &dst,
+    sc.assert_destination_eq(
         &expected(),
         &format!("destination after copying through faults ({faults})"),
     )
@@ -152,7 +156,7 @@ async fn streaming_through_faults(test: &str, reset_after_forwarding: bool) {
     // (After an ambiguous CreateMultipartUpload an orphan is unavoidable until the next start
     // sweeps it: see `an_upload_orphaned_by_an_ambiguous_create_is_swept_by_the_next_start`.)
     if !reset_after_forwarding {
-        assert_no_open_uploads(&s3b, &dst, "after copying through faults").await;
+        assert_no_open_uploads(sc.dst_s3(), sc.dst_bucket(), "after copying through faults").await;
     }
 }
 
@@ -197,36 +201,30 @@ async fn streaming_copy_survives_resets_after_the_server_acted() {
     streaming_through_faults("faults-ambiguous", true).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn server_side_copy_survives_slowdowns_and_resets() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = seed(&s3, "faults-ssc-src").await;
-    let dst = s3.create_bucket("faults-ssc-dst").await;
-    let proxy = FaultProxy::start(&server.endpoint, schedule(false)).await;
-    let wd = Workdir::new("faults-ssc");
-    let job = Job::new(
-        "faults-ssc",
-        Side::s3_at(&proxy.endpoint(), &server.creds, &src),
-        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
-    )
-    .with("multipart", small_multipart());
-    let run = wd.run(&job, &[]).await;
-    let faults = format!(
-        "faults injected: {} SlowDown, {} Reset, {} Truncate",
-        proxy.faults(Fault::SlowDown),
-        proxy.faults(Fault::Reset),
-        proxy.faults(Fault::Truncate)
-    );
-    assert_exit_0_or_show_report(&run, &s3, &dst, job.name.as_str(), &faults, &[&proxy]).await;
+/// Runs a scenario of [`with_every_object`] whose one faulty proxy is `proxy`: exit 0 (or
+/// the failure report), no failed object, and every object at the destination (`after`
+/// names the copy). Returns the faults injected, for further messages.
+async fn survives_one_faulty_proxy(sc: &Scenario<'_>, proxy: &FaultProxy, after: &str) -> String {
+    let run = sc.run().await;
+    let faults = format!("faults injected: {}", injected(proxy));
+    assert_exit_0_or_show_report(&run, sc, &faults, &[proxy]).await;
     run.assert_counter("objectsFailed", 0);
-    assert_bucket_eq(
-        &s3,
-        &dst,
+    sc.assert_destination_eq(
         &expected(),
-        &format!("destination after a server-side copy through faults ({faults})"),
+        &format!("destination after {after} through faults ({faults})"),
     )
     .await;
+    faults
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_copy_survives_slowdowns_and_resets() {
+    let sc = with_every_object(Scenario::one_server("faults-ssc"))
+        .one_proxy(schedule(false))
+        .build()
+        .await;
+    let proxy = sc.proxy();
+    let faults = survives_one_faulty_proxy(&sc, proxy, "a server-side copy").await;
     assert!(
         proxy.faults(Fault::SlowDown) > 0 && proxy.faults(Fault::Reset) > 0,
         "{faults}"
@@ -235,34 +233,11 @@ async fn server_side_copy_survives_slowdowns_and_resets() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fs_to_s3_survives_slowdowns_and_resets() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let wd = Workdir::new("faults-fs-s3");
-    let src = wd.subdir("src");
-    write_tree(&src, &expected());
-    let dst = s3.create_bucket("faults-fs-s3-dst").await;
-    let proxy = FaultProxy::start(&server.endpoint, schedule(false)).await;
-    let job = Job::new(
-        "faults-fs-s3",
-        Side::fs(&src),
-        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
-    )
-    .with("multipart", small_multipart());
-    let run = wd.run(&job, &[]).await;
-    let faults = format!(
-        "faults injected: {} SlowDown, {} Reset",
-        proxy.faults(Fault::SlowDown),
-        proxy.faults(Fault::Reset)
-    );
-    assert_exit_0_or_show_report(&run, &s3, &dst, job.name.as_str(), &faults, &[&proxy]).await;
-    run.assert_counter("objectsFailed", 0);
-    assert_bucket_eq(
-        &s3,
-        &dst,
-        &expected(),
-        &format!("destination after fs→S3 through faults ({faults})"),
-    )
-    .await;
+    let sc = with_every_object(Scenario::fs_to_s3("faults-fs-s3"))
+        .destination_proxy(schedule(false))
+        .build()
+        .await;
+    survives_one_faulty_proxy(&sc, sc.dst_proxy(), "fs→S3").await;
 }
 
 /// The failure report and the manifest are written even when the destination throttles the
@@ -270,48 +245,30 @@ async fn fs_to_s3_survives_slowdowns_and_resets() {
 /// that says "see the failure report" must have one.
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_are_written_despite_a_throttling_destination() {
-    let (a, b) = (shared_server(), second_server());
-    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
     let mut t = small_objects("ok/", 6, 300);
     t.insert("secret/denied".into(), bytes(77, 123));
-    let src = bucket_with(&s3a, "rep-flaky-src", &t).await;
-    let dst = s3b.create_bucket("rep-flaky-dst").await;
-    let src_proxy = FaultProxy::start(
-        &a.endpoint,
-        FaultSchedule {
-            deny_keys: vec!["secret/denied".into()],
-            ..Default::default()
-        },
-    )
-    .await;
-    let dst_proxy = FaultProxy::start(
-        &b.endpoint,
-        FaultSchedule {
+    let sc = Scenario::two_servers("rep-flaky")
+        .source_tree(&t)
+        .source_proxy(FaultSchedule::deny(&["secret/denied"]))
+        .destination_proxy(FaultSchedule {
             slowdown_first: 4,
             only_targets_containing: Some(".ferry/reports/".into()),
             ..Default::default()
-        },
-    )
-    .await;
-    let wd = Workdir::new("rep-flaky");
-    let job = Job::new(
-        "rep-flaky",
-        Side::s3_at(&src_proxy.endpoint(), &a.creds, &src).secret_name("src-creds"),
-        Side::s3_at(&dst_proxy.endpoint(), &b.creds, &dst).secret_name("dst-creds"),
-    );
-    let run = wd.run(&job, &[]).await;
+        })
+        .build()
+        .await;
+    let run = sc.run().await;
     run.assert_exit(2).assert_counter("objectsFailed", 1);
-    let throttled = dst_proxy.faults(Fault::SlowDown);
-    let failures =
-        reports::s3_report_lines(&s3b, &dst, "default", "rep-flaky", Kind::Failures).await;
+    let throttled = sc.dst_proxy().faults(Fault::SlowDown);
+    let (s3b, dst) = (sc.dst_s3(), sc.dst_bucket());
+    let failures = reports::s3_report_lines(s3b, dst, "default", "rep-flaky", Kind::Failures).await;
     assert_eq!(
         reports::keys(&failures),
         vec!["secret/denied".to_string()],
         "the failure report after {throttled} throttled report writes\n{}",
         run.describe()
     );
-    let manifest =
-        reports::s3_report_lines(&s3b, &dst, "default", "rep-flaky", Kind::Manifest).await;
+    let manifest = reports::s3_report_lines(s3b, dst, "default", "rep-flaky", Kind::Manifest).await;
     assert_eq!(
         reports::keys(&manifest).len(),
         6,
@@ -326,34 +283,24 @@ async fn run_with_one_ambiguous_request(
     test: &str,
     method: &str,
     target_contains: &str,
-) -> (Run, S3, String, Workdir, Job, FaultProxy) {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let wd = Workdir::new(test);
-    let src = wd.subdir("src");
+) -> (Run, Scenario<'static>) {
     let t: Tree = [("big/three-parts".to_string(), bytes(11, 11 * MI))]
         .into_iter()
         .collect();
-    write_tree(&src, &t);
-    let dst = s3.create_bucket(&format!("{test}-dst")).await;
-    let proxy = FaultProxy::start(
-        &server.endpoint,
-        FaultSchedule {
+    let sc = Scenario::fs_to_s3(test)
+        .source_tree(&t)
+        .destination_proxy(FaultSchedule {
             reset_first: 1,
             reset_after_forwarding: true,
             only_methods: vec![method.to_string()],
             only_targets_containing: Some(target_contains.to_string()),
             ..Default::default()
-        },
-    )
-    .await;
-    let job = Job::new(
-        test,
-        Side::fs(&src),
-        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
-    )
-    .with("multipart", small_multipart());
-    let run = wd.run(&job, &[]).await;
+        })
+        .multipart()
+        .build()
+        .await;
+    let run = sc.run().await;
+    let proxy = sc.dst_proxy();
     assert_eq!(
         proxy.faults(Fault::Reset),
         1,
@@ -368,20 +315,24 @@ async fn run_with_one_ambiguous_request(
             run.describe()
         );
     }
-    assert_bucket_eq(&s3, &dst, &t, test).await;
-    (run, s3, dst, wd, job, proxy)
+    sc.assert_destination_eq(&t, test).await;
+    (run, sc)
 }
 
 /// CompleteMultipartUpload performed by the server, but the answer is lost (reset): a retry
 /// gets NoSuchUpload although the object is complete. That is not a failure.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_complete_multipart_upload_whose_answer_is_lost_is_not_a_failure() {
-    let (run, s3, dst, ..) =
-        run_with_one_ambiguous_request("amb-complete", "POST", "uploadId=").await;
+    let (run, sc) = run_with_one_ambiguous_request("amb-complete", "POST", "uploadId=").await;
     run.assert_phase("Completed")
         .assert_counter("objectsCopied", 1)
         .assert_counter("objectsFailed", 0);
-    assert_no_open_uploads(&s3, &dst, "after an ambiguous CompleteMultipartUpload").await;
+    assert_no_open_uploads(
+        sc.dst_s3(),
+        sc.dst_bucket(),
+        "after an ambiguous CompleteMultipartUpload",
+    )
+    .await;
 }
 
 /// CreateMultipartUpload performed by the server, but the answer is lost: the retry starts a
@@ -390,15 +341,15 @@ async fn a_complete_multipart_upload_whose_answer_is_lost_is_not_a_failure() {
 /// that Ferry started").
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_orphaned_by_an_ambiguous_create_is_swept_by_the_next_start() {
-    let (run, s3, dst, wd, job, proxy) =
-        run_with_one_ambiguous_request("amb-create", "POST", "?uploads").await;
+    let (run, sc) = run_with_one_ambiguous_request("amb-create", "POST", "?uploads").await;
     run.assert_phase("Completed")
         .assert_counter("objectsFailed", 0);
-    let orphans = open_uploads(&s3, &dst).await;
-    proxy.set_faults_enabled(false);
-    let again = wd.run(&job, &[]).await;
+    let (s3, dst) = (sc.dst_s3(), sc.dst_bucket());
+    let orphans = open_uploads(s3, dst).await;
+    sc.dst_proxy().set_faults_enabled(false);
+    let again = sc.run().await;
     again.assert_exit(0);
-    let open = open_uploads(&s3, &dst).await;
+    let open = open_uploads(s3, dst).await;
     assert!(
         open.is_empty(),
         "uploads still open after the next start (after the first run: {orphans:?}); now: {open:?}"

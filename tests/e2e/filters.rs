@@ -33,27 +33,31 @@ fn keyed_tree() -> Tree {
 
 /// Run an S3→S3 job with `filters` over [`keyed_tree`] and return the destination keys.
 async fn copied_with(test: &str, filters: Value) -> BTreeSet<String> {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = bucket_with(&s3, &format!("{test}-src"), &keyed_tree()).await;
-    let dst = s3.create_bucket(&format!("{test}-dst")).await;
-    let wd = Workdir::new(test);
-    let run = wd
-        .run(
-            &Job::new(test, Side::s3(server, &src), Side::s3(server, &dst))
-                .with("filters", filters),
-            &[],
-        )
+    let sc = Scenario::one_server(test)
+        .source_tree(&keyed_tree())
+        .with("filters", filters)
+        .build()
         .await;
+    let run = sc.run().await;
     run.assert_exit(0).assert_phase("Completed");
-    let got: BTreeSet<String> = s3.list(&dst).await.into_keys().collect();
+    let (s3, dst) = (sc.dst_s3(), sc.dst_bucket());
+    let got = destination_keys(&sc).await;
     // Objects filtered out are not counted at all.
     run.assert_counter("objectsTotal", got.len() as u64)
         .assert_counter("objectsCopied", got.len() as u64);
     for k in &got {
-        assert_eq!(s3.get(&dst, k).await, keyed_tree()[k], "bytes of {k}");
+        assert_eq!(s3.get(dst, k).await, keyed_tree()[k], "bytes of {k}");
     }
     got
+}
+
+/// The keys in the scenario's destination bucket (Ferry's `.ferry/` left out).
+async fn destination_keys(sc: &Scenario<'_>) -> BTreeSet<String> {
+    sc.dst_s3()
+        .list(sc.dst_bucket())
+        .await
+        .into_keys()
+        .collect()
 }
 
 fn set(keys: &[&str]) -> BTreeSet<String> {
@@ -143,22 +147,20 @@ async fn case_insensitive_matches_any_case() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn min_and_max_size_are_inclusive() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
     let t: Tree = [0usize, 1023, 1024, 2048, 4096, 4097, 10_000]
         .iter()
         .map(|&n| (format!("size-{n:05}"), bytes(n as u64, n)))
         .collect();
-    let src = bucket_with(&s3, "flt-size-src", &t).await;
-    let dst = s3.create_bucket("flt-size-dst").await;
-    let wd = Workdir::new("flt-size");
-    let job = Job::new("flt-size", Side::s3(server, &src), Side::s3(server, &dst))
-        .with("filters", json!({ "minSize": "1Ki", "maxSize": "4Ki" }));
-    let run = wd.run(&job, &[]).await;
+    let sc = Scenario::one_server("flt-size")
+        .source_tree(&t)
+        .with("filters", json!({ "minSize": "1Ki", "maxSize": "4Ki" }))
+        .build()
+        .await;
+    let run = sc.run().await;
     run.assert_exit(0)
         .assert_counter("objectsTotal", 3)
         .assert_counter("bytesTotal", 1024 + 2048 + 4096);
-    let got: BTreeSet<String> = s3.list(&dst).await.into_keys().collect();
+    let got = destination_keys(&sc).await;
     assert_eq!(
         got,
         set(&["size-01024", "size-02048", "size-04096"]),
@@ -169,9 +171,11 @@ async fn min_and_max_size_are_inclusive() {
 /// fs source with mtimes around the bounds: modifiedAfter is inclusive ("at or after"),
 /// modifiedBefore exclusive ("before").
 async fn copied_by_time(test: &str, filters: Value) -> BTreeSet<String> {
-    let wd = Workdir::new(test);
-    let src = wd.subdir("src");
-    let dst = wd.subdir("dst");
+    let sc = Scenario::fs_to_fs(test)
+        .with("filters", filters)
+        .build()
+        .await;
+    let src = sc.src_dir();
     let times = [
         ("y2020", "2020-01-01T00:00:00Z"),
         ("y2023", "2023-12-31T23:59:59Z"),
@@ -188,14 +192,9 @@ async fn copied_by_time(test: &str, filters: Value) -> BTreeSet<String> {
         set_mtime(&path, secs);
         assert_eq!(rfc3339(secs), *t);
     }
-    let run = wd
-        .run(
-            &Job::new(test, Side::fs(&src), Side::fs(&dst)).with("filters", filters),
-            &[],
-        )
-        .await;
+    let run = sc.run().await;
     run.assert_exit(0);
-    let got: BTreeSet<String> = read_tree(&dst).into_keys().collect();
+    let got: BTreeSet<String> = read_tree(sc.dst_dir()).into_keys().collect();
     run.assert_counter("objectsTotal", got.len() as u64);
     got
 }
@@ -240,28 +239,23 @@ async fn modified_window() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn patterns_match_keys_relative_to_the_source_prefix() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
     let t = ferry_tests::fixtures::tree([
         ("data/a.jpg", bytes(1, 10)),
         ("data/sub/b.jpg", bytes(2, 20)),
         ("data/c.txt", bytes(3, 30)),
         ("other/d.jpg", bytes(4, 40)),
     ]);
-    let src = bucket_with(&s3, "flt-prefix-src", &t).await;
-    let dst = s3.create_bucket("flt-prefix-dst").await;
-    let wd = Workdir::new("flt-prefix");
-    let job = Job::new(
-        "flt-prefix",
-        Side::s3(server, &src).prefix("data/"),
-        Side::s3(server, &dst),
-    )
-    .with("filters", json!({ "include": ["*.jpg"] }));
-    wd.run(&job, &[])
+    let sc = Scenario::one_server("flt-prefix")
+        .source_tree(&t)
+        .source_side(|s| s.prefix("data/"))
+        .with("filters", json!({ "include": ["*.jpg"] }))
+        .build()
+        .await;
+    sc.run()
         .await
         .assert_exit(0)
         .assert_counter("objectsTotal", 1);
-    let got: BTreeSet<String> = s3.list(&dst).await.into_keys().collect();
+    let got = destination_keys(&sc).await;
     assert_eq!(
         got,
         set(&["a.jpg"]),

@@ -66,43 +66,31 @@ fn assert_no_aws_chunked(proxy: &FaultProxy, what: &str) {
     );
 }
 
+/// Copies [`objects`] from `source` to a bucket on `dst_server`, reached through a counting
+/// proxy; checks the stored bytes and that no upload was aws-chunked.
+async fn copy_exact(source: Place<'_>, dst_server: &S3Server, test: &str, what: &str) {
+    let sc = Scenario::between(test, source, Place::Bucket(dst_server))
+        .source_tree(&objects())
+        .destination_proxy(FaultSchedule::none())
+        .multipart()
+        .build()
+        .await;
+    sc.run().await.assert_exit(0);
+    assert_exact_bytes(sc.dst_s3(), sc.dst_bucket(), &objects(), what).await;
+    assert_no_aws_chunked(sc.dst_proxy(), what);
+}
+
 async fn fs_to_s3_exact(server: &S3Server, test: &str) {
-    let s3 = S3::for_server(server);
-    let wd = Workdir::new(test);
-    let src = wd.subdir("src");
-    write_tree(&src, &objects());
-    let dst = s3.create_bucket(&format!("{test}-dst")).await;
-    let proxy = FaultProxy::start(&server.endpoint, FaultSchedule::none()).await;
-    let job = Job::new(
-        test,
-        Side::fs(&src),
-        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
-    )
-    .with("multipart", small_multipart());
-    wd.run(&job, &[]).await.assert_exit(0);
-    assert_exact_bytes(&s3, &dst, &objects(), &format!("fs→S3 ({:?})", server.kind)).await;
-    assert_no_aws_chunked(&proxy, &format!("fs→S3 ({:?})", server.kind));
+    let what = format!("fs→S3 ({:?})", server.kind);
+    copy_exact(Place::Dir, server, test, &what).await;
 }
 
 async fn streaming_exact(src_server: &S3Server, dst_server: &S3Server, test: &str) {
-    let (s3a, s3b) = (S3::for_server(src_server), S3::for_server(dst_server));
-    let src = bucket_with(&s3a, &format!("{test}-src"), &objects()).await;
-    let dst = s3b.create_bucket(&format!("{test}-dst")).await;
-    let proxy = FaultProxy::start(&dst_server.endpoint, FaultSchedule::none()).await;
-    let wd = Workdir::new(test);
-    let job = Job::new(
-        test,
-        Side::s3(src_server, &src).secret_name("src-creds"),
-        Side::s3_at(&proxy.endpoint(), &dst_server.creds, &dst).secret_name("dst-creds"),
-    )
-    .with("multipart", small_multipart());
-    wd.run(&job, &[]).await.assert_exit(0);
     let what = format!(
         "S3→S3 streaming ({:?} → {:?})",
         src_server.kind, dst_server.kind
     );
-    assert_exact_bytes(&s3b, &dst, &objects(), &what).await;
-    assert_no_aws_chunked(&proxy, &what);
+    copy_exact(Place::Bucket(src_server), dst_server, test, &what).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

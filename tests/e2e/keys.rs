@@ -96,114 +96,53 @@ fn abs_key_for_buckets(server: &S3Server) -> Option<&'static str> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn awkward_keys_s3_to_s3_server_side() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let t = all_keys(abs_key_for_buckets(server));
-    let src = bucket_with(&s3, "keys-ssc-src", &t).await;
-    let dst = s3.create_bucket("keys-ssc-dst").await;
-    let wd = Workdir::new("keys-ssc");
-    let run = wd
-        .run(
-            &Job::new("keys-ssc", Side::s3(server, &src), Side::s3(server, &dst)),
-            &[],
-        )
+    let t = all_keys(abs_key_for_buckets(shared_server()));
+    Scenario::one_server("keys-ssc")
+        .copy_tree(&t, "awkward keys after a server-side copy")
         .await;
-    run.assert_exit(0)
-        .assert_phase("Completed")
-        .assert_counter("objectsCopied", t.len() as u64);
-    assert_bucket_eq(&s3, &dst, &t, "awkward keys after a server-side copy").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn awkward_keys_s3_to_s3_streaming() {
-    let (a, b) = (shared_server(), second_server());
-    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
-    let t = all_keys(abs_key_for_buckets(a).and(abs_key_for_buckets(b)));
-    let src = bucket_with(&s3a, "keys-stream-src", &t).await;
-    let dst = s3b.create_bucket("keys-stream-dst").await;
-    let wd = Workdir::new("keys-stream");
-    let job = Job::new(
-        "keys-stream",
-        Side::s3(a, &src).secret_name("src-creds"),
-        Side::s3(b, &dst).secret_name("dst-creds"),
-    );
-    let run = wd.run(&job, &[]).await;
-    run.assert_exit(0)
-        .assert_phase("Completed")
-        .assert_counter("objectsCopied", t.len() as u64);
-    assert_bucket_eq(&s3b, &dst, &t, "awkward keys after a streaming copy").await;
+    let t =
+        all_keys(abs_key_for_buckets(shared_server()).and(abs_key_for_buckets(second_server())));
+    Scenario::two_servers("keys-stream")
+        .copy_tree(&t, "awkward keys after a streaming copy")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn awkward_keys_fs_to_s3() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let wd = Workdir::new("keys-fs-s3");
-    let src = wd.subdir("src");
-    write_tree(&src, &representable());
-    let dst = s3.create_bucket("keys-fs-s3-dst").await;
-    let run = wd
-        .run(
-            &Job::new("keys-fs-s3", Side::fs(&src), Side::s3(server, &dst)),
-            &[],
-        )
+    Scenario::fs_to_s3("keys-fs-s3")
+        .copy_tree(&representable(), "file names as keys after fs→S3")
         .await;
-    run.assert_exit(0)
-        .assert_phase("Completed")
-        .assert_counter("objectsCopied", representable().len() as u64);
-    assert_bucket_eq(
-        &s3,
-        &dst,
-        &representable(),
-        "file names as keys after fs→S3",
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn awkward_keys_fs_to_fs() {
-    let wd = Workdir::new("keys-fs-fs");
-    let src = wd.subdir("src");
-    let dst = wd.subdir("dst");
-    write_tree(&src, &representable());
-    let run = wd
-        .run(&Job::new("keys-fs-fs", Side::fs(&src), Side::fs(&dst)), &[])
+    Scenario::fs_to_fs("keys-fs-fs")
+        .copy_tree(&representable(), "awkward file names after fs→fs")
         .await;
-    run.assert_exit(0)
-        .assert_phase("Completed")
-        .assert_counter("objectsCopied", representable().len() as u64);
-    assert_trees_eq(
-        &representable(),
-        &read_tree(&dst),
-        "awkward file names after fs→fs",
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn awkward_keys_s3_to_fs_fail_as_unrepresentable_and_stay_inside_the_root() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let wd = Workdir::new("keys-s3-fs");
-    let dst = wd.subdir("dst");
+    let sc = Scenario::s3_to_fs("keys-s3-fs").build().await;
+    let (wd, dst) = (&sc.wd, sc.dst_dir());
     let sibling = wd.subdir("sibling");
     // An absolute key pointing into our work directory: a naive join would write there.
     let abs_target = wd.path().join("escaped-absolute");
     let abs_key = abs_target.to_string_lossy().to_string();
     assert!(abs_key.starts_with('/'));
-    let abs_key = abs_key_for_buckets(server).map(|_| abs_key);
+    let abs_key = abs_key_for_buckets(shared_server()).map(|_| abs_key);
     let t = all_keys(abs_key.as_deref());
-    let src = bucket_with(&s3, "keys-s3-fs-src", &t).await;
+    sc.source.fill(&t).await;
     let before: BTreeSet<_> = std::fs::read_dir(wd.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
 
-    let run = wd
-        .run(
-            &Job::new("keys-s3-fs", Side::s3(server, &src), Side::fs(&dst)),
-            &[],
-        )
-        .await;
+    let run = sc.run().await;
 
     // Nothing outside the destination root, whatever else happened.
     assert!(
@@ -231,7 +170,7 @@ async fn awkward_keys_s3_to_fs_fail_as_unrepresentable_and_stay_inside_the_root(
 
     let unrep = unrepresentable(abs_key.as_deref());
     // Exactly one of the file/directory clash fails: whichever comes second.
-    let files = read_tree(&dst);
+    let files = read_tree(dst);
     let clash_failed = if files.contains_key("clash") {
         "clash/inner"
     } else {
@@ -282,7 +221,7 @@ async fn awkward_keys_s3_to_fs_fail_as_unrepresentable_and_stay_inside_the_root(
     );
 
     // The failure report lists exactly the failed keys, as Unrepresentable.
-    let lines = reports::fs_report_lines(&dst, "default", "keys-s3-fs", Kind::Failures);
+    let lines = reports::fs_report_lines(dst, "default", "keys-s3-fs", Kind::Failures);
     let reported: BTreeSet<String> = reports::keys(&lines).into_iter().collect();
     assert_eq!(
         reported, expected_failed,
@@ -294,7 +233,7 @@ async fn awkward_keys_s3_to_fs_fail_as_unrepresentable_and_stay_inside_the_root(
             .all(|c| c == "Unrepresentable"),
         "every failure line should have class Unrepresentable: {lines:#?}"
     );
-    no_temp_files(&dst);
+    no_temp_files(dst);
 }
 
 fn no_temp_files(root: &Path) {

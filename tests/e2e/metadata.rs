@@ -56,15 +56,23 @@ fn normalized(mut m: Meta) -> Meta {
     m
 }
 
-async fn seed(s3: &S3, hint: &str) -> String {
-    let bucket = s3.create_bucket(hint).await;
+/// Puts [`objects`], with their metadata, into the scenario's source bucket.
+async fn seed(sc: &Scenario<'_>) {
     for (k, body, meta) in objects() {
-        s3.put_with(&bucket, &k, body, &meta).await;
+        sc.src_s3().put_with(sc.src_bucket(), &k, body, &meta).await;
     }
-    bucket
 }
 
-async fn assert_metadata_kept(src: &S3, src_bucket: &str, dst: &S3, dst_bucket: &str, what: &str) {
+/// Seeds the source, runs the job, and checks that every object arrived with its bytes and
+/// the metadata the source has.
+async fn assert_metadata_kept(sc: &Scenario<'_>, what: &str) {
+    seed(sc).await;
+    sc.run()
+        .await
+        .assert_exit(0)
+        .assert_counter("objectsCopied", objects().len() as u64);
+    let (src, src_bucket) = (sc.src_s3(), sc.src_bucket());
+    let (dst, dst_bucket) = (sc.dst_s3(), sc.dst_bucket());
     let mut problems = String::new();
     for (k, body, _) in objects() {
         let want = normalized(src.meta(src_bucket, &k).await);
@@ -81,60 +89,34 @@ async fn assert_metadata_kept(src: &S3, src_bucket: &str, dst: &S3, dst_bucket: 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metadata_round_trips_with_server_side_copy() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = seed(&s3, "meta-ssc-src").await;
-    let dst = s3.create_bucket("meta-ssc-dst").await;
-    let wd = Workdir::new("meta-ssc");
-    let job = Job::new("meta-ssc", Side::s3(server, &src), Side::s3(server, &dst))
-        .with("multipart", small_multipart());
-    wd.run(&job, &[])
-        .await
-        .assert_exit(0)
-        .assert_counter("objectsCopied", objects().len() as u64);
-    assert_metadata_kept(&s3, &src, &s3, &dst, "server-side copy").await;
+    let sc = Scenario::one_server("meta-ssc").multipart().build().await;
+    assert_metadata_kept(&sc, "server-side copy").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metadata_round_trips_when_streaming() {
-    let (a, b) = (shared_server(), second_server());
-    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
-    let src = seed(&s3a, "meta-stream-src").await;
-    let dst = s3b.create_bucket("meta-stream-dst").await;
-    let wd = Workdir::new("meta-stream");
-    let job = Job::new(
-        "meta-stream",
-        Side::s3(a, &src).secret_name("src-creds"),
-        Side::s3(b, &dst).secret_name("dst-creds"),
-    )
-    .with("multipart", small_multipart());
-    wd.run(&job, &[])
-        .await
-        .assert_exit(0)
-        .assert_counter("objectsCopied", objects().len() as u64);
-    assert_metadata_kept(&s3a, &src, &s3b, &dst, "streaming copy").await;
+    let sc = Scenario::two_servers("meta-stream")
+        .multipart()
+        .build()
+        .await;
+    assert_metadata_kept(&sc, "streaming copy").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn destination_storage_class_is_applied() {
-    let server = shared_server();
-    if server.is_garage() {
+    if shared_server().is_garage() {
         eprintln!("skipped: Garage has no storage classes");
         return;
     }
-    let s3 = S3::for_server(server);
-    let src = seed(&s3, "meta-sc-src").await;
-    let dst = s3.create_bucket("meta-sc-dst").await;
-    let wd = Workdir::new("meta-sc");
-    let job = Job::new(
-        "meta-sc",
-        Side::s3(server, &src),
-        Side::s3(server, &dst).set("storageClass", serde_json::json!("STANDARD_IA")),
-    )
-    .with("multipart", small_multipart());
-    wd.run(&job, &[]).await.assert_exit(0);
+    let sc = Scenario::one_server("meta-sc")
+        .destination_side(|s| s.set("storageClass", serde_json::json!("STANDARD_IA")))
+        .multipart()
+        .build()
+        .await;
+    seed(&sc).await;
+    sc.run().await.assert_exit(0);
     for (k, _, _) in objects() {
-        let h = s3.head(&dst, &k).await;
+        let h = sc.dst_s3().head(sc.dst_bucket(), &k).await;
         assert_eq!(
             h.storage_class().map(|s| s.as_str().to_string()),
             Some("STANDARD_IA".to_string()),

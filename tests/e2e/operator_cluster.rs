@@ -385,48 +385,40 @@ fn assert_phase(mj: &ferry_api::MigrationJob, want: ferry_api::Phase) {
     assert_eq!(phase(mj), Some(want), "{:#?}", mj.status);
 }
 
+/// Whether an object of kind `K` named `name` exists in the cluster's namespace.
+async fn exists<K>(c: &Cluster, name: &str) -> bool
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    c.api::<K>().get_opt(name).await.unwrap().is_some()
+}
+
 /// The names of the MigrationJob's children that exist (by their deterministic names).
 async fn children_of(c: &Cluster, name: &str, shards: u32) -> Vec<String> {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let mut out = Vec::new();
-    let cms = c.api::<ConfigMap>();
     let mut cm_names = vec![format!("{name}-plan")];
     cm_names.extend((0..shards).map(|i| format!("{name}-shard-{i}")));
     for n in cm_names {
-        if cms.get_opt(&n).await.unwrap().is_some() {
+        if exists::<ConfigMap>(c, &n).await {
             out.push(format!("ConfigMap/{n}"));
         }
     }
     let agent = format!("{name}-agent");
-    if c.api::<ServiceAccount>()
-        .get_opt(&agent)
-        .await
-        .unwrap()
-        .is_some()
-    {
-        out.push(format!("ServiceAccount/{agent}"));
+    let agent_objects = [
+        ("ServiceAccount", exists::<ServiceAccount>(c, &agent).await),
+        ("Role", exists::<Role>(c, &agent).await),
+        ("RoleBinding", exists::<RoleBinding>(c, &agent).await),
+    ];
+    for (kind, present) in agent_objects {
+        if present {
+            out.push(format!("{kind}/{agent}"));
+        }
     }
-    if c.api::<k8s_openapi::api::rbac::v1::Role>()
-        .get_opt(&agent)
-        .await
-        .unwrap()
-        .is_some()
-    {
-        out.push(format!("Role/{agent}"));
-    }
-    if c.api::<k8s_openapi::api::rbac::v1::RoleBinding>()
-        .get_opt(&agent)
-        .await
-        .unwrap()
-        .is_some()
-    {
-        out.push(format!("RoleBinding/{agent}"));
-    }
-    if c.api::<Job>()
-        .get_opt(&format!("{name}-agents"))
-        .await
-        .unwrap()
-        .is_some()
-    {
+    if exists::<Job>(c, &format!("{name}-agents")).await {
         out.push(format!("Job/{name}-agents"));
     }
     out
@@ -823,10 +815,7 @@ async fn the_retry_annotation_re_runs_only_the_failed_keys() {
     s3.put_all(&src, &objects).await;
     let proxy = ferry_tests::FaultProxy::start(
         &server.endpoint,
-        ferry_tests::FaultSchedule {
-            deny_keys: vec!["secret/denied".into()],
-            ..Default::default()
-        },
+        ferry_tests::FaultSchedule::deny(&["secret/denied"]),
     )
     .await;
     let other = server.endpoint.replace("127.0.0.1", "localhost");
@@ -879,11 +868,7 @@ async fn the_retry_annotation_re_runs_only_the_failed_keys() {
         st.report
     );
     assert_copied(&s3, &dst, &objects).await;
-    let gets: Vec<String> = proxy
-        .object_gets()
-        .iter()
-        .map(|r| r.bucket_and_key().1)
-        .collect();
+    let gets = proxy.object_get_keys();
     assert!(
         gets.iter().all(|k| k == "secret/denied") && !gets.is_empty(),
         "the retry should read only the failed key, read: {gets:?}"
@@ -1000,7 +985,7 @@ async fn wrong_credentials_fail_without_showing_the_secret() {
 /// Not a test: plays kubelet for the namespace FERRY_DEMO_NAMESPACE on the real API server of
 /// FERRY_E2E_KUBECONFIG for FERRY_DEMO_SECONDS (default 600), so `kubectl apply -f examples/...`
 /// can be watched running on a cluster without nodes (README, "In a cluster"). Run with
-/// `cargo test -p ferry-tests --test operator_cluster -- --ignored --nocapture kubelet_for`.
+/// `cargo test -p ferry-tests --test e2e -- --ignored --nocapture operator_cluster::kubelet_for`.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn kubelet_for_a_namespace() {

@@ -48,31 +48,28 @@ struct Outcome {
 
 /// S3→S3 on one server through a counting proxy, with `overwrite: policy`.
 async fn run_policy(test: &str, policy: &str) -> Outcome {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = bucket_with(&s3, &format!("{test}-src"), &source()).await;
-    let dst = bucket_with(&s3, &format!("{test}-dst"), &seeded_destination()).await;
-    let proxy = FaultProxy::start(&server.endpoint, FaultSchedule::none()).await;
-    let wd = Workdir::new(test);
-    let job = Job::new(
-        test,
-        Side::s3_at(&proxy.endpoint(), &server.creds, &src),
-        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
-    )
-    .with("overwrite", json!(policy));
-    let run = wd.run(&job, &[]).await;
+    let sc = Scenario::one_server(test)
+        .source_tree(&source())
+        .destination_tree(&seeded_destination())
+        .one_proxy(FaultSchedule::none())
+        .with("overwrite", json!(policy))
+        .build()
+        .await;
+    let (s3, dst) = (sc.dst_s3(), sc.dst_bucket());
+    let run = sc.run().await;
     run.assert_exit(0).assert_phase("Completed");
-    let written = proxy
+    let written = sc
+        .proxy()
         .data_puts()
         .into_iter()
         .map(|r| r.bucket_and_key())
         .filter(|(b, _)| *b == dst)
         .map(|(_, k)| k)
         .collect();
-    let manifest = reports::s3_report_lines(&s3, &dst, "default", test, Kind::Manifest).await;
+    let manifest = reports::s3_report_lines(s3, dst, "default", test, Kind::Manifest).await;
     Outcome {
         run,
-        dst: s3.contents(&dst).await,
+        dst: s3.contents(dst).await,
         written,
         manifest,
     }
@@ -174,23 +171,17 @@ async fn if_different_replaces_different_sizes_and_checksums() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn if_different_is_the_default() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = bucket_with(&s3, "ow-default-src", &source()).await;
-    let dst = bucket_with(&s3, "ow-default-dst", &seeded_destination()).await;
-    let wd = Workdir::new("ow-default");
-    let run = wd
-        .run(
-            &Job::new("ow-default", Side::s3(server, &src), Side::s3(server, &dst)),
-            &[],
-        )
+    let sc = Scenario::one_server("ow-default")
+        .source_tree(&source())
+        .destination_tree(&seeded_destination())
+        .build()
         .await;
-    run.assert_exit(0)
+    sc.run()
+        .await
+        .assert_exit(0)
         .assert_counter("objectsCopied", 3)
         .assert_counter("objectsSkipped", 1);
-    assert_bucket_eq(
-        &s3,
-        &dst,
+    sc.assert_destination_eq(
         &expected_after(&["diff-size", "diff-content", "new"]),
         "default policy",
     )
@@ -213,9 +204,13 @@ fn if_newer_cases() -> Vec<(&'static str, i64, Option<i64>)> {
     ]
 }
 
-fn prepare_if_newer(wd: &Workdir) -> (std::path::PathBuf, std::path::PathBuf) {
-    let src = wd.subdir("src");
-    let dst = wd.subdir("dst");
+/// An fs→fs scenario with `overwrite: IfNewer` over the files of [`if_newer_cases`].
+async fn if_newer_scenario(test: &str) -> Scenario<'static> {
+    let sc = Scenario::fs_to_fs(test)
+        .with("overwrite", json!("IfNewer"))
+        .build()
+        .await;
+    let (src, dst) = (sc.src_dir(), sc.dst_dir());
     for (i, (k, src_t, dst_t)) in if_newer_cases().into_iter().enumerate() {
         std::fs::write(src.join(k), bytes(i as u64, 100)).unwrap();
         set_mtime(&src.join(k), src_t);
@@ -224,20 +219,17 @@ fn prepare_if_newer(wd: &Workdir) -> (std::path::PathBuf, std::path::PathBuf) {
             set_mtime(&dst.join(k), t);
         }
     }
-    (src, dst)
+    sc
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn if_newer_replaces_only_older_destinations() {
-    let wd = Workdir::new("ow-ifnewer");
-    let (src, dst) = prepare_if_newer(&wd);
-    let job =
-        Job::new("ow-ifnewer", Side::fs(&src), Side::fs(&dst)).with("overwrite", json!("IfNewer"));
-    let run = wd.run(&job, &[]).await;
+    let sc = if_newer_scenario("ow-ifnewer").await;
+    let run = sc.run().await;
     run.assert_exit(0)
         .assert_counter("objectsCopied", 2)
         .assert_counter("objectsSkipped", 2);
-    let got = read_tree(&dst);
+    let got = read_tree(sc.dst_dir());
     for (i, (k, _, _)) in if_newer_cases().into_iter().enumerate() {
         let from_source = bytes(i as u64, 100);
         let seeded = bytes(i as u64 + 50, 60);
@@ -258,15 +250,12 @@ async fn if_newer_replaces_only_older_destinations() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn if_newer_does_not_recopy_what_it_copied() {
-    let wd = Workdir::new("ow-ifnewer-again");
-    let (src, dst) = prepare_if_newer(&wd);
-    let job = Job::new("ow-ifnewer-again", Side::fs(&src), Side::fs(&dst))
-        .with("overwrite", json!("IfNewer"));
-    wd.run(&job, &[]).await.assert_exit(0);
+    let sc = if_newer_scenario("ow-ifnewer-again").await;
+    sc.run().await.assert_exit(0);
     // A fresh job (new state) over the same trees: every destination file now carries its
     // source's mtime, so nothing is newer.
     let wd2 = Workdir::new("ow-ifnewer-again2");
-    let run = wd2.run(&job, &[]).await;
+    let run = wd2.run(&sc.job, &[]).await;
     run.assert_exit(0)
         .assert_counter("objectsCopied", 0)
         .assert_counter("objectsSkipped", 4);

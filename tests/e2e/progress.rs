@@ -18,16 +18,16 @@ async fn the_total_is_known_before_the_listing_ends() {
     for i in 0..200u64 {
         t.insert(format!("x-{i:03}.skip"), bytes(i, 5000));
     }
-    let wd = Workdir::new("census");
-    let src = wd.subdir("src");
-    write_tree(&src, &t);
-    let dst = wd.subdir("dst");
     // About 300 objects a second: the listing (1,000 keys queued ahead of 4 copies) must wait.
-    let job = Job::new("census", Side::fs(&src), Side::fs(&dst))
+    let sc = Scenario::fs_to_fs("census")
+        .source_tree(&t)
         .with("filters", json!({ "exclude": ["*.skip"] }))
         .with("bandwidthLimit", json!("300Ki"))
-        .with("parallelism", json!({ "shards": 1, "concurrency": 4 }));
-    let mut child = wd.spawn(&job, &["--checkpoint-interval", "0.3"]);
+        .with("parallelism", json!({ "shards": 1, "concurrency": 4 }))
+        .build()
+        .await;
+    let wd = &sc.wd;
+    let mut child = wd.spawn(&sc.job, &["--checkpoint-interval", "0.3"]);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let early = loop {

@@ -11,30 +11,25 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rerun_of_a_completed_job_copies_nothing() {
-    let (a, b) = (shared_server(), second_server());
-    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
     let mut t = small_objects("obj-", 20, 2000);
     t.insert("big".into(), bytes(9, 6 * MI));
-    let src = bucket_with(&s3a, "rerun-src", &t).await;
-    let dst = s3b.create_bucket("rerun-dst").await;
-    let src_proxy = FaultProxy::start(&a.endpoint, FaultSchedule::none()).await;
-    let dst_proxy = FaultProxy::start(&b.endpoint, FaultSchedule::none()).await;
-    let wd = Workdir::new("rerun");
-    let job = Job::new(
-        "rerun",
-        Side::s3_at(&src_proxy.endpoint(), &a.creds, &src).secret_name("src-creds"),
-        Side::s3_at(&dst_proxy.endpoint(), &b.creds, &dst).secret_name("dst-creds"),
-    )
-    .with("multipart", small_multipart());
+    let sc = Scenario::two_servers("rerun")
+        .source_tree(&t)
+        .source_proxy(FaultSchedule::none())
+        .destination_proxy(FaultSchedule::none())
+        .multipart()
+        .build()
+        .await;
+    let (src_proxy, dst_proxy) = (sc.src_proxy(), sc.dst_proxy());
 
-    let first = wd.run(&job, &[]).await;
+    let first = sc.run().await;
     first
         .assert_exit(0)
         .assert_counter("objectsCopied", t.len() as u64);
     src_proxy.clear();
     dst_proxy.clear();
 
-    let second = wd.run(&job, &[]).await;
+    let second = sc.run().await;
     second.assert_exit(0).assert_phase("Completed");
     let puts = dst_proxy.data_puts();
     assert!(
@@ -56,7 +51,8 @@ async fn rerun_of_a_completed_job_copies_nothing() {
         first.describe(),
         second.describe()
     );
-    assert_bucket_eq(&s3b, &dst, &t, "destination after the re-run").await;
+    sc.assert_destination_eq(&t, "destination after the re-run")
+        .await;
 }
 
 const N: usize = 300;
@@ -108,37 +104,33 @@ async fn wait_for_watermark(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_then_resume_copies_each_object_once() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
     let t = many();
     let keys: Vec<String> = t.keys().cloned().collect(); // byte order, like the listing
-    let wd = Workdir::new("sigkill");
-    let src = wd.subdir("src");
-    write_tree(&src, &t);
-    let dst = s3.create_bucket("sigkill-dst").await;
-    let proxy = FaultProxy::start(&server.endpoint, FaultSchedule::none()).await;
-    let job = Job::new(
-        "sigkill",
-        Side::fs(&src),
-        Side::s3_at(&proxy.endpoint(), &server.creds, &dst),
-    );
+    let sc = Scenario::fs_to_s3("sigkill")
+        .source_tree(&t)
+        .destination_proxy(FaultSchedule::none())
+        .build()
+        .await;
+    let (wd, proxy) = (&sc.wd, sc.dst_proxy());
+    let (s3, dst) = (sc.dst_s3(), sc.dst_bucket());
 
     // First run, throttled to 20 requests/s: kill -9 once a third is checkpointed.
-    let mut child = wd.spawn(&job.clone().with("requestsPerSecond", json!(20)), &[]);
-    let (watermark, idx) = wait_for_watermark(&wd, &mut child, &keys, N / 3).await;
+    let mut child = wd.spawn(&sc.job.clone().with("requestsPerSecond", json!(20)), &[]);
+    let (watermark, idx) = wait_for_watermark(wd, &mut child, &keys, N / 3).await;
     child.start_kill().expect("SIGKILL ferry");
     let killed = child.wait().await.expect("wait");
     assert!(
         killed.code().is_none(),
         "ferry should have died by SIGKILL, got {killed}"
     );
-    let present_at_kill = s3.list(&dst).await.len();
+    let present_at_kill = s3.list(dst).await.len();
     proxy.clear();
 
     // Second run without the rate limit (not part of the spec hash): resumes.
-    let run = wd.run(&job, &[]).await;
+    let run = sc.run().await;
     run.assert_exit(0).assert_phase("Completed");
-    assert_bucket_eq(&s3, &dst, &t, "destination after kill -9 and resume").await;
+    sc.assert_destination_eq(&t, "destination after kill -9 and resume")
+        .await;
 
     let puts = proxy.data_puts().len();
     let done_at_kill = idx + 1;
@@ -157,7 +149,7 @@ async fn sigkill_then_resume_copies_each_object_once() {
     );
 
     // The manifests of both runs together list every key exactly once.
-    let files = reports::s3_report_files(&s3, &dst, "default", "sigkill", Kind::Manifest).await;
+    let files = reports::s3_report_files(s3, dst, "default", "sigkill", Kind::Manifest).await;
     let lines: Vec<serde_json::Value> = files.iter().flat_map(|(_, l)| l.clone()).collect();
     let file_summary: Vec<String> = files
         .iter()
@@ -187,23 +179,19 @@ async fn sigkill_then_resume_copies_each_object_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_pauses_with_exit_130_and_the_next_run_completes() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
     let t = many();
     let keys: Vec<String> = t.keys().cloned().collect();
-    let wd = Workdir::new("sigterm");
-    let src = wd.subdir("src");
-    write_tree(&src, &t);
-    let dst = s3.create_bucket("sigterm-dst").await;
-    let job = Job::new("sigterm", Side::fs(&src), Side::s3(server, &dst));
+    let sc = Scenario::fs_to_s3("sigterm").source_tree(&t).build().await;
+    let wd = &sc.wd;
 
     // 20 requests/s and 4 objects in flight: at the signal most of the 300 objects are left.
-    let throttled = job
+    let throttled = sc
+        .job
         .clone()
         .with("requestsPerSecond", json!(20))
         .with("parallelism", json!({ "shards": 1, "concurrency": 4 }));
     let mut child = wd.spawn(&throttled, &[]);
-    wait_for_watermark(&wd, &mut child, &keys, 10).await;
+    wait_for_watermark(wd, &mut child, &keys, 10).await;
     let pid = child.id().expect("pid");
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -222,9 +210,10 @@ async fn sigterm_pauses_with_exit_130_and_the_next_run_completes() {
         "shard-0.json after SIGTERM: {state:#}"
     );
 
-    let run = wd.run(&job, &[]).await;
+    let run = sc.run().await;
     run.assert_exit(0)
         .assert_phase("Completed")
         .assert_counter("objectsTotal", t.len() as u64);
-    assert_bucket_eq(&s3, &dst, &t, "destination after SIGTERM and resume").await;
+    sc.assert_destination_eq(&t, "destination after SIGTERM and resume")
+        .await;
 }

@@ -29,97 +29,63 @@ fn expected() -> Tree {
     t
 }
 
-async fn source_bucket(s3: &S3, hint: &str) -> String {
-    let b = bucket_with(s3, hint, &sizes()).await;
-    s3.put_multipart(&b, MULTIPART_SOURCE_KEY, &multipart_source(), T)
+/// Copies [`sizes`] and the object uploaded in parts along `route` (with the small multipart
+/// settings) and checks that every size arrived intact.
+async fn copies_every_size(route: ScenarioBuilder<'static>, what: &str) {
+    let sc = route
+        .source_tree(&sizes())
+        .source_uploaded_in_parts(MULTIPART_SOURCE_KEY, multipart_source(), T)
+        .multipart()
+        .build()
         .await;
-    b
+    sc.run()
+        .await
+        .assert_exit(0)
+        .assert_counter("objectsCopied", expected().len() as u64);
+    sc.assert_destination_eq(&expected(), what).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sizes_s3_to_s3_server_side() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = source_bucket(&s3, "sizes-ssc-src").await;
-    let dst = s3.create_bucket("sizes-ssc-dst").await;
-    let wd = Workdir::new("sizes-ssc");
-    let job = Job::new("sizes-ssc", Side::s3(server, &src), Side::s3(server, &dst))
-        .with("multipart", small_multipart());
-    wd.run(&job, &[])
-        .await
-        .assert_exit(0)
-        .assert_counter("objectsCopied", expected().len() as u64);
-    assert_bucket_eq(&s3, &dst, &expected(), "sizes after a server-side copy").await;
+    copies_every_size(
+        Scenario::one_server("sizes-ssc"),
+        "sizes after a server-side copy",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sizes_s3_to_s3_streaming() {
-    let (a, b) = (shared_server(), second_server());
-    let (s3a, s3b) = (S3::for_server(a), S3::for_server(b));
-    let src = source_bucket(&s3a, "sizes-stream-src").await;
-    let dst = s3b.create_bucket("sizes-stream-dst").await;
-    let wd = Workdir::new("sizes-stream");
-    let job = Job::new(
-        "sizes-stream",
-        Side::s3(a, &src).secret_name("src-creds"),
-        Side::s3(b, &dst).secret_name("dst-creds"),
+    copies_every_size(
+        Scenario::two_servers("sizes-stream"),
+        "sizes after a streaming copy",
     )
-    .with("multipart", small_multipart());
-    wd.run(&job, &[])
-        .await
-        .assert_exit(0)
-        .assert_counter("objectsCopied", expected().len() as u64);
-    assert_bucket_eq(&s3b, &dst, &expected(), "sizes after a streaming copy").await;
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sizes_fs_to_s3() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let wd = Workdir::new("sizes-fs-s3");
-    let src = wd.subdir("src");
-    write_tree(&src, &expected());
-    let dst = s3.create_bucket("sizes-fs-s3-dst").await;
-    let job = Job::new("sizes-fs-s3", Side::fs(&src), Side::s3(server, &dst))
-        .with("multipart", small_multipart());
-    wd.run(&job, &[])
-        .await
-        .assert_exit(0)
-        .assert_counter("objectsCopied", expected().len() as u64);
-    assert_bucket_eq(&s3, &dst, &expected(), "sizes after fs→S3").await;
+    copies_every_size(Scenario::fs_to_s3("sizes-fs-s3"), "sizes after fs→S3").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sizes_s3_to_fs() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let src = source_bucket(&s3, "sizes-s3-fs-src").await;
-    let wd = Workdir::new("sizes-s3-fs");
-    let dst = wd.subdir("dst");
-    let job = Job::new("sizes-s3-fs", Side::s3(server, &src), Side::fs(&dst))
-        .with("multipart", small_multipart());
-    wd.run(&job, &[])
-        .await
-        .assert_exit(0)
-        .assert_counter("objectsCopied", expected().len() as u64);
-    assert_trees_eq(&expected(), &read_tree(&dst), "sizes after S3→fs");
+    copies_every_size(Scenario::s3_to_fs("sizes-s3-fs"), "sizes after S3→fs").await;
 }
 
 /// "Objects larger than the threshold are uploaded in parts", all parts but the last equal:
 /// visible in the destination ETag (`<md5>-<parts>` for multipart uploads).
 #[tokio::test(flavor = "multi_thread")]
 async fn multipart_threshold_and_part_count() {
-    let server = shared_server();
-    let s3 = S3::for_server(server);
-    let wd = Workdir::new("sizes-parts");
-    let src = wd.subdir("src");
-    write_tree(&src, &sizes());
-    let dst = s3.create_bucket("sizes-parts-dst").await;
-    let job = Job::new("sizes-parts", Side::fs(&src), Side::s3(server, &dst))
-        .with("multipart", small_multipart());
-    wd.run(&job, &[]).await.assert_exit(0);
-    let etags: std::collections::BTreeMap<String, String> = s3
-        .list_all(&dst, "")
+    let sc = Scenario::fs_to_s3("sizes-parts")
+        .source_tree(&sizes())
+        .multipart()
+        .build()
+        .await;
+    sc.run().await.assert_exit(0);
+    let etags: std::collections::BTreeMap<String, String> = sc
+        .dst_s3()
+        .list_all(sc.dst_bucket(), "")
         .await
         .into_iter()
         .map(|o| (o.key, o.etag.trim_matches('"').to_string()))

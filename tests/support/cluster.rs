@@ -174,7 +174,7 @@ pub async fn client(path: &Path) -> Client {
     Client::try_from(config).expect("a client")
 }
 
-/// The `transfer-agent` binary, built once per test process (other test binaries and other
+/// The `transfer-agent` binary, built once per test process (other test runs and other
 /// engineers may rebuild it meanwhile; one build keeps every agent of a run the same).
 pub fn agent_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

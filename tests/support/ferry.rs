@@ -378,25 +378,11 @@ impl Run {
 
     /// Everything ferry printed, for assertion messages (stderr shortened).
     pub fn describe(&self) -> String {
-        let err = if self.stderr.len() > 6000 {
-            format!(
-                "...{}",
-                &self.stderr[floor_char(&self.stderr, self.stderr.len() - 6000)..]
-            )
-        } else {
-            self.stderr.clone()
-        };
-        let out = if self.stdout.len() > 6000 {
-            format!(
-                "...{}",
-                &self.stdout[floor_char(&self.stdout, self.stdout.len() - 6000)..]
-            )
-        } else {
-            self.stdout.clone()
-        };
         format!(
-            "exit code: {:?}\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
-            self.code
+            "exit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code,
+            last_chars(&self.stdout, 6000),
+            last_chars(&self.stderr, 6000)
         )
     }
 
@@ -454,6 +440,15 @@ impl Run {
             self.describe()
         );
         self
+    }
+}
+
+/// The last `max` bytes of `s` (from a character boundary), marked with `...` when cut.
+fn last_chars(s: &str, max: usize) -> String {
+    if s.len() > max {
+        format!("...{}", &s[floor_char(s, s.len() - max)..])
+    } else {
+        s.to_string()
     }
 }
 

@@ -9,6 +9,8 @@
 //! - [`ferry`]: write job YAML, run the `ferry` binary, read its JSON status and state files.
 //! - [`reports`]: read the failure reports and manifests Ferry writes into the destination.
 //! - [`data`]: deterministic pseudo-random data and filesystem trees.
+//! - [`scenario`]: the set-up most tests share (two sides, their contents, proxies, a Workdir
+//!   and the job between them), so a test states only what is particular to it.
 //! - [`cluster`]: the operator tests' Kubernetes API (a real one, or the kmock stand-in
 //!   `kapi.py`) and a harness that plays kubelet and the Job controller.
 
@@ -19,6 +21,7 @@ pub mod fixtures;
 pub mod proxy;
 pub mod reports;
 pub mod s3;
+pub mod scenario;
 pub mod server;
 
 pub use data::{assert_trees_eq, bytes, read_tree, set_mtime, small_objects, write_tree, Tree};
@@ -26,6 +29,7 @@ pub use ferry::{ferry_bin, workspace_root, Job, Run, Side, Status, Workdir};
 pub use fixtures::{assert_bucket_eq, bucket_with, small_multipart};
 pub use proxy::{Fault, FaultProxy, FaultSchedule, RequestRecord};
 pub use s3::{Meta, S3};
+pub use scenario::{Place, Scenario, ScenarioBuilder};
 pub use server::{
     second_server, shared_server, start_independent_server, Creds, S3Server, ServerKind,
 };

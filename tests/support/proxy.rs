@@ -62,6 +62,14 @@ impl FaultSchedule {
     pub fn none() -> FaultSchedule {
         FaultSchedule::default()
     }
+
+    /// No faults but `403 AccessDenied` for requests of these keys ([`Self::deny_keys`]).
+    pub fn deny(keys: &[&str]) -> FaultSchedule {
+        FaultSchedule {
+            deny_keys: keys.iter().map(|k| k.to_string()).collect(),
+            ..FaultSchedule::default()
+        }
+    }
 }
 
 /// A fault injected into one request.
@@ -219,44 +227,42 @@ impl FaultProxy {
         self.records().iter().filter(|r| r.method == method).count()
     }
 
+    /// The requests recorded that `keep` selects, in order of arrival.
+    pub fn records_where(&self, keep: impl Fn(&RequestRecord) -> bool) -> Vec<RequestRecord> {
+        self.records().into_iter().filter(|r| keep(r)).collect()
+    }
+
     /// GETs of object bytes.
     pub fn object_gets(&self) -> Vec<RequestRecord> {
-        self.records()
-            .into_iter()
-            .filter(|r| r.is_object_get())
+        self.records_where(RequestRecord::is_object_get)
+    }
+
+    /// The keys of the GETs of object bytes, in order of arrival.
+    pub fn object_get_keys(&self) -> Vec<String> {
+        self.object_gets()
+            .iter()
+            .map(|r| r.bucket_and_key().1)
             .collect()
     }
 
     /// Requests with `x-amz-copy-source` (server-side copies).
     pub fn copies(&self) -> Vec<RequestRecord> {
-        self.records()
-            .into_iter()
-            .filter(|r| r.copy_source)
-            .collect()
+        self.records_where(|r| r.copy_source)
     }
 
     /// PUTs of object bytes or parts outside `.ferry/` (server-side copies included).
     pub fn data_puts(&self) -> Vec<RequestRecord> {
-        self.records()
-            .into_iter()
-            .filter(|r| r.is_data_put())
-            .collect()
+        self.records_where(RequestRecord::is_data_put)
     }
 
     /// Requests with an aws-chunked body.
     pub fn aws_chunked(&self) -> Vec<RequestRecord> {
-        self.records()
-            .into_iter()
-            .filter(|r| r.aws_chunked)
-            .collect()
+        self.records_where(|r| r.aws_chunked)
     }
 
     /// How many faults of each kind were injected.
     pub fn faults(&self, kind: Fault) -> usize {
-        self.records()
-            .iter()
-            .filter(|r| r.fault == Some(kind))
-            .count()
+        self.records_where(|r| r.fault == Some(kind)).len()
     }
 
     /// A one-line-per-request summary, for assertion messages.
@@ -303,6 +309,14 @@ impl Head {
             let (k, v) = l.split_once(':')?;
             k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
         })
+    }
+    /// The status code of a response head (0 when unreadable).
+    fn status(&self) -> u16 {
+        self.start_line()
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
     fn content_length(&self) -> Option<usize> {
         self.header("content-length").and_then(|v| v.parse().ok())
@@ -433,6 +447,21 @@ fn denied_response(head: bool) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Records `fault` and answers the client with `response` instead of forwarding the request.
+async fn answer_instead(
+    client: BufReader<TcpStream>,
+    st: &State,
+    mut record: RequestRecord,
+    fault: Fault,
+    response: &[u8],
+) -> std::io::Result<()> {
+    record.fault = Some(fault);
+    push(st, record);
+    let mut c = client.into_inner();
+    c.write_all(response).await?;
+    c.shutdown().await
+}
+
 fn reset(stream: TcpStream) {
     let _ = stream.set_zero_linger();
     drop(stream);
@@ -501,29 +530,11 @@ async fn handle(client: TcpStream, st: Arc<State>) -> std::io::Result<()> {
     };
 
     if !schedule.deny_keys.is_empty() && schedule.deny_keys.contains(&record.bucket_and_key().1) {
-        record.fault = Some(Fault::Denied);
-        push(&st, record);
-        let mut c = client.into_inner();
-        c.write_all(&denied_response(method == "HEAD")).await?;
-        c.shutdown().await?;
-        return Ok(());
+        let response = denied_response(method == "HEAD");
+        return answer_instead(client, &st, record, Fault::Denied, &response).await;
     }
-    if faults_on && matched <= schedule.slowdown_first {
-        record.fault = Some(Fault::SlowDown);
-        push(&st, record);
-        let mut c = client.into_inner();
-        c.write_all(&slowdown_response()).await?;
-        c.shutdown().await?;
-        return Ok(());
-    }
-
-    if hits(schedule.slowdown_every, seq) {
-        record.fault = Some(Fault::SlowDown);
-        push(&st, record);
-        let mut c = client.into_inner();
-        c.write_all(&slowdown_response()).await?;
-        c.shutdown().await?;
-        return Ok(());
+    if (faults_on && matched <= schedule.slowdown_first) || hits(schedule.slowdown_every, seq) {
+        return answer_instead(client, &st, record, Fault::SlowDown, &slowdown_response()).await;
     }
     let reset_this =
         hits(schedule.reset_every, seq) || (faults_on && matched <= schedule.reset_first);
@@ -563,23 +574,12 @@ async fn handle(client: TcpStream, st: Arc<State>) -> std::io::Result<()> {
             reset(client.into_inner());
             return Ok(());
         };
-        let status: u16 = h
-            .start_line()
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if (100..200).contains(&status) {
+        if (100..200).contains(&h.status()) {
             continue;
         }
         break h;
     };
-    let status: u16 = resp_head
-        .start_line()
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = resp_head.status();
     record.status = Some(status);
     let has_body = method != "HEAD" && status != 204 && status != 304;
     let resp_body = if has_body {

@@ -169,10 +169,7 @@ fn start_moto_with(check_credentials: bool) -> S3Server {
     };
     let mut last_error = String::new();
     for _attempt in 0..3 {
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-moto-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = server_dir("ferry-moto-");
         let port = free_port();
         let mut cmd = Command::new(&moto);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
@@ -213,10 +210,7 @@ fn start_moto_with(check_credentials: bool) -> S3Server {
 pub fn start_garage(garage: &Path) -> S3Server {
     let mut last_error = String::new();
     for _attempt in 0..3 {
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-garage-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = server_dir("ferry-garage-");
         let s3_port = free_port();
         let rpc_port = free_port();
         let creds = Creds {
@@ -411,6 +405,14 @@ fn wait_for_http(server: &mut S3Server, timeout: Duration) -> Result<(), String>
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A temporary directory for a server's log (and Garage's configuration and data).
+fn server_dir(prefix: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// A port that was free a moment ago.
