@@ -1,17 +1,25 @@
-//! `ferry`: runs MigrationJobs locally (`ferry run`) and prints the CRDs (`ferry crd`).
+//! `ferry`: runs MigrationJobs locally (`ferry run`), runs the operator (`ferry controller`),
+//! and prints the CRDs (`ferry crd`).
+//!
+//! - [`migrationjob`]: the MigrationJob lifecycle: observe, decide (pure), build (pure), apply;
+//! - [`run_cmd`]: `ferry run`, the same decision with a local executor;
+//! - [`runtime`], [`context`], [`admission`], [`leader`]: the controller around the reconcilers;
+//! - [`credentials`], [`manifests`], [`planner`], [`probe`]: what both runners share.
 
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 use tracing_subscriber::EnvFilter;
 
-mod children;
-mod controller;
+mod admission;
+mod context;
 mod credentials;
 mod leader;
-mod local;
 mod manifests;
+mod migrationjob;
 mod planner;
-mod reconcile;
+mod probe;
+mod run_cmd;
+mod runtime;
 
 #[derive(Parser)]
 #[command(
@@ -27,11 +35,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run MigrationJobs in this process, without a cluster.
-    Run(local::RunArgs),
+    Run(run_cmd::RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Run the operator: reconcile MigrationJobs into sharded transfer-agent Jobs.
-    Controller(controller::ControllerArgs),
+    Controller(context::ControllerArgs),
 }
 
 /// The CRDs as committed under `crds/`.
@@ -60,7 +68,7 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("a tokio runtime");
-            match rt.block_on(controller::run(args)) {
+            match rt.block_on(runtime::run(args)) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -73,7 +81,7 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("a tokio runtime");
-            rt.block_on(local::run(args))
+            rt.block_on(run_cmd::run(args))
         }
     };
     std::process::exit(code);

@@ -212,7 +212,7 @@ mod tests {
             let job = &m.jobs[0].job;
             let mut spec = job.spec.clone();
             // As `ferry run` does: relative paths are relative to the file.
-            crate::local::resolve_paths(&mut spec, &m.jobs[0].dir);
+            crate::run_cmd::resolve_paths(&mut spec, &m.jobs[0].dir);
             let problems = ferry_api::validate::problems(&spec);
             assert!(problems.is_empty(), "{}: {problems:?}", f.display());
             let ns = job

@@ -17,6 +17,7 @@ mod faults;
 mod filters;
 mod integrity;
 mod keys;
+mod layering;
 mod metadata;
 mod operator_cluster;
 mod overwrite;

@@ -8,12 +8,14 @@
 
 pub mod aggregate;
 pub mod cel;
+pub mod conditions;
 pub mod endpoint;
 pub mod quantity;
 pub mod spec;
 pub mod status;
 pub mod validate;
 
+pub use conditions::{ConditionType, Conditions, Reason};
 pub use endpoint::{Location, Side};
 pub use ferry_core::plan::{FailureBudget, JobPlan, ShardRange};
 pub use ferry_core::select::Selector;

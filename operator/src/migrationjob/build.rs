@@ -1,10 +1,11 @@
 //! The objects the operator creates for a MigrationJob, built as pure functions: the plan and
 //! progress ConfigMaps, the agents' ServiceAccount, Role and RoleBinding, and the Indexed Job.
 //! Every one is owned by the MigrationJob, so deleting it removes them; none holds a secret.
+//! Names, keys and variables come from `ferry_k8s`, which the agent reads them with.
 
 use std::collections::BTreeMap;
 
-use ferry_api::{Endpoint, JobPlan, MigrationJob, Side, ValidatedSpec};
+use ferry_api::{Endpoint, JobPlan, MigrationJob, Side};
 use ferry_k8s::env;
 use ferry_k8s::names::{
     agent_name, job_name, plan_name, plan_path, shard_name, shard_prefix, JOB_LABEL, PLAN_KEY,
@@ -169,12 +170,12 @@ fn side_volume(
     });
 }
 
-/// The Indexed Job: one index per shard, retried per index, never retried on a job-fatal
-/// exit (1).
-pub fn agent_job(mj: &MigrationJob, v: &ValidatedSpec, image: &str, suspend: bool) -> Job {
+/// The Indexed Job that runs `plan`: one index per shard, retried per index, never retried on
+/// a job-fatal exit (1).
+pub fn agent_job(mj: &MigrationJob, plan: &JobPlan, image: &str, suspend: bool) -> Job {
     let name = mj.metadata.name.clone().unwrap_or_default();
     let spec = &mj.spec;
-    let shards = v.shards as i32;
+    let shards = plan.shards.len() as i32;
     let mut envs = vec![
         value_env(env::PLAN, &plan_path()),
         value_env(env::PROGRESS_CONFIGMAP_PREFIX, &shard_prefix(&name)),
@@ -220,7 +221,7 @@ pub fn agent_job(mj: &MigrationJob, v: &ValidatedSpec, image: &str, suspend: boo
         &mut volumes,
         &mut mounts,
     );
-    let limit_mib = v.transfer.memory_budget / (1 << 20) + 256;
+    let limit_mib = plan.transfer.memory_budget / (1 << 20) + 256;
     Job {
         metadata: meta(mj, job_name(&name)),
         spec: Some(JobSpec {
@@ -299,7 +300,24 @@ mod tests {
     fn job_is_indexed_owned_and_references_secrets_only_by_name() {
         let m = mj();
         let v = ferry_api::validate(&m.spec).unwrap();
-        let job = agent_job(&m, &v, "img:1", true);
+        let plan = JobPlan {
+            namespace: "media".into(),
+            name: "photos".into(),
+            uid: "u1".into(),
+            spec_hash: v.spec_hash.clone(),
+            transfer: v.transfer.clone(),
+            shards: (0..3)
+                .map(|index| ferry_api::ShardRange {
+                    index,
+                    ..Default::default()
+                })
+                .collect(),
+            only_keys: None,
+            report_prefix: String::new(),
+            attempt: 0,
+            retry_failed_from: None,
+        };
+        let job = agent_job(&m, &plan, "img:1", true);
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
         assert_eq!(

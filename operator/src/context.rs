@@ -1,0 +1,68 @@
+//! What every reconciler of the controller shares: the client, the Event recorder, the
+//! caches, the admission index, the arguments, and the typed errors. Kind-specific state
+//! (MigrationJob planning) lives with its kind.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+use kube::Client;
+
+use crate::admission::Admission;
+use crate::migrationjob::planning::Plans;
+
+/// The field manager of every write, and the Event reporter.
+pub const MANAGER: &str = "ferry-controller";
+/// The finalizer that stops a job's agents before it goes.
+pub const FINALIZER: &str = "ferry.dev/cleanup";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// The image the agents' Jobs run (it holds the `transfer-agent` binary).
+    #[arg(long, env = "FERRY_AGENT_IMAGE", default_value = concat!("ferry/ferry:", env!("CARGO_PKG_VERSION")))]
+    pub agent_image: String,
+    /// MigrationJobs running at once; the rest stay Pending (Queued).
+    #[arg(long, env = "FERRY_MAX_RUNNING", default_value_t = 10)]
+    pub max_running: usize,
+    /// The Lease used for leader election, as namespace/name.
+    #[arg(
+        long,
+        env = "FERRY_LEADER_LEASE",
+        default_value = "ferry-system/ferry-controller"
+    )]
+    pub leader_lease: String,
+    /// This replica's identity in the Lease (defaults to the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub args: ControllerArgs,
+    /// The ConfigMaps Ferry made for its jobs (plans and shard progress), kept by a watch.
+    pub configmaps: Store<ConfigMap>,
+    pub admission: Admission,
+    /// MigrationJob plans being made.
+    pub plans: Plans,
+}
+
+/// What can go wrong in a reconcile or in the controller's runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("the ConfigMap cache stopped")]
+    CacheGone,
+    #[error(
+        "the namespace of the leader Lease {0} does not exist: create it (the Helm chart runs the \
+         operator in its own namespace) or choose another with --leader-lease NAMESPACE/NAME"
+    )]
+    LeaseNamespace(String),
+    #[error("lost the leader Lease")]
+    LostLease,
+    #[error("the plan of the first run is gone; cannot retry the failed objects")]
+    PlanGone,
+}

@@ -1,0 +1,852 @@
+//! The lifecycle of a MigrationJob as one pure decision: the resource and what was observed
+//! of its world go in; the steps to take, the new status and when to look again come out.
+//! The controller (`super::observe`, `super::apply`) and `ferry run` (`crate::run_cmd`) each
+//! observe and carry the steps out in their own way; the rules are the same. Tests feed YAML
+//! fixtures (`operator/tests/fixtures/migrationjob/`).
+//!
+//! A pass goes through stages, each of which may end it:
+//! 1. [`Pass::ended`]: a finished job stays finished (unless asked to retry its failures);
+//! 2. [`Pass::checked`]: the spec is valid, and not cancelled;
+//! 3. [`Pass::admit`], before any agent exists: Secrets, reachability, the queue, the plan;
+//! 4. [`Pass::track`]: the agents' progress folded into the status.
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use ferry_api::aggregate::aggregate;
+use ferry_api::conditions::{find, ConditionType, Conditions, Reason};
+use ferry_api::ValidatedSpec;
+use ferry_api::{validate, MigrationJob, MigrationJobStatus, Phase, ShardProgress, ShardState};
+use serde::{Deserialize, Serialize};
+
+use ConditionType::*;
+
+/// The annotation a user sets to a new value to re-run the failed objects of a finished job.
+pub const RETRY_ANNOTATION: &str = "ferry.dev/retry-failed";
+
+/// What was observed before deciding.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Observed {
+    /// Problems with the referenced Secrets (missing Secret or key); empty when fine.
+    #[serde(default)]
+    pub secret_problems: Vec<String>,
+    /// The reachability check, made before the agents are created.
+    #[serde(default)]
+    pub probe: Option<Probe>,
+    /// Whether the plan exists for the current spec and attempt.
+    #[serde(default)]
+    pub plan_ready: bool,
+    /// Where planning stands, while there is no plan.
+    #[serde(default)]
+    pub planning: Planning,
+    /// The agents, if they exist.
+    #[serde(default)]
+    pub job: Option<AgentJob>,
+    /// The progress record of each shard (index order), where one exists.
+    #[serde(default)]
+    pub shards: Vec<Option<ShardProgress>>,
+    /// Jobs running now besides this one.
+    #[serde(default)]
+    pub running_elsewhere: usize,
+    /// The cap on jobs running at once.
+    #[serde(default = "default_cap")]
+    pub max_running: usize,
+    /// The value of the `ferry.dev/retry-failed` annotation, if set.
+    #[serde(default)]
+    pub retry_token: Option<String>,
+    /// Where the current plan writes its reports, once planned.
+    #[serde(default)]
+    pub report: Option<String>,
+    /// The time of the decision (RFC 3339).
+    pub now: String,
+}
+
+fn default_cap() -> usize {
+    10
+}
+
+/// Where planning stands (planning lists the source, so it runs apart from the decision).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum Planning {
+    /// Not under way.
+    #[default]
+    Idle,
+    /// Under way.
+    Running,
+    /// The last attempt failed.
+    Failed { message: String },
+}
+
+/// The result of checking both sides without writing anything.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    /// None when fine, else what is wrong.
+    #[serde(default)]
+    pub source: Option<ProbeError>,
+    #[serde(default)]
+    pub destination: Option<ProbeError>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeError {
+    pub message: String,
+    /// Credentials were refused (as opposed to an unreachable endpoint or a missing bucket).
+    #[serde(default)]
+    pub credentials: bool,
+    /// May heal by itself (network): retry instead of failing.
+    #[serde(default)]
+    pub transient: bool,
+}
+
+/// What is known of the agents (an Indexed Job, or `ferry run`'s tasks).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentJob {
+    pub suspended: bool,
+    /// The agents gave up (indexes out of retries, a task that could not start).
+    #[serde(default)]
+    pub failed: bool,
+    #[serde(default)]
+    pub failed_message: Option<String>,
+}
+
+/// One thing to do.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", tag = "step")]
+pub enum Step {
+    /// Plan the shards and store the plan.
+    CreatePlan,
+    /// Give the agents what they need to report (progress records, their identity).
+    CreateAgentAccess,
+    /// Empty the shards' progress records (a retry attempt starts without checkpoints).
+    ResetProgress,
+    /// Start the agents, suspended or not.
+    CreateJob { suspend: bool },
+    /// Suspend or resume the agents.
+    SetSuspend { suspend: bool },
+    /// Stop and remove the agents (they checkpoint and abort multipart uploads).
+    DeleteJob,
+    /// Tell the user (an Event on the resource).
+    Event {
+        warning: bool,
+        reason: Reason,
+        message: String,
+    },
+}
+
+/// The decision: steps, the status to write, and when to look again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub steps: Vec<Step>,
+    pub status: MigrationJobStatus,
+    /// Zero asks to be decided again at once with a [`Probe`].
+    pub requeue: Duration,
+}
+
+const FAST: Duration = Duration::from_secs(5);
+const SLOW: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Decides what to do about `mj` given `obs`.
+pub fn decide(mj: &MigrationJob, obs: &Observed) -> Decision {
+    let mut pass = Pass::new(mj, obs);
+    let _ = pass.run();
+    pass.d
+}
+
+/// One decision under way.
+struct Pass<'a> {
+    mj: &'a MigrationJob,
+    obs: &'a Observed,
+    prev: MigrationJobStatus,
+    d: Decision,
+}
+
+impl<'a> Pass<'a> {
+    fn new(mj: &'a MigrationJob, obs: &'a Observed) -> Self {
+        let prev = mj.status.clone().unwrap_or_default();
+        let mut status = prev.clone();
+        status.observed_generation = mj.metadata.generation;
+        Pass {
+            mj,
+            obs,
+            prev,
+            d: Decision {
+                steps: Vec::new(),
+                status,
+                requeue: FAST,
+            },
+        }
+    }
+
+    fn run(&mut self) -> ControlFlow<()> {
+        self.ended()?;
+        let v = self.checked()?;
+        if self.obs.job.is_none() {
+            self.admit()?;
+        }
+        self.track(&v);
+        ControlFlow::Continue(())
+    }
+
+    fn conditions(&mut self) -> Conditions<'_> {
+        let generation = self.d.status.observed_generation;
+        Conditions::new(&mut self.d.status.conditions, generation, &self.obs.now)
+    }
+
+    fn event(&mut self, warning: bool, reason: Reason, message: impl Into<String>) {
+        self.d.steps.push(Step::Event {
+            warning,
+            reason,
+            message: message.into(),
+        });
+    }
+
+    /// Stage 1. Terminal phases stay terminal, unless the user asks for the failed objects
+    /// again; the agents are removed.
+    fn ended(&mut self) -> ControlFlow<()> {
+        let Some(phase) = self.prev.phase.filter(|p| p.is_terminal()) else {
+            if self.prev.phase.is_none() {
+                // A token present from the start (applied with the resource) asks for nothing.
+                self.d.status.last_retry_token = self.obs.retry_token.clone();
+            }
+            return ControlFlow::Continue(());
+        };
+        let new_token = self
+            .obs
+            .retry_token
+            .as_deref()
+            .filter(|t| self.prev.last_retry_token.as_deref() != Some(*t));
+        if self.obs.job.is_some() {
+            self.d.steps.push(Step::DeleteJob);
+        } else if let Some(token) = new_token {
+            let token = token.to_string();
+            self.retry(phase, &token);
+            return ControlFlow::Break(());
+        }
+        self.d.requeue = SLOW;
+        self.d.status.phase = Some(phase);
+        ControlFlow::Break(())
+    }
+
+    /// A new retry token on a finished job: start attempt n+1 over the keys of the last
+    /// attempt's failure report, or say why there is nothing to retry. The token is recorded
+    /// either way, so it is handled once.
+    fn retry(&mut self, phase: Phase, token: &str) {
+        self.d.status.last_retry_token = Some(token.to_string());
+        let failed = self.prev.progress.counters.objects_failed;
+        if !matches!(phase, Phase::PartiallyCompleted | Phase::Failed) || failed == 0 {
+            self.d.status.phase = Some(phase);
+            self.event(
+                false,
+                Reason::NothingToRetry,
+                format!(
+                    "{RETRY_ANNOTATION}={token}: the job ended {phase:?} with no failed objects \
+                     in its report; nothing to retry (delete and recreate it to run it again)"
+                ),
+            );
+            self.d.requeue = SLOW;
+            return;
+        }
+        let attempt = self.prev.attempt + 1;
+        let st = &mut self.d.status;
+        st.attempt = attempt;
+        st.progress = Default::default();
+        st.failures_by_class = Default::default();
+        st.first_errors = Vec::new();
+        st.shards = Vec::new();
+        st.completion_time = None;
+        st.start_time = Some(self.obs.now.clone());
+        self.d.steps.push(Step::ResetProgress);
+        let msg = format!(
+            "{RETRY_ANNOTATION}={token}: retrying the {failed} failed objects (attempt {attempt})"
+        );
+        self.pending(Reason::Retrying, &msg, false);
+    }
+
+    /// Stage 2. The spec is valid (else the job fails) and not cancelled.
+    fn checked(&mut self) -> ControlFlow<(), ValidatedSpec> {
+        let v = match validate(&self.mj.spec) {
+            Ok(v) => v,
+            Err(problems) => {
+                let msg: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                let msg = format!("the spec is invalid: {}", msg.join("; "));
+                self.finish(Phase::Failed, Reason::InvalidSpec, &msg);
+                return ControlFlow::Break(());
+            }
+        };
+        if v.transfer.cancel {
+            if self.obs.job.is_some() {
+                self.d.steps.push(Step::DeleteJob);
+            }
+            self.finish(
+                Phase::Cancelled,
+                Reason::Cancelled,
+                "cancelled by spec.cancel; data already copied stays",
+            );
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(v)
+    }
+
+    /// Stage 3, before any agent exists: the Secrets, both endpoints, the queue, the plan;
+    /// then the agents are created.
+    fn admit(&mut self) -> ControlFlow<()> {
+        if !self.obs.secret_problems.is_empty() {
+            let msg = self.obs.secret_problems.join("; ");
+            self.conditions()
+                .set(CredentialsValid, false, Reason::SecretNotFound, &msg);
+            self.d.requeue = WAIT;
+            self.pending(Reason::SecretNotFound, &msg, true);
+            return ControlFlow::Break(());
+        }
+        self.conditions().set(
+            CredentialsValid,
+            true,
+            Reason::SecretsFound,
+            "the referenced Secrets exist and have the expected keys",
+        );
+        let Some(probe) = &self.obs.probe else {
+            // Decided again at once, with a probe.
+            self.d.requeue = Duration::ZERO;
+            self.pending(
+                Reason::Validating,
+                "checking the Secrets and both endpoints",
+                false,
+            );
+            return ControlFlow::Break(());
+        };
+        self.probed(probe)?;
+        if self.obs.running_elsewhere >= self.obs.max_running {
+            self.d.requeue = WAIT;
+            let msg = format!(
+                "{} MigrationJobs are running, the most allowed at once",
+                self.obs.running_elsewhere
+            );
+            self.pending(Reason::Queued, &msg, false);
+            return ControlFlow::Break(());
+        }
+        if !self.obs.plan_ready {
+            match &self.obs.planning {
+                Planning::Running => {}
+                Planning::Idle => self.d.steps.push(Step::CreatePlan),
+                Planning::Failed { message } => {
+                    // Tried again, no more often than this requeue.
+                    self.d.steps.push(Step::CreatePlan);
+                    self.d.requeue = WAIT;
+                    let msg = format!("planning failed: {message}");
+                    self.pending(Reason::PlanningFailed, &msg, true);
+                    return ControlFlow::Break(());
+                }
+            }
+            self.pending(
+                Reason::Planning,
+                "splitting the keyspace into shards",
+                false,
+            );
+            return ControlFlow::Break(());
+        }
+        self.d.steps.push(Step::CreateAgentAccess);
+        self.d.steps.push(Step::CreateJob {
+            suspend: self.mj.spec.suspend,
+        });
+        let now = self.obs.now.clone();
+        self.d.status.start_time.get_or_insert(now);
+        ControlFlow::Continue(())
+    }
+
+    /// The reachability conditions; a refusal fails the job, a network error waits.
+    fn probed(&mut self, probe: &Probe) -> ControlFlow<()> {
+        for (kind, res) in [
+            (SourceReachable, &probe.source),
+            (DestinationReachable, &probe.destination),
+        ] {
+            match res {
+                None => self.conditions().set(
+                    kind,
+                    true,
+                    Reason::Reachable,
+                    "checked without writing anything",
+                ),
+                Some(e) => {
+                    let reason = if e.transient {
+                        Reason::Unreachable
+                    } else {
+                        Reason::Refused
+                    };
+                    self.conditions().set(kind, false, reason, &e.message)
+                }
+            }
+        }
+        let errors = || probe.source.iter().chain(probe.destination.iter());
+        if let Some(e) = errors().find(|e| e.credentials) {
+            self.conditions().set(
+                CredentialsValid,
+                false,
+                Reason::CredentialsRefused,
+                &e.message,
+            );
+        }
+        if let Some(e) = errors().find(|e| !e.transient) {
+            let reason = if e.credentials {
+                Reason::CredentialsRefused
+            } else {
+                Reason::EndpointRefused
+            };
+            self.finish(Phase::Failed, reason, &e.message);
+            return ControlFlow::Break(());
+        }
+        if let Some(e) = errors().next() {
+            self.d.requeue = WAIT;
+            self.pending(Reason::Unreachable, &e.message, true);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Stage 4. Agents exist (or are being created): their progress makes the status.
+    fn track(&mut self, v: &ValidatedSpec) {
+        let spec = &self.mj.spec;
+        if self.obs.plan_ready && !v.transfer.dry_run {
+            self.d.status.report = self.obs.report.clone();
+        }
+        let shards: Vec<ShardProgress> = self.obs.shards.iter().flatten().cloned().collect();
+        let expected = v.shards as usize;
+        let agg = aggregate(&v.transfer, &shards, expected);
+        let st = &mut self.d.status;
+        st.progress = agg.progress;
+        st.failures_by_class = agg.failures_by_class;
+        st.first_errors = agg.first_errors;
+        st.shards = agg.shards;
+        st.verified = agg.verified;
+        st.dry_run = agg.dry_run;
+        let mut phase = agg.phase.unwrap_or(Phase::Running);
+        let mut message = agg.message.unwrap_or_default();
+        if let Some(job) = &self.obs.job {
+            if spec.suspend != job.suspended {
+                self.d.steps.push(Step::SetSuspend {
+                    suspend: spec.suspend,
+                });
+            }
+            if job.failed && !phase.is_terminal() {
+                phase = Phase::Failed;
+                message = format!(
+                    "the agents gave up: {}",
+                    job.failed_message.clone().unwrap_or_default()
+                );
+            }
+        }
+        if !phase.is_terminal() {
+            phase = if spec.suspend {
+                message =
+                    "suspended; set spec.suspend to false to resume from the checkpoints".into();
+                Phase::Paused
+            } else {
+                Phase::Running
+            };
+        }
+        if phase.is_terminal() {
+            self.d.steps.push(Step::DeleteJob);
+            self.finish(phase, Reason::of_phase(phase), &message);
+            return;
+        }
+        let reason = Reason::of_phase(phase);
+        if message.is_empty() {
+            let copying = shards
+                .iter()
+                .filter(|s| s.state == ShardState::Running)
+                .count();
+            message = format!("{copying} of {expected} shards copying");
+        }
+        let failed = self.d.status.progress.counters.objects_failed;
+        let mut c = self.conditions();
+        c.set(Ready, false, reason, &message);
+        c.set(Progressing, phase == Phase::Running, reason, &message);
+        let why = if failed > 0 {
+            Reason::ObjectsFailed
+        } else {
+            Reason::NoFailures
+        };
+        c.set(
+            Degraded,
+            failed > 0,
+            why,
+            &format!("{failed} objects failed so far"),
+        );
+        self.transition(phase, reason, &message);
+    }
+
+    /// Waits in `Pending` for `reason`; `degraded` when it cannot go on by itself.
+    fn pending(&mut self, reason: Reason, msg: &str, degraded: bool) {
+        let mut c = self.conditions();
+        c.set(Ready, false, reason, msg);
+        c.set(Progressing, !degraded, reason, msg);
+        c.set(Degraded, degraded, reason, msg);
+        self.d.status.message = Some(msg.to_string());
+        if self.prev.phase != Some(Phase::Pending) || self.prev.message.as_deref() != Some(msg) {
+            self.event(degraded, reason, msg);
+        }
+        self.d.status.phase = Some(Phase::Pending);
+    }
+
+    /// Ends the job in `phase`.
+    fn finish(&mut self, phase: Phase, reason: Reason, msg: &str) {
+        let ok = phase == Phase::Completed;
+        let degraded = !ok || self.d.status.progress.counters.objects_failed > 0;
+        let mut c = self.conditions();
+        c.set(Ready, ok, reason, msg);
+        c.set(Progressing, false, reason, msg);
+        c.set(Degraded, degraded, reason, msg);
+        self.d.status.message = Some(msg.to_string());
+        let now = self.obs.now.clone();
+        self.d.status.completion_time.get_or_insert(now);
+        self.transition(phase, reason, msg);
+        self.d.requeue = SLOW;
+    }
+
+    /// Sets the phase, with an Event when it changes.
+    fn transition(&mut self, to: Phase, reason: Reason, msg: &str) {
+        if self.prev.phase != Some(to) {
+            let warning = matches!(to, Phase::Failed | Phase::PartiallyCompleted);
+            let text = if msg.is_empty() {
+                format!("phase {to:?}")
+            } else {
+                format!("phase {to:?}: {msg}")
+            };
+            self.event(warning, reason, text);
+        }
+        self.d.status.phase = Some(to);
+        if !msg.is_empty() {
+            self.d.status.message = Some(msg.to_string());
+        }
+    }
+}
+
+/// Whether a decision waits for something outside to change: `Pending` with `Degraded`.
+pub fn waits_on_the_world(status: &MigrationJobStatus) -> bool {
+    status.phase == Some(Phase::Pending)
+        && find(&status.conditions, Degraded).is_some_and(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixture: the MigrationJob (as applied, with status) and the observed world, in YAML.
+    #[derive(Deserialize)]
+    struct Fixture {
+        job: MigrationJob,
+        observed: Observed,
+    }
+
+    fn load(name: &str) -> Fixture {
+        let path = format!(
+            "{}/tests/fixtures/migrationjob/{name}.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_yaml::from_str(
+            &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
+        )
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn decide_fixture(name: &str) -> Decision {
+        let f = load(name);
+        decide(&f.job, &f.observed)
+    }
+
+    fn cond(d: &Decision, kind: ConditionType) -> &ferry_api::Condition {
+        find(&d.status.conditions, kind)
+            .unwrap_or_else(|| panic!("no {kind:?} condition in {:?}", d.status.conditions))
+    }
+
+    fn events(d: &Decision) -> Vec<String> {
+        d.steps
+            .iter()
+            .filter_map(|a| {
+                if let Step::Event { reason, .. } = a {
+                    Some(reason.as_str().to_string())
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_job_is_validated_first() {
+        let d = decide_fixture("new");
+        assert_eq!(d.status.phase, Some(Phase::Pending));
+        assert_eq!(d.requeue, Duration::ZERO, "asks to be probed at once");
+        assert!(
+            d.steps.iter().all(|a| matches!(a, Step::Event { .. })),
+            "{:?}",
+            d.steps
+        );
+        assert_eq!(d.status.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn missing_secret_is_a_pending_condition_and_warning_event() {
+        let d = decide_fixture("missing-secret");
+        assert_eq!(d.status.phase, Some(Phase::Pending));
+        let c = cond(&d, CredentialsValid);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "SecretNotFound")
+        );
+        assert!(c.message.contains("media/aws-creds"), "{}", c.message);
+        assert!(d.steps.iter().any(|a| matches!(a, Step::Event { warning: true, reason, .. } if *reason == Reason::SecretNotFound)));
+        assert!(!d.steps.iter().any(|a| matches!(a, Step::CreateJob { .. })));
+    }
+
+    #[test]
+    fn refused_credentials_fail_the_job() {
+        let d = decide_fixture("bad-credentials");
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+        assert_eq!(cond(&d, CredentialsValid).status, "False");
+        assert_eq!(cond(&d, SourceReachable).status, "False");
+        assert_eq!(cond(&d, Ready).status, "False");
+        assert!(d.status.completion_time.is_some());
+        assert_eq!(events(&d), vec!["CredentialsRefused"]);
+    }
+
+    #[test]
+    fn unreachable_endpoint_waits() {
+        let d = decide_fixture("unreachable");
+        assert_eq!(d.status.phase, Some(Phase::Pending));
+        assert_eq!(cond(&d, DestinationReachable).reason, "Unreachable");
+        assert_eq!(d.requeue, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn plan_then_agents() {
+        let d = decide_fixture("probed");
+        assert_eq!(
+            d.steps
+                .iter()
+                .filter(|a| !matches!(a, Step::Event { .. }))
+                .collect::<Vec<_>>(),
+            vec![&Step::CreatePlan]
+        );
+        let mut f = load("probed");
+        f.observed.plan_ready = true;
+        let d = decide(&f.job, &f.observed);
+        assert!(d.steps.contains(&Step::CreateAgentAccess));
+        assert!(d.steps.contains(&Step::CreateJob { suspend: false }));
+        assert_eq!(d.status.phase, Some(Phase::Running));
+        assert!(d.status.start_time.is_some());
+        assert!(events(&d).contains(&"Copying".to_string()));
+    }
+
+    #[test]
+    fn queued_when_too_many_run() {
+        let mut f = load("probed");
+        f.observed.running_elsewhere = 10;
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Pending));
+        assert_eq!(cond(&d, Ready).reason, "Queued");
+        assert!(!d
+            .steps
+            .iter()
+            .any(|a| matches!(a, Step::CreatePlan | Step::CreateJob { .. })));
+    }
+
+    #[test]
+    fn a_new_retry_token_starts_an_attempt_over_the_failed_objects() {
+        let f = load("partial");
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Pending));
+        assert_eq!(d.status.attempt, 1);
+        assert_eq!(d.status.last_retry_token.as_deref(), Some("2026-11-22"));
+        assert_eq!(cond(&d, Ready).reason, "Retrying");
+        assert!(cond(&d, Ready).message.contains("3 failed objects"));
+        assert_eq!(d.steps.first(), Some(&Step::ResetProgress));
+        assert!(
+            !d.steps
+                .iter()
+                .any(|a| matches!(a, Step::CreateJob { .. } | Step::CreatePlan)),
+            "the agents start only after the checks and a new plan: {:?}",
+            d.steps
+        );
+        assert_eq!(events(&d), vec!["Retrying"]);
+        assert_eq!(d.status.progress.counters.objects_failed, 0);
+        assert!(d.status.first_errors.is_empty() && d.status.failures_by_class.is_empty());
+        assert_eq!(d.status.completion_time, None);
+
+        // The next pass, checks done: the attempt needs its own plan (the observed plan is the
+        // first run's), then agents.
+        let mut job = f.job.clone();
+        job.status = Some(d.status.clone());
+        let mut obs = f.observed.clone();
+        obs.probe = Some(Probe::default());
+        obs.plan_ready = false;
+        let d2 = decide(&job, &obs);
+        assert_eq!(d2.steps.first(), Some(&Step::CreatePlan));
+        assert!(!d2
+            .steps
+            .iter()
+            .any(|a| matches!(a, Step::CreateJob { .. } | Step::ResetProgress)));
+        assert_eq!(d2.status.attempt, 1);
+    }
+
+    #[test]
+    fn a_handled_retry_token_does_nothing() {
+        let mut f = load("partial");
+        if let Some(st) = f.job.status.as_mut() {
+            st.last_retry_token = Some("2026-11-22".into());
+        }
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::PartiallyCompleted));
+        assert!(d.steps.is_empty(), "{:?}", d.steps);
+        assert_eq!(d.status.attempt, 0);
+    }
+
+    #[test]
+    fn a_retry_waits_for_the_old_agents_to_go() {
+        let mut f = load("partial");
+        f.observed.job = Some(AgentJob::default());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.steps, vec![Step::DeleteJob]);
+        assert_eq!(d.status.last_retry_token, None, "not handled yet");
+    }
+
+    #[test]
+    fn a_retry_token_on_a_clean_job_is_recorded_and_ignored() {
+        let mut f = load("partial");
+        if let Some(st) = f.job.status.as_mut() {
+            st.phase = Some(Phase::Completed);
+            st.progress.counters.objects_failed = 0;
+        }
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Completed));
+        assert_eq!(d.status.last_retry_token.as_deref(), Some("2026-11-22"));
+        assert_eq!(events(&d), vec!["NothingToRetry"]);
+        assert!(!d.steps.contains(&Step::ResetProgress));
+    }
+
+    #[test]
+    fn a_retry_token_present_at_creation_is_not_a_request() {
+        let mut f = load("new");
+        f.observed.retry_token = Some("from-git".into());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.last_retry_token.as_deref(), Some("from-git"));
+    }
+
+    #[test]
+    fn running_aggregates_shard_progress() {
+        let d = decide_fixture("running");
+        assert_eq!(d.status.phase, Some(Phase::Running));
+        let p = &d.status.progress;
+        assert_eq!(p.counters.objects_copied, 150);
+        assert_eq!(p.counters.objects_total, 400);
+        assert_eq!(p.bytes_per_second, 3000);
+        assert_eq!(d.status.shards.len(), 2);
+        assert!(
+            d.steps
+                .iter()
+                .all(|a| !matches!(a, Step::CreateJob { .. } | Step::Event { .. })),
+            "{:?}",
+            d.steps
+        );
+        assert_eq!(cond(&d, Progressing).status, "True");
+    }
+
+    #[test]
+    fn suspend_and_resume_go_through_the_job() {
+        let mut f = load("running");
+        f.job.spec.suspend = true;
+        let d = decide(&f.job, &f.observed);
+        assert!(d.steps.contains(&Step::SetSuspend { suspend: true }));
+        assert_eq!(d.status.phase, Some(Phase::Paused));
+        f.job.status = Some(d.status);
+        f.job.spec.suspend = false;
+        f.observed.job.as_mut().unwrap().suspended = true;
+        let d = decide(&f.job, &f.observed);
+        assert!(d.steps.contains(&Step::SetSuspend { suspend: false }));
+        assert_eq!(d.status.phase, Some(Phase::Running));
+    }
+
+    #[test]
+    fn all_shards_done_completes_and_removes_agents() {
+        let d = decide_fixture("done");
+        assert_eq!(d.status.phase, Some(Phase::Completed));
+        assert!(d.steps.contains(&Step::DeleteJob));
+        assert_eq!(cond(&d, Ready).status, "True");
+        assert_eq!(cond(&d, Degraded).status, "False");
+        assert!(d.status.completion_time.is_some());
+        assert_eq!(d.status.progress.percent.as_deref(), Some("100%"));
+        // Terminal stays terminal.
+        let mut f = load("done");
+        f.job.status = Some(d.status.clone());
+        f.observed.job = None;
+        let again = decide(&f.job, &f.observed);
+        assert_eq!(again.status.phase, Some(Phase::Completed));
+        assert!(again.steps.is_empty(), "{:?}", again.steps);
+    }
+
+    #[test]
+    fn failures_within_budget_are_partial_and_beyond_are_failed() {
+        let mut f = load("done");
+        for s in f.observed.shards.iter_mut().flatten() {
+            s.counters.objects_failed = 1;
+            s.counters.objects_copied -= 1;
+        }
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::PartiallyCompleted));
+        assert_eq!(cond(&d, Degraded).status, "True");
+        f.job.spec.max_failures = Some("1".into());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+    }
+
+    #[test]
+    fn fatal_shard_fails_the_job() {
+        let mut f = load("running");
+        let s = f.observed.shards[0].as_mut().unwrap();
+        s.state = ShardState::Failed;
+        s.fatal = Some(ferry_api::ErrorSample {
+            key: String::new(),
+            class: ferry_api::FailureClass::NoSuchBucket,
+            code: Some("NoSuchBucket".into()),
+            message: "bucket gone".into(),
+        });
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+        assert!(d.status.message.as_deref().unwrap().contains("bucket gone"));
+        assert!(d.steps.contains(&Step::DeleteJob));
+    }
+
+    #[test]
+    fn agents_out_of_retries_fail_the_job() {
+        let mut f = load("running");
+        let j = f.observed.job.as_mut().unwrap();
+        j.failed = true;
+        j.failed_message = Some("Job has failed indexes".into());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+    }
+
+    #[test]
+    fn cancel_deletes_the_agents() {
+        let mut f = load("running");
+        f.job.spec.cancel = true;
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Cancelled));
+        assert!(d.steps.contains(&Step::DeleteJob));
+    }
+
+    #[test]
+    fn invalid_spec_fails_without_children() {
+        let mut f = load("new");
+        f.job.spec.parallelism.shards = 0;
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+        assert_eq!(cond(&d, Ready).reason, "InvalidSpec");
+        assert!(!d.steps.iter().any(|a| !matches!(a, Step::Event { .. })));
+    }
+}

@@ -1,0 +1,338 @@
+//! `ferry run`'s executor of the MigrationJob decision: it observes and acts on local state
+//! instead of a cluster. The plan is `plan.json` and each shard's progress record
+//! `shard-<i>.json` under the state directory; the agents are tasks of this process; Events
+//! go to the log.
+//!
+//! A local job has no stored status: it is made from the state directory each time, so a run
+//! that ended on its own (every shard completed or cancelled) stays ended, and one that was
+//! stopped or failed on a job-fatal error resumes from its checkpoints.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_api::aggregate::aggregate;
+use ferry_api::{MigrationJob, MigrationJobStatus, ShardProgress, ShardState, ValidatedSpec};
+use ferry_core::{JobCredentials, JobPlan, ProgressStore};
+use ferry_engine::checkpoint::FileProgressStore;
+use ferry_engine::limit::Limits;
+use ferry_engine::retry::RetryPolicy;
+use ferry_engine::{run_shard, stores, ShardInputs, TransferError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::migrationjob::decide::{AgentJob, Observed, Planning, Probe, Step, RETRY_ANNOTATION};
+use crate::planner;
+
+/// The retry token of attempt `n` (`ferry run --retry-failed` asks for the next one).
+pub fn retry_token(attempt: u32) -> String {
+    format!("attempt-{attempt}")
+}
+
+/// The shards running in this process.
+struct Tasks {
+    handles: Vec<JoinHandle<Result<ShardProgress, TransferError>>>,
+    lives: Vec<watch::Receiver<ShardProgress>>,
+    /// Final records (or why a shard could not run), once its task ended.
+    ended: Vec<Option<Result<ShardProgress, String>>>,
+    stop: watch::Sender<bool>,
+    suspended: bool,
+}
+
+impl Tasks {
+    fn collect(&mut self) {
+        for (i, h) in self.handles.iter_mut().enumerate() {
+            if self.ended[i].is_none() && h.is_finished() {
+                let result = futures::FutureExt::now_or_never(h).expect("finished");
+                self.ended[i] = Some(match result {
+                    Ok(Ok(p)) => Ok(p),
+                    Ok(Err(e)) => Err(format!("shard {i}: {e}")),
+                    Err(e) => Err(format!("shard {i} crashed: {e}")),
+                });
+            }
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.ended.iter().any(Option::is_none)
+    }
+}
+
+/// One job's local state and agents.
+pub struct Local {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub state_dir: PathBuf,
+    pub checkpoint_every: Duration,
+    /// The sides' secret values, or what is wrong with the Secrets.
+    pub credentials: Result<JobCredentials, String>,
+    tasks: Option<Tasks>,
+    plan_error: Option<String>,
+}
+
+impl Local {
+    pub fn new(
+        namespace: String,
+        name: String,
+        uid: String,
+        state_dir: PathBuf,
+        checkpoint_every: Duration,
+        credentials: Result<JobCredentials, String>,
+    ) -> Self {
+        Local {
+            namespace,
+            name,
+            uid,
+            state_dir,
+            checkpoint_every,
+            credentials,
+            tasks: None,
+            plan_error: None,
+        }
+    }
+
+    fn plan_path(&self) -> PathBuf {
+        self.state_dir.join("plan.json")
+    }
+
+    fn shard_store(&self, i: usize) -> FileProgressStore {
+        FileProgressStore {
+            path: self.state_dir.join(format!("shard-{i}.json")),
+        }
+    }
+
+    /// The stored plan of this spec (of any attempt).
+    pub fn stored_plan(&self, v: &ValidatedSpec) -> Option<JobPlan> {
+        let bytes = std::fs::read(self.plan_path()).ok()?;
+        serde_json::from_slice::<JobPlan>(&bytes)
+            .ok()
+            .filter(|p| p.spec_hash == v.spec_hash)
+    }
+
+    /// The stored progress records of `plan`'s shards.
+    async fn records(&self, plan: &JobPlan) -> Vec<Option<ShardProgress>> {
+        let mut out = Vec::new();
+        for i in 0..plan.shards.len() {
+            let rec = self.shard_store(i).load().await.ok().flatten();
+            out.push(rec.filter(|p| p.spec_hash == plan.spec_hash));
+        }
+        out
+    }
+
+    /// The status a local job has from its state directory, if it has been planned.
+    pub async fn prior_status(&self, v: &ValidatedSpec) -> Option<MigrationJobStatus> {
+        let plan = self.stored_plan(v)?;
+        let records: Vec<ShardProgress> = self.records(&plan).await.into_iter().flatten().collect();
+        let ended = records.len() == plan.shards.len()
+            && records
+                .iter()
+                .all(|r| matches!(r.state, ShardState::Completed | ShardState::Cancelled));
+        let mut st = aggregate(&v.transfer, &records, plan.shards.len());
+        if !ended {
+            st = MigrationJobStatus::default();
+        }
+        st.attempt = plan.attempt;
+        st.last_retry_token = Some(retry_token(plan.attempt));
+        if !v.transfer.dry_run {
+            st.report = Some(plan.report_location());
+        }
+        Some(st)
+    }
+
+    /// What the decision needs to know, as the state directory and the tasks say.
+    pub async fn observe(&mut self, job: &MigrationJob, v: Option<&ValidatedSpec>) -> Observed {
+        let attempt = job.status.as_ref().map_or(0, |s| s.attempt);
+        let plan = v.and_then(|v| self.stored_plan(v));
+        let current = plan.filter(|p| p.attempt == attempt);
+        let agents = self.tasks.as_mut().map(|t| {
+            t.collect();
+            let failure = t.ended.iter().flatten().find_map(|r| r.as_ref().err());
+            AgentJob {
+                suspended: t.suspended,
+                failed: failure.is_some(),
+                failed_message: failure.cloned(),
+            }
+        });
+        let shards = match (&self.tasks, &current) {
+            (Some(t), Some(p)) => (0..t.lives.len())
+                .map(|i| match &t.ended[i] {
+                    Some(Ok(rec)) => Some(rec.clone()),
+                    _ => Some(t.lives[i].borrow().clone()).filter(|r| r.spec_hash == p.spec_hash),
+                })
+                .collect(),
+            (None, Some(p)) => self.records(p).await,
+            _ => Vec::new(),
+        };
+        Observed {
+            secret_problems: self
+                .credentials
+                .as_ref()
+                .err()
+                .cloned()
+                .into_iter()
+                .collect(),
+            probe: None,
+            plan_ready: current.is_some(),
+            planning: match &self.plan_error {
+                Some(message) => Planning::Failed {
+                    message: message.clone(),
+                },
+                None => Planning::Idle,
+            },
+            job: agents,
+            shards,
+            running_elsewhere: 0,
+            max_running: usize::MAX,
+            retry_token: job
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RETRY_ANNOTATION).cloned()),
+            report: current.as_ref().map(JobPlan::report_location),
+            now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }
+    }
+
+    /// Checks both sides (paths too: they are on this machine), writing nothing.
+    pub async fn probe(&self, v: &ValidatedSpec) -> Probe {
+        let credentials = self.credentials.clone().unwrap_or_default();
+        crate::probe::probe(&v.transfer, &credentials, 3, |_| true).await
+    }
+
+    /// Whether no shard is running (none was started, or all have ended).
+    pub fn idle(&mut self) -> bool {
+        match self.tasks.as_mut() {
+            None => true,
+            Some(t) => {
+                t.collect();
+                !t.running()
+            }
+        }
+    }
+
+    pub fn agents_exist(&self) -> bool {
+        self.tasks.is_some()
+    }
+
+    /// Carries one step out. Returns whether it changed something the next observation sees.
+    pub async fn execute(&mut self, job: &MigrationJob, v: &ValidatedSpec, step: &Step) -> bool {
+        match step {
+            Step::CreatePlan => {
+                self.plan_error = self.create_plan(job, v).await.err();
+                true
+            }
+            // Local shards write their own files: nothing to grant.
+            Step::CreateAgentAccess => false,
+            Step::ResetProgress => {
+                if let Some(plan) = self.stored_plan(v) {
+                    for i in 0..plan.shards.len() {
+                        let _ = std::fs::remove_file(self.shard_store(i).path);
+                    }
+                }
+                true
+            }
+            Step::CreateJob { suspend } => {
+                self.start(v, *suspend);
+                true
+            }
+            Step::SetSuspend { suspend } => {
+                if let Some(t) = self.tasks.as_mut() {
+                    if *suspend {
+                        let _ = t.stop.send(true);
+                        t.suspended = true;
+                    }
+                }
+                true
+            }
+            Step::DeleteJob => {
+                if let Some(t) = self.tasks.take() {
+                    let _ = t.stop.send(true);
+                    for h in t.handles {
+                        let _ = h.await;
+                    }
+                }
+                true
+            }
+            Step::Event {
+                warning,
+                reason,
+                message,
+            } => {
+                if *warning {
+                    tracing::warn!(%reason, "{message}");
+                } else {
+                    tracing::info!(%reason, "{message}");
+                }
+                false
+            }
+        }
+    }
+
+    async fn create_plan(&self, job: &MigrationJob, v: &ValidatedSpec) -> Result<(), String> {
+        let attempt = job.status.as_ref().map_or(0, |s| s.attempt);
+        let plan = if attempt > 0 {
+            // A retry keeps the shard ranges of the run whose failures it re-runs.
+            let base = self
+                .stored_plan(v)
+                .ok_or("the plan of the first run is gone; cannot retry")?;
+            eprintln!("retrying the failed keys of the last attempt (attempt {attempt})");
+            base.retry(attempt)
+        } else {
+            let credentials = self.credentials.clone().unwrap_or_default();
+            let src = stores::open(
+                &v.transfer.source,
+                &credentials.source,
+                Arc::new(Limits::unlimited()),
+                RetryPolicy::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .source();
+            planner::plan(&self.namespace, &self.name, &self.uid, v, src.as_ref())
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        std::fs::create_dir_all(&self.state_dir)
+            .map_err(|e| format!("{}: {e}", self.state_dir.display()))?;
+        let path = self.plan_path();
+        std::fs::write(&path, serde_json::to_vec_pretty(&plan).expect("serializes"))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Starts one task per shard of the stored plan (none while suspended).
+    fn start(&mut self, v: &ValidatedSpec, suspend: bool) {
+        let Some(mut plan) = self.stored_plan(v) else {
+            return;
+        };
+        // The runtime knobs (bandwidth, concurrency...) may have changed since it was made.
+        plan.transfer = v.transfer.clone();
+        let plan = Arc::new(plan);
+        let (stop, stop_rx) = watch::channel(suspend);
+        let mut tasks = Tasks {
+            handles: Vec::new(),
+            lives: Vec::new(),
+            ended: Vec::new(),
+            stop,
+            suspended: suspend,
+        };
+        if !suspend {
+            let credentials = self.credentials.clone().unwrap_or_default();
+            for i in 0..plan.shards.len() {
+                let (live, live_rx) = watch::channel(ShardProgress::default());
+                tasks.lives.push(live_rx);
+                tasks.ended.push(None);
+                tasks.handles.push(tokio::spawn(run_shard(ShardInputs {
+                    plan: plan.clone(),
+                    index: i,
+                    credentials: credentials.clone(),
+                    progress: Arc::new(self.shard_store(i)),
+                    live,
+                    stop: stop_rx.clone(),
+                    checkpoint_every: self.checkpoint_every,
+                })));
+            }
+        }
+        self.tasks = Some(tasks);
+    }
+}

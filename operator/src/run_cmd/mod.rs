@@ -1,0 +1,275 @@
+//! `ferry run`: runs MigrationJobs in this process, driven by the same decision as the
+//! controller ([`crate::migrationjob::decide`]) with a local executor ([`executor`]): the same
+//! validation, planner, lifecycle and shard engine, tasks instead of pods, files under
+//! `--state-dir` instead of ConfigMaps.
+//!
+//! Where the controller waits for the world to change (a missing Secret, an unreachable
+//! endpoint, a planning failure: `Pending` and `Degraded`), `ferry run` ends with the reason
+//! and exit code 1. Ctrl-C (or SIGTERM) suspends the job: it ends `Paused`, exit code 130.
+
+mod executor;
+mod ui;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferry_api::{validate, Endpoint, MigrationJob, MigrationJobSpec, MigrationJobStatus, Phase};
+
+use crate::credentials::job_credentials;
+use crate::manifests::{self, LoadedJob, Manifests, DEFAULT_NAMESPACE};
+use crate::migrationjob::decide::{decide, waits_on_the_world, Step, RETRY_ANNOTATION};
+use executor::{retry_token, Local};
+use ui::Ui;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// YAML files or directories with MigrationJobs and the Secrets they reference.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Where checkpoints and progress records are kept
+    /// (default: ./.ferry/<namespace>/<name>/).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// `json` prints the final status as JSON on standard output.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Re-run only the keys in the failure report of the last run.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Seconds between checkpoints.
+    #[arg(long, default_value_t = 2.0)]
+    pub checkpoint_interval: f64,
+}
+
+/// Runs every job given and returns the process exit code (the worst outcome).
+pub async fn run(args: RunArgs) -> i32 {
+    let loaded = match manifests::load(&args.files) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if loaded.jobs.is_empty() {
+        eprintln!(
+            "error: no MigrationJob (apiVersion ferry.dev/v1alpha1) found in the given files"
+        );
+        return 1;
+    }
+    let mut worst = 0;
+    for job in &loaded.jobs {
+        let status = run_job(job, &loaded, &args).await;
+        let code = status.phase.map(Phase::exit_code).unwrap_or(1);
+        if args.output == Output::Json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status).expect("serializes")
+            );
+        }
+        worst = severity_max(worst, code);
+        if code == 130 {
+            break;
+        }
+    }
+    worst
+}
+
+fn severity_max(a: i32, b: i32) -> i32 {
+    let rank = |c: i32| match c {
+        0 => 0,
+        2 => 1,
+        1 => 2,
+        _ => 3,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+fn failed(message: String) -> MigrationJobStatus {
+    eprintln!("error: {message}");
+    MigrationJobStatus {
+        phase: Some(Phase::Failed),
+        message: Some(message),
+        ..Default::default()
+    }
+}
+
+/// How often the decision is made again while shards run.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Relative filesystem paths are relative to the file the job came from (and may climb out
+/// of its directory with `..`; absolute paths may not contain `..`).
+pub(crate) fn resolve_paths(spec: &mut MigrationJobSpec, dir: &Path) {
+    let fix = |ep: &mut Endpoint| {
+        if let Some(fs) = ep.filesystem.as_mut() {
+            let p = Path::new(&fs.path);
+            if p.is_relative() {
+                let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+                fs.path = normalize(&base.join(p)).to_string_lossy().into_owned();
+            }
+        }
+    };
+    fix(&mut spec.source);
+    fix(&mut spec.destination);
+    if let Some(r) = spec.report.as_mut() {
+        fix(r);
+    }
+}
+
+/// Removes `.` and `..` components without touching the filesystem.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> MigrationJobStatus {
+    let started = Instant::now();
+    let mut job: MigrationJob = loaded.job.clone();
+    let namespace = job
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let Some(name) = job.metadata.name.clone() else {
+        return failed(format!(
+            "{}: the MigrationJob has no metadata.name",
+            loaded.file.display()
+        ));
+    };
+    resolve_paths(&mut job.spec, &loaded.dir);
+    let lookup = |n: &str| all.secrets.get(&(namespace.clone(), n.to_string()));
+    let credentials = job_credentials(&job.spec, &namespace, &lookup).map_err(|e| e.to_string());
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".ferry").join(&namespace).join(&name));
+    let uid = job
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| "local".to_string());
+    let mut local = Local::new(
+        namespace.clone(),
+        name.clone(),
+        uid,
+        state_dir.clone(),
+        Duration::from_secs_f64(args.checkpoint_interval.max(0.1)),
+        credentials,
+    );
+    let validated = validate(&job.spec).ok();
+    if let Some(v) = &validated {
+        job.status = local.prior_status(v).await;
+    }
+    let attempt = job.status.as_ref().map_or(0, |s| s.attempt);
+    if args.retry_failed {
+        job.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(RETRY_ANNOTATION.to_string(), retry_token(attempt + 1));
+    }
+    let ended_before = job.status.as_ref().and_then(|s| s.phase).is_some() && !args.retry_failed;
+    if ended_before {
+        eprintln!(
+            "{namespace}/{name}: already completed with this spec; nothing to do (delete {} to start over)",
+            state_dir.display()
+        );
+    }
+
+    let mut ui: Option<Ui> = None;
+    let mut interrupted = false;
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let status = loop {
+        let mut obs = local.observe(&job, validated.as_ref()).await;
+        let mut d = decide(&job, &obs);
+        if d.requeue.is_zero() {
+            if let Some(v) = &validated {
+                obs.probe = Some(local.probe(v).await);
+                d = decide(&job, &obs);
+            }
+        }
+        let stuck = waits_on_the_world(&d.status);
+        let mut changed = false;
+        for step in &d.steps {
+            if stuck && !matches!(step, Step::Event { .. }) {
+                continue; // nothing here will change the world: end instead
+            }
+            let Some(v) = &validated else { continue };
+            if let Step::CreateJob { .. } = step {
+                eprintln!(
+                    "{namespace}/{name}: {} -> {}",
+                    v.transfer.source.describe(),
+                    v.transfer.destination.describe()
+                );
+                ui.get_or_insert_with(|| Ui::new(v.transfer.dry_run));
+            }
+            changed |= local.execute(&job, v, step).await;
+        }
+        job.status = Some(d.status.clone());
+        if let Some(ui) = ui.as_mut() {
+            ui.update(&d.status);
+        }
+        let phase = d.status.phase;
+        if stuck {
+            // `ferry run` cannot wait for a Secret to appear or an endpoint to come back.
+            let mut st = d.status;
+            st.phase = Some(Phase::Failed);
+            break st;
+        }
+        if phase.is_some_and(Phase::is_terminal) && !local.agents_exist() {
+            break d.status;
+        }
+        if phase == Some(Phase::Paused) && local.idle() {
+            break d.status;
+        }
+        if changed {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                eprintln!("\nstopping: finishing objects in flight and saving the checkpoint...");
+                job.spec.suspend = true;
+            }
+            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } }, if !interrupted => {
+                interrupted = true;
+                job.spec.suspend = true;
+            }
+        }
+    };
+    if let Some(ui) = &ui {
+        ui.finish();
+    }
+    if ui.is_some() || ended_before {
+        ui::summary(&status, started);
+    } else {
+        eprintln!(
+            "error: {}",
+            status
+                .message
+                .clone()
+                .unwrap_or_else(|| "the job did not run".into())
+        );
+    }
+    status
+}

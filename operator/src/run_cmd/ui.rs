@@ -1,0 +1,117 @@
+//! What `ferry run` shows: a progress bar on a terminal (a log line every few seconds
+//! otherwise) and a summary at the end.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use ferry_api::aggregate::human_duration;
+use ferry_api::quantity::human_bytes;
+use ferry_api::MigrationJobStatus;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar on a terminal, a log line every few seconds otherwise.
+pub struct Ui {
+    bar: Option<ProgressBar>,
+    last_line: Instant,
+    dry_run: bool,
+}
+
+impl Ui {
+    pub fn new(dry_run: bool) -> Ui {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template("{spinner:.green} [{elapsed_precise}] [{wide_bar:.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ETA {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        Ui {
+            bar,
+            last_line: Instant::now(),
+            dry_run,
+        }
+    }
+
+    pub fn update(&mut self, s: &MigrationJobStatus) {
+        let p = &s.progress;
+        let c = &p.counters;
+        // Totals: the expected ones once counted, else what is listed so far.
+        let total = p.expected.unwrap_or(c.totals());
+        let eta = match (&p.expected, &p.eta) {
+            (Some(_), Some(eta)) => eta.clone(),
+            (Some(_), None) => "-".into(),
+            (None, _) => "(listing)".into(),
+        };
+        let verb = if self.dry_run { "checked" } else { "done" };
+        let msg = format!(
+            "{eta} · {}/{} objects {verb}{}",
+            c.objects_done(),
+            total.objects,
+            if c.objects_failed > 0 {
+                format!(", {} failed", c.objects_failed)
+            } else {
+                String::new()
+            }
+        );
+        if let Some(b) = &self.bar {
+            b.set_length(total.bytes);
+            b.set_position(c.bytes_done());
+            b.set_message(msg);
+        } else if self.last_line.elapsed() >= Duration::from_secs(5) {
+            self.last_line = Instant::now();
+            eprintln!(
+                "progress: {} of {} · {}/s · ETA {msg}",
+                human_bytes(c.bytes_done()),
+                human_bytes(total.bytes),
+                human_bytes(p.bytes_per_second)
+            );
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// The summary of a job that ran (or had run to its end before).
+pub fn summary(s: &MigrationJobStatus, started: Instant) {
+    let c = &s.progress.counters;
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    let phase = s.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+    eprintln!("{phase}: {}", s.message.clone().unwrap_or_default());
+    eprintln!(
+        "  objects: {} selected, {} copied, {} up to date, {} vanished, {} failed{}",
+        c.objects_total,
+        c.objects_copied,
+        c.objects_skipped,
+        c.objects_vanished,
+        c.objects_failed,
+        if s.dry_run {
+            format!(", {} would be copied", c.objects_would_copy)
+        } else {
+            String::new()
+        }
+    );
+    eprintln!(
+        "  bytes:   {} copied of {} in {} ({}/s), verified: {}",
+        human_bytes(c.bytes_copied),
+        human_bytes(c.bytes_total),
+        human_duration(secs as u64),
+        human_bytes((c.bytes_copied as f64 / secs) as u64),
+        s.verified.clone().unwrap_or_default()
+    );
+    for (class, n) in &s.failures_by_class {
+        eprintln!("  {}: {n}", class.as_str());
+    }
+    for e in &s.first_errors {
+        eprintln!("  failed {:?}: {}", e.key, e.message);
+    }
+    if let Some(r) = &s.report {
+        eprintln!("  report: {r}");
+    }
+}

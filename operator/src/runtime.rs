@@ -1,0 +1,95 @@
+//! `ferry controller`: waits to be the leader, then runs the reconcilers with their caches
+//! until SIGTERM, or until the Lease is lost.
+
+use std::sync::Arc;
+
+use ferry_api::{MigrationJob, Phase};
+use ferry_k8s::names::JOB_LABEL;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+
+use crate::admission::Admission;
+use crate::context::{Context, ControllerArgs, Error, MANAGER};
+use crate::migrationjob;
+
+/// Runs the controller until SIGTERM, once this replica holds the leader Lease.
+pub async fn run(args: ControllerArgs) -> Result<(), Error> {
+    let client = Client::try_default().await?;
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| MANAGER.into()));
+    let lease = crate::leader::Lease::new(client.clone(), &args.leader_lease, &identity);
+    lease.acquire().await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 404 => Error::LeaseNamespace(args.leader_lease.clone()),
+        e => e.into(),
+    })?;
+    let renewing = tokio::spawn(lease.clone().keep());
+
+    let (configmaps, writer) = reflector::store::<ConfigMap>();
+    let cm_events = watcher(
+        Api::<ConfigMap>::all(client.clone()),
+        watcher::Config::default().labels(JOB_LABEL),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: Some(identity),
+            },
+        ),
+        client: client.clone(),
+        admission: seeded_admission(&client).await?,
+        args,
+        configmaps,
+        plans: Default::default(),
+    });
+    let controller = Controller::new(
+        Api::<MigrationJob>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(JOB_LABEL),
+    )
+    .owns_stream(cm_events)
+    .shutdown_on_signal()
+    .run(migrationjob::reconcile, migrationjob::error_policy, ctx)
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "reconcile failed");
+        }
+    });
+    tokio::select! {
+        _ = controller => {}
+        r = renewing => {
+            tracing::error!(?r, "lost the leader Lease; stopping");
+            return Err(Error::LostLease);
+        }
+    }
+    lease.release().await;
+    Ok(())
+}
+
+/// The admission index as the cluster is: every MigrationJob running now holds a slot.
+async fn seeded_admission(client: &Client) -> Result<Admission, Error> {
+    let admission = Admission::default();
+    let all = Api::<MigrationJob>::all(client.clone())
+        .list(&Default::default())
+        .await?;
+    for mj in all.items {
+        let running = mj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
+        let key = (mj.namespace().unwrap_or_default(), mj.name_any());
+        admission.record(&key, running);
+    }
+    Ok(admission)
+}
