@@ -13,7 +13,7 @@ echo "== free disk where target/ goes: $(df -h --output=avail . | tail -1 | tr -
 if [ ! -x .venv/bin/moto_server ]; then
   echo "installing moto into .venv (about 2 minutes, once)..."
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5.2.5,<6'
 fi
 if ! .venv/bin/python -c 'import kmock' 2>/dev/null; then
   echo "installing kmock (the Kubernetes API stand-in of the operator tests) into .venv..."

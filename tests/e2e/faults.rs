@@ -336,9 +336,8 @@ async fn a_complete_multipart_upload_whose_answer_is_lost_is_not_a_failure() {
 }
 
 /// CreateMultipartUpload performed by the server, but the answer is lost: the retry starts a
-/// second upload and the first is orphaned. The copy succeeds, and the next job start sweeps
-/// the orphan (contract §4: "a job start sweeps stale uploads under the destination prefix
-/// that Ferry started").
+/// second upload and the first is orphaned. The copy succeeds, and the orphan is swept, by
+/// the completed shard itself or at the latest by the next start (`docs/contract.md` §3.4).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_orphaned_by_an_ambiguous_create_is_swept_by_the_next_start() {
     let (run, sc) = run_with_one_ambiguous_request("amb-create", "POST", "?uploads").await;

@@ -2,7 +2,7 @@
 //! `;chunk-signature=` or trailing checksums) against a server that does not decode them stores
 //! the framing as the object's bytes. After fs→S3 and streaming S3→S3 copies we read the
 //! objects back raw and compare them with the source byte for byte, and check that uploads were
-//! not aws-chunked at all (contract §5: no aws-chunked trailers on S3-compatible endpoints).
+//! not aws-chunked at all (`docs/contract.md` §4.3: no aws-chunked trailers on S3-compatible endpoints).
 //! The same runs against Garage when a garage binary is available.
 
 use ferry_tests::data::contains;

@@ -125,6 +125,9 @@ pub fn find_garage() -> Option<PathBuf> {
 // ---------------------------------------------------------------------------------------------
 // moto
 
+/// `$FERRY_MOTO_SERVER`, else the `.venv/` that `tests/run.sh` installs (a known moto 5),
+/// else `moto_server` on PATH. The venv comes before PATH: moto 5.2.1 (which some machines
+/// carry) answers CompleteMultipartUpload with a root element the AWS SDK refuses.
 fn find_moto() -> PathBuf {
     if let Some(p) = std::env::var_os("FERRY_MOTO_SERVER") {
         let p = PathBuf::from(p);
@@ -135,15 +138,15 @@ fn find_moto() -> PathBuf {
         );
         return p;
     }
-    if let Some(p) = find_on_path("moto_server") {
-        return p;
-    }
     let venv = crate::ferry::workspace_root().join(".venv/bin/moto_server");
     if venv.is_file() {
         return venv;
     }
+    if let Some(p) = find_on_path("moto_server") {
+        return p;
+    }
     panic!(
-        "moto_server not found (looked at $FERRY_MOTO_SERVER, PATH and {}). \
+        "moto_server not found (looked at $FERRY_MOTO_SERVER, {} and PATH). \
          Run the end-to-end tests with `tests/run.sh`, which installs moto into .venv/, \
          or set FERRY_MOTO_SERVER to a moto_server executable.",
         venv.display()

@@ -1,4 +1,4 @@
-//! Folds shard progress records into a job status (contract §2). Pure: the operator and
+//! Folds shard progress records into a job status (`docs/contract.md` §2). Pure: the operator and
 //! `ferry run` call it with what they observed.
 
 use std::collections::BTreeMap;

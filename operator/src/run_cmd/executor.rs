@@ -248,8 +248,11 @@ impl Local {
             Step::DeleteJob => {
                 if let Some(t) = self.tasks.take() {
                     let _ = t.stop.send(true);
-                    for h in t.handles {
-                        let _ = h.await;
+                    // A handle whose result was taken must not be polled again.
+                    for (h, ended) in t.handles.into_iter().zip(&t.ended) {
+                        if ended.is_none() {
+                            let _ = h.await;
+                        }
                     }
                 }
                 true

@@ -105,9 +105,15 @@ impl ShardRun {
             report,
             breaker: Breaker::default(),
         };
-        pump::Pump::start(&self, rec, selector, resumed_since)
+        let record = pump::Pump::start(&self, rec, selector, resumed_since)
             .run()
-            .await
+            .await;
+        if record.state == ShardState::Completed && !self.plan.transfer.dry_run {
+            // Uploads this run started but could not track (a create whose answer was lost)
+            // are still open: a completed shard starts no more runs that would sweep them.
+            self.sweep_uploads().await;
+        }
+        record
     }
 
     /// Loads the shard's record, cleans up what an earlier run left (multipart uploads), and
@@ -155,9 +161,10 @@ impl ShardRun {
         (record, resumed_since)
     }
 
-    /// Aborts multipart uploads left in the shard's range of the destination by an earlier
-    /// run that could not record them (a create whose answer was lost, a kill before the
-    /// checkpoint): uploads started before this run, for keys the source holds.
+    /// Aborts multipart uploads left in the shard's range of the destination by a run that
+    /// could not record them (a create whose answer was lost, a kill before the checkpoint):
+    /// uploads started before now, for keys the source holds. Called when a shard starts,
+    /// and when it has completed (every upload it recorded is closed by then).
     async fn sweep_uploads(&self) {
         let started = chrono::Utc::now();
         let uploads = match self.dst.open_uploads().await {
@@ -185,3 +192,6 @@ impl ShardRun {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,13 +6,15 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_core::{FailureClass, Selector, ShardProgress, ShardState, Totals};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+// Tokio's clock, so that tests can run the loop's timers on paused time.
+use tokio::time::Instant;
 
 use super::census::census;
 use super::merge::{keys_listing, produce, Rules, Work};

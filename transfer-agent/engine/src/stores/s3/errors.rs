@@ -54,7 +54,11 @@ impl TransferError {
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(|s| Duration::from_secs(s.min(60)));
                 let code = err.code().map(str::to_string);
-                let msg = err.message().map(str::to_string);
+                // Without a code or message from the service, say what the SDK saw.
+                let msg = err
+                    .message()
+                    .map(str::to_string)
+                    .or_else(|| code.is_none().then(|| source_chain(err)));
                 let mut e = classify(op, status, code.as_deref(), msg.as_deref());
                 e.retry_after = retry_after;
                 e
