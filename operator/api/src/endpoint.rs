@@ -78,6 +78,18 @@ impl Endpoint {
         }
     }
 
+    /// Makes relative paths (of a filesystem location) relative to `base`, an absolute
+    /// directory (`ferry run` resolves them against the YAML file's directory). `..` may climb
+    /// out of it.
+    pub fn resolve_relative_paths(&mut self, base: &std::path::Path) {
+        if let Some(fs) = self.filesystem.as_mut() {
+            let p = std::path::Path::new(&fs.path);
+            if p.is_relative() {
+                fs.path = normalize(&base.join(p)).to_string_lossy().into_owned();
+            }
+        }
+    }
+
     /// A short human description (`s3://bucket/prefix (host)` or a path), without credentials.
     pub fn describe(&self) -> String {
         match self.location() {
@@ -85,6 +97,22 @@ impl Endpoint {
             Err(_) => "(none)".to_string(),
         }
     }
+}
+
+/// Removes `.` and `..` components without touching the filesystem.
+fn normalize(p: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Location for S3Location {

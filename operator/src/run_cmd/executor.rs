@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::migrationjob::decide::{AgentJob, Observed, Planning, Probe, Step, RETRY_ANNOTATION};
 use crate::planner;
+use ferry_api::Reason;
 
 /// The retry token of attempt `n` (`ferry run --retry-failed` asks for the next one).
 pub fn retry_token(attempt: u32) -> String {
@@ -262,10 +263,12 @@ impl Local {
                 reason,
                 message,
             } => {
-                if *warning {
-                    tracing::warn!(%reason, "{message}");
+                // Phase changes and problems end up in the summary; what only an Event says
+                // is printed.
+                if *reason == Reason::NothingToRetry {
+                    eprintln!("{message}");
                 } else {
-                    tracing::info!(%reason, "{message}");
+                    tracing::info!(%reason, warning, "{message}");
                 }
                 false
             }

@@ -13,7 +13,7 @@ mod ui;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ferry_api::{validate, Endpoint, MigrationJob, MigrationJobSpec, MigrationJobStatus, Phase};
+use ferry_api::{validate, MigrationJob, MigrationJobSpec, MigrationJobStatus, Phase};
 
 use crate::credentials::job_credentials;
 use crate::manifests::{self, LoadedJob, Manifests, DEFAULT_NAMESPACE};
@@ -106,39 +106,14 @@ fn failed(message: String) -> MigrationJobStatus {
 /// How often the decision is made again while shards run.
 const TICK: Duration = Duration::from_millis(250);
 
-/// Relative filesystem paths are relative to the file the job came from (and may climb out
-/// of its directory with `..`; absolute paths may not contain `..`).
+/// Relative paths (filesystem locations) are relative to the file the job came from.
 pub(crate) fn resolve_paths(spec: &mut MigrationJobSpec, dir: &Path) {
-    let fix = |ep: &mut Endpoint| {
-        if let Some(fs) = ep.filesystem.as_mut() {
-            let p = Path::new(&fs.path);
-            if p.is_relative() {
-                let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-                fs.path = normalize(&base.join(p)).to_string_lossy().into_owned();
-            }
-        }
-    };
-    fix(&mut spec.source);
-    fix(&mut spec.destination);
+    let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    spec.source.resolve_relative_paths(&base);
+    spec.destination.resolve_relative_paths(&base);
     if let Some(r) = spec.report.as_mut() {
-        fix(r);
+        r.resolve_relative_paths(&base);
     }
-}
-
-/// Removes `.` and `..` components without touching the filesystem.
-fn normalize(p: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> MigrationJobStatus {

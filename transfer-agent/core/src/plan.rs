@@ -145,7 +145,7 @@ impl JobPlan {
 
     /// The report folder of shard `index`.
     pub fn shard_report_folder(&self, index: u32) -> String {
-        format!("{}shard-{index}/", self.report_prefix)
+        shard_folder(&self.report_prefix, index)
     }
 
     /// The plan of retry attempt `attempt` (at least 1) of this job: the same shard ranges
@@ -168,6 +168,11 @@ impl JobPlan {
             ..self.clone()
         }
     }
+}
+
+/// The report folder of shard `index` in the report folder `report_prefix` of an attempt.
+pub fn shard_folder(report_prefix: &str, index: u32) -> String {
+    format!("{report_prefix}shard-{index}/")
 }
 
 /// The report folder of a job: `.ferry/reports/<namespace>/<name>/<uid>/`.

@@ -68,7 +68,8 @@ pub async fn run_shard(inp: ShardInputs) -> Result<ShardProgress, TransferError>
             // A dry run writes no report, so it has nothing to retry.
             let keys = match &report {
                 Some(root) => {
-                    let folder = format!("{folder}shard-{}/", plan.shards[inp.index].index);
+                    let folder =
+                        ferry_core::plan::shard_folder(folder, plan.shards[inp.index].index);
                     failed_keys(root.folder(&folder).as_ref(), src.as_ref()).await?
                 }
                 None => Vec::new(),
