@@ -58,6 +58,72 @@ async fn s3_to_s3_same_endpoint_uses_server_side_copy() {
     );
 }
 
+/// Two Secrets holding the same keys, the way every example writes a job (one Secret per
+/// side), are one account: the objects are copied inside the service, and the status says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_to_s3_one_account_in_two_secrets_copies_inside_the_service() {
+    let t = small_objects("o/", 20, 2000);
+    let sc = Scenario::one_server("ssc2")
+        .source_tree(&t)
+        .one_proxy(FaultSchedule::none())
+        .source_side(|s| s.secret_name("src-creds"))
+        .destination_side(|s| s.secret_name("dst-creds"))
+        .build()
+        .await;
+    let run = sc
+        .copy_and_compare(&t, "destination after a copy between two Secrets")
+        .await;
+    assert_eq!(
+        run.status().0["transport"],
+        "ServerSide",
+        "{}",
+        run.describe()
+    );
+    let proxy = sc.proxy();
+    assert!(
+        proxy.object_gets().is_empty() && proxy.copies().len() >= t.len(),
+        "one account in two Secrets must copy inside the service:\n{}",
+        proxy.summary()
+    );
+}
+
+/// Two accounts on one endpoint cannot copy inside the service (the destination's account may
+/// not read the source): the bytes travel through Ferry, and the status says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_to_s3_two_accounts_on_one_endpoint_stream() {
+    let t = small_objects("o/", 10, 2000);
+    let other = Creds {
+        access_key: "ferryotheraccount".into(),
+        secret_key: "ferryothersecret".into(),
+    };
+    if shared_server().is_garage() {
+        eprintln!("skipped on Garage: it refuses keys it does not know (the moto pass runs it)");
+        return;
+    }
+    let sc = Scenario::one_server("stream2")
+        .source_tree(&t)
+        .one_proxy(FaultSchedule::none())
+        .source_side(|s| s.secret_name("src-creds"))
+        .destination_side(move |s| s.secret_name("dst-creds").creds(other))
+        .build()
+        .await;
+    let run = sc
+        .copy_and_compare(&t, "destination after a copy between two accounts")
+        .await;
+    assert_eq!(
+        run.status().0["transport"],
+        "Streamed",
+        "{}",
+        run.describe()
+    );
+    let proxy = sc.proxy();
+    assert!(
+        proxy.copies().is_empty() && proxy.object_gets().len() >= t.len(),
+        "two accounts must stream:\n{}",
+        proxy.summary()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_to_s3_two_endpoints_streams() {
     let sc = Scenario::two_servers("stream")

@@ -133,6 +133,17 @@ impl Side {
         self
     }
 
+    /// Sign this side's requests with `creds` (in its Secret).
+    pub fn creds(mut self, creds: Creds) -> Side {
+        if let Side::S3 {
+            secret: Some(s), ..
+        } = &mut self
+        {
+            s.creds = creds;
+        }
+        self
+    }
+
     /// Set any field of the `s3:` mapping (e.g. `storageClass`).
     pub fn set(mut self, field: &str, value: Value) -> Side {
         match &mut self {

@@ -130,6 +130,7 @@ pub fn aggregate(
             })
             .collect(),
         verified: Some(spec.verify.reported().to_string()),
+        transport: shards.iter().find_map(|s| s.transport),
         dry_run: spec.dry_run,
         message: (!message.is_empty()).then_some(message),
         ..Default::default()

@@ -27,6 +27,7 @@ pub use ferry_core::{OverwritePolicy, VerifyMode};
     printcolumn = r#"{"name":"Bytes","type":"string","jsonPath":".status.progress.bytesHuman"}"#,
     printcolumn = r#"{"name":"Rate","type":"string","jsonPath":".status.progress.rate"}"#,
     printcolumn = r#"{"name":"ETA","type":"string","jsonPath":".status.progress.eta"}"#,
+    printcolumn = r#"{"name":"Transport","type":"string","jsonPath":".status.transport","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

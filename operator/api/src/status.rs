@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 pub use ferry_core::progress::{
     Checkpoint, Counters, ErrorSample, FailureClass, PendingUpload, ShardProgress, ShardState,
-    Totals, MAX_FIRST_ERRORS,
+    Totals, Transport, MAX_FIRST_ERRORS,
 };
 
 use schemars::JsonSchema;
@@ -149,6 +149,11 @@ pub struct MigrationJobStatus {
     /// Where the failure report and manifest are (`s3://bucket/key-prefix` or a path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
+    /// How objects travel: `ServerSide` (copied inside the service: the two sides are one
+    /// service and one account, same endpoint, region and access key) or `Streamed` (read and
+    /// written by Ferry's agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
     /// How copies were verified: `Checksum`, `ReRead` or `SizeOnly`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<String>,

@@ -423,6 +423,7 @@ impl<'a> Pass<'a> {
         st.first_errors = agg.first_errors;
         st.shards = agg.shards;
         st.verified = agg.verified;
+        st.transport = agg.transport;
         st.dry_run = agg.dry_run;
         let mut phase = agg.phase.unwrap_or(Phase::Running);
         let mut message = agg.message.unwrap_or_default();

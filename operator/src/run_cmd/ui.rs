@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ferry_api::aggregate::human_duration;
 use ferry_api::quantity::human_bytes;
-use ferry_api::MigrationJobStatus;
+use ferry_api::{MigrationJobStatus, Transport};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress bar on a terminal, a log line every few seconds otherwise.
@@ -105,6 +105,13 @@ pub fn summary(s: &MigrationJobStatus, started: Instant) {
         human_bytes((c.bytes_copied as f64 / secs) as u64),
         s.verified.clone().unwrap_or_default()
     );
+    match s.transport {
+        Some(Transport::ServerSide) => {
+            eprintln!("  copied inside the service (one service and account: server-side copy)")
+        }
+        Some(Transport::Streamed) => eprintln!("  streamed through Ferry (read, then written)"),
+        None => {}
+    }
     for (class, n) in &s.failures_by_class {
         eprintln!("  {}: {n}", class.as_str());
     }

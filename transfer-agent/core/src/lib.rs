@@ -20,7 +20,7 @@ pub use plan::{FailureBudget, JobPlan, MultipartSettings, ShardRange, Side, Tran
 pub use policy::{OverwritePolicy, VerifyMode};
 pub use progress::{
     Checkpoint, Counters, ErrorSample, FailureClass, PendingUpload, ProgressStore, ShardProgress,
-    ShardState, Totals,
+    ShardState, Totals, Transport,
 };
 pub use select::{PatternError, Selection, Selector};
 pub use stores::{JobCredentials, SideSecrets, StoreConfig};

@@ -153,6 +153,16 @@ pub enum ShardState {
     Cancelled,
 }
 
+/// How objects travel from the source to the destination.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Transport {
+    /// Copied inside the service (CopyObject, UploadPartCopy): the two sides are one service
+    /// and one account, and no byte passes through Ferry.
+    ServerSide,
+    /// Read from the source and written to the destination by Ferry.
+    Streamed,
+}
+
 /// Where a shard may resume: everything up to the watermark is done and recorded.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -240,6 +250,9 @@ pub struct ShardProgress {
     /// Recent throughput in bytes per second.
     #[serde(default)]
     pub bytes_per_second: u64,
+    /// How the shard's objects travel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
     /// The job-fatal error that stopped the shard, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fatal: Option<ErrorSample>,

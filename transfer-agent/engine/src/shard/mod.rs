@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use ferry_core::{
     Checkpoint, FailureClass, JobPlan, ProgressStore, Selector, ShardProgress, ShardRange,
-    ShardState,
+    ShardState, Transport,
 };
 use tokio::sync::watch;
 
@@ -68,6 +68,11 @@ impl ShardRun {
             self.save(&record).await;
             return record;
         }
+        record.transport = Some(if self.server.is_some() {
+            Transport::ServerSide
+        } else {
+            Transport::Streamed
+        });
         // Resume: counters and failures are those of the checkpoint; what ran past it is
         // redone.
         let cp: Checkpoint = record.checkpoint.clone();

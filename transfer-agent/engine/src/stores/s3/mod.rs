@@ -74,6 +74,17 @@ macro_rules! meta_of {
     };
 }
 
+/// Who a store's requests are signed as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Identity {
+    /// An access key id: the account and its permissions.
+    Key(String),
+    /// The default provider chain of this process (the same for every side that uses it).
+    DefaultChain,
+    /// Nobody: unsigned requests.
+    Anonymous,
+}
+
 /// Write options of a destination bucket.
 #[derive(Clone, Debug, Default)]
 struct WriteOptions {
@@ -92,9 +103,9 @@ pub struct S3Store {
     /// The service URL as configured (None: AWS).
     endpoint: Option<String>,
     region: String,
-    force_path_style: bool,
-    /// How it signs: two stores that sign alike on the same service may copy between them.
-    auth: S3Auth,
+    /// Who it signs as: two stores that sign as the same account on the same service may
+    /// copy between them.
+    identity: Identity,
     /// The endpoint is HTTPS (AWS itself when none is given).
     tls: bool,
     write: WriteOptions,
@@ -135,6 +146,7 @@ impl S3Store {
     ) -> Result<S3Store, TransferError> {
         let region = Region::new(cfg.region.clone());
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region.clone());
+        let identity;
         loader = match &cfg.auth {
             S3Auth::Secret { name } => {
                 let (Some(id), Some(key)) = (
@@ -150,6 +162,7 @@ impl S3Store {
                     )
                     .fatal());
                 };
+                identity = Identity::Key(id.to_string());
                 loader.credentials_provider(Credentials::new(
                     id,
                     key,
@@ -158,8 +171,14 @@ impl S3Store {
                     "ferry",
                 ))
             }
-            S3Auth::Anonymous => loader.no_credentials(),
-            S3Auth::DefaultChain => loader,
+            S3Auth::Anonymous => {
+                identity = Identity::Anonymous;
+                loader.no_credentials()
+            }
+            S3Auth::DefaultChain => {
+                identity = Identity::DefaultChain;
+                loader
+            }
         };
         let shared = loader.load().await;
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
@@ -194,10 +213,12 @@ impl S3Store {
             client: Client::from_conf(b.build()),
             bucket: cfg.bucket.clone(),
             prefix: cfg.prefix.clone(),
-            endpoint: cfg.endpoint.clone(),
+            endpoint: cfg
+                .endpoint
+                .as_deref()
+                .map(|e| e.trim_end_matches('/').to_string()),
             region: cfg.region.clone(),
-            force_path_style: cfg.force_path_style,
-            auth: cfg.auth.clone(),
+            identity,
             tls: cfg.endpoint.as_deref().is_none_or(|e| {
                 e.get(..8)
                     .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
@@ -210,14 +231,15 @@ impl S3Store {
         })
     }
 
-    /// Whether `other` is on the same service and signs the same way, so that one may copy
-    /// from the other inside the service.
+    /// Whether `other` is the same service (endpoint and region) and signs as the same
+    /// account (access key id, or both the default chain), so that this store may copy from
+    /// it inside the service. Two Secrets holding the same keys are one account; an anonymous
+    /// source is none (the destination's account may not be allowed to read it).
     fn same_account(&self, other: &S3Store) -> bool {
-        other.auth != S3Auth::Anonymous
+        other.identity != Identity::Anonymous
             && self.endpoint == other.endpoint
             && self.region == other.region
-            && self.force_path_style == other.force_path_style
-            && self.auth == other.auth
+            && self.identity == other.identity
     }
 
     fn full(&self, key: &str) -> String {
