@@ -42,7 +42,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 
-use crate::ferry::built_binary;
+use crate::ferry::built_binaries;
 use crate::{ferry_bin, workspace_root};
 
 /// Where the tests talk to Kubernetes.
@@ -174,11 +174,10 @@ pub async fn client(path: &Path) -> Client {
     Client::try_from(config).expect("a client")
 }
 
-/// The `transfer-agent` binary, built once per test process (other test runs and other
-/// engineers may rebuild it meanwhile; one build keeps every agent of a run the same).
+/// The `transfer-agent` binary, built once per test process with `ferry` (other test runs
+/// and other engineers may rebuild it meanwhile; one build keeps every agent of a run the same).
 pub fn agent_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| built_binary("transfer-agent", "transfer-agent"))
+    &built_binaries().agent
 }
 
 /// The agent processes the harness runs, by pod name, so a test can kill one, and what the

@@ -20,7 +20,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The `ferry` binary: `FERRY_BIN` if set; otherwise built once per test process (see
-/// [`built_binary`]).
+/// [`built_binaries`]).
 pub fn ferry_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -29,44 +29,69 @@ pub fn ferry_bin() -> &'static Path {
             assert!(p.is_file(), "FERRY_BIN={} does not exist", p.display());
             return p;
         }
-        built_binary("ferry-operator", "ferry")
+        built_binaries().ferry.clone()
     })
 }
 
-/// Builds the binaries of a workspace package with `$CARGO build -p <package> --bins` and
-/// returns the one named `bin` from the target directory (`CARGO_TARGET_DIR` or
-/// `<workspace>/target`).
-pub fn built_binary(package: &str, bin: &str) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let root = workspace_root();
-    let out = std::process::Command::new(&cargo)
-        .args(["build", "-p", package, "--bins"])
-        .current_dir(&root)
-        .stdout(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo:?} build: {e}"));
-    assert!(
-        out.status.success(),
-        "building {package} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let target = if target.is_relative() {
-        root.join(target)
-    } else {
-        target
-    };
-    let path = target
-        .join("debug")
-        .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "{bin} is not at {} after the build",
-        path.display()
-    );
-    path
+/// The binaries the tests run.
+pub struct Binaries {
+    pub ferry: PathBuf,
+    pub agent: PathBuf,
+}
+
+/// `ferry` and `transfer-agent`, built together once per test process with one
+/// `$CARGO build --locked -p ferry-operator -p transfer-agent --bins` (one build: the two
+/// packages share their dependencies' features, so neither pays for a second variant of
+/// them, and the first test that needs one pays for both before any timer of its own runs),
+/// from the target directory (`CARGO_TARGET_DIR` or `<workspace>/target`).
+pub fn built_binaries() -> &'static Binaries {
+    static BINS: OnceLock<Binaries> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let root = workspace_root();
+        let out = std::process::Command::new(&cargo)
+            .args([
+                "build",
+                "--locked",
+                "-p",
+                "ferry-operator",
+                "-p",
+                "transfer-agent",
+            ])
+            .arg("--bins")
+            .current_dir(&root)
+            .stdout(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cargo:?} build: {e}"));
+        assert!(
+            out.status.success(),
+            "building the binaries failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let target = if target.is_relative() {
+            root.join(target)
+        } else {
+            target
+        };
+        let path = |bin: &str| {
+            let p = target
+                .join("debug")
+                .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+            assert!(
+                p.is_file(),
+                "{bin} is not at {} after the build",
+                p.display()
+            );
+            p
+        };
+        Binaries {
+            ferry: path("ferry"),
+            agent: path("transfer-agent"),
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
