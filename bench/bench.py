@@ -205,7 +205,7 @@ class Server:
 class GarageServer(Server):
     kind = "garage"
 
-    def __init__(self, name, garage_bin, base: Path, persistent=False):
+    def __init__(self, name, garage_bin, base: Path, persistent=False, db_engine="lmdb"):
         super().__init__(name)
         self.bin = garage_bin
         self.base = base
@@ -223,7 +223,7 @@ class GarageServer(Server):
         self.cfg.write_text(f"""
 metadata_dir = "{base}/meta"
 data_dir = "{base}/data"
-db_engine = "lmdb"
+db_engine = "{db_engine}"
 replication_factor = 1
 compression_level = "none"
 rpc_bind_addr = "127.0.0.1:{rpc_port}"
@@ -482,23 +482,31 @@ def s3_loc(srv: Server, bucket):
             "forcePathStyle": True, "credentialsSecretRef": {"name": f"creds-{srv.name}"}}
 
 
-def ferry_job(workdir: Path, name, source, dest, extra=None) -> Path:
-    """Writes a job file; source/dest are ('s3', srv, bucket) or ('fs', path)."""
+def ferry_job(workdir: Path, name, source, dest, extra=None, natural=False) -> Path:
+    """Writes a job file; source/dest are ('s3', srv, bucket) or ('fs', path).
+
+    The tuned job names one Secret per server and sets concurrency and multipart sizes. The
+    natural job (`natural`) is written the way the examples write one: a Secret per side (two
+    Secrets holding the same keys when both sides are on one server) and no tuning at all."""
     docs, secrets = [], {}
 
-    def loc(e):
+    def loc(e, side):
         if e[0] == "fs":
             return {"filesystem": {"path": str(e[1])}}
-        secrets[e[1].name] = e[1]
-        return {"s3": s3_loc(e[1], e[2])}
+        secret = f"{name}-{side}-creds" if natural else f"creds-{e[1].name}"
+        secrets[secret] = e[1]
+        l = s3_loc(e[1], e[2])
+        l["credentialsSecretRef"] = {"name": secret}
+        return {"s3": l}
 
-    spec = {"source": loc(source), "destination": loc(dest), "overwrite": "IfDifferent",
-            "parallelism": {"concurrency": 256},
-            "multipart": {"threshold": "64Mi", "partSize": "16Mi"}}
-    if extra:
-        spec.update(extra)
-    for sname, srv in secrets.items():
-        docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"creds-{sname}"},
+    spec = {"source": loc(source, "src"), "destination": loc(dest, "dst")}
+    if not natural:
+        spec.update({"overwrite": "IfDifferent", "parallelism": {"concurrency": 256},
+                     "multipart": {"threshold": "64Mi", "partSize": "16Mi"}})
+        if extra:
+            spec.update(extra)
+    for secret, srv in secrets.items():
+        docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret},
                      "stringData": {"AWS_ACCESS_KEY_ID": srv.access_key,
                                     "AWS_SECRET_ACCESS_KEY": srv.secret_key}})
     docs.append({"apiVersion": "ferry.dev/v1alpha1", "kind": "MigrationJob",
@@ -605,8 +613,10 @@ class Bench:
             srv = MotoServer(name, self.args.moto_bin)
         else:
             persistent = name == "w4"
-            base = (CACHE / "garage-w4") if persistent else (self.work / f"garage-{name}")
-            srv = GarageServer(name, self.args.garage_bin, base, persistent)
+            db = self.args.garage_db
+            w4_dir = "garage-w4" if db == "lmdb" else f"garage-w4-{db}"
+            base = (CACHE / w4_dir) if persistent else (self.work / f"garage-{name}")
+            srv = GarageServer(name, self.args.garage_bin, base, persistent, db)
         log(f"{srv.kind} instance '{name}' at {srv.endpoint}")
         self.servers[name] = srv
         return srv
@@ -647,6 +657,24 @@ class Bench:
         if not ok:
             self.failures.append(f"{workload} {tool} ({mode}): {problem}")
         return row
+
+    def run_ferry(self, workload, tool, mode, source, dest, objects, nbytes, check, large=False,
+                  setting=None):
+        """One Ferry run: the tuned job (`ferry`) or the job written the natural way, Ferry's
+        defaults and one Secret per side (`ferry-defaults`)."""
+        natural = tool == "ferry-defaults"
+        job = ferry_job(self.work, f"{workload.lower()}-{tool}-{self._next()}", source, dest,
+                        None if natural else self.args.ferry_extra(large), natural=natural)
+        st = Path(tempfile.mkdtemp(dir=self.work, prefix="state-"))
+        if natural:
+            setting = "defaults, one Secret per side"
+        self.measure(workload, tool, setting, mode,
+                     [str(self.tools.ferry), "run", "-f", str(job), "--state-dir", str(st),
+                      "--output", "json"], None, objects, nbytes, check, ferry_status=True)
+
+    def _next(self):
+        self._jobs = getattr(self, "_jobs", 0) + 1
+        return self._jobs
 
     def load_dir(self, srv, src_dir: Path, bucket, label):
         """Loads a directory tree into a bucket with s5cmd (setup, not timed)."""
@@ -701,7 +729,7 @@ class Bench:
             # (Garage creates its block directories then; the first timed run was 1.6x slower
             # than the others on W2 cross without it). Smoke runs do it too, so it is tested.
             dst_srv = src_srv if mode == "same" else self.server("b")
-            tool = next(t for t in ("ferry", "rclone", "s5cmd") if self.tool_enabled(t))
+            tool = next(t for t in TOOLS if self.tool_enabled(t))
             self.warming = True
             try:
                 self.run_tool_b2b(workload, tool, mode, src_srv, src_bucket, dst_srv,
@@ -726,18 +754,13 @@ class Bench:
     def run_tool_b2b(self, workload, tool, mode, src_srv, sb, dst_srv, db, objects, nbytes,
                      check, large):
         c = self.conc
-        if tool == "ferry":
-            job = ferry_job(self.work, f"{workload}-{db}", ("s3", src_srv, sb),
-                            ("s3", dst_srv, db), self.args.ferry_extra(large))
-            st = Path(tempfile.mkdtemp(dir=self.work, prefix="state-"))
+        if tool in ("ferry", "ferry-defaults"):
             budget = (f"memoryBudget {self.args.memory_budget}, "
                       if large and self.args.memory_budget else "")
             setting = (f"concurrency {c}, {budget}multipart 64Mi/16Mi, "
                        f"{'server-side copy' if mode == 'same' else 'GET+PUT'}")
-            self.measure(workload, "ferry", setting, mode,
-                         [str(self.tools.ferry), "run", "-f", str(job), "--state-dir", str(st),
-                          "--output", "json"], None, objects, nbytes, check,
-                         ferry_status=True)
+            self.run_ferry(workload, tool, mode, ("s3", src_srv, sb), ("s3", dst_srv, db),
+                           objects, nbytes, check, large, setting)
         elif tool == "rclone":
             env = rclone_env([src_srv, dst_srv])
             if large:
@@ -778,7 +801,7 @@ class Bench:
                              mode, ["bash", "-c", script], None, objects, nbytes, check)
 
     def order(self, rep):
-        tools = [t for t in ("ferry", "rclone", "s5cmd") if self.tool_enabled(t)]
+        tools = [t for t in TOOLS if self.tool_enabled(t)]
         # rotate so no tool is always first (warm caches, server compaction)
         k = rep % len(tools)
         return tools[k:] + tools[:k]
@@ -818,14 +841,9 @@ class Bench:
                     db = self.new_bucket(a, f"w3-{tool}")
                     check = (lambda b=db: verify(exp, a, b, deep=self.args.smoke))
                     c = self.conc
-                    if tool == "ferry":
-                        job = ferry_job(self.work, f"w3-{db}", ("fs", d), ("s3", a, db),
-                                        self.args.ferry_extra(False))
-                        st = Path(tempfile.mkdtemp(dir=self.work, prefix="state-"))
-                        self.measure("W3", tool, f"concurrency {c}", "fs->s3",
-                                     [str(self.tools.ferry), "run", "-f", str(job), "--state-dir",
-                                      str(st), "--output", "json"], None, n, n * size, check,
-                                     ferry_status=True)
+                    if tool in ("ferry", "ferry-defaults"):
+                        self.run_ferry("W3", tool, "fs->s3", ("fs", d), ("s3", a, db), n,
+                                       n * size, check, setting=f"concurrency {c}")
                     elif tool == "rclone":
                         flags = ["--transfers", str(min(c, 128)), "--checkers",
                                  str(min(c, 128)), "--no-check-dest"]
@@ -871,21 +889,16 @@ class Bench:
                 rep_keys = [k for k in list_bucket(srv, dst, ".ferry/")]
                 delete_keys(srv, dst, rep_keys)
                 check = None
-                if rep == 0 and (tool == "ferry" or self.args.smoke):
+                if rep == 0 and (tool.startswith("ferry") or self.args.smoke):
                     if exp_full is None:
                         exp_full = list_bucket(srv, src)
                     check = (lambda: verify(
                         exp_full, srv, dst, deep=self.args.smoke, src_srv=srv, src_bucket=src))
                 c = self.conc
-                if tool == "ferry":
-                    job = ferry_job(self.work, f"w4-{total}-{rep}", ("s3", srv, src),
-                                    ("s3", srv, dst),
-                                    self.args.ferry_extra(False))
-                    st = Path(tempfile.mkdtemp(dir=self.work, prefix="state-"))
-                    self.measure(wl, tool, f"overwrite IfDifferent, concurrency {c}", "diff",
-                                 [str(self.tools.ferry), "run", "-f", str(job), "--state-dir",
-                                  str(st), "--output", "json"], None, len(missing),
-                                 nbytes_missing, check, ferry_status=True)
+                if tool in ("ferry", "ferry-defaults"):
+                    self.run_ferry(wl, tool, "diff", ("s3", srv, src), ("s3", srv, dst),
+                                   len(missing), nbytes_missing, check,
+                                   setting=f"overwrite IfDifferent, concurrency {c}")
                 elif tool == "rclone":
                     flags = ["--checksum", "--fast-list", "--transfers", "64",
                              "--checkers", "64"]
@@ -1040,8 +1053,8 @@ class Bench:
         if self.args.smoke:
             lines.append(f"- server: {server_version}")
         else:
-            lines.append(f"- server: {server_version} (single node, lmdb, compression off, on "
-                         f"the same machine as the clients)")
+            lines.append(f"- server: {server_version} (single node, {self.args.garage_db} "
+                         f"metadata, compression off, on the same machine as the clients)")
         for k, v in versions.items():
             lines.append(f"- {k}: {v}")
         lines.append(f"- repetitions: {self.args.reps} per tool; medians shown; tools run in "
@@ -1060,10 +1073,11 @@ class Bench:
                 ceil_key = f"{wl} {mode}" if f"{wl} {mode}" in self.ceilings else wl
                 ceil = self.ceilings.get(ceil_key)
                 lines.append("| tool | setting | median wall s | objects/s | MB/s | tool CPU s "
-                             "| peak RSS MiB | vs ceiling | Ferry ÷ tool (obj/s) | runs ok |")
-                lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+                             "| peak RSS MiB | vs ceiling | Ferry tuned ÷ tool (obj/s) "
+                             "| Ferry defaults ÷ tool (obj/s) | runs ok |")
+                lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
                 med = {}
-                for tool in ("ferry", "rclone", "s5cmd"):
+                for tool in TOOLS:
                     tr = [r for r in rs if r["tool"] == tool]
                     if not tr:
                         continue
@@ -1078,7 +1092,7 @@ class Bench:
                     med[tool + "_ok"] = f"{len(good)}/{len(tr)}"
                     med[tool + "_rssmax"] = rss_max
                     med[tool + "_cpu"] = statistics.median(r.get("cpu", 0.0) for r in use)
-                for tool in ("ferry", "rclone", "s5cmd"):
+                for tool in TOOLS:
                     if tool not in med:
                         continue
                     wall, ops, mbs, rss = med[tool]
@@ -1086,22 +1100,24 @@ class Bench:
                     if ceil:
                         vs = f"{100 * mbs / ceil[2]:.0f}% MB/s" if wl.startswith("W2") else \
                             f"{100 * ops / ceil[1]:.0f}% obj/s"
-                    ratio = f"{med['ferry'][1] / ops:.2f}×" if "ferry" in med and tool != "ferry" else ""
+                    ratios = [f"{med[f][1] / ops:.2f}×" if f in med and not tool.startswith("ferry")
+                              else "" for f in ("ferry", "ferry-defaults")]
                     lines.append(f"| {tool} | {med[tool + '_setting']} | {wall:.2f} | {ops:,.0f} | "
                                  f"{mbs:,.1f} | {med[tool + '_cpu']:.1f} | "
                                  f"{rss:.0f} (max {med[tool + '_rssmax']:.0f}) | "
-                                 f"{vs} | {ratio} | {med[tool + '_ok']} |")
+                                 f"{vs} | {ratios[0]} | {ratios[1]} | {med[tool + '_ok']} |")
                 if ceil:
                     mb = f", {ceil[2]:,.1f} MB/s" if ceil[2] is not None else ""
                     lines.append(f"| *ceiling* | {ceil[0]} |  | {ceil[1]:,.0f} | "
-                                 f"{'' if ceil[2] is None else f'{ceil[2]:,.1f}'} |  |  | 100% |  |  |")
+                                 f"{'' if ceil[2] is None else f'{ceil[2]:,.1f}'} |  |  | 100% |  |  |  |")
                 lines.append("")
-                for other in ("rclone", "s5cmd"):
-                    if "ferry" in med and other in med:
-                        f, o = med["ferry"], med[other]
-                        lines.append(f"- Ferry/{other}: objects/s {f[1] / o[1]:.2f}×, MB/s "
-                                     f"{f[2] / o[2]:.2f}×, wall {f[0] / o[0]:.2f}×, peak RSS "
-                                     f"{f[3] / max(o[3], 0.1):.2f}×")
+                for ferry, label in (("ferry", "Ferry tuned"), ("ferry-defaults", "Ferry defaults")):
+                    for other in ("rclone", "s5cmd"):
+                        if ferry in med and other in med:
+                            f, o = med[ferry], med[other]
+                            lines.append(f"- {label}/{other}: objects/s {f[1] / o[1]:.2f}×, MB/s "
+                                         f"{f[2] / o[2]:.2f}×, wall {f[0] / o[0]:.2f}×, peak RSS "
+                                         f"{f[3] / max(o[3], 0.1):.2f}×")
                 lines.append("")
         if self.ceilings:
             lines.append("Ceilings are measured by a raw request loop (curl --parallel with "
@@ -1120,6 +1136,10 @@ class Bench:
         return "\n".join(lines)
 
 
+# Every tool, in the order tables show them: Ferry with the benchmark's tuned job, Ferry with
+# a job written the natural way (its defaults, one Secret per side), and the peers.
+TOOLS = ("ferry", "ferry-defaults", "rclone", "s5cmd")
+
 WL_TITLES = {
     "W1": "20,000 × 64 KiB, bucket → bucket",
     "W2": "8 × 256 MiB, bucket → bucket",
@@ -1134,7 +1154,9 @@ def main():
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes against moto (for CI); no timing asserts")
     ap.add_argument("--workloads", default="w1,w2,w3,w4")
-    ap.add_argument("--tools", default="ferry,rclone,s5cmd")
+    ap.add_argument("--tools", default="ferry,ferry-defaults,rclone,s5cmd",
+                    help="ferry (the tuned job), ferry-defaults (a job written the natural "
+                         "way: Ferry's defaults, one Secret per side), rclone, s5cmd")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; smoke 1)")
     ap.add_argument("--concurrency", type=int, default=256,
                     help="objects in flight for ferry and s5cmd (rclone: min(this, 128))")
@@ -1152,6 +1174,9 @@ def main():
                     help="objects per raw-loop ceiling measurement")
     ap.add_argument("--no-ceiling", action="store_true")
     ap.add_argument("--garage", default=os.environ.get("GARAGE_BIN"))
+    ap.add_argument("--garage-db", default="lmdb", choices=["lmdb", "sqlite"],
+                    help="Garage's metadata engine (the server's speed changes how much each "
+                         "client's overhead shows)")
     ap.add_argument("--ferry", default=os.environ.get("FERRY_BIN"))
     ap.add_argument("--venv", default=os.environ.get("FERRY_BENCH_VENV",
                                                      str(CACHE / "venv")))
@@ -1226,7 +1251,7 @@ def main():
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": bench.rows, "ceilings": bench.ceilings,
                                                "versions": versions}, indent=1))
-    ferry_ran = any(r["tool"] == "ferry" for rows in bench.rows.values() for r in rows)
+    ferry_ran = any(r["tool"].startswith("ferry") for rows in bench.rows.values() for r in rows)
     if bench.failures or not ferry_ran:
         rc = 1
     sys.exit(rc)

@@ -222,7 +222,9 @@ pub struct Parallelism {
     #[serde(default = "default_shards")]
     #[schemars(range(min = 1, max = 1000))]
     pub shards: u32,
-    /// Objects in flight per shard. 1 to 4096.
+    /// Objects in flight per shard. 1 to 4096. Default 256: small objects cost a request's
+    /// round trip each, so many in flight is what makes them fast; the memory budget bounds
+    /// the bytes in flight whatever this is.
     #[serde(default = "default_concurrency")]
     #[schemars(range(min = 1, max = 4096))]
     pub concurrency: u32,
@@ -237,7 +239,7 @@ fn default_shards() -> u32 {
     1
 }
 fn default_concurrency() -> u32 {
-    64
+    256
 }
 
 impl Default for Parallelism {
