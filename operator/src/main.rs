@@ -53,7 +53,7 @@ fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("FERRY_LOG")
+            EnvFilter::try_from_env(ferry_k8s::env::LOG)
                 .unwrap_or_else(|_| EnvFilter::new("warn,aws_config=error")),
         )
         .with_writer(std::io::stderr)

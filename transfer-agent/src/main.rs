@@ -146,7 +146,7 @@ fn main() {
     ferry_engine::limit::return_large_buffers_to_the_system();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("FERRY_LOG")
+            EnvFilter::try_from_env(env::LOG)
                 .unwrap_or_else(|_| EnvFilter::new("info,aws_config=error")),
         )
         .with_writer(std::io::stderr)

@@ -14,7 +14,7 @@ const MAX_KEY_IN_STATUS: usize = 256;
 
 /// The phase the shards add up to, with a one-line message.
 pub fn outcome(
-    spec: &Transfer,
+    transfer: &Transfer,
     shards: &[ShardProgress],
     expected_shards: usize,
 ) -> (Phase, String) {
@@ -46,7 +46,7 @@ pub fn outcome(
         }
         return (Phase::Running, String::new());
     }
-    if spec.dry_run {
+    if transfer.dry_run {
         return (
             Phase::Completed,
             format!(
@@ -66,7 +66,7 @@ pub fn outcome(
             ),
         );
     }
-    let budget = spec.max_failures;
+    let budget = transfer.max_failures;
     let msg = format!(
         "{} of {} objects failed; see the failure report",
         total.objects_failed, total.objects_total
@@ -82,7 +82,7 @@ pub fn outcome(
 /// The job status the shards add up to. `elapsed_secs` is the time since the job started
 /// (for the ETA when no shard reports a rate).
 pub fn aggregate(
-    spec: &Transfer,
+    transfer: &Transfer,
     shards: &[ShardProgress],
     expected_shards: usize,
 ) -> MigrationJobStatus {
@@ -113,7 +113,7 @@ pub fn aggregate(
     } else {
         None
     };
-    let (phase, message) = outcome(spec, shards, expected_shards);
+    let (phase, message) = outcome(transfer, shards, expected_shards);
     let progress = progress(counters, rate, listing_complete, expected, phase);
     MigrationJobStatus {
         phase: Some(phase),
@@ -129,9 +129,9 @@ pub fn aggregate(
                 objects_failed: s.counters.objects_failed,
             })
             .collect(),
-        verified: Some(spec.verify.reported().to_string()),
+        verified: Some(transfer.verify.reported().to_string()),
         transport: shards.iter().find_map(|s| s.transport),
-        dry_run: spec.dry_run,
+        dry_run: transfer.dry_run,
         message: (!message.is_empty()).then_some(message),
         ..Default::default()
     }

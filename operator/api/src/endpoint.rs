@@ -16,6 +16,8 @@ use crate::validate::{err, SpecError};
 pub struct SecretUse<'a> {
     pub name: &'a str,
     pub keys: &'static [SecretKey],
+    /// The field that names it, below the location (`credentialsSecretRef`).
+    pub field: &'static str,
 }
 
 /// A volume the agents mount for a side.
@@ -211,6 +213,7 @@ impl Location for S3Location {
         self.credentials_secret_ref.as_ref().map(|r| SecretUse {
             name: &r.name,
             keys: S3_SECRET_KEYS,
+            field: "credentialsSecretRef",
         })
     }
 

@@ -17,6 +17,8 @@ pub const NAMESPACE: &str = "FERRY_NAMESPACE";
 pub const PROGRESS_FILE: &str = "FERRY_PROGRESS_FILE";
 /// Seconds between checkpoints.
 pub const CHECKPOINT_SECONDS: &str = "FERRY_CHECKPOINT_SECONDS";
+/// The log filter of both binaries (a `tracing` filter: `info`, `ferry_engine=debug`...).
+pub const LOG: &str = "FERRY_LOG";
 
 /// The prefix of one side's secret variables: `FERRY_SOURCE_`.
 pub fn secret_prefix(side: Side) -> String {

@@ -9,6 +9,8 @@ pub const PLAN_KEY: &str = "plan.json";
 pub const PLAN_MOUNT: &str = "/etc/ferry/plan";
 /// The key of the progress record inside a shard's ConfigMap.
 pub const PROGRESS_KEY: &str = "progress.json";
+/// The command the agents' containers run (in the one image that holds both binaries).
+pub const AGENT_COMMAND: &str = "transfer-agent";
 
 /// The plan file as an agent sees it.
 pub fn plan_path() -> String {

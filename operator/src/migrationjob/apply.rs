@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ferry_api::{validate, JobPlan, MigrationJob};
+use ferry_api::{JobPlan, MigrationJob};
 use ferry_engine::limit::Limits;
 use ferry_engine::retry::RetryPolicy;
 use ferry_engine::stores;
@@ -123,7 +123,7 @@ async fn create_plan(mj: &MigrationJob, world: &World, ctx: &Context) -> Result<
             .await
             .map_err(Error::from);
     }
-    let Ok(v) = validate(&mj.spec) else {
+    let Some(v) = world.validated.clone() else {
         return Ok(()); // the decision fails an invalid spec before planning
     };
     let (client, mj) = (ctx.client.clone(), mj.clone());

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use ferry_api::{Endpoint, JobPlan, MigrationJob, Side};
 use ferry_k8s::env;
 use ferry_k8s::names::{
-    agent_name, job_name, plan_name, plan_path, shard_name, shard_prefix, JOB_LABEL, PLAN_KEY,
-    PLAN_MOUNT,
+    agent_name, job_name, plan_name, plan_path, shard_name, shard_prefix, AGENT_COMMAND, JOB_LABEL,
+    PLAN_KEY, PLAN_MOUNT,
 };
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
@@ -253,7 +253,7 @@ pub fn agent_job(mj: &MigrationJob, plan: &JobPlan, image: &str, suspend: bool) 
                     containers: vec![Container {
                         name: "agent".into(),
                         image: Some(image.into()),
-                        command: Some(vec!["transfer-agent".into()]),
+                        command: Some(vec![AGENT_COMMAND.into()]),
                         env: Some(envs),
                         volume_mounts: Some(mounts),
                         resources: Some(ResourceRequirements {

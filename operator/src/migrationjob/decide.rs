@@ -188,9 +188,27 @@ impl<'a> Pass<'a> {
         let v = self.checked()?;
         if self.obs.job.is_none() {
             self.admit()?;
+        } else {
+            self.planless()?;
         }
         self.track(&v);
         ControlFlow::Continue(())
+    }
+
+    /// Agents that run without a plan of this spec and attempt that can be read (it was
+    /// deleted, or written by an older version) cannot be followed: they are stopped (they
+    /// checkpoint) and the job goes through admission again.
+    fn planless(&mut self) -> ControlFlow<()> {
+        if self.obs.plan_ready {
+            return ControlFlow::Continue(());
+        }
+        self.d.steps.push(Step::DeleteJob);
+        self.pending(
+            Reason::Planning,
+            "the agents run a plan that is gone or cannot be read; stopping them to plan again",
+            false,
+        );
+        ControlFlow::Break(())
     }
 
     fn conditions(&mut self) -> Conditions<'_> {
@@ -755,6 +773,22 @@ mod tests {
             d.steps
         );
         assert_eq!(cond(&d, Progressing).status, "True");
+    }
+
+    #[test]
+    fn agents_without_a_readable_plan_are_stopped_and_the_job_planned_again() {
+        let mut f = load("running");
+        f.observed.plan_ready = false;
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Pending));
+        assert!(d.steps.contains(&Step::DeleteJob));
+        assert!(!d.steps.iter().any(|s| matches!(s, Step::CreateJob { .. })));
+        // Once they are gone, planning starts over.
+        f.job.status = Some(d.status);
+        f.observed.job = None;
+        f.observed.probe = Some(Probe::default());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.steps.first(), Some(&Step::CreatePlan));
     }
 
     #[test]

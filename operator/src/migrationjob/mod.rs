@@ -59,12 +59,13 @@ async fn reconcile_live(cached: &MigrationJob, ctx: &Context) -> Result<Action, 
     let api: Api<MigrationJob> =
         Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
     let Some(mj) = api.get_opt(&cached.name_any()).await? else {
+        ctx.admission.record(&key(cached), false);
         return Ok(Action::await_change());
     };
     let mut world = observe::observe(&mj, ctx).await?;
     let mut d = decide(&mj, &world.observed);
     if d.requeue.is_zero() {
-        world.observed.probe = Some(observe::probe(&mj, &world.credentials).await);
+        world.observed.probe = Some(observe::probe(&mj, &world).await);
         d = decide(&mj, &world.observed);
     }
     let starts = d.steps.iter().any(|s| matches!(s, Step::CreateJob { .. }));
@@ -72,8 +73,33 @@ async fn reconcile_live(cached: &MigrationJob, ctx: &Context) -> Result<Action, 
         // Another job took the last slot since we observed: decide again (Queued) shortly.
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
+    let applied = carry_out(&api, &mj, &d, &world, ctx).await;
+    // The slot follows the phase in effect: the decided one once written, else the old one
+    // (a job whose agents could not be created gives back the slot it was admitted to).
+    let phase = match &applied {
+        Ok(()) => d.status.phase,
+        Err(_) => mj.status.as_ref().and_then(|s| s.phase),
+    };
+    ctx.admission
+        .record(&key(&mj), phase == Some(Phase::Running));
+    applied?;
+    Ok(Action::requeue(if d.requeue.is_zero() {
+        Duration::from_secs(5)
+    } else {
+        d.requeue
+    }))
+}
+
+/// Carries the decision's steps out, then writes its status.
+async fn carry_out(
+    api: &Api<MigrationJob>,
+    mj: &MigrationJob,
+    d: &decide::Decision,
+    world: &observe::World,
+    ctx: &Context,
+) -> Result<(), Error> {
     for step in &d.steps {
-        apply::execute(&mj, step, &world, ctx).await?;
+        apply::execute(mj, step, world, ctx).await?;
     }
     if mj.status.as_ref() != Some(&d.status) {
         // The whole status is replaced: a merge patch would keep every field the new status
@@ -89,11 +115,5 @@ async fn reconcile_live(cached: &MigrationJob, ctx: &Context) -> Result<Action, 
         )
         .await?;
     }
-    ctx.admission
-        .record(&key(&mj), d.status.phase == Some(Phase::Running));
-    Ok(Action::requeue(if d.requeue.is_zero() {
-        Duration::from_secs(5)
-    } else {
-        d.requeue
-    }))
+    Ok(())
 }

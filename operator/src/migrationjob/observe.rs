@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ferry_api::{validate, JobPlan, MigrationJob, Side};
+use ferry_api::{validate, JobPlan, MigrationJob, Side, ValidatedSpec};
 use ferry_core::JobCredentials;
 use ferry_k8s::names::{job_name, plan_name, shard_name, PLAN_KEY};
 use ferry_k8s::progress_configmap::record_of;
@@ -21,6 +21,8 @@ use crate::manifests::SecretData;
 /// What was observed, with what the steps need besides the decision's inputs.
 pub struct World {
     pub observed: Observed,
+    /// The spec, validated (None when it is not valid: the decision says why).
+    pub validated: Option<ValidatedSpec>,
     /// The sides' secret values (never in `observed`, never logged), when the Secrets are fine.
     pub credentials: JobCredentials,
     /// The stored plan of the current spec (of any attempt: a retry builds on it).
@@ -30,20 +32,24 @@ pub struct World {
 pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
     let ns = mj.namespace().unwrap_or_default();
     let name = mj.name_any();
+    // Where planning stands is read before the plan: a task that ends in between has stored
+    // its plan already, so it is either still planning here or its plan is found below.
+    let planning = ctx.plans.state(&mj.uid().unwrap_or_default());
+    let validated = validate(&mj.spec).ok();
     let secrets = secrets_of(mj, ctx).await?;
     let (credentials, secret_problems) = match job_credentials(&mj.spec, &ns, &|n| secrets.get(n)) {
         Ok(c) => (c, vec![]),
         Err(e) => (JobCredentials::default(), vec![e.to_string()]),
     };
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let hash = ferry_api::spec_hash(&mj.spec);
+    let hash = validated.as_ref().map(|v| v.spec_hash.clone());
     let plan = cms
         .get_opt(&plan_name(&name))
         .await?
         .and_then(|cm| cm.data)
         .and_then(|d| d.get(PLAN_KEY).cloned())
         .and_then(|j| serde_json::from_str::<JobPlan>(&j).ok())
-        .filter(|p| p.spec_hash == hash);
+        .filter(|p| Some(&p.spec_hash) == hash.as_ref());
     let attempt = mj.status.as_ref().map_or(0, |s| s.attempt);
     let current = plan.as_ref().filter(|p| p.attempt == attempt);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
@@ -52,21 +58,24 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         .wait_until_ready()
         .await
         .map_err(|_| Error::CacheGone)?;
-    let shards = current.map_or(0, |p| p.shards.len() as u32);
-    let shards = (0..shards)
-        .map(|i| {
-            ctx.configmaps
-                .get(&ObjectRef::new(&shard_name(&name, i)).within(&ns))
-                .and_then(|cm| record_of(&cm))
-                .filter(|p| p.spec_hash == hash)
-        })
-        .collect();
+    // Only the records of this plan's shards count (a record left by an earlier attempt, or
+    // by a plan made again, is stale even when the cache has not yet seen it reset).
+    let shards = current.map_or_else(Vec::new, |plan| {
+        (0..plan.shards.len())
+            .map(|i| {
+                ctx.configmaps
+                    .get(&ObjectRef::new(&shard_name(&name, i as u32)).within(&ns))
+                    .and_then(|cm| record_of(&cm))
+                    .filter(|p| p.is_for(plan, i))
+            })
+            .collect()
+    });
     let key = (ns.clone(), name.clone());
     let observed = Observed {
         secret_problems,
         probe: None,
         plan_ready: current.is_some(),
-        planning: ctx.plans.state(&mj.uid().unwrap_or_default()),
+        planning,
         job,
         shards,
         running_elsewhere: ctx.admission.running_besides(&key),
@@ -77,6 +86,7 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
     };
     Ok(World {
         observed,
+        validated,
         credentials,
         plan,
     })
@@ -136,8 +146,8 @@ async fn secrets_of(
 
 /// Checks both sides, writing nothing; a side whose data only the agents can see (a path in
 /// their volume) is left to them.
-pub async fn probe(mj: &MigrationJob, credentials: &JobCredentials) -> Probe {
-    let Ok(v) = validate(&mj.spec) else {
+pub async fn probe(mj: &MigrationJob, world: &World) -> Probe {
+    let Some(v) = &world.validated else {
         return Probe::default();
     };
     let endpoint = |side: Side| match side {
@@ -145,7 +155,7 @@ pub async fn probe(mj: &MigrationJob, credentials: &JobCredentials) -> Probe {
         Side::Destination => Some(&mj.spec.destination),
         Side::Report => mj.spec.report.as_ref(),
     };
-    crate::probe::probe(&v.transfer, credentials, 2, |side| {
+    crate::probe::probe(&v.transfer, &world.credentials, 2, |side| {
         endpoint(side)
             .and_then(|ep| ep.location().ok())
             .is_some_and(|l| l.checked_by_operator())

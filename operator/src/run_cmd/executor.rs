@@ -41,10 +41,14 @@ struct Tasks {
 }
 
 impl Tasks {
+    /// Takes the results of the shards that have ended. A result the runtime does not hand
+    /// over yet (its cooperative budget is spent) is taken on a later call.
     fn collect(&mut self) {
         for (i, h) in self.handles.iter_mut().enumerate() {
-            if self.ended[i].is_none() && h.is_finished() {
-                let result = futures::FutureExt::now_or_never(h).expect("finished");
+            if self.ended[i].is_some() || !h.is_finished() {
+                continue;
+            }
+            if let Some(result) = futures::FutureExt::now_or_never(h) {
                 self.ended[i] = Some(match result {
                     Ok(Ok(p)) => Ok(p),
                     Ok(Err(e)) => Err(format!("shard {i}: {e}")),
@@ -111,14 +115,37 @@ impl Local {
             .filter(|p| p.spec_hash == v.spec_hash)
     }
 
-    /// The stored progress records of `plan`'s shards.
+    /// The stored progress records of `plan`'s shards (none of another plan or attempt).
     async fn records(&self, plan: &JobPlan) -> Vec<Option<ShardProgress>> {
         let mut out = Vec::new();
         for i in 0..plan.shards.len() {
             let rec = self.shard_store(i).load().await.ok().flatten();
-            out.push(rec.filter(|p| p.spec_hash == plan.spec_hash));
+            out.push(rec.filter(|p| p.is_for(plan, i)));
         }
         out
+    }
+
+    /// `status` with its counters, failures and shards from the records the shards saved
+    /// last (the decision that ended the job saw them a moment before the agents stopped).
+    pub async fn with_final_records(
+        &self,
+        v: &ValidatedSpec,
+        mut status: MigrationJobStatus,
+    ) -> MigrationJobStatus {
+        let Some(plan) = self.stored_plan(v) else {
+            return status;
+        };
+        let records: Vec<ShardProgress> = self.records(&plan).await.into_iter().flatten().collect();
+        if records.is_empty() {
+            return status;
+        }
+        let agg = aggregate(&v.transfer, &records, plan.shards.len());
+        status.progress = agg.progress;
+        status.failures_by_class = agg.failures_by_class;
+        status.first_errors = agg.first_errors;
+        status.shards = agg.shards;
+        status.transport = agg.transport;
+        status
     }
 
     /// The status a local job has from its state directory, if it has been planned.
@@ -159,7 +186,7 @@ impl Local {
             (Some(t), Some(p)) => (0..t.lives.len())
                 .map(|i| match &t.ended[i] {
                     Some(Ok(rec)) => Some(rec.clone()),
-                    _ => Some(t.lives[i].borrow().clone()).filter(|r| r.spec_hash == p.spec_hash),
+                    _ => Some(t.lives[i].borrow().clone()).filter(|r| r.is_for(p, i)),
                 })
                 .collect(),
             (None, Some(p)) => self.records(p).await,

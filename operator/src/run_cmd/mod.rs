@@ -106,6 +106,16 @@ fn failed(message: String) -> MigrationJobStatus {
 /// How often the decision is made again while shards run.
 const TICK: Duration = Duration::from_millis(250);
 
+/// The next delivery of a signal (never, when it could not be listened for).
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal.as_mut() {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Relative paths (filesystem locations) are relative to the file the job came from.
 pub(crate) fn resolve_paths(spec: &mut MigrationJobSpec, dir: &Path) {
     let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
@@ -161,7 +171,14 @@ async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> Migrati
             .get_or_insert_with(Default::default)
             .insert(RETRY_ANNOTATION.to_string(), retry_token(attempt + 1));
     }
-    let ended_before = job.status.as_ref().and_then(|s| s.phase).is_some() && !args.retry_failed;
+    let ended = job.status.as_ref().and_then(|s| s.phase).is_some();
+    if args.retry_failed && !ended {
+        eprintln!(
+            "{namespace}/{name}: --retry-failed: the last run did not end (or never ran); \
+             running the job instead"
+        );
+    }
+    let ended_before = ended && !args.retry_failed;
     if ended_before {
         eprintln!(
             "{namespace}/{name}: already completed with this spec; nothing to do (delete {} to start over)",
@@ -171,8 +188,10 @@ async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> Migrati
 
     let mut ui: Option<Ui> = None;
     let mut interrupted = false;
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // Listening from the start, so a signal that arrives while a step runs is not lost.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigint = signal(SignalKind::interrupt()).ok();
+    let mut sigterm = signal(SignalKind::terminate()).ok();
     let status = loop {
         let mut obs = local.observe(&job, validated.as_ref()).await;
         let mut d = decide(&job, &obs);
@@ -221,12 +240,12 @@ async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> Migrati
         }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = received(&mut sigint), if !interrupted => {
                 interrupted = true;
                 eprintln!("\nstopping: finishing objects in flight and saving the checkpoint...");
                 job.spec.suspend = true;
             }
-            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } }, if !interrupted => {
+            _ = received(&mut sigterm), if !interrupted => {
                 interrupted = true;
                 job.spec.suspend = true;
             }
@@ -235,6 +254,10 @@ async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> Migrati
     if let Some(ui) = &ui {
         ui.finish();
     }
+    let status = match (&validated, &ui) {
+        (Some(v), Some(_)) => local.with_final_records(v, status).await,
+        _ => status,
+    };
     if ui.is_some() || ended_before {
         ui::summary(&status, started);
     } else {

@@ -18,8 +18,6 @@ pub enum Side {
 }
 
 impl Side {
-    pub const ALL: [Side; 3] = [Side::Source, Side::Destination, Side::Report];
-
     /// The spec field (`source`, `destination`, `report`).
     pub fn field(self) -> &'static str {
         match self {

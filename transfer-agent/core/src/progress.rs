@@ -8,6 +8,8 @@ use futures::future::BoxFuture;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::plan::{JobPlan, ShardRange};
+
 /// At most this many first errors are kept in a progress record and in a status.
 pub const MAX_FIRST_ERRORS: usize = 10;
 
@@ -229,6 +231,14 @@ pub struct ShardProgress {
     pub shard: u32,
     /// A hash of the spec fields that shape the key set; a record with another hash is stale.
     pub spec_hash: String,
+    /// The attempt of the plan the record belongs to (0, or n for the n-th retry).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+    /// The range of the plan's shard the record belongs to: a record of another range (a plan
+    /// made again) is stale, so a checkpoint is never applied to keys it does not cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub range: Option<ShardRange>,
     /// The shard's state.
     pub state: ShardState,
     /// Live counters (they may run ahead of the checkpoint).
@@ -266,6 +276,28 @@ pub struct ShardProgress {
     /// objects written since then and equal to their source are the earlier attempt's work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+}
+
+impl ShardProgress {
+    /// A new record for shard `index` of `plan`.
+    pub fn new_for(plan: &JobPlan, index: usize) -> Self {
+        let range = plan.shards[index].clone();
+        ShardProgress {
+            shard: range.index,
+            spec_hash: plan.spec_hash.clone(),
+            attempt: plan.attempt,
+            range: Some(range),
+            ..Default::default()
+        }
+    }
+
+    /// Whether this record belongs to shard `index` of `plan`: the same spec, attempt and
+    /// range. Any other record is stale.
+    pub fn is_for(&self, plan: &JobPlan, index: usize) -> bool {
+        self.spec_hash == plan.spec_hash
+            && self.attempt == plan.attempt
+            && self.range.as_ref() == plan.shards.get(index)
+    }
 }
 
 /// Where a shard's progress record (with its checkpoint) is kept: a file for `ferry run` and

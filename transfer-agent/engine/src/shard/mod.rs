@@ -35,7 +35,8 @@ pub struct ShardRun {
     pub index: usize,
     pub src: Arc<dyn Source>,
     pub dst: Arc<dyn Sink>,
-    /// The root reports go under (the destination by default). None writes none (dry runs).
+    /// The side whose root (bucket or directory) the report folder is under: the destination
+    /// unless `spec.report` names another. None writes no report (dry runs).
     pub report: Option<Arc<dyn Sink>>,
     pub limits: Arc<Limits>,
     pub retry: RetryPolicy,
@@ -147,12 +148,8 @@ impl ShardRun {
             self.sweep_uploads().await;
         }
         let mut record = match loaded {
-            Some(r) if r.spec_hash == self.plan.spec_hash => r,
-            _ => ShardProgress {
-                shard: self.range().index,
-                spec_hash: self.plan.spec_hash.clone(),
-                ..Default::default()
-            },
+            Some(r) if r.is_for(&self.plan, self.index) => r,
+            _ => ShardProgress::new_for(&self.plan, self.index),
         };
         let resumed_since = record
             .started_at

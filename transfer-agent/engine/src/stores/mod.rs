@@ -231,7 +231,8 @@ pub trait Sink: Source {
     }
 
     /// The folder `folder` below this side's root (the bucket or directory, not its prefix)
-    /// as a store of its own, with nothing hidden: where Ferry keeps its reports.
+    /// as a store of its own, with nothing hidden: where Ferry keeps its reports. Called on a
+    /// side, not on a folder (folders do not nest).
     fn folder(&self, folder: &str) -> Arc<dyn Sink>;
 }
 
