@@ -66,3 +66,29 @@ pub enum Error {
     #[error("the plan of the first run is gone; cannot retry the failed objects")]
     PlanGone,
 }
+
+/// Publishes an Event about `obj` (best effort: a failure is logged).
+pub async fn publish_event(
+    ctx: &Context,
+    obj: &k8s_openapi::api::core::v1::ObjectReference,
+    warning: bool,
+    reason: ferry_api::Reason,
+    message: &str,
+    action: &str,
+) {
+    use kube::runtime::events::{Event, EventType};
+    let ev = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.as_str().into(),
+        note: Some(message.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, obj).await {
+        tracing::warn!(error = %e, "could not publish an Event");
+    }
+}

@@ -84,6 +84,7 @@ pub async fn plan(
         report_prefix: report_prefix(namespace, name, uid),
         attempt: 0,
         retry_failed_from: None,
+        stage: Default::default(),
     })
 }
 

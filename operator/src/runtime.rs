@@ -3,19 +3,20 @@
 
 use std::sync::Arc;
 
-use ferry_api::{MigrationJob, Phase};
-use ferry_k8s::names::JOB_LABEL;
+use ferry_api::{BucketSync, MigrationJob, Phase, APPROVE_DELETES_ANNOTATION};
+use ferry_k8s::names::{JOB_LABEL, SYNC_LABEL};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 
 use crate::admission::Admission;
 use crate::context::{Context, ControllerArgs, Error, MANAGER};
-use crate::migrationjob;
+use crate::{bucketsync, migrationjob};
 
 /// Runs the controller until SIGTERM, once this replica holds the leader Lease.
 pub async fn run(args: ControllerArgs) -> Result<(), Error> {
@@ -62,15 +63,44 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         watcher::Config::default().labels(JOB_LABEL),
     )
     .owns_stream(cm_events)
+    // A BucketSync's approval annotation names the run it approves: wake that run.
+    .watches(
+        Api::<BucketSync>::all(client.clone()),
+        watcher::Config::default(),
+        |bs| {
+            bs.annotations()
+                .get(APPROVE_DELETES_ANNOTATION)
+                .map(|run| ObjectRef::new(run).within(&bs.namespace().unwrap_or_default()))
+        },
+    )
     .shutdown_on_signal()
-    .run(migrationjob::reconcile, migrationjob::error_policy, ctx)
+    .run(
+        migrationjob::reconcile,
+        migrationjob::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "reconcile failed");
+        }
+    });
+    let syncs = Controller::new(
+        Api::<BucketSync>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<MigrationJob>::all(client.clone()),
+        watcher::Config::default().labels(SYNC_LABEL),
+    )
+    .shutdown_on_signal()
+    .run(bucketsync::reconcile, bucketsync::error_policy, ctx)
     .for_each(|res| async move {
         if let Err(e) = res {
             tracing::warn!(error = %e, "reconcile failed");
         }
     });
     tokio::select! {
-        _ = controller => {}
+        _ = futures::future::join(controller, syncs) => {}
         r = renewing => {
             tracing::error!(?r, "lost the leader Lease; stopping");
             return Err(Error::LostLease);

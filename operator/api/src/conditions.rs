@@ -19,6 +19,12 @@ pub enum ConditionType {
     CredentialsValid,
     SourceReachable,
     DestinationReachable,
+    /// Delete propagation found more candidates than `maxDeletes` allows and deleted none.
+    DeletesHeld,
+    /// kstatus: the resource is being brought to its desired state (BucketSync: a run).
+    Reconciling,
+    /// kstatus: the resource cannot make progress without a change (an invalid spec).
+    Stalled,
 }
 
 impl ConditionType {
@@ -30,6 +36,9 @@ impl ConditionType {
             ConditionType::CredentialsValid => "CredentialsValid",
             ConditionType::SourceReachable => "SourceReachable",
             ConditionType::DestinationReachable => "DestinationReachable",
+            ConditionType::DeletesHeld => "DeletesHeld",
+            ConditionType::Reconciling => "Reconciling",
+            ConditionType::Stalled => "Stalled",
         }
     }
 }
@@ -63,6 +72,34 @@ pub enum Reason {
     PartiallyCompleted,
     Failed,
     Cancelled,
+    /// More delete candidates than `maxDeletes` allows: none deleted.
+    MaxDeletesExceeded,
+    /// The candidates are within `maxDeletes`.
+    WithinLimit,
+    /// A held run's deletes were approved with `ferry.dev/approve-deletes`.
+    DeletesApproved,
+    /// A run with failures (or a listing error) deletes nothing.
+    DeletesSkipped,
+    /// The delete stage is running.
+    Deleting,
+    /// Nothing to delete.
+    NoDeletes,
+    /// A BucketSync run started.
+    SyncStarted,
+    /// A BucketSync run ended well.
+    SyncSucceeded,
+    /// A BucketSync run failed.
+    SyncFailed,
+    /// A tick came while a run was active (`concurrencyPolicy: Forbid`) or too late.
+    SyncSkipped,
+    /// The active run was cancelled for a new one (`concurrencyPolicy: Replace`).
+    SyncReplaced,
+    /// Waiting for the next tick.
+    Scheduled,
+    /// Nothing running.
+    Idle,
+    /// A child's name is held by an object Ferry does not own.
+    NameTaken,
 }
 
 impl Reason {
@@ -90,6 +127,20 @@ impl Reason {
             Reason::PartiallyCompleted => "PartiallyCompleted",
             Reason::Failed => "Failed",
             Reason::Cancelled => "Cancelled",
+            Reason::MaxDeletesExceeded => "MaxDeletesExceeded",
+            Reason::WithinLimit => "WithinLimit",
+            Reason::DeletesApproved => "DeletesApproved",
+            Reason::DeletesSkipped => "DeletesSkipped",
+            Reason::Deleting => "Deleting",
+            Reason::NoDeletes => "NoDeletes",
+            Reason::SyncStarted => "SyncStarted",
+            Reason::SyncSucceeded => "SyncSucceeded",
+            Reason::SyncFailed => "SyncFailed",
+            Reason::SyncSkipped => "SyncSkipped",
+            Reason::SyncReplaced => "SyncReplaced",
+            Reason::Scheduled => "Scheduled",
+            Reason::Idle => "Idle",
+            Reason::NameTaken => "NameTaken",
         }
     }
 

@@ -7,19 +7,28 @@
 //! re-exported here, so the engine never depends on this crate.
 
 pub mod aggregate;
+pub mod bucketsync;
 pub mod cel;
 pub mod conditions;
+pub mod deletes;
 pub mod endpoint;
 pub mod quantity;
+pub mod schedule;
 pub mod spec;
 pub mod status;
 pub mod validate;
 
+pub use bucketsync::{
+    BucketSync, BucketSyncSpec, BucketSyncStatus, ConcurrencyPolicy, RunSummary, SyncPhase,
+};
 pub use conditions::{ConditionType, Conditions, Reason};
+pub use deletes::{DeletesState, DeletesStatus, APPROVE_DELETES_ANNOTATION};
 pub use endpoint::{Location, Side};
-pub use ferry_core::plan::{FailureBudget, JobPlan, ShardRange};
+pub use ferry_core::plan::{DeleteSettings, FailureBudget, JobPlan, ShardRange, Stage};
 pub use ferry_core::select::Selector;
 pub use quantity::ByteSize;
 pub use spec::*;
 pub use status::*;
-pub use validate::{spec_hash, validate, SpecError, ValidatedSpec};
+pub use validate::{
+    resolve, spec_hash, transfer_problems, validate, SpecError, ValidatedSpec, DEFAULT_MAX_DELETES,
+};

@@ -33,11 +33,44 @@ pub use ferry_core::{OverwritePolicy, VerifyMode};
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::cel::spec)]
 pub struct MigrationJobSpec {
+    /// What is copied and how (the fields a BucketSync shares).
+    #[serde(flatten)]
+    pub transfer: TransferSpec,
+    /// Plan, list and compare, report what would be copied (and deleted), and write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Pause the job: agents stop and resume from their checkpoints when set back to false.
+    #[serde(default)]
+    pub suspend: bool,
+    /// End the job for good (`Cancelled`); multipart uploads in flight are aborted.
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+impl std::ops::Deref for MigrationJobSpec {
+    type Target = TransferSpec;
+    fn deref(&self) -> &TransferSpec {
+        &self.transfer
+    }
+}
+
+impl std::ops::DerefMut for MigrationJobSpec {
+    fn deref_mut(&mut self) -> &mut TransferSpec {
+        &mut self.transfer
+    }
+}
+
+/// What a copy moves and how: the fields a MigrationJob and a BucketSync share (one type, so
+/// a BucketSync's runs are MigrationJobs carrying exactly its transfer).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferSpec {
     /// Where the objects are read from. Set exactly one of `s3` or `filesystem`.
     pub source: Endpoint,
     /// Where the objects are written to. Set exactly one of `s3` or `filesystem`.
     pub destination: Endpoint,
-    /// Which source objects are selected. Objects filtered out are not counted at all.
+    /// Which source objects are selected. Objects filtered out are not counted at all (and,
+    /// with delete propagation, destination keys filtered out are never deleted).
     #[serde(default)]
     pub filters: Filters,
     /// What to do when the destination already holds a key: `Skip` (copy only absent keys),
@@ -69,19 +102,60 @@ pub struct MigrationJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), regex(pattern = r"^[0-9]+(\.[0-9]+)?%?$"))]
     pub max_failures: Option<String>,
-    /// Plan, list and compare, report what would be copied, and write nothing.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Pause the job: agents stop and resume from their checkpoints when set back to false.
-    #[serde(default)]
-    pub suspend: bool,
-    /// End the job for good (`Cancelled`); multipart uploads in flight are aborted.
-    #[serde(default)]
-    pub cancel: bool,
     /// Where the failure report and the manifest of written keys go. Default: the destination,
     /// under `.ferry/reports/<namespace>/<name>/<uid>/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Endpoint>,
+    /// Whether destination keys absent at the source are deleted (`policy: Propagate`), and
+    /// the guard on how many. Default: `Keep` (never delete).
+    #[serde(default, skip_serializing_if = "Deletes::is_default")]
+    pub deletes: Deletes,
+}
+
+/// Delete propagation: what happens to destination keys that the source does not hold.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deletes {
+    /// `Keep` (the default) never deletes. `Propagate` deletes destination keys absent at the
+    /// source, after every copy succeeded and within `maxDeletes`. Only keys the filters
+    /// select are candidates, never anything under `.ferry/`.
+    #[serde(default)]
+    pub policy: DeletePolicy,
+    /// The guard, decided before anything is deleted: a count (`"100"`, `"0"` allowed) or a
+    /// percentage of the destination's selected keys (`"10%"`, the default). A run with more
+    /// candidates deletes none of them and says so (condition `DeletesHeld`) until the limit
+    /// is raised, the source comes back, or the run is approved with the annotation
+    /// `ferry.dev/approve-deletes: <run name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), regex(pattern = r"^[0-9]+(\.[0-9]+)?%?$"), transform = crate::cel::max_deletes)]
+    pub max_deletes: Option<String>,
+    /// S3 destinations only: copy each object to `<backupPrefix><key>` in the destination's
+    /// bucket before deleting it (like `rclone --backup-dir`). Keys under it are never
+    /// candidates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), transform = crate::cel::backup_prefix)]
+    pub backup_prefix: Option<String>,
+}
+
+impl Deletes {
+    fn is_default(&self) -> bool {
+        *self == Deletes::default()
+    }
+
+    /// Whether destination keys absent at the source are deleted.
+    pub fn propagate(&self) -> bool {
+        self.policy == DeletePolicy::Propagate
+    }
+}
+
+/// Whether deletions at the source are propagated to the destination.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletePolicy {
+    /// Never delete at the destination.
+    #[default]
+    Keep,
+    /// Delete destination keys absent at the source, within the guard.
+    Propagate,
 }
 
 /// One side of a copy. Exactly one of the fields is set (see [`Endpoint::KINDS`]).

@@ -174,6 +174,10 @@ pub struct MigrationJobStatus {
     /// (each retry has its own report folder, `retry-<n>/`, and progress counts only its keys).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// Delete propagation (`spec.deletes.policy: Propagate`): candidates, the guard's
+    /// verdict, what was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<crate::deletes::DeletesStatus>,
     /// A one-line explanation of the phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -3,12 +3,12 @@
 //! plan's transfer settings from it, never from the raw spec. The CRD's CEL rules repeat the
 //! checks that the API server can enforce at `kubectl apply` time.
 
-use ferry_core::plan::{FailureBudget, MultipartSettings, Transfer};
+use ferry_core::plan::{DeleteSettings, FailureBudget, MultipartSettings, Transfer};
 use ferry_core::select::{Selection, Selector};
 use sha2::{Digest, Sha256};
 
 use crate::endpoint::Side;
-use crate::spec::{Endpoint, MigrationJobSpec};
+use crate::spec::{Endpoint, MigrationJobSpec, TransferSpec};
 
 /// One problem with a spec: the field path and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,46 +47,65 @@ pub fn validate(spec: &MigrationJobSpec) -> Result<ValidatedSpec, Vec<SpecError>
     if !errors.is_empty() {
         return Err(errors);
     }
-    let location = |ep: &Endpoint| ep.location().expect("checked").store_config();
-    let f = &spec.filters;
     Ok(ValidatedSpec {
         shards: spec.parallelism.shards,
         spec_hash: spec_hash(spec),
-        transfer: Transfer {
-            source: location(&spec.source),
-            destination: location(&spec.destination),
-            report: spec.report.as_ref().map(location),
-            selection: Selection {
-                include: f.include.clone(),
-                exclude: f.exclude.clone(),
-                case_insensitive: f.case_insensitive,
-                min_size: f.min_size.as_ref().map(|q| q.bytes()),
-                max_size: f.max_size.as_ref().map(|q| q.bytes()),
-                modified_after: f.modified_after,
-                modified_before: f.modified_before,
-            },
-            overwrite: spec.overwrite,
-            verify: spec.verify,
-            concurrency: spec.parallelism.concurrency,
-            memory_budget: spec
-                .parallelism
-                .memory_budget
-                .as_ref()
-                .map_or(DEFAULT_MEMORY_BUDGET, |m| m.bytes()),
-            bandwidth_limit: spec.bandwidth_limit.as_ref().map(|b| b.bytes()),
-            requests_per_second: spec.requests_per_second,
-            multipart: MultipartSettings {
-                threshold: spec.multipart.threshold.bytes(),
-                part_size: spec.multipart.part_size.bytes(),
-            },
-            max_failures: spec
-                .max_failures
-                .as_deref()
-                .map(|m| FailureBudget::parse(m).expect("checked")),
-            dry_run: spec.dry_run,
-            cancel: spec.cancel,
-        },
+        transfer: resolve(&spec.transfer, spec.dry_run, spec.cancel),
     })
+}
+
+/// The default guard of delete propagation: 10% of the destination's selected keys.
+pub const DEFAULT_MAX_DELETES: &str = "10%";
+
+/// The plan's transfer settings of a valid `TransferSpec` (checked by [`transfer_problems`]),
+/// every default resolved.
+pub fn resolve(spec: &TransferSpec, dry_run: bool, cancel: bool) -> Transfer {
+    let location = |ep: &Endpoint| ep.location().expect("checked").store_config();
+    let f = &spec.filters;
+    Transfer {
+        source: location(&spec.source),
+        destination: location(&spec.destination),
+        report: spec.report.as_ref().map(location),
+        selection: Selection {
+            include: f.include.clone(),
+            exclude: f.exclude.clone(),
+            case_insensitive: f.case_insensitive,
+            min_size: f.min_size.as_ref().map(|q| q.bytes()),
+            max_size: f.max_size.as_ref().map(|q| q.bytes()),
+            modified_after: f.modified_after,
+            modified_before: f.modified_before,
+        },
+        overwrite: spec.overwrite,
+        verify: spec.verify,
+        concurrency: spec.parallelism.concurrency,
+        memory_budget: spec
+            .parallelism
+            .memory_budget
+            .as_ref()
+            .map_or(DEFAULT_MEMORY_BUDGET, |m| m.bytes()),
+        bandwidth_limit: spec.bandwidth_limit.as_ref().map(|b| b.bytes()),
+        requests_per_second: spec.requests_per_second,
+        multipart: MultipartSettings {
+            threshold: spec.multipart.threshold.bytes(),
+            part_size: spec.multipart.part_size.bytes(),
+        },
+        max_failures: spec
+            .max_failures
+            .as_deref()
+            .map(|m| FailureBudget::parse(m).expect("checked")),
+        dry_run,
+        cancel,
+        deletes: spec.deletes.propagate().then(|| DeleteSettings {
+            max: FailureBudget::parse(
+                spec.deletes
+                    .max_deletes
+                    .as_deref()
+                    .unwrap_or(DEFAULT_MAX_DELETES),
+            )
+            .expect("checked"),
+            backup_prefix: spec.deletes.backup_prefix.clone(),
+        }),
+    }
 }
 
 /// A hash of every spec field that shapes what a run does, that is all but the runtime knobs
@@ -116,7 +135,13 @@ pub const RUNTIME_KNOBS: &[&str] = &[
 
 /// Every problem found in `spec`; empty when it is valid.
 pub fn problems(spec: &MigrationJobSpec) -> Vec<SpecError> {
+    transfer_problems(&spec.transfer)
+}
+
+/// Every problem found in the transfer fields (shared by MigrationJob and BucketSync).
+pub fn transfer_problems(spec: &TransferSpec) -> Vec<SpecError> {
     let mut errors = Vec::new();
+    check_deletes(spec, &mut errors);
     check_endpoint(&spec.source, Side::Source, &mut errors);
     check_endpoint(&spec.destination, Side::Destination, &mut errors);
     if let Some(report) = &spec.report {
@@ -213,6 +238,46 @@ pub fn problems(spec: &MigrationJobSpec) -> Vec<SpecError> {
     errors
 }
 
+fn check_deletes(spec: &TransferSpec, errors: &mut Vec<SpecError>) {
+    let d = &spec.deletes;
+    if !d.propagate() {
+        if d.max_deletes.is_some() || d.backup_prefix.is_some() {
+            errors.push(err(
+                "spec.deletes",
+                "maxDeletes and backupPrefix only apply with policy Propagate",
+            ));
+        }
+        return;
+    }
+    if let Some(m) = &d.max_deletes {
+        if let Err(e) = FailureBudget::parse(m) {
+            errors.push(err("spec.deletes.maxDeletes", e));
+        }
+    }
+    let f = &spec.filters;
+    if f.modified_after.is_some() || f.modified_before.is_some() {
+        errors.push(err(
+            "spec.deletes.policy",
+            "Propagate cannot be combined with filters.modifiedAfter or modifiedBefore: a time \
+             window makes every key outside it look deleted",
+        ));
+    }
+    if let Some(b) = &d.backup_prefix {
+        if spec.destination.s3.is_none() {
+            errors.push(err(
+                "spec.deletes.backupPrefix",
+                "needs an S3 destination (backups are copies inside its bucket)",
+            ));
+        }
+        if b.is_empty() || has_dot_segment(b) || b.starts_with(".ferry/") {
+            errors.push(err(
+                "spec.deletes.backupPrefix",
+                "must be a non-empty key prefix without '..' segments, not under .ferry/",
+            ));
+        }
+    }
+}
+
 fn check_endpoint(ep: &Endpoint, side: Side, errors: &mut Vec<SpecError>) {
     let path = format!("spec.{}", side.field());
     match ep.location() {
@@ -222,7 +287,7 @@ fn check_endpoint(ep: &Endpoint, side: Side, errors: &mut Vec<SpecError>) {
 }
 
 /// Refuses a copy of a tree into itself (the destination inside the source or the reverse).
-fn check_overlap(spec: &MigrationJobSpec, errors: &mut Vec<SpecError>) {
+fn check_overlap(spec: &TransferSpec, errors: &mut Vec<SpecError>) {
     let (Ok(src), Ok(dst)) = (spec.source.location(), spec.destination.location()) else {
         return;
     };

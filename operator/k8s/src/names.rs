@@ -3,6 +3,8 @@
 
 /// The label on every child, with the owning job's name.
 pub const JOB_LABEL: &str = "ferry.dev/migrationjob";
+/// The label on the MigrationJobs a BucketSync runs: the BucketSync's name.
+pub const SYNC_LABEL: &str = "ferry.dev/bucket-sync";
 /// The key of the plan inside its ConfigMap (and the file name where it is mounted).
 pub const PLAN_KEY: &str = "plan.json";
 /// Where the plan ConfigMap is mounted in an agent.

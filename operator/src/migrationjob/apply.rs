@@ -12,14 +12,13 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
-use kube::runtime::events::{Event, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use super::build;
 use super::decide::Step;
 use super::observe::World;
-use crate::context::{Context, Error, MANAGER};
+use crate::context::{publish_event, Context, Error, MANAGER};
 use crate::planner;
 
 pub async fn execute(
@@ -35,6 +34,11 @@ pub async fn execute(
     let current = || world.plan.as_ref().ok_or(Error::PlanGone);
     match step {
         Step::CreatePlan => create_plan(mj, world, ctx).await?,
+        Step::PlanDeletes => {
+            // The same shards and report folder: each agent deletes its shard's candidates.
+            let plan = current()?.copy_stage().deletes();
+            store_plan(&client, mj, &plan).await?;
+        }
         Step::CreateAgentAccess => {
             let shards = current()?.shards.len() as u32;
             let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -93,20 +97,8 @@ pub async fn execute(
             reason,
             message,
         } => {
-            let ev = Event {
-                type_: if *warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: reason.as_str().into(),
-                note: Some(message.chars().take(1000).collect()),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            if let Err(e) = ctx.recorder.publish(&ev, &mj.object_ref(&())).await {
-                tracing::warn!(error = %e, "could not publish an Event");
-            }
+            let obj = mj.object_ref(&());
+            publish_event(ctx, &obj, *warning, *reason, message, "Reconcile").await;
         }
     }
     Ok(())

@@ -316,6 +316,7 @@ mod tests {
             report_prefix: String::new(),
             attempt: 0,
             retry_failed_from: None,
+            stage: Default::default(),
         };
         let job = agent_job(&m, &plan, "img:1", true);
         let spec = job.spec.as_ref().unwrap();

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use ferry_api::aggregate::aggregate;
 use ferry_api::conditions::{find, ConditionType, Conditions, Reason};
-use ferry_api::ValidatedSpec;
+use ferry_api::deletes::{self, DeletesState, Verdict};
 use ferry_api::{validate, MigrationJob, MigrationJobStatus, Phase, ShardProgress, ShardState};
+use ferry_api::{ValidatedSpec, APPROVE_DELETES_ANNOTATION};
 use serde::{Deserialize, Serialize};
 
 use ConditionType::*;
@@ -58,6 +59,10 @@ pub struct Observed {
     /// Where the current plan writes its reports, once planned.
     #[serde(default)]
     pub report: Option<String>,
+    /// The `ferry.dev/approve-deletes` annotation that concerns this job: its own, or that of
+    /// the BucketSync that owns it. It approves a held run when it names the job.
+    #[serde(default)]
+    pub approval: Option<String>,
     /// The time of the decision (RFC 3339).
     pub now: String,
 }
@@ -120,6 +125,8 @@ pub struct AgentJob {
 pub enum Step {
     /// Plan the shards and store the plan.
     CreatePlan,
+    /// Store the delete stage of the stored plan (the same shards; no listing).
+    PlanDeletes,
     /// Give the agents what they need to report (progress records, their identity).
     CreateAgentAccess,
     /// Empty the shards' progress records (a retry attempt starts without checkpoints).
@@ -202,6 +209,12 @@ impl<'a> Pass<'a> {
         if self.obs.plan_ready {
             return ControlFlow::Continue(());
         }
+        if self.deleting() {
+            // The copy stage's agents are still going; the delete stage starts once they are.
+            self.d.steps.push(Step::DeleteJob);
+            self.d.status.phase = Some(Phase::Running);
+            return ControlFlow::Break(());
+        }
         self.d.steps.push(Step::DeleteJob);
         self.pending(
             Reason::Planning,
@@ -241,6 +254,9 @@ impl<'a> Pass<'a> {
             .filter(|t| self.prev.last_retry_token.as_deref() != Some(*t));
         if self.obs.job.is_some() {
             self.d.steps.push(Step::DeleteJob);
+        } else if self.approved_now() {
+            self.approve();
+            return ControlFlow::Break(());
         } else if let Some(token) = new_token {
             let token = token.to_string();
             self.retry(phase, &token);
@@ -249,6 +265,52 @@ impl<'a> Pass<'a> {
         self.d.requeue = SLOW;
         self.d.status.phase = Some(phase);
         ControlFlow::Break(())
+    }
+
+    /// Whether the approval annotation names this job, held and not yet approved.
+    fn approved_now(&self) -> bool {
+        let held = self
+            .prev
+            .deletes
+            .as_ref()
+            .is_some_and(|d| d.state == DeletesState::Held);
+        held && self.obs.approval.as_deref() == self.mj.metadata.name.as_deref()
+    }
+
+    /// Whether the delete stage is the one in effect.
+    fn deleting(&self) -> bool {
+        self.prev
+            .deletes
+            .as_ref()
+            .is_some_and(|d| d.state == DeletesState::Deleting)
+    }
+
+    /// A held run approved: its delete stage starts (the agents look at every candidate
+    /// again, so only those still absent at the source and unchanged are deleted).
+    fn approve(&mut self) {
+        let name = self.mj.metadata.name.clone().unwrap_or_default();
+        let st = &mut self.d.status;
+        if let Some(d) = st.deletes.as_mut() {
+            d.state = DeletesState::Deleting;
+            d.approved = Some(name.clone());
+            d.message = format!(
+                "approved with {APPROVE_DELETES_ANNOTATION}={name}: deleting the held candidates                  still absent at the source"
+            );
+        }
+        st.completion_time = None;
+        let msg = format!(
+            "{APPROVE_DELETES_ANNOTATION}={name}: deleting the {} held candidates that are still              absent at the source",
+            st.deletes.as_ref().map_or(0, |d| d.candidates)
+        );
+        self.conditions()
+            .set(DeletesHeld, false, Reason::DeletesApproved, &msg);
+        self.event(false, Reason::DeletesApproved, msg.clone());
+        self.d.requeue = FAST;
+        let mut c = self.conditions();
+        c.set(Ready, false, Reason::Deleting, &msg);
+        c.set(Progressing, true, Reason::Deleting, &msg);
+        self.d.status.phase = Some(Phase::Running);
+        self.d.status.message = Some(msg);
     }
 
     /// A new retry token on a finished job: start attempt n+1 over the keys of the last
@@ -346,6 +408,12 @@ impl<'a> Pass<'a> {
                 self.obs.running_elsewhere
             );
             self.pending(Reason::Queued, &msg, false);
+            return ControlFlow::Break(());
+        }
+        if !self.obs.plan_ready && self.deleting() {
+            self.d.steps.push(Step::PlanDeletes);
+            self.d.requeue = FAST;
+            self.d.status.phase = Some(Phase::Running);
             return ControlFlow::Break(());
         }
         if !self.obs.plan_ready {
@@ -468,12 +536,23 @@ impl<'a> Pass<'a> {
                 Phase::Running
             };
         }
+        if self.d.status.attempt == 0 {
+            if let Some(settings) = &v.transfer.deletes {
+                if self.propagate(settings, &mut phase, &mut message) {
+                    return;
+                }
+            }
+        }
         if phase.is_terminal() {
             self.d.steps.push(Step::DeleteJob);
             self.finish(phase, Reason::of_phase(phase), &message);
             return;
         }
-        let reason = Reason::of_phase(phase);
+        let reason = if self.deleting() {
+            Reason::Deleting
+        } else {
+            Reason::of_phase(phase)
+        };
         if message.is_empty() {
             let copying = shards
                 .iter()
@@ -497,6 +576,112 @@ impl<'a> Pass<'a> {
             &format!("{failed} objects failed so far"),
         );
         self.transition(phase, reason, &message);
+    }
+
+    /// Delete propagation at the end of a stage. In the delete stage: the deletes counted,
+    /// the job's phase said with them. At the end of the copy stage: the guard's verdict;
+    /// true when the delete stage starts (the pass ends here, the job runs on).
+    fn propagate(
+        &mut self,
+        settings: &ferry_api::DeleteSettings,
+        phase: &mut Phase,
+        message: &mut String,
+    ) -> bool {
+        let counters = self.d.status.progress.counters.clone();
+        let name = self.mj.metadata.name.clone().unwrap_or_default();
+        if self.deleting() {
+            let before = self.prev.deletes.clone().expect("deleting");
+            let done = *phase == Phase::Completed;
+            let st = deletes::deleted(&before, &counters, done);
+            if done && st.failed > 0 {
+                *phase = Phase::PartiallyCompleted;
+            }
+            if phase.is_terminal() {
+                *message = format!("{message}; deletes: {}", st.message);
+            } else if message.is_empty() {
+                *message = format!("deleting {} candidates", st.candidates);
+            }
+            self.d.status.deletes = Some(st);
+            return false;
+        }
+        if !phase.is_terminal() {
+            if self.d.status.deletes.is_none() {
+                self.d.status.deletes = Some(deletes::status_of(
+                    settings,
+                    &counters,
+                    &Verdict::Nothing,
+                    &name,
+                ));
+            }
+            if let Some(d) = self.d.status.deletes.as_mut() {
+                d.state = DeletesState::Finding;
+                d.candidates = counters.objects_to_delete;
+                d.candidate_bytes = counters.bytes_to_delete;
+                d.destination_objects = counters.destination_objects;
+                d.message = "finding destination keys absent at the source".into();
+            }
+            return false;
+        }
+        if *phase == Phase::Cancelled {
+            return false;
+        }
+        let copied = matches!(*phase, Phase::Completed | Phase::PartiallyCompleted);
+        let approved = self.obs.approval.as_deref() == Some(name.as_str());
+        let dry_run = self.d.status.dry_run;
+        let verdict = deletes::guard(settings, &counters, copied, dry_run, approved);
+        let st = deletes::status_of(settings, &counters, &verdict, &name);
+        let text = st.message.clone();
+        let was_held = self
+            .prev
+            .deletes
+            .as_ref()
+            .is_some_and(|d| d.state == DeletesState::Held);
+        self.d.status.deletes = Some(st);
+        match verdict {
+            Verdict::Delete => {
+                let reason = if approved {
+                    Reason::DeletesApproved
+                } else {
+                    Reason::WithinLimit
+                };
+                self.conditions().set(DeletesHeld, false, reason, &text);
+                if let Some(d) = self.d.status.deletes.as_mut() {
+                    d.approved = approved.then(|| name.clone());
+                }
+                self.event(false, Reason::Deleting, text.clone());
+                self.d.steps.push(Step::DeleteJob);
+                let mut c = self.conditions();
+                c.set(Ready, false, Reason::Deleting, &text);
+                c.set(Progressing, true, Reason::Deleting, &text);
+                self.d.status.phase = Some(Phase::Running);
+                self.d.status.message = Some(text);
+                self.d.requeue = FAST;
+                true
+            }
+            Verdict::Hold => {
+                self.conditions()
+                    .set(DeletesHeld, true, Reason::MaxDeletesExceeded, &text);
+                if !was_held {
+                    self.event(true, Reason::MaxDeletesExceeded, text.clone());
+                }
+                *message = format!("{message}; deletes held: {text}");
+                false
+            }
+            Verdict::Skip(why) => {
+                self.conditions()
+                    .set(DeletesHeld, false, Reason::DeletesSkipped, &why);
+                *message = format!("{message}; {why}");
+                false
+            }
+            Verdict::Nothing | Verdict::DryRun => {
+                self.conditions()
+                    .set(DeletesHeld, false, Reason::NoDeletes, &text);
+                if dry_run {
+                    *message = format!("{message}; {text}");
+                }
+                false
+            }
+        }
     }
 
     /// Waits in `Pending` for `reason`; `degraded` when it cannot go on by itself.

@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use ferry_api::{validate, JobPlan, MigrationJob, Side, ValidatedSpec};
+use ferry_api::{
+    validate, DeletesState, JobPlan, MigrationJob, ShardProgress, Side, Stage, ValidatedSpec,
+    APPROVE_DELETES_ANNOTATION,
+};
 use ferry_core::JobCredentials;
 use ferry_k8s::names::{job_name, plan_name, shard_name, PLAN_KEY};
 use ferry_k8s::progress_configmap::record_of;
@@ -51,7 +54,10 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         .and_then(|j| serde_json::from_str::<JobPlan>(&j).ok())
         .filter(|p| Some(&p.spec_hash) == hash.as_ref());
     let attempt = mj.status.as_ref().map_or(0, |s| s.attempt);
-    let current = plan.as_ref().filter(|p| p.attempt == attempt);
+    let stage = stage_of(mj);
+    let current = plan
+        .as_ref()
+        .filter(|p| p.attempt == attempt && p.stage == stage);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let job = jobs.get_opt(&job_name(&name)).await?.map(|j| agent_job(&j));
     ctx.configmaps
@@ -66,7 +72,7 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
                 ctx.configmaps
                     .get(&ObjectRef::new(&shard_name(&name, i as u32)).within(&ns))
                     .and_then(|cm| record_of(&cm))
-                    .filter(|p| p.is_for(plan, i))
+                    .and_then(|p| of_plan(p, plan, i))
             })
             .collect()
     });
@@ -82,6 +88,7 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         max_running: ctx.args.max_running,
         retry_token: mj.annotations().get(RETRY_ANNOTATION).cloned(),
         report: current.map(JobPlan::report_location),
+        approval: approval_of(mj, ctx).await?,
         now: now(),
     };
     Ok(World {
@@ -90,6 +97,41 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         credentials,
         plan,
     })
+}
+
+/// The stage the job is in: the delete stage once the guard (or an approval) let it start.
+pub fn stage_of(mj: &MigrationJob) -> Stage {
+    let deleting = mj
+        .status
+        .as_ref()
+        .and_then(|s| s.deletes.as_ref())
+        .is_some_and(|d| d.state == DeletesState::Deleting);
+    if deleting {
+        Stage::Delete
+    } else {
+        Stage::Copy
+    }
+}
+
+/// The record if it belongs to shard `i` of `plan`; in the delete stage, a shard whose agent
+/// has not started yet still holds its copy-stage record, which the delete stage goes on from.
+pub fn of_plan(p: ShardProgress, plan: &JobPlan, i: usize) -> Option<ShardProgress> {
+    if p.is_for(plan, i) {
+        Some(p)
+    } else if plan.stage == Stage::Delete && p.is_for(&plan.copy_stage(), i) {
+        Some(p.continued_for(plan, i))
+    } else {
+        None
+    }
+}
+
+/// The approval annotation that concerns the job: its own, else that of the BucketSync that
+/// owns it (a run is approved on the resource the user manages).
+async fn approval_of(mj: &MigrationJob, ctx: &Context) -> Result<Option<String>, Error> {
+    if let Some(v) = mj.annotations().get(APPROVE_DELETES_ANNOTATION) {
+        return Ok(Some(v.clone()));
+    }
+    crate::bucketsync::approval_for(mj, ctx).await
 }
 
 fn now() -> String {

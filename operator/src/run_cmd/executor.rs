@@ -22,8 +22,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::migrationjob::decide::{AgentJob, Observed, Planning, Probe, Step, RETRY_ANNOTATION};
+use crate::migrationjob::observe::{of_plan, stage_of};
 use crate::planner;
+use ferry_api::deletes::{self, DeletesState, Verdict};
 use ferry_api::Reason;
+use ferry_api::{Stage, APPROVE_DELETES_ANNOTATION};
 
 /// The retry token of attempt `n` (`ferry run --retry-failed` asks for the next one).
 pub fn retry_token(attempt: u32) -> String {
@@ -120,7 +123,7 @@ impl Local {
         let mut out = Vec::new();
         for i in 0..plan.shards.len() {
             let rec = self.shard_store(i).load().await.ok().flatten();
-            out.push(rec.filter(|p| p.is_for(plan, i)));
+            out.push(rec.and_then(|r| of_plan(r, plan, i)));
         }
         out
     }
@@ -149,7 +152,12 @@ impl Local {
     }
 
     /// The status a local job has from its state directory, if it has been planned.
-    pub async fn prior_status(&self, v: &ValidatedSpec) -> Option<MigrationJobStatus> {
+    /// `approval`: the `ferry.dev/approve-deletes` value given.
+    pub async fn prior_status(
+        &self,
+        v: &ValidatedSpec,
+        approval: Option<&str>,
+    ) -> Option<MigrationJobStatus> {
         let plan = self.stored_plan(v)?;
         let records: Vec<ShardProgress> = self.records(&plan).await.into_iter().flatten().collect();
         let ended = records.len() == plan.shards.len()
@@ -157,8 +165,42 @@ impl Local {
                 .iter()
                 .all(|r| matches!(r.state, ShardState::Completed | ShardState::Cancelled));
         let mut st = aggregate(&v.transfer, &records, plan.shards.len());
+        // Delete propagation as the records say: the delete stage under way or done, or the
+        // guard's verdict over a finished copy stage.
+        if let (Some(settings), true) = (&v.transfer.deletes, plan.attempt == 0) {
+            let c = st.progress.counters.clone();
+            let copy_ok = ended && st.phase == Some(ferry_api::Phase::Completed);
+            let approved = approval == Some(self.name.as_str());
+            let verdict = if plan.stage == Stage::Delete {
+                Verdict::Delete
+            } else {
+                deletes::guard(settings, &c, copy_ok, v.transfer.dry_run, approved)
+            };
+            let mut d = deletes::status_of(settings, &c, &verdict, &self.name);
+            if plan.stage == Stage::Delete {
+                d = deletes::deleted(&d, &c, ended);
+            }
+            if verdict == Verdict::Hold && approved {
+                d.state = DeletesState::Held; // the decision approves it
+            }
+            let deleting = d.state == DeletesState::Deleting;
+            st.deletes = Some(d);
+            if ended && deleting {
+                // The copy stage ended and the deletes are due: the job goes on.
+                st.phase = Some(ferry_api::Phase::Running);
+                st.attempt = plan.attempt;
+                return Some(st);
+            }
+        }
         if !ended {
-            st = MigrationJobStatus::default();
+            let deletes = st
+                .deletes
+                .take()
+                .filter(|d| d.state == DeletesState::Deleting);
+            st = MigrationJobStatus {
+                deletes,
+                ..Default::default()
+            };
         }
         st.attempt = plan.attempt;
         st.last_retry_token = Some(retry_token(plan.attempt));
@@ -171,8 +213,9 @@ impl Local {
     /// What the decision needs to know, as the state directory and the tasks say.
     pub async fn observe(&mut self, job: &MigrationJob, v: Option<&ValidatedSpec>) -> Observed {
         let attempt = job.status.as_ref().map_or(0, |s| s.attempt);
+        let stage = stage_of(job);
         let plan = v.and_then(|v| self.stored_plan(v));
-        let current = plan.filter(|p| p.attempt == attempt);
+        let current = plan.filter(|p| p.attempt == attempt && p.stage == stage);
         let agents = self.tasks.as_mut().map(|t| {
             t.collect();
             let failure = t.ended.iter().flatten().find_map(|r| r.as_ref().err());
@@ -186,7 +229,7 @@ impl Local {
             (Some(t), Some(p)) => (0..t.lives.len())
                 .map(|i| match &t.ended[i] {
                     Some(Ok(rec)) => Some(rec.clone()),
-                    _ => Some(t.lives[i].borrow().clone()).filter(|r| r.is_for(p, i)),
+                    _ => of_plan(t.lives[i].borrow().clone(), p, i),
                 })
                 .collect(),
             (None, Some(p)) => self.records(p).await,
@@ -218,6 +261,11 @@ impl Local {
                 .as_ref()
                 .and_then(|a| a.get(RETRY_ANNOTATION).cloned()),
             report: current.as_ref().map(JobPlan::report_location),
+            approval: job
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(APPROVE_DELETES_ANNOTATION).cloned()),
             now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
     }
@@ -248,6 +296,18 @@ impl Local {
         match step {
             Step::CreatePlan => {
                 self.plan_error = self.create_plan(job, v).await.err();
+                true
+            }
+            Step::PlanDeletes => {
+                if let Some(plan) = self.stored_plan(v) {
+                    let plan = plan.copy_stage().deletes();
+                    let path = self.plan_path();
+                    if let Err(e) =
+                        std::fs::write(&path, serde_json::to_vec_pretty(&plan).expect("serializes"))
+                    {
+                        self.plan_error = Some(format!("{}: {e}", path.display()));
+                    }
+                }
                 true
             }
             // Local shards write their own files: nothing to grant.

@@ -13,7 +13,10 @@ mod ui;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ferry_api::{validate, MigrationJob, MigrationJobSpec, MigrationJobStatus, Phase};
+use ferry_api::{
+    validate, DeletesState, MigrationJob, MigrationJobSpec, MigrationJobStatus, Phase,
+    APPROVE_DELETES_ANNOTATION,
+};
 
 use crate::credentials::job_credentials;
 use crate::manifests::{self, LoadedJob, Manifests, DEFAULT_NAMESPACE};
@@ -45,6 +48,14 @@ pub struct RunArgs {
     /// Seconds between checkpoints.
     #[arg(long, default_value_t = 2.0)]
     pub checkpoint_interval: f64,
+    /// Approve the held deletes of the run (MigrationJob) of this name: its candidates still
+    /// absent at the source are deleted.
+    #[arg(long, value_name = "RUN")]
+    pub approve_deletes: Option<String>,
+    /// BucketSyncs: keep running them on their schedule, in the foreground, until Ctrl-C
+    /// (without it, one pass runs now).
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// Runs every job given and returns the process exit code (the worst outcome).
@@ -161,8 +172,19 @@ async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> Migrati
         credentials,
     );
     let validated = validate(&job.spec).ok();
+    if let Some(approve) = &args.approve_deletes {
+        job.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(APPROVE_DELETES_ANNOTATION.to_string(), approve.clone());
+    }
     if let Some(v) = &validated {
-        job.status = local.prior_status(v).await;
+        let approval = job
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APPROVE_DELETES_ANNOTATION).cloned());
+        job.status = local.prior_status(v, approval.as_deref()).await;
     }
     let attempt = job.status.as_ref().map_or(0, |s| s.attempt);
     if args.retry_failed {
@@ -171,14 +193,24 @@ async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> Migrati
             .get_or_insert_with(Default::default)
             .insert(RETRY_ANNOTATION.to_string(), retry_token(attempt + 1));
     }
-    let ended = job.status.as_ref().and_then(|s| s.phase).is_some();
+    let held = job
+        .status
+        .as_ref()
+        .and_then(|s| s.deletes.as_ref())
+        .is_some_and(|d| d.state == DeletesState::Held);
+    let approving = held && args.approve_deletes.as_deref() == Some(name.as_str());
+    let ended = job
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(Phase::is_terminal);
     if args.retry_failed && !ended {
         eprintln!(
             "{namespace}/{name}: --retry-failed: the last run did not end (or never ran); \
              running the job instead"
         );
     }
-    let ended_before = ended && !args.retry_failed;
+    let ended_before = ended && !args.retry_failed && !approving;
     if ended_before {
         eprintln!(
             "{namespace}/{name}: already completed with this spec; nothing to do (delete {} to start over)",

@@ -16,7 +16,9 @@ pub mod progress;
 pub mod select;
 pub mod stores;
 
-pub use plan::{FailureBudget, JobPlan, MultipartSettings, ShardRange, Side, Transfer};
+pub use plan::{
+    DeleteSettings, FailureBudget, JobPlan, MultipartSettings, ShardRange, Side, Stage, Transfer,
+};
 pub use policy::{OverwritePolicy, VerifyMode};
 pub use progress::{
     Checkpoint, Counters, ErrorSample, FailureClass, PendingUpload, ProgressStore, ShardProgress,

@@ -82,6 +82,38 @@ pub struct Transfer {
     pub dry_run: bool,
     #[serde(default)]
     pub cancel: bool,
+    /// Delete propagation: destination keys absent at the source are deleted (after the copy
+    /// stage, and only when the guard allows). None keeps every destination key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<DeleteSettings>,
+}
+
+/// How destination keys absent at the source are deleted.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteSettings {
+    /// The guard: at most this many candidates (a count, or a percentage of the destination's
+    /// selected keys) are deleted without approval; more and none are.
+    pub max: FailureBudget,
+    /// Before a delete, the object is copied to this key prefix of the destination's bucket
+    /// (`<backupPrefix><destination key>`). Keys under it are never candidates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_prefix: Option<String>,
+}
+
+/// The stage a plan runs: the copy (which also finds the delete candidates), or the deletes
+/// of the candidates the copy stage recorded, once the guard allowed them.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stage {
+    #[default]
+    Copy,
+    Delete,
+}
+
+impl Stage {
+    pub fn is_copy(&self) -> bool {
+        *self == Stage::Copy
+    }
 }
 
 impl Transfer {
@@ -127,6 +159,10 @@ pub struct JobPlan {
     /// of failed keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_failed_from: Option<String>,
+    /// The stage this plan runs (the delete stage reads the candidates of the copy stage's
+    /// report folder, which is the same folder).
+    #[serde(default, skip_serializing_if = "Stage::is_copy")]
+    pub stage: Stage,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -139,6 +175,31 @@ impl JobPlan {
         self.transfer
             .report_store()
             .location_of(&self.report_prefix)
+    }
+
+    /// The delete stage of this plan: the same shards and report folder.
+    pub fn deletes(&self) -> JobPlan {
+        JobPlan {
+            stage: Stage::Delete,
+            ..self.clone()
+        }
+    }
+
+    /// The copy stage of this plan.
+    pub fn copy_stage(&self) -> JobPlan {
+        JobPlan {
+            stage: Stage::Copy,
+            ..self.clone()
+        }
+    }
+
+    /// Whether this plan finds delete candidates: delete propagation is on, and this is the
+    /// first attempt over the whole keyspace (a retry of failed keys never deletes).
+    pub fn finds_deletes(&self) -> bool {
+        self.transfer.deletes.is_some()
+            && self.attempt == 0
+            && self.only_keys.is_none()
+            && self.retry_failed_from.is_none()
     }
 
     /// The report folder of shard `index`.
@@ -163,6 +224,7 @@ impl JobPlan {
             report_prefix: folder(attempt),
             retry_failed_from: Some(folder(attempt.saturating_sub(1))),
             only_keys: None,
+            stage: Stage::Copy,
             ..self.clone()
         }
     }
@@ -204,6 +266,14 @@ impl FailureBudget {
                 .parse()
                 .map(FailureBudget::Count)
                 .map_err(|_| bad())
+        }
+    }
+
+    /// How many of `total` the budget allows.
+    pub fn allowed(&self, total: u64) -> u64 {
+        match *self {
+            FailureBudget::Count(n) => n,
+            FailureBudget::Percent(p) => ((total as f64) * p / 100.0).floor() as u64,
         }
     }
 
@@ -270,12 +340,14 @@ mod tests {
                 max_failures: None,
                 dry_run: false,
                 cancel: false,
+                deletes: None,
             },
             shards: vec![ShardRange::default()],
             only_keys: None,
             report_prefix: report_prefix("ns", "j", "u1"),
             attempt: 0,
             retry_failed_from: None,
+            stage: Stage::Copy,
         }
     }
 
@@ -318,5 +390,25 @@ mod tests {
         assert!(FailureBudget::parse("x").is_err());
         assert!(FailureBudget::parse("120%").is_err());
         assert_eq!(FailureBudget::parse("0.1%").unwrap().to_string(), "0.1%");
+        assert_eq!(FailureBudget::parse("10%").unwrap().allowed(105), 10);
+        assert_eq!(FailureBudget::Count(0).allowed(105), 0);
+        // The guard holds at N+1 candidates and lets N through.
+        let ten = FailureBudget::parse("10%").unwrap();
+        assert!(!ten.exceeded(10, 100));
+        assert!(ten.exceeded(11, 100));
+    }
+
+    #[test]
+    fn the_delete_stage_is_the_same_plan_in_another_stage() {
+        let p = plan();
+        let d = p.deletes();
+        assert_eq!(d.stage, Stage::Delete);
+        assert_eq!(d.copy_stage(), p);
+        assert_eq!(d.report_prefix, p.report_prefix);
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(
+            !json.contains("stage"),
+            "a copy plan reads as before: {json}"
+        );
     }
 }

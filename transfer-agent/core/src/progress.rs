@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{JobPlan, ShardRange};
+use crate::plan::{JobPlan, ShardRange, Stage};
 
 /// At most this many first errors are kept in a progress record and in a status.
 pub const MAX_FIRST_ERRORS: usize = 10;
@@ -98,6 +98,29 @@ counters! {
         /// Archived objects (Glacier classes) skipped, counted among the failures by class.
         #[serde(default, skip_serializing_if = "is_zero")]
         pub objects_archived: u64,
+        /// With delete propagation: selected destination keys seen (the base of a percentage
+        /// `maxDeletes`).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub destination_objects: u64,
+        /// With delete propagation: destination keys absent at the source (delete candidates).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_to_delete: u64,
+        /// Bytes of the delete candidates.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub bytes_to_delete: u64,
+        /// Candidates deleted.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_deleted: u64,
+        /// Bytes deleted.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub bytes_deleted: u64,
+        /// Candidates not deleted after all: back at the source, changed at the destination
+        /// since they were listed, or already gone.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_delete_kept: u64,
+        /// Candidates whose delete (or backup) failed.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_delete_failed: u64,
     }
 }
 
@@ -239,6 +262,11 @@ pub struct ShardProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(skip)]
     pub range: Option<ShardRange>,
+    /// The stage of the plan the record belongs to (the delete stage carries the copy
+    /// stage's counters on).
+    #[serde(default, skip_serializing_if = "Stage::is_copy")]
+    #[schemars(skip)]
+    pub stage: Stage,
     /// The shard's state.
     pub state: ShardState,
     /// Live counters (they may run ahead of the checkpoint).
@@ -287,8 +315,27 @@ impl ShardProgress {
             spec_hash: plan.spec_hash.clone(),
             attempt: plan.attempt,
             range: Some(range),
+            stage: plan.stage,
             ..Default::default()
         }
+    }
+
+    /// The record of the delete stage of `plan`, going on from this completed copy-stage
+    /// record: its counters stay (the job's totals are those of the copy plus the deletes);
+    /// the checkpoint starts over (it walks the candidates now).
+    pub fn continued_for(&self, plan: &JobPlan, index: usize) -> Self {
+        let mut r = ShardProgress::new_for(plan, index);
+        r.counters = self.counters.clone();
+        r.failures_by_class = self.failures_by_class.clone();
+        r.first_errors = self.first_errors.clone();
+        r.transport = self.transport;
+        r.started_at = self.started_at.clone();
+        r.checkpoint = Checkpoint {
+            counters: self.counters.clone(),
+            failures_by_class: self.failures_by_class.clone(),
+            ..Default::default()
+        };
+        r
     }
 
     /// Whether this record belongs to shard `index` of `plan`: the same spec, attempt and
@@ -296,6 +343,7 @@ impl ShardProgress {
     pub fn is_for(&self, plan: &JobPlan, index: usize) -> bool {
         self.spec_hash == plan.spec_hash
             && self.attempt == plan.attempt
+            && self.stage == plan.stage
             && self.range.as_ref() == plan.shards.get(index)
     }
 }

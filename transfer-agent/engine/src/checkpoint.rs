@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use ferry_core::{Counters, ProgressStore, ShardProgress};
 use futures::future::BoxFuture;
 
-use crate::report::{FailureLine, ManifestLine};
+use crate::report::{DeleteLine, FailureLine, ManifestLine};
 
 /// What one object's outcome adds to the checkpoint once every key before it is done too.
 #[derive(Debug, Default, Clone)]
@@ -14,6 +14,9 @@ pub struct Recorded {
     pub delta: Counters,
     pub failure: Option<FailureLine>,
     pub written: Option<ManifestLine>,
+    pub candidate: Option<DeleteLine>,
+    /// Of a selected source object (as opposed to a delete candidate).
+    pub source: bool,
 }
 
 /// Keys in listing order with their outcomes; the watermark is the last key of the done

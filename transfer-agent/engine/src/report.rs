@@ -37,25 +37,75 @@ pub struct ManifestLine {
     pub checksum: String,
     /// Whether an object already existed under the key and was overwritten.
     pub replaced: bool,
+    /// The object was deleted (delete propagation: absent at the source); `checksum` is the
+    /// ETag it had.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// One delete candidate: a selected destination key absent at the source, as it was listed.
+/// The copy stage writes them (`deletes-NNNNNN.jsonl`); the delete stage deletes each one that
+/// is still the same object and still absent at the source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DeleteLine {
+    /// The destination key (with the destination prefix).
+    pub key: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The modification time listed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
+}
+
+/// The segment file names a writer uses: the copy stage's, or the delete stage's (apart, so
+/// a retry of failed copies never reads a failed delete, and segment numbers never collide).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Segments {
+    Copy,
+    Delete,
+}
+
+impl Segments {
+    fn names(self) -> [&'static str; 3] {
+        match self {
+            Segments::Copy => ["failures", "manifest", "deletes"],
+            Segments::Delete => ["delete-failures", "manifest-deletes", "unused"],
+        }
+    }
 }
 
 pub struct ReportWriter {
     /// The shard's report folder.
     store: Arc<dyn Sink>,
     pub segment: u32,
+    segments: Segments,
     failures: Vec<u8>,
     manifest: Vec<u8>,
+    candidates: Vec<u8>,
 }
 
 impl ReportWriter {
     /// Writes segments from number `segment` on into `store`, the shard's report folder.
     pub fn new(store: Arc<dyn Sink>, segment: u32) -> Self {
+        Self::with(store, segment, Segments::Copy)
+    }
+
+    /// A writer with the segment names of `segments`.
+    pub fn with(store: Arc<dyn Sink>, segment: u32, segments: Segments) -> Self {
         ReportWriter {
             store,
             segment,
+            segments,
             failures: Vec::new(),
             manifest: Vec::new(),
+            candidates: Vec::new(),
         }
+    }
+
+    pub fn candidate(&mut self, line: &DeleteLine) {
+        serde_json::to_writer(&mut self.candidates, line).expect("serializes");
+        self.candidates.push(b'\n');
     }
 
     pub fn failure(&mut self, line: &FailureLine) {
@@ -71,14 +121,19 @@ impl ReportWriter {
     /// Writes what was added since the last flush as the next segment. The lines stay
     /// buffered until both files of the segment are written, so a retry rewrites both.
     pub async fn flush(&mut self) -> Result<(), TransferError> {
-        if self.failures.is_empty() && self.manifest.is_empty() {
+        if self.failures.is_empty() && self.manifest.is_empty() && self.candidates.is_empty() {
             return Ok(());
         }
         let meta = ObjectMeta {
             content_type: Some("application/x-ndjson".into()),
             ..Default::default()
         };
-        for (kind, buf) in [("failures", &self.failures), ("manifest", &self.manifest)] {
+        let [f, m, c] = self.segments.names();
+        for (kind, buf) in [
+            (f, &self.failures),
+            (m, &self.manifest),
+            (c, &self.candidates),
+        ] {
             if buf.is_empty() {
                 continue;
             }
@@ -91,6 +146,7 @@ impl ReportWriter {
         }
         self.failures.clear();
         self.manifest.clear();
+        self.candidates.clear();
         self.segment += 1;
         Ok(())
     }
@@ -98,12 +154,27 @@ impl ReportWriter {
 
 /// Reads every failure line of a shard's report folder (for retries of failed objects).
 pub async fn read_failures(dir: &dyn Source) -> Result<Vec<FailureLine>, TransferError> {
+    read_lines(dir, "failures-", false).await
+}
+
+/// Reads the delete candidates of a shard's report folder, in key order (the copy stage wrote
+/// them in listing order, segment after segment). A line that cannot be read is an error: the
+/// delete stage must not act on part of its plan.
+pub async fn read_candidates(dir: &dyn Source) -> Result<Vec<DeleteLine>, TransferError> {
+    read_lines(dir, "deletes-", true).await
+}
+
+async fn read_lines<T: serde::de::DeserializeOwned>(
+    dir: &dyn Source,
+    prefix: &str,
+    strict: bool,
+) -> Result<Vec<T>, TransferError> {
     use futures::StreamExt;
     let mut keys = Vec::new();
     let mut listing = dir.list(None, None);
     while let Some(item) = listing.next().await {
         let item = item?;
-        if item.key.starts_with("failures-") {
+        if item.key.starts_with(prefix) {
             keys.push((item.key, item.size));
         }
     }
@@ -113,8 +184,16 @@ pub async fn read_failures(dir: &dyn Source) -> Result<Vec<FailureLine>, Transfe
             .get(&k, 0, size, true, None, Buffer::unbudgeted(size))
             .await?;
         for line in body.bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            if let Ok(f) = serde_json::from_slice::<FailureLine>(line) {
-                out.push(f);
+            match serde_json::from_slice::<T>(line) {
+                Ok(f) => out.push(f),
+                Err(e) if strict => {
+                    return Err(TransferError::new(
+                        FailureClass::Internal,
+                        format!("{k}: a line cannot be read: {e}"),
+                    )
+                    .fatal())
+                }
+                Err(_) => {}
             }
         }
     }

@@ -23,7 +23,13 @@ pub enum Work {
         checksum: String,
     },
     Skip(ObjectInfo),
-    WouldCopy(ObjectInfo),
+    WouldCopy {
+        info: ObjectInfo,
+        replaced: bool,
+    },
+    /// A selected destination key with no source key: a delete candidate (delete
+    /// propagation only).
+    Candidate(ObjectInfo),
     Archived(ObjectInfo),
     Invalid(ObjectInfo, String),
     ListingFailed(TransferError),
@@ -41,6 +47,20 @@ pub struct Rules {
     /// destination object written since then was copied by that attempt after its last
     /// checkpoint, and is counted (and listed in the manifest) as copied rather than skipped.
     pub resumed_since: Option<i64>,
+    /// Delete propagation: destination keys absent at the source are handed over as
+    /// [`Work::Candidate`] (when the selector selects them and they are not `protected`).
+    pub deletes: bool,
+    /// Key prefixes (relative to the destination) that are never candidates: where backups
+    /// of deleted objects go.
+    pub protected: Vec<String>,
+}
+
+impl Rules {
+    fn candidate(&self, d: &ObjectInfo) -> bool {
+        self.deletes
+            && !self.protected.iter().any(|p| d.key.starts_with(p.as_str()))
+            && self.selector.selects(&d.key, d.size, d.modified)
+    }
 }
 
 /// A listing of only the given keys, looked up one by one (for retries of failed keys).
@@ -74,14 +94,18 @@ pub async fn produce(
                 return None;
             }
         };
-        if !rules.selector.selects(&info.key, info.size, info.modified) {
-            continue;
-        }
+        // Destination keys before this source key exist only at the destination. Every
+        // source key, selected or not, moves the destination on: a destination key the
+        // source holds is never a candidate.
         let mut existing = None;
         loop {
             match std::pin::Pin::new(&mut dst).peek().await {
                 Some(Ok(d)) if d.key < info.key => {
-                    dst.next().await;
+                    if let Some(Ok(d)) = dst.next().await {
+                        if rules.candidate(&d) && tx.send(Work::Candidate(d)).await.is_err() {
+                            return None;
+                        }
+                    }
                 }
                 Some(Ok(d)) if d.key == info.key => {
                     existing = dst.next().await.and_then(Result::ok);
@@ -96,12 +120,31 @@ pub async fn produce(
                 _ => break,
             }
         }
+        if !rules.selector.selects(&info.key, info.size, info.modified) {
+            continue;
+        }
         let size = info.size;
         if tx.send(decide(&rules, info, existing)).await.is_err() {
             return None;
         }
         sent.objects += 1;
         sent.bytes += size;
+    }
+    // The source has ended: what is left of the destination exists only there.
+    if rules.deletes {
+        while let Some(item) = dst.next().await {
+            let work = match item {
+                Ok(d) if rules.candidate(&d) => Work::Candidate(d),
+                Ok(_) => continue,
+                Err(e) => {
+                    let _ = tx.send(Work::ListingFailed(e)).await;
+                    return None;
+                }
+            };
+            if tx.send(work).await.is_err() {
+                return None;
+            }
+        }
     }
     Some(sent)
 }
@@ -116,7 +159,10 @@ fn decide(rules: &Rules, info: ObjectInfo, existing: Option<ObjectInfo>) -> Work
     }
     if needs_copy(rules.policy, &info, existing.as_ref(), rules.md5_etags) {
         return if rules.dry_run {
-            Work::WouldCopy(info)
+            Work::WouldCopy {
+                replaced: existing.is_some(),
+                info,
+            }
         } else {
             Work::Copy {
                 replaced: existing.is_some(),
@@ -153,6 +199,8 @@ mod tests {
             dry_run: false,
             md5_etags: true,
             resumed_since: None,
+            deletes: false,
+            protected: Vec::new(),
         }
     }
 
@@ -174,7 +222,8 @@ mod tests {
                 Work::Copy { info, replaced } => format!("copy {} {replaced}", info.key),
                 Work::Rewritten { info, .. } => format!("rewritten {}", info.key),
                 Work::Skip(i) => format!("skip {}", i.key),
-                Work::WouldCopy(i) => format!("would {}", i.key),
+                Work::WouldCopy { info, .. } => format!("would {}", info.key),
+                Work::Candidate(i) => format!("delete {}", i.key),
                 Work::Archived(i) => format!("archived {}", i.key),
                 Work::Invalid(i, _) => format!("invalid {}", i.key),
                 Work::ListingFailed(e) => format!("failed {e}"),
@@ -239,6 +288,47 @@ mod tests {
         );
         let (work, _) = merged(&src, &dst, r).await;
         assert_eq!(work, ["rewritten new", "skip old"]);
+    }
+
+    #[tokio::test]
+    async fn destination_keys_absent_at_the_source_are_candidates_when_selected() {
+        let (src, dst) = (MemoryStore::new(), MemoryStore::new());
+        for k in ["b", "d.tmp", "keep/x"] {
+            src.insert(k, b"1".to_vec());
+        }
+        // `a`, `c` and `z` exist only at the destination; `c.tmp` is excluded by the filters
+        // and `trash/a` lies under the protected backup prefix; `d.tmp` is excluded but the
+        // source holds it.
+        for k in ["a", "b", "c", "c.tmp", "d.tmp", "keep/x", "trash/a", "z"] {
+            dst.insert(k, b"1".to_vec());
+        }
+        let mut r = rules(Selection {
+            exclude: vec!["*.tmp".into()],
+            ..Default::default()
+        });
+        r.deletes = true;
+        r.protected = vec!["trash/".into()];
+        let (work, total) = merged(&src, &dst, r.clone()).await;
+        assert_eq!(
+            work,
+            ["delete a", "skip b", "delete c", "skip keep/x", "delete z"]
+        );
+        assert_eq!(total.map(|t| t.objects), Some(2));
+        // Without delete propagation the same merge names no candidate.
+        r.deletes = false;
+        let (work, _) = merged(&src, &dst, r).await;
+        assert_eq!(work, ["skip b", "skip keep/x"]);
+    }
+
+    #[tokio::test]
+    async fn an_empty_source_makes_every_selected_destination_key_a_candidate() {
+        let (src, dst) = (MemoryStore::new(), MemoryStore::new());
+        dst.insert("a", b"1".to_vec());
+        dst.insert("b", b"1".to_vec());
+        let mut r = rules(Selection::default());
+        r.deletes = true;
+        // (Whether they may be deleted is the guard's to say, for the whole job.)
+        assert_eq!(merged(&src, &dst, r).await.0, ["delete a", "delete b"]);
     }
 
     #[tokio::test]

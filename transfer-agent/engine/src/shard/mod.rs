@@ -5,9 +5,11 @@
 //! - [`merge`]: the listing side, pure over two sorted listings;
 //! - [`census`]: the count-only listing that makes the total known early;
 //! - [`record`]: outcomes into the live record, the checkpoint and the report;
-//! - [`pump`]: the loop that moves work from the listing to copies and records what ends.
+//! - [`pump`]: the loop that moves work from the listing to copies and records what ends;
+//! - [`delete`]: the delete stage, over the candidates the copy stage recorded.
 
 pub mod census;
+pub mod delete;
 pub mod merge;
 pub mod pump;
 pub mod record;
@@ -17,14 +19,14 @@ use std::time::Duration;
 
 use ferry_core::{
     Checkpoint, FailureClass, JobPlan, ProgressStore, Selector, ShardProgress, ShardRange,
-    ShardState, Transport,
+    ShardState, Stage, Transport,
 };
 use tokio::sync::watch;
 
 use crate::checkpoint::Watermark;
 use crate::error::TransferError;
 use crate::limit::Limits;
-use crate::report::ReportWriter;
+use crate::report::{ReportWriter, Segments};
 use crate::retry::RetryPolicy;
 use crate::stores::{ServerCopy, Sink, Source};
 use record::{Breaker, Recorder};
@@ -69,6 +71,9 @@ impl ShardRun {
             self.save(&record).await;
             return record;
         }
+        if self.plan.stage == Stage::Delete {
+            return self.run_deletes(record).await;
+        }
         record.transport = Some(if self.server.is_some() {
             Transport::ServerSide
         } else {
@@ -93,17 +98,10 @@ impl ShardRun {
                     format!("the plan's filters do not compile: {e}"),
                 )
                 .fatal();
-                record.state = ShardState::Failed;
-                record.fatal = Some(e.sample(""));
-                self.save(&record).await;
-                self.live.send_replace(record.clone());
-                return record;
+                return self.failed_at_start(record, &e).await;
             }
         };
-        let report = self.report.as_ref().map(|root| {
-            let folder = self.plan.shard_report_folder(self.range().index);
-            ReportWriter::new(root.folder(&folder), cp.report_segment)
-        });
+        let report = self.report_writer(cp.report_segment, Segments::Copy);
         let rec = Recorder {
             record,
             cp,
@@ -120,6 +118,48 @@ impl ShardRun {
             self.sweep_uploads().await;
         }
         record
+    }
+
+    /// Ends the shard `Failed` before it started, on `e`.
+    async fn failed_at_start(&self, mut record: ShardProgress, e: &TransferError) -> ShardProgress {
+        record.state = ShardState::Failed;
+        record.fatal = Some(e.sample(""));
+        self.save(&record).await;
+        self.live.send_replace(record.clone());
+        record
+    }
+
+    /// The writer of the shard's report folder (none in a dry run).
+    fn report_writer(&self, segment: u32, segments: Segments) -> Option<ReportWriter> {
+        self.report.as_ref().map(|root| {
+            let folder = self.plan.shard_report_folder(self.range().index);
+            ReportWriter::with(root.folder(&folder), segment, segments)
+        })
+    }
+
+    /// The delete stage: the candidates the copy stage recorded, deleted where still due.
+    async fn run_deletes(&self, mut record: ShardProgress) -> ShardProgress {
+        let cp: Checkpoint = record.checkpoint.clone();
+        record.counters = cp.counters.clone();
+        record.failures_by_class = cp.failures_by_class.clone();
+        record.fatal = None;
+        record.state = ShardState::Running;
+        let candidates = match delete::candidates(self).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the delete candidates; deleting nothing");
+                return self.failed_at_start(record, &e).await;
+            }
+        };
+        let report = self.report_writer(cp.report_segment, Segments::Delete);
+        let rec = Recorder {
+            record,
+            cp,
+            window: Watermark::default(),
+            report,
+            breaker: Breaker::default(),
+        };
+        delete::run(self, rec, candidates).await
     }
 
     /// Loads the shard's record, cleans up what an earlier run left (multipart uploads), and
@@ -149,6 +189,13 @@ impl ShardRun {
         }
         let mut record = match loaded {
             Some(r) if r.is_for(&self.plan, self.index) => r,
+            // The delete stage goes on from the copy stage's record (its counters stay).
+            Some(r)
+                if self.plan.stage == Stage::Delete
+                    && r.is_for(&self.plan.copy_stage(), self.index) =>
+            {
+                r.continued_for(&self.plan, self.index)
+            }
             _ => ShardProgress::new_for(&self.plan, self.index),
         };
         let resumed_since = record

@@ -22,7 +22,7 @@ use super::record::{Outcome, Recorder, Verdict};
 use super::ShardRun;
 use crate::copy::{Copied, Copier, UploadRegistry};
 use crate::error::TransferError;
-use crate::report::ManifestLine;
+use crate::report::{DeleteLine, ManifestLine};
 use crate::stores::ObjectInfo;
 
 /// How long in-flight objects may take to finish after a stop before they are abandoned.
@@ -37,6 +37,8 @@ struct Done {
     seq: u64,
     info: ObjectInfo,
     replaced: bool,
+    /// The destination held the key when it was listed.
+    at_destination: bool,
     result: Result<Copied, TransferError>,
 }
 
@@ -85,6 +87,8 @@ struct Total {
 /// The state of the loop.
 pub struct Pump<'a> {
     run: &'a ShardRun,
+    /// Count the destination's selected keys (the base of a percentage `maxDeletes`).
+    count_destination: bool,
     rec: Recorder,
     selector: Selector,
     copier: Arc<Copier>,
@@ -135,12 +139,15 @@ impl<'a> Pump<'a> {
             ),
         };
         let t = &run.plan.transfer;
+        let deletes = run.plan.finds_deletes();
         let rules = Rules {
             selector: selector.clone(),
             policy: t.overwrite,
             dry_run: t.dry_run,
             md5_etags: run.src.caps().md5_etags && run.dst.sink_caps().etags_are_md5,
             resumed_since,
+            deletes,
+            protected: protected_prefixes(run),
         };
         let (tx, work) = mpsc::channel::<Work>(1024);
         let producer = tokio::spawn(produce(src_list, dst_list, rules, tx));
@@ -162,6 +169,7 @@ impl<'a> Pump<'a> {
         let resumed_at = rec.record.counters.totals();
         Pump {
             run,
+            count_destination: deletes,
             rec,
             selector,
             copier,
@@ -260,6 +268,7 @@ impl<'a> Pump<'a> {
                         seq,
                         info,
                         replaced,
+                        at_destination: replaced,
                         result,
                     }
                 }));
@@ -270,18 +279,31 @@ impl<'a> Pump<'a> {
                     seq,
                     info,
                     replaced: false,
+                    at_destination: true,
                     result: Ok(Copied::Done { checksum }),
                 });
             }
-            Work::Skip(info) => self.record_now(&info, Outcome::Skipped),
-            Work::WouldCopy(info) => self.record_now(&info, Outcome::WouldCopy),
+            Work::Skip(info) => self.record_now(&info, Outcome::Skipped, true),
+            Work::WouldCopy { info, replaced } => {
+                self.record_now(&info, Outcome::WouldCopy, replaced)
+            }
+            Work::Candidate(info) => {
+                let seq = self.rec.register_key(&info.key);
+                let line = DeleteLine {
+                    key: self.run.dst.full_key(&info.key),
+                    size: info.size,
+                    etag: info.etag.clone(),
+                    modified: info.modified.map(|m| m.to_rfc3339()),
+                };
+                self.rec.settle(seq, info.size, Outcome::Candidate(line));
+            }
             Work::Archived(info) => {
                 let e = TransferError::new(
                     FailureClass::Archived,
                     "skipped: the object is in an archive storage class (restore it first)",
                 );
                 let line = e.report_line(self.run.src.full_key(&info.key), &info);
-                self.record_now(&info, Outcome::Archived(line));
+                self.record_now(&info, Outcome::Archived(line), false);
             }
             Work::Invalid(info, why) => {
                 let seq = self.rec.register(&info);
@@ -292,9 +314,10 @@ impl<'a> Pump<'a> {
         }
     }
 
-    fn record_now(&mut self, info: &ObjectInfo, outcome: Outcome) {
+    fn record_now(&mut self, info: &ObjectInfo, outcome: Outcome, at_destination: bool) {
         let seq = self.rec.register(info);
-        self.rec.settle(seq, info.size, outcome);
+        let counted = at_destination && self.count_destination;
+        self.rec.settle_at(seq, info.size, outcome, counted);
     }
 
     fn fail(&mut self, seq: u64, info: &ObjectInfo, e: &TransferError) {
@@ -310,8 +333,10 @@ impl<'a> Pump<'a> {
             seq,
             info,
             replaced,
+            at_destination,
             result,
         } = done;
+        let counted = at_destination && self.count_destination;
         match result {
             Ok(Copied::Done { checksum }) => {
                 let line = ManifestLine {
@@ -319,10 +344,14 @@ impl<'a> Pump<'a> {
                     size: info.size,
                     checksum,
                     replaced,
+                    deleted: false,
                 };
-                self.rec.settle(seq, info.size, Outcome::Copied(line));
+                self.rec
+                    .settle_at(seq, info.size, Outcome::Copied(line), counted);
             }
-            Ok(Copied::Vanished) => self.rec.settle(seq, info.size, Outcome::Vanished),
+            Ok(Copied::Vanished) => self
+                .rec
+                .settle_at(seq, info.size, Outcome::Vanished, counted),
             Err(e) => {
                 let anything_copied = self.rec.record.counters.objects_copied > 0;
                 let key = self.run.src.full_key(&info.key);
@@ -448,4 +477,23 @@ impl<'a> Pump<'a> {
         self.rec.record.updated_at = Some(chrono::Utc::now().to_rfc3339());
         self.run.save(&self.rec.record).await;
     }
+}
+
+/// Key prefixes (relative to the destination) that are never delete candidates: the backup
+/// prefix, where it lies below the destination's own prefix.
+fn protected_prefixes(run: &ShardRun) -> Vec<String> {
+    let Some(backup) = run
+        .plan
+        .transfer
+        .deletes
+        .as_ref()
+        .and_then(|d| d.backup_prefix.as_deref())
+    else {
+        return Vec::new();
+    };
+    let root = run.dst.full_key("");
+    backup
+        .strip_prefix(root.as_str())
+        .map(|rel| vec![rel.to_string()])
+        .unwrap_or_default()
 }

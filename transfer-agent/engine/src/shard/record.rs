@@ -7,7 +7,7 @@ use ferry_core::{Checkpoint, Counters, ErrorSample, FailureClass, ShardProgress}
 
 use crate::checkpoint::{Recorded, Watermark};
 use crate::error::TransferError;
-use crate::report::{FailureLine, ManifestLine, ReportWriter};
+use crate::report::{DeleteLine, FailureLine, ManifestLine, ReportWriter};
 use crate::stores::ObjectInfo;
 
 /// Job-fatal errors tolerated before the shard stops (circuit breaker).
@@ -30,6 +30,14 @@ pub enum Outcome {
     Archived(FailureLine),
     /// Failed; `line` goes to the failure report.
     Failed(FailureLine),
+    /// A destination key absent at the source; `line` goes to the candidates.
+    Candidate(DeleteLine),
+    /// A candidate deleted (delete stage); `line` goes to the manifest.
+    Deleted(ManifestLine),
+    /// A candidate not deleted after all (back at the source, changed, already gone).
+    Kept,
+    /// A candidate whose delete failed; `line` goes to the delete stage's failure report.
+    DeleteFailed(FailureLine),
 }
 
 impl Outcome {
@@ -43,8 +51,26 @@ impl Outcome {
             Outcome::Vanished => c.objects_vanished = 1,
             Outcome::Archived(_) => c.objects_archived = 1,
             Outcome::Failed(_) => (c.objects_failed, c.bytes_failed) = (1, size),
+            Outcome::Candidate(_) => {
+                (
+                    c.objects_to_delete,
+                    c.bytes_to_delete,
+                    c.destination_objects,
+                ) = (1, size, 1)
+            }
+            Outcome::Deleted(_) => (c.objects_deleted, c.bytes_deleted) = (1, size),
+            Outcome::Kept => c.objects_delete_kept = 1,
+            Outcome::DeleteFailed(_) => c.objects_delete_failed = 1,
         }
         c
+    }
+
+    /// Whether the outcome is of a selected source object (counted in the totals).
+    fn of_source(&self) -> bool {
+        !matches!(
+            self,
+            Outcome::Candidate(_) | Outcome::Deleted(_) | Outcome::Kept | Outcome::DeleteFailed(_)
+        )
     }
 }
 
@@ -132,26 +158,50 @@ impl Recorder {
         self.window.push(info.key.clone())
     }
 
+    /// Registers the next key in listing order that is not a selected source object (a
+    /// delete candidate): it moves the watermark but is not counted as listed.
+    pub fn register_key(&mut self, key: &str) -> u64 {
+        self.window.push(key.to_string())
+    }
+
     /// Records how the key at `seq` ended: in the live counters now, in the checkpoint once
     /// every key before it is done too (the delta then also counts the key in the totals).
     pub fn settle(&mut self, seq: u64, size: u64, outcome: Outcome) {
-        let counters = outcome.counters(size);
+        self.settle_at(seq, size, outcome, false)
+    }
+
+    /// [`Recorder::settle`], counting the key among the destination's objects when
+    /// `at_destination` (delete propagation's percentage base).
+    pub fn settle_at(&mut self, seq: u64, size: u64, outcome: Outcome, at_destination: bool) {
+        let mut counters = outcome.counters(size);
+        if at_destination {
+            counters.destination_objects += 1;
+        }
         self.record.counters.add(&counters);
-        let (failure, written) = match outcome {
+        let source = outcome.of_source();
+        let (mut failure, mut written, mut candidate) = (None, None, None);
+        match outcome {
             Outcome::Copied(line) => {
                 self.breaker.copied();
-                (None, Some(line))
+                written = Some(line);
             }
             Outcome::Archived(line) | Outcome::Failed(line) => {
                 *self.record.failures_by_class.entry(line.class).or_insert(0) += 1;
-                (Some(line), None)
+                failure = Some(line);
             }
-            _ => (None, None),
-        };
-        let delta = Counters {
-            objects_total: 1,
-            bytes_total: size,
-            ..counters
+            Outcome::Deleted(line) => written = Some(line),
+            Outcome::DeleteFailed(line) => failure = Some(line),
+            Outcome::Candidate(line) => candidate = Some(line),
+            _ => {}
+        }
+        let delta = if source {
+            Counters {
+                objects_total: 1,
+                bytes_total: size,
+                ..counters
+            }
+        } else {
+            counters
         };
         self.window.complete(
             seq,
@@ -159,6 +209,8 @@ impl Recorder {
                 delta,
                 failure,
                 written,
+                candidate,
+                source,
             },
         );
         self.drain();
@@ -184,7 +236,7 @@ impl Recorder {
     fn drain(&mut self) {
         while let Some((key, rec)) = self.window.pop_ready() {
             self.cp.counters.add(&rec.delta);
-            if let Some(f) = &rec.failure {
+            if let Some(f) = rec.failure.as_ref().filter(|_| rec.source) {
                 *self.cp.failures_by_class.entry(f.class).or_insert(0) += 1;
             }
             if let Some(r) = self.report.as_mut() {
@@ -193,6 +245,9 @@ impl Recorder {
                 }
                 if let Some(w) = &rec.written {
                     r.written(w);
+                }
+                if let Some(c) = &rec.candidate {
+                    r.candidate(c);
                 }
             }
             self.cp.watermark = Some(key);
@@ -252,6 +307,7 @@ mod tests {
                 size: 1,
                 checksum: String::new(),
                 replaced: false,
+                deleted: false,
             }),
         );
         assert_eq!(r.cp.watermark.as_deref(), Some("c"));
@@ -268,6 +324,29 @@ mod tests {
         assert_eq!((c.bytes_total, c.bytes_failed), (6, 3));
         assert_eq!(r.cp.failures_by_class.get(&FailureClass::Network), Some(&1));
         assert_eq!(r.record.counters.objects_total, 3);
+    }
+
+    #[test]
+    fn candidates_move_the_watermark_without_counting_as_listed() {
+        let mut r = recorder();
+        let a = r.register(&info("a", 1));
+        let b = r.register_key("b");
+        r.settle(
+            b,
+            5,
+            Outcome::Candidate(DeleteLine {
+                key: "b".into(),
+                size: 5,
+                etag: None,
+                modified: None,
+            }),
+        );
+        r.settle_at(a, 1, Outcome::Skipped, true);
+        assert_eq!(r.cp.watermark.as_deref(), Some("b"));
+        let c = &r.cp.counters;
+        assert_eq!((c.objects_total, c.bytes_total), (1, 1));
+        assert_eq!((c.objects_to_delete, c.bytes_to_delete), (1, 5));
+        assert_eq!(c.destination_objects, 2);
     }
 
     #[test]

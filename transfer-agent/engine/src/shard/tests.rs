@@ -66,12 +66,14 @@ fn plan(concurrency: u32) -> JobPlan {
             max_failures: None,
             dry_run: false,
             cancel: false,
+            deletes: None,
         },
         shards: vec![ShardRange::default()],
         only_keys: None,
         report_prefix: report_prefix("ns", "job", "u"),
         attempt: 0,
         retry_failed_from: None,
+        stage: Default::default(),
     }
 }
 
@@ -300,4 +302,78 @@ async fn a_plan_whose_filters_do_not_compile_fails_instead_of_copying_everything
     assert_eq!(rec.state, ShardState::Failed);
     assert!(rec.fatal.is_some());
     assert!(data_keys(&h.dst).is_empty());
+}
+
+#[tokio::test]
+async fn deletes_wait_for_their_own_stage_and_delete_only_what_is_still_due() {
+    let h = Harness::new(10);
+    for k in ["x1", "x2", "x3", "x4"] {
+        h.dst.insert(k, b"old".to_vec());
+    }
+    let mut p = plan(4);
+    p.transfer.deletes = Some(ferry_core::DeleteSettings {
+        max: ferry_core::FailureBudget::Count(100),
+        backup_prefix: None,
+    });
+    let (run, _live, _stop) = h.shard(p.clone());
+    let rec = run.run().await;
+    assert_eq!(rec.state, ShardState::Completed);
+    let c = &rec.counters;
+    assert_eq!(
+        (c.objects_copied, c.objects_to_delete, c.bytes_to_delete),
+        (10, 4, 12)
+    );
+    assert_eq!(c.destination_objects, 4);
+    assert_eq!(c.objects_total, 10, "candidates are not source objects");
+    assert_eq!(
+        data_keys(&h.dst).len(),
+        14,
+        "the copy stage deletes nothing"
+    );
+
+    // Between the stages x2 comes back at the source and x3 changes at the destination.
+    h.src.insert("x2", b"new".to_vec());
+    h.dst.insert("x3", b"changed".to_vec());
+    let (run, _live, _stop) = h.shard(p.deletes());
+    let rec = run.run().await;
+    assert_eq!(rec.state, ShardState::Completed);
+    let c = &rec.counters;
+    assert_eq!(
+        (
+            c.objects_deleted,
+            c.bytes_deleted,
+            c.objects_delete_kept,
+            c.objects_delete_failed
+        ),
+        (2, 6, 2, 0)
+    );
+    assert_eq!(c.objects_copied, 10, "the copy stage's counters carry on");
+    assert!(h.dst.bytes("x1").is_none() && h.dst.bytes("x4").is_none());
+    assert!(h.dst.bytes("x2").is_some() && h.dst.bytes("x3").is_some());
+    let manifest = h.manifest_keys().await;
+    assert!(manifest.contains(&"x1".to_string()) && manifest.contains(&"x4".to_string()));
+    assert_eq!(manifest.len(), 12, "10 copied and 2 deleted, each once");
+
+    // The delete stage done is done: running it again deletes nothing more.
+    h.dst.insert("x1", b"old".to_vec());
+    let (run, _live, _stop) = h.shard(p.deletes());
+    run.run().await;
+    assert!(h.dst.bytes("x1").is_some());
+}
+
+#[tokio::test]
+async fn a_dry_run_counts_the_candidates_and_deletes_nothing() {
+    let h = Harness::new(3);
+    h.dst.insert("gone", b"old".to_vec());
+    let mut p = plan(2);
+    p.transfer.dry_run = true;
+    p.transfer.deletes = Some(ferry_core::DeleteSettings {
+        max: ferry_core::FailureBudget::Count(0),
+        backup_prefix: None,
+    });
+    let (mut run, _live, _stop) = h.shard(p);
+    run.report = None;
+    let rec = run.run().await;
+    assert_eq!(rec.counters.objects_to_delete, 1);
+    assert!(h.dst.bytes("gone").is_some());
 }

@@ -214,6 +214,18 @@ pub trait Sink: Source {
     /// Deletes one object; a key that is already gone is no error.
     async fn delete(&self, key: &str) -> Result<(), TransferError>;
 
+    /// Copies the object at `key` to `to`, a key of this side's bucket (not below its
+    /// prefix), inside the service, guarded by `etag`: the backup of an object about to be
+    /// deleted. Only S3 destinations can (`deletes.backupPrefix` is refused on others).
+    async fn backup(&self, key: &str, to: &str, etag: Option<&str>) -> Result<(), TransferError> {
+        let _ = (key, to, etag);
+        Err(TransferError::new(
+            ferry_core::FailureClass::InvalidRequest,
+            format!("{} cannot keep backups of deleted objects", self.describe()),
+        )
+        .fatal())
+    }
+
     /// Checks that the location can be written to, writing nothing. In a dry run a location
     /// that would be created by the first write (a directory) is no error.
     async fn probe_destination(&self, dry_run: bool) -> Result<(), TransferError>;

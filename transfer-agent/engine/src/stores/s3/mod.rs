@@ -766,6 +766,25 @@ impl Sink for S3Store {
         .await
     }
 
+    async fn backup(&self, key: &str, to: &str, etag: Option<&str>) -> Result<(), TransferError> {
+        let from = self.full(key);
+        with_retry(&self.retry, "CopyObject", |_| async {
+            self.limits.request().await;
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(to)
+                .copy_source(copy_source(&self.bucket, &from))
+                .set_copy_source_if_match(etag.map(quote))
+                .metadata_directive(MetadataDirective::Copy)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| TransferError::from_sdk("CopyObject", &e))
+        })
+        .await
+    }
+
     async fn probe_destination(&self, _dry_run: bool) -> Result<(), TransferError> {
         self.check(true).await
     }

@@ -1,0 +1,212 @@
+//! The `BucketSync` resource: a bucket kept in sync on a schedule. Each run is a child
+//! MigrationJob carrying the sync's transfer (the same [`TransferSpec`] type).
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::Trigger;
+use crate::spec::TransferSpec;
+use crate::status::{Condition, Phase};
+use crate::validate::{err, transfer_problems, SpecError};
+
+/// A bucket (or directory) kept in sync with a source, on a schedule or every interval. Each
+/// run is a MigrationJob named `<sync>-<unix minutes>` (seconds for intervals under a minute),
+/// labelled `ferry.dev/bucket-sync: <sync>`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "ferry.dev",
+    version = "v1alpha1",
+    kind = "BucketSync",
+    namespaced,
+    status = "BucketSyncStatus",
+    shortname = "bs",
+    category = "ferry",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Last Sync","type":"date","jsonPath":".status.lastSyncTime"}"#,
+    printcolumn = r#"{"name":"Next Sync","type":"string","jsonPath":".status.nextSyncTime"}"#,
+    printcolumn = r#"{"name":"Copied","type":"integer","jsonPath":".status.lastRun.objectsCopied"}"#,
+    printcolumn = r#"{"name":"Deleted","type":"integer","jsonPath":".status.lastRun.objectsDeleted"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.lastRun.objectsFailed"}"#,
+    printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeRun","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::cel::sync_spec)]
+pub struct BucketSyncSpec {
+    /// What is copied and how: the same fields as a MigrationJob's.
+    #[serde(flatten)]
+    pub transfer: TransferSpec,
+    /// When runs start: a 5-field cron expression (`0 2 * * *`; `@hourly`, `@daily`...).
+    /// Set exactly one of `schedule` and `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), transform = crate::cel::cron)]
+    pub schedule: Option<String>,
+    /// The IANA time zone of `schedule` (`Europe/Berlin`). Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    /// Start a run every this long (`15m`, `1h30m`; at least `10s`). The first run starts
+    /// when the resource is created. Set exactly one of `schedule` and `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"), transform = crate::cel::interval)]
+    pub interval: Option<String>,
+    /// No new runs while true; a running one is suspended (and resumes from its checkpoints).
+    #[serde(default)]
+    pub suspend: bool,
+    /// What a tick does while a run is still active: `Forbid` (the default: the tick is
+    /// skipped and counted in `status.skippedTicks`) or `Replace` (the active run is cancelled
+    /// and a new one starts).
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// A tick missed by more than this many seconds (the operator was down) is skipped.
+    /// After an outage at most one catch-up run starts, never a burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 31_622_400))]
+    pub starting_deadline_seconds: Option<i64>,
+    /// Successful runs (MigrationJobs) kept. Default 3.
+    #[serde(default = "default_successful")]
+    #[schemars(range(max = 100))]
+    pub successful_runs_history_limit: u32,
+    /// Failed runs kept. Default 1.
+    #[serde(default = "default_failed")]
+    #[schemars(range(max = 100))]
+    pub failed_runs_history_limit: u32,
+}
+
+fn default_successful() -> u32 {
+    3
+}
+fn default_failed() -> u32 {
+    1
+}
+
+/// What a tick does while a run is active.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Skip the tick (counted).
+    #[default]
+    Forbid,
+    /// Cancel the active run and start a new one.
+    Replace,
+}
+
+/// The longest BucketSync name: its runs' names add `-<digits>` and their agents' Job
+/// `-agents`, and a Job's name must stay a 63-character label value.
+pub const MAX_SYNC_NAME: usize = 40;
+
+/// Everything wrong with a BucketSync spec (and its name); empty when valid.
+pub fn sync_problems(name: &str, spec: &BucketSyncSpec) -> Vec<SpecError> {
+    let mut errors = transfer_problems(&spec.transfer);
+    if let Err(e) = Trigger::parse(
+        spec.schedule.as_deref(),
+        spec.time_zone.as_deref(),
+        spec.interval.as_deref(),
+    ) {
+        let field = if spec.interval.is_some() && spec.schedule.is_none() {
+            "spec.interval"
+        } else {
+            "spec.schedule"
+        };
+        errors.push(err(field, e.to_string()));
+    }
+    if name.len() > MAX_SYNC_NAME {
+        errors.push(err(
+            "metadata.name",
+            format!("at most {MAX_SYNC_NAME} characters (run names add a suffix)"),
+        ));
+    }
+    errors
+}
+
+/// Where a BucketSync stands.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SyncPhase {
+    /// Waiting for the next tick.
+    Idle,
+    /// A run is active.
+    Syncing,
+    /// `spec.suspend` is set.
+    Suspended,
+    /// The spec is invalid; nothing runs until it is fixed.
+    Failed,
+}
+
+/// The last run that ended, in short.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// The run's MigrationJob.
+    pub name: String,
+    /// How it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Objects copied.
+    #[serde(default)]
+    pub objects_copied: u64,
+    /// Objects deleted at the destination (absent at the source).
+    #[serde(default)]
+    pub objects_deleted: u64,
+    /// Objects already up to date.
+    #[serde(default)]
+    pub objects_up_to_date: u64,
+    /// Objects that failed.
+    #[serde(default)]
+    pub objects_failed: u64,
+    /// Bytes copied.
+    #[serde(default)]
+    pub bytes_copied: u64,
+    /// More delete candidates than `maxDeletes` allowed: none deleted.
+    #[serde(default)]
+    pub deletes_held: bool,
+}
+
+/// The observed state of a BucketSync.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketSyncStatus {
+    /// Idle, Syncing, Suspended or Failed (an invalid spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<SyncPhase>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled` (kstatus) and `DeletesHeld`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The tick the last scheduled run was started for (or skipped at), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<String>,
+    /// When the last run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<String>,
+    /// When the last run that completed without failures ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_sync_time: Option<String>,
+    /// When the next run is due (none while suspended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<String>,
+    /// How long the last run took (`1m20s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_duration: Option<String>,
+    /// The run active now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_run: Option<String>,
+    /// The last run that ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunSummary>,
+    /// Ticks skipped: a run was still active (`concurrencyPolicy: Forbid`), or the tick was
+    /// missed by more than `startingDeadlineSeconds`.
+    #[serde(default)]
+    pub skipped_ticks: u64,
+    /// Runs in a row that did not complete cleanly (0 after a clean one).
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// The last `ferry.dev/sync-now` value handled (a value present at creation counts as
+    /// handled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_now: Option<String>,
+    /// A one-line explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
