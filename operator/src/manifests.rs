@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use ferry_api::MigrationJob;
+use ferry_api::{BucketSync, MigrationJob};
 use serde::Deserialize;
 
 /// A Secret's decoded values, by key.
@@ -29,9 +29,18 @@ pub struct LoadedJob {
     pub file: PathBuf,
 }
 
+/// A BucketSync with the directory of the file it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedSync {
+    pub sync: BucketSync,
+    pub dir: PathBuf,
+    pub file: PathBuf,
+}
+
 #[derive(Debug, Default)]
 pub struct Manifests {
     pub jobs: Vec<LoadedJob>,
+    pub syncs: Vec<LoadedSync>,
     /// By (namespace, name).
     pub secrets: BTreeMap<(String, String), SecretData>,
 }
@@ -133,6 +142,15 @@ fn load_file(path: &Path, out: &mut Manifests) -> Result<(), ManifestError> {
                     file: path.to_path_buf(),
                 });
             }
+            ("ferry.dev/v1alpha1", "BucketSync") => {
+                let sync: BucketSync = serde_yaml::from_value(value)
+                    .map_err(|e| perr(format!("invalid BucketSync: {e}")))?;
+                out.syncs.push(LoadedSync {
+                    sync,
+                    dir: dir.clone(),
+                    file: path.to_path_buf(),
+                });
+            }
             ("v1", "Secret") => {
                 let s: SecretDoc = serde_yaml::from_value(value)
                     .map_err(|e| perr(format!("invalid Secret: {e}")))?;
@@ -160,7 +178,7 @@ fn load_file(path: &Path, out: &mut Manifests) -> Result<(), ManifestError> {
             }
             (_, kind) => tracing::debug!(
                 kind,
-                "ignoring a document that is neither a MigrationJob nor a Secret"
+                "ignoring a document that is not a MigrationJob, a BucketSync or a Secret"
             ),
         }
     }
@@ -194,7 +212,8 @@ mod tests {
         );
     }
 
-    /// Every example loads, passes validation, and has the Secrets it references.
+    /// Every example loads, passes validation, and has the Secrets it references (a
+    /// BucketSync through the MigrationJob of one of its runs).
     #[test]
     fn every_example_is_a_valid_job_with_its_secrets() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
@@ -207,8 +226,21 @@ mod tests {
         );
         assert!(files.len() >= 5, "{files:?}");
         for f in files {
-            let m = load(std::slice::from_ref(&f)).unwrap();
-            assert_eq!(m.jobs.len(), 1, "{}", f.display());
+            let mut m = load(std::slice::from_ref(&f)).unwrap();
+            assert_eq!(m.jobs.len() + m.syncs.len(), 1, "{}", f.display());
+            if let Some(s) = m.syncs.first() {
+                let name = s.sync.metadata.name.clone().unwrap_or_default();
+                let problems = ferry_api::bucketsync::sync_problems(&name, &s.sync.spec);
+                assert!(problems.is_empty(), "{}: {problems:?}", f.display());
+                let mut job = crate::bucketsync::run_job(&s.sync, "run", chrono::Utc::now(), false);
+                job.metadata.namespace = s.sync.metadata.namespace.clone();
+                let loaded = LoadedJob {
+                    job,
+                    dir: s.dir.clone(),
+                    file: s.file.clone(),
+                };
+                m.jobs.push(loaded);
+            }
             let job = &m.jobs[0].job;
             let mut spec = job.spec.clone();
             // As `ferry run` does: relative paths are relative to the file.

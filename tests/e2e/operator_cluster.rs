@@ -25,13 +25,13 @@ use kube::api::{
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
-fn secret_yaml(name: &str) -> Value {
+pub(crate) fn secret_yaml(name: &str) -> Value {
     let server = shared_server();
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
            "stringData": {"AWS_ACCESS_KEY_ID": server.creds.access_key, "AWS_SECRET_ACCESS_KEY": server.creds.secret_key}})
 }
 
-fn job_yaml(name: &str, src: &str, dst: &str, secret: &str, extra: Value) -> Value {
+pub(crate) fn job_yaml(name: &str, src: &str, dst: &str, secret: &str, extra: Value) -> Value {
     let server = shared_server();
     // Two endpoint spellings of one server: the agents stream (GET + PUT) instead of copying
     // inside the server.
@@ -57,7 +57,7 @@ fn job_yaml_at(
     json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "MigrationJob", "metadata": {"name": name}, "spec": spec})
 }
 
-async fn buckets(n: usize) -> (S3, String, String, BTreeMap<String, Vec<u8>>) {
+pub(crate) async fn buckets(n: usize) -> (S3, String, String, BTreeMap<String, Vec<u8>>) {
     let s3 = S3::for_server(shared_server());
     let src = s3.create_bucket("op-src").await;
     let dst = s3.create_bucket("op-dst").await;
@@ -355,6 +355,97 @@ async fn bad_specs_are_refused_at_apply_time() {
         .await
         .expect_err("changing the source was accepted");
     assert!(err.to_string().contains("immutable"), "{err}");
+
+    // Delete propagation on a MigrationJob, and BucketSync's own fields.
+    let deletes = [
+        (
+            json!({"deletes": {"policy": "Propagate", "maxDeletes": "lots"}}),
+            "maxDeletes",
+        ),
+        (
+            json!({"deletes": {"policy": "Propagate", "maxDeletes": "120%"}}),
+            "at most 100%",
+        ),
+        (
+            json!({"deletes": {"policy": "Propagate"}, "filters": {"modifiedAfter": "2024-01-01T00:00:00Z"}}),
+            "time window",
+        ),
+        (
+            json!({"deletes": {"policy": "Keep", "maxDeletes": "5"}}),
+            "only apply with deletes.policy Propagate",
+        ),
+    ];
+    for (extra, expected) in deletes {
+        let v = job_yaml(
+            "bad-deletes",
+            "src-bucket",
+            "dst-bucket",
+            "creds",
+            extra.clone(),
+        );
+        let err = c
+            .apply(v)
+            .await
+            .expect_err(&format!("{extra} was accepted"));
+        assert!(
+            err.to_string().contains(expected),
+            "{extra}: {err} does not say {expected:?}"
+        );
+    }
+    let mut fs_backup = job_yaml(
+        "bad-backup",
+        "src-bucket",
+        "dst-bucket",
+        "creds",
+        json!({"deletes": {"policy": "Propagate", "backupPrefix": "bk/"}}),
+    );
+    fs_backup["spec"]["destination"] = json!({"filesystem": {"path": "/data"}});
+    let err = c
+        .apply(fs_backup)
+        .await
+        .expect_err("backupPrefix on a filesystem was accepted");
+    assert!(err.to_string().contains("needs an S3 destination"), "{err}");
+    let sync = |extra: Value| {
+        let mut spec =
+            job_yaml("s", "src-bucket", "dst-bucket", "creds", json!({}))["spec"].clone();
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "BucketSync", "metadata": {"name": "bad-sync"}, "spec": spec})
+    };
+    let sync_cases = [
+        (json!({}), "exactly one of schedule and interval"),
+        (
+            json!({"schedule": "0 2 * * *", "interval": "15m"}),
+            "exactly one of schedule and interval",
+        ),
+        (json!({"interval": "5s"}), "at least 10s"),
+        (json!({"interval": "soon"}), "interval"),
+        (json!({"schedule": "0 2 * *"}), "5-field cron"),
+        (
+            json!({"interval": "15m", "timeZone": "Europe/Berlin"}),
+            "timeZone applies to schedule only",
+        ),
+        (
+            json!({"interval": "15m", "deletes": {"policy": "Propagate", "maxDeletes": "x%"}}),
+            "maxDeletes",
+        ),
+    ];
+    for (extra, expected) in sync_cases {
+        let err = c
+            .apply(sync(extra.clone()))
+            .await
+            .expect_err(&format!("BucketSync {extra} was accepted"));
+        assert!(
+            err.to_string().contains(expected),
+            "BucketSync {extra}: {err} does not say {expected:?}"
+        );
+    }
+    c.apply(sync(
+        json!({"schedule": "*/5 * * * *", "timeZone": "Europe/Berlin"}),
+    ))
+    .await
+    .expect("a valid BucketSync is accepted");
     c.finish().await;
 }
 

@@ -553,11 +553,45 @@ impl Cluster {
                 .patch(&name, &pp, &Patch::Apply(&v))
                 .await
                 .map(|_| ()),
+            "BucketSync" => self
+                .api::<ferry_api::BucketSync>()
+                .patch(&name, &pp, &Patch::Apply(&v))
+                .await
+                .map(|_| ()),
             _ => self
                 .api::<ferry_api::MigrationJob>()
                 .patch(&name, &pp, &Patch::Apply(&v))
                 .await
                 .map(|_| ()),
+        }
+    }
+
+    pub async fn sync(&self, name: &str) -> ferry_api::BucketSync {
+        self.api::<ferry_api::BucketSync>().get(name).await.unwrap()
+    }
+
+    /// Waits until `pred` holds for the BucketSync, or fails with its last status.
+    pub async fn wait_for_sync(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&ferry_api::BucketSync) -> bool,
+    ) -> ferry_api::BucketSync {
+        let start = Instant::now();
+        loop {
+            let bs = self.sync(name).await;
+            if pred(&bs) {
+                return bs;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out waiting for {what}; status: {}\nlogs:\n{}",
+                    serde_json::to_string_pretty(&bs.status).unwrap(),
+                    tail(&self.logs(), 8000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
@@ -637,8 +671,12 @@ impl Cluster {
 
     /// Stops everything this cluster started and deletes its namespace.
     pub async fn finish(mut self) {
-        // The MigrationJobs go first, while a controller still runs to remove their
-        // finalizers (else the namespace would stay Terminating).
+        // The BucketSyncs (no new runs) and MigrationJobs go first, while a controller still
+        // runs to remove their finalizers (else the namespace would stay Terminating).
+        let _ = self
+            .api::<ferry_api::BucketSync>()
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
         let mjs = self.api::<ferry_api::MigrationJob>();
         let _ = mjs
             .delete_collection(&DeleteParams::default(), &ListParams::default())
@@ -671,33 +709,37 @@ fn tail(s: &str, n: usize) -> &str {
 }
 
 async fn install_crd(client: &Client, wait_established: bool) {
-    let text = std::fs::read_to_string(workspace_root().join("crds/migrationjobs.ferry.dev.yaml"))
-        .unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        "migrationjobs.ferry.dev",
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("the CRD is accepted");
-    if !wait_established {
-        return; // the stand-in serves ferry.dev from the start
-    }
-    for _ in 0..60 {
-        let c = api.get("migrationjobs.ferry.dev").await.unwrap();
-        if c.status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-        {
-            return;
+    for name in ["migrationjobs.ferry.dev", "bucketsyncs.ferry.dev"] {
+        let text =
+            std::fs::read_to_string(workspace_root().join(format!("crds/{name}.yaml"))).unwrap();
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        api.patch(
+            name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("the CRD is accepted");
+        if !wait_established {
+            continue; // the stand-in serves ferry.dev from the start
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut established = false;
+        for _ in 0..60 {
+            let c = api.get(name).await.unwrap();
+            if c.status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+            {
+                established = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(established, "the CRD {name} never became Established");
     }
-    panic!("the CRD never became Established");
 }
 
 /// A kubeconfig for `sa` with a fresh token: the agent acts with exactly its own rights.

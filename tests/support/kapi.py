@@ -71,6 +71,7 @@ RESOURCES = {
     ("rbac.authorization.k8s.io", "v1", "rolebindings"): ("RoleBinding", True, False),
     ("coordination.k8s.io", "v1", "leases"): ("Lease", True, False),
     ("ferry.dev", "v1alpha1", "migrationjobs"): ("MigrationJob", True, True),
+    ("ferry.dev", "v1alpha1", "bucketsyncs"): ("BucketSync", True, True),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions"):
         ("CustomResourceDefinition", False, True),
 }

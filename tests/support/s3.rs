@@ -94,6 +94,17 @@ impl S3 {
         self.put_with(bucket, key, body, &Meta::default()).await
     }
 
+    /// Delete an object (absent is fine).
+    pub async fn delete(&self, bucket: &str, key: &str) {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("delete {bucket}/{key}: {e:?}"));
+    }
+
     /// Put an object with metadata.
     pub async fn put_with(&self, bucket: &str, key: &str, body: impl Into<Vec<u8>>, meta: &Meta) {
         let body: Vec<u8> = body.into();

@@ -8,6 +8,7 @@
 //! and exit code 1. Ctrl-C (or SIGTERM) suspends the job: it ends `Paused`, exit code 130.
 
 mod executor;
+mod sync;
 mod ui;
 
 use std::path::{Path, PathBuf};
@@ -30,9 +31,10 @@ pub enum Output {
     Json,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// YAML files or directories with MigrationJobs and the Secrets they reference.
+    /// YAML files or directories with MigrationJobs or BucketSyncs and the Secrets they
+    /// reference.
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
     /// Where checkpoints and progress records are kept
@@ -67,13 +69,20 @@ pub async fn run(args: RunArgs) -> i32 {
             return 1;
         }
     };
-    if loaded.jobs.is_empty() {
+    if loaded.jobs.is_empty() && loaded.syncs.is_empty() {
         eprintln!(
-            "error: no MigrationJob (apiVersion ferry.dev/v1alpha1) found in the given files"
+            "error: no MigrationJob or BucketSync (apiVersion ferry.dev/v1alpha1) found in the given files"
         );
         return 1;
     }
     let mut worst = 0;
+    for s in &loaded.syncs {
+        let code = sync::run_sync(s, &loaded, &args).await;
+        worst = severity_max(worst, code);
+        if code == 130 {
+            return code;
+        }
+    }
     for job in &loaded.jobs {
         let status = run_job(job, &loaded, &args).await;
         let code = status.phase.map(Phase::exit_code).unwrap_or(1);
@@ -91,7 +100,7 @@ pub async fn run(args: RunArgs) -> i32 {
     worst
 }
 
-fn severity_max(a: i32, b: i32) -> i32 {
+pub(crate) fn severity_max(a: i32, b: i32) -> i32 {
     let rank = |c: i32| match c {
         0 => 0,
         2 => 1,
@@ -137,7 +146,11 @@ pub(crate) fn resolve_paths(spec: &mut MigrationJobSpec, dir: &Path) {
     }
 }
 
-async fn run_job(loaded: &LoadedJob, all: &Manifests, args: &RunArgs) -> MigrationJobStatus {
+pub(crate) async fn run_job(
+    loaded: &LoadedJob,
+    all: &Manifests,
+    args: &RunArgs,
+) -> MigrationJobStatus {
     let started = Instant::now();
     let mut job: MigrationJob = loaded.job.clone();
     let namespace = job

@@ -1,0 +1,173 @@
+//! BucketSync end to end: the real `ferry controller` against the Kubernetes API (the stand-in
+//! in CI, a real API server with FERRY_E2E_KUBECONFIG), data on the real S3 server, the
+//! destination checked with the tests' own S3 client (not Ferry's).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferry_api::{BucketSync, DeletesState, MigrationJob, Phase};
+use ferry_tests::cluster::{backend, Cluster};
+use ferry_tests::S3;
+use kube::api::{ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use crate::operator_cluster::{buckets, job_yaml, secret_yaml};
+
+const LONG: Duration = Duration::from_secs(180);
+
+/// The data keys of a bucket (Ferry's `.ferry/` reports aside) with their bytes.
+async fn data(s3: &S3, bucket: &str) -> BTreeMap<String, Vec<u8>> {
+    s3.contents(bucket)
+        .await
+        .into_iter()
+        .filter(|(k, _)| !ferry_tests::s3::is_ferry_key(k))
+        .collect()
+}
+
+async fn wait_identical(s3: &S3, src: &str, dst: &str, what: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let (a, b) = (data(s3, src).await, data(s3, dst).await);
+        if a == b {
+            return;
+        }
+        if start.elapsed() > LONG {
+            let extra: Vec<&String> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+            let missing: Vec<&String> = a.keys().filter(|k| b.get(*k) != a.get(*k)).collect();
+            panic!("{what}: the destination never matched the source; extra {extra:?}, missing or different {missing:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn annotate(c: &Cluster, name: &str, key: &str, value: &str) {
+    c.api::<BucketSync>()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .unwrap();
+}
+
+fn last_run(bs: &BucketSync) -> Option<&ferry_api::RunSummary> {
+    bs.status.as_ref()?.last_run.as_ref()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_sync_keeps_a_destination_in_sync_and_holds_a_mass_delete() {
+    let Some(b) = backend() else { return };
+    let c = Cluster::start(b, "sync").await;
+    let (s3, src, dst, _objects) = buckets(6).await;
+    c.apply(secret_yaml("creds")).await.unwrap();
+    // A destination key the source never had: deleted by the first run (1 of 7 is within 50%).
+    s3.put(&dst, "k/stale", b"old".to_vec()).await;
+    let mut spec = job_yaml("media", &src, &dst, "creds", json!({}))["spec"].clone();
+    spec["interval"] = json!("10s");
+    spec["deletes"] = json!({"policy": "Propagate", "maxDeletes": "50%"});
+    spec["successfulRunsHistoryLimit"] = json!(1);
+    c.apply(
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "BucketSync",
+                   "metadata": {"name": "media"}, "spec": spec}),
+    )
+    .await
+    .unwrap();
+
+    // The first run (at creation) makes the destination identical.
+    wait_identical(&s3, &src, &dst, "the first run").await;
+    let bs = c
+        .wait_for_sync("media", "a first clean run", LONG, |bs| {
+            last_run(bs).is_some_and(|r| r.phase == Some(Phase::Completed))
+        })
+        .await;
+    let st = bs.status.clone().unwrap();
+    assert!(
+        st.last_sync_time.is_some() && st.next_sync_time.is_some(),
+        "{st:?}"
+    );
+    assert_eq!(
+        st.last_run.as_ref().unwrap().objects_deleted,
+        1,
+        "k/stale deleted"
+    );
+
+    // The source gains, changes and loses keys; sync-now starts a run at once.
+    s3.put(&src, "k/new", b"brand new".to_vec()).await;
+    s3.put(&src, "k/0001", b"changed content".to_vec()).await;
+    s3.delete(&src, "k/0002").await;
+    annotate(&c, "media", "ferry.dev/sync-now", "1").await;
+    wait_identical(&s3, &src, &dst, "after additions, changes and deletions").await;
+
+    // Each run's start and end are Events on the BucketSync.
+    let reasons: Vec<String> = c
+        .events_of("media")
+        .await
+        .into_iter()
+        .map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "SyncStarted"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "SyncSucceeded"), "{reasons:?}");
+
+    // A mass delete at the source (4 of 6 keys) is held: nothing deleted, a clear condition.
+    let before = data(&s3, &dst).await;
+    for k in ["k/0000", "k/0003", "k/0004", "k/0005"] {
+        s3.delete(&src, k).await;
+    }
+    let bs = c
+        .wait_for_sync("media", "a held run", LONG, |bs| {
+            last_run(bs).is_some_and(|r| r.deletes_held)
+        })
+        .await;
+    assert_eq!(data(&s3, &dst).await, before, "a held run deletes nothing");
+    let held = bs
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DeletesHeld")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (held.status.as_str(), held.reason.as_str()),
+        ("True", "MaxDeletesExceeded")
+    );
+    let run = last_run(&bs).unwrap().name.clone();
+    let mj: MigrationJob = c.job(&run).await;
+    let d = mj.status.as_ref().and_then(|s| s.deletes.clone()).unwrap();
+    assert_eq!((d.state, d.candidates), (DeletesState::Held, 4));
+
+    // Approving that run deletes exactly its held candidates.
+    annotate(&c, "media", "ferry.dev/approve-deletes", &run).await;
+    c.wait_for(&run, "the approved deletes", LONG, |mj| {
+        mj.status
+            .as_ref()
+            .and_then(|s| s.deletes.as_ref())
+            .is_some_and(|d| d.state == DeletesState::Done && d.deleted == 4)
+    })
+    .await;
+    wait_identical(&s3, &src, &dst, "after the approval").await;
+
+    // History: finished clean runs beyond successfulRunsHistoryLimit (1) are pruned; the
+    // newest held run may stay besides.
+    let start = std::time::Instant::now();
+    loop {
+        let runs = c
+            .api::<MigrationJob>()
+            .list(&ListParams::default().labels("ferry.dev/bucket-sync=media"))
+            .await
+            .unwrap()
+            .items;
+        let done = runs
+            .iter()
+            .filter(|m| m.status.as_ref().and_then(|s| s.phase) == Some(Phase::Completed))
+            .count();
+        if done <= 2 {
+            break;
+        }
+        assert!(start.elapsed() < LONG, "{done} finished runs kept");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    c.finish().await;
+}
