@@ -171,3 +171,99 @@ async fn a_bucket_sync_keeps_a_destination_in_sync_and_holds_a_mass_delete() {
     }
     c.finish().await;
 }
+
+async fn runs(c: &Cluster, sync: &str) -> Vec<MigrationJob> {
+    c.api::<MigrationJob>()
+        .list(&ListParams::default().labels(&format!("ferry.dev/bucket-sync={sync}")))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_restart_mid_run_starts_no_second_run_and_suspend_and_sync_now_work() {
+    let Some(b) = backend() else { return };
+    let mut c = Cluster::start(b, "sync-restart").await;
+    let (s3, src, dst, _objects) = buckets(60).await;
+    c.apply(secret_yaml("creds")).await.unwrap();
+    // A long interval: the only run is the one at creation; slowed so the restart lands
+    // mid-run.
+    let mut spec = job_yaml(
+        "nightly",
+        &src,
+        &dst,
+        "creds",
+        json!({"requestsPerSecond": 20}),
+    )["spec"]
+        .clone();
+    spec["interval"] = json!("1h");
+    c.apply(
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "BucketSync",
+                   "metadata": {"name": "nightly"}, "spec": spec}),
+    )
+    .await
+    .unwrap();
+    let bs = c
+        .wait_for_sync("nightly", "an active run", LONG, |bs| {
+            bs.status.as_ref().is_some_and(|s| s.active_run.is_some())
+        })
+        .await;
+    let first = bs.status.unwrap().active_run.unwrap();
+    c.kill_controller("e2e").await;
+    c.start_controller("e2e", &[]);
+    c.wait_for_sync("nightly", "the run to end", LONG, |bs| {
+        last_run(bs).is_some_and(|r| r.name == first && r.phase == Some(Phase::Completed))
+    })
+    .await;
+    wait_identical(&s3, &src, &dst, "the first run").await;
+    let names: Vec<String> = runs(&c, "nightly")
+        .await
+        .iter()
+        .map(|m| m.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [first.clone()],
+        "one run for one tick, restart or not"
+    );
+
+    // Suspended: no run, even when asked for one; no next sync time.
+    c.api::<BucketSync>()
+        .patch(
+            "nightly",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    c.wait_for_sync("nightly", "Suspended", LONG, |bs| {
+        bs.status.as_ref().is_some_and(|s| {
+            s.phase == Some(ferry_api::SyncPhase::Suspended) && s.next_sync_time.is_none()
+        })
+    })
+    .await;
+    annotate(&c, "nightly", "ferry.dev/sync-now", "while-suspended").await;
+    c.wait_for_sync("nightly", "the sync-now handled", LONG, |bs| {
+        bs.status.as_ref().and_then(|s| s.last_sync_now.as_deref()) == Some("while-suspended")
+    })
+    .await;
+    assert_eq!(runs(&c, "nightly").await.len(), 1, "no run while suspended");
+
+    // Resumed, sync-now starts a run at once (not waiting for the hour).
+    c.api::<BucketSync>()
+        .patch(
+            "nightly",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    s3.put(&src, "k/late", b"late".to_vec()).await;
+    annotate(&c, "nightly", "ferry.dev/sync-now", "now").await;
+    c.wait_for_sync("nightly", "a manual run", LONG, |bs| {
+        last_run(bs).is_some_and(|r| r.name != first && r.phase == Some(Phase::Completed))
+    })
+    .await;
+    wait_identical(&s3, &src, &dst, "the manual run").await;
+    c.finish().await;
+}
