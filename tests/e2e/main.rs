@@ -12,6 +12,7 @@
 
 mod bucketsync_cluster;
 mod copy_paths;
+mod deletes;
 mod dry_run;
 mod failures;
 mod faults;

@@ -55,6 +55,10 @@ pub struct FaultSchedule {
     /// Requests for these object keys are answered `403 AccessDenied` (an object-level
     /// failure), whatever the schedule.
     pub deny_keys: Vec<String>,
+    /// Requests whose target (path and query, as sent) contains one of these strings are
+    /// answered `403 AccessDenied` (not retried), whatever the schedule: e.g. `start-after=`
+    /// fails the listings of every shard but the first.
+    pub deny_targets_containing: Vec<String>,
 }
 
 impl FaultSchedule {
@@ -529,7 +533,14 @@ async fn handle(client: TcpStream, st: Arc<State>) -> std::io::Result<()> {
         0
     };
 
-    if !schedule.deny_keys.is_empty() && schedule.deny_keys.contains(&record.bucket_and_key().1) {
+    let denied_target = schedule
+        .deny_targets_containing
+        .iter()
+        .any(|s| target.contains(s.as_str()));
+    if denied_target
+        || (!schedule.deny_keys.is_empty()
+            && schedule.deny_keys.contains(&record.bucket_and_key().1))
+    {
         let response = denied_response(method == "HEAD");
         return answer_instead(client, &st, record, Fault::Denied, &response).await;
     }

@@ -170,18 +170,17 @@ impl Local {
         if let (Some(settings), true) = (&v.transfer.deletes, plan.attempt == 0) {
             let c = st.progress.counters.clone();
             let copy_ok = ended && st.phase == Some(ferry_api::Phase::Completed);
-            let approved = approval == Some(self.name.as_str());
+            // An approval is the decision's to act on (as in the cluster): the guard is
+            // asked without it, so a held run reads Held and `decide` approves it.
             let verdict = if plan.stage == Stage::Delete {
                 Verdict::Delete
             } else {
-                deletes::guard(settings, &c, copy_ok, v.transfer.dry_run, approved)
+                deletes::guard(settings, &c, copy_ok, v.transfer.dry_run, false)
             };
             let mut d = deletes::status_of(settings, &c, &verdict, &self.name);
             if plan.stage == Stage::Delete {
                 d = deletes::deleted(&d, &c, ended);
-            }
-            if verdict == Verdict::Hold && approved {
-                d.state = DeletesState::Held; // the decision approves it
+                d.approved = approval.filter(|a| *a == self.name).map(str::to_string);
             }
             let deleting = d.state == DeletesState::Deleting;
             st.deletes = Some(d);
