@@ -43,6 +43,9 @@ pub struct Run {
     pub started: Option<DateTime<Utc>>,
     pub ended: Option<DateTime<Utc>>,
     pub summary: RunSummary,
+    /// Waiting for something outside to change (a missing Secret, an unreachable endpoint):
+    /// the MigrationJob's own message.
+    pub stuck: Option<String>,
 }
 
 impl Run {
@@ -291,6 +294,27 @@ pub fn decide(bs: &BucketSync, obs: &SyncObserved) -> SyncDecision {
 
     if let Some((run, scheduled, manual)) = to_start {
         let exists = runs.iter().any(|r| r.name == run);
+        // A run that cannot start (a missing Secret, an unreachable endpoint) does not hold
+        // the schedule: at the next tick it is cancelled (counted as a failure when it ends)
+        // and the new run tries again.
+        if !exists {
+            for r in active.iter().filter(|r| r.stuck.is_some() && !r.cancelled) {
+                steps.push(SyncStep::CancelRun {
+                    name: r.name.clone(),
+                });
+                event(
+                    &mut steps,
+                    true,
+                    Reason::SyncFailed,
+                    format!(
+                        "run {} could not start and is cancelled: {}",
+                        r.name,
+                        r.stuck.as_deref().unwrap_or_default()
+                    ),
+                );
+            }
+            active.retain(|r| r.stuck.is_none() || r.cancelled);
+        }
         if exists {
             // Started by an earlier pass whose status write was lost: nothing to do.
         } else if !active.is_empty() && bs.spec.concurrency_policy == ConcurrencyPolicy::Forbid {
@@ -497,6 +521,7 @@ mod tests {
             suspended: false,
             cancelled: false,
             started: Some(at),
+            stuck: None,
             ended: phase
                 .filter(|p| p.is_terminal())
                 .map(|_| at + chrono::Duration::seconds(30)),
@@ -620,6 +645,31 @@ mod tests {
         assert!(d.steps.contains(&SyncStep::CancelRun {
             name: "media-29000000".into()
         }));
+    }
+
+    #[test]
+    fn a_run_that_cannot_start_is_cancelled_at_the_next_tick_and_counted() {
+        let mut stuck = run("media-1", t(10, 0, 0), Some(Phase::Pending));
+        stuck.stuck = Some("Secret creds not found".into());
+        let bs = with_status(sync("interval: 10s"), |s| {
+            s.last_schedule_time = Some("2026-12-01T10:00:00Z".into())
+        });
+        let d = decide(&bs, &obs(vec![stuck.clone()], t(10, 0, 11)));
+        assert!(d.steps.contains(&SyncStep::CancelRun {
+            name: "media-1".into()
+        }));
+        assert_eq!(created(&d), [run_name("media", t(10, 0, 10), true)]);
+        // Once it has ended Cancelled it counts as a failure.
+        let mut ended = stuck;
+        ended.phase = Some(Phase::Cancelled);
+        ended.ended = Some(t(10, 0, 12));
+        let d = decide(
+            &with_status(sync("interval: 10s"), |s| {
+                s.last_schedule_time = Some("2026-12-01T10:00:10Z".into())
+            }),
+            &obs(vec![ended], t(10, 0, 13)),
+        );
+        assert_eq!(d.status.consecutive_failures, 1);
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub fn run_of(mj: &MigrationJob) -> Run {
         cancelled: mj.spec.cancel,
         started: time(st.start_time.as_ref()).or(created),
         ended: time(st.completion_time.as_ref()),
+        stuck: crate::migrationjob::decide::waits_on_the_world(&st)
+            .then(|| st.message.clone().unwrap_or_default()),
         summary: RunSummary {
             name: mj.name_any(),
             phase: st.phase,
