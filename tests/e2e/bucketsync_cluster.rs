@@ -239,7 +239,7 @@ async fn an_operator_restart_mid_run_starts_no_second_run_and_suspend_and_sync_n
         .collect();
     assert_eq!(
         names,
-        [first.clone()],
+        std::slice::from_ref(&first),
         "one run for one tick, restart or not"
     );
 
