@@ -27,3 +27,4 @@ mod progress;
 mod resume;
 mod sizes;
 mod support_selftest;
+mod sync_local;
