@@ -10,9 +10,10 @@ use crate::spec::TransferSpec;
 use crate::status::{Condition, Phase};
 use crate::validate::{err, transfer_problems, SpecError};
 
-/// A bucket (or directory) kept in sync with a source, on a schedule or every interval. Each
-/// run is a MigrationJob named `<sync>-<unix minutes>` (seconds for intervals under a minute),
-/// labelled `ferry.dev/bucket-sync: <sync>`.
+/// A bucket (or directory) kept in sync with a source, on a schedule or every interval. In a
+/// cluster each run is a MigrationJob named `<sync>-<unix minutes>` (seconds for intervals
+/// under a minute; `ferry run` names its passes by the second), labelled
+/// `ferry.dev/bucket-sync: <sync>`.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "ferry.dev",
@@ -29,7 +30,8 @@ use crate::validate::{err, transfer_problems, SpecError};
     printcolumn = r#"{"name":"Deleted","type":"integer","jsonPath":".status.lastRun.objectsDeleted"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.lastRun.objectsFailed"}"#,
     printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeRun","priority":1}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 40").message("a BucketSync name is at most 40 characters (its runs' names add a suffix)")
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::cel::sync_spec)]

@@ -1,7 +1,8 @@
 //! The schedule of a BucketSync as one pure decision: the resource, its runs (child
 //! MigrationJobs) and the time go in; the runs to create, cancel, suspend or prune, the Events,
-//! the new status and when to look again come out. The controller and `ferry run --watch`
-//! carry the steps out each in their own way.
+//! the new status and when to look again come out. The controller carries the steps out
+//! (`ferry run --watch` runs its passes on the same [`Trigger`] ticks, one at a time, with no
+//! history to prune).
 //!
 //! The rules (as a CronJob's, and stricter where a sync needs it):
 //! - a run is named from its tick (`<sync>-<unix minutes>`, seconds for intervals under a
@@ -230,6 +231,31 @@ pub fn decide(bs: &BucketSync, obs: &SyncObserved) -> SyncDecision {
             Reason::SyncFailed
         };
         event(&mut steps, !clean || s.deletes_held, reason, msg);
+    }
+
+    // The last run may change after it ended: an approval of its held deletes runs its delete
+    // stage, after which its summary says what was deleted.
+    if newly.is_empty() {
+        if let Some(r) = finished
+            .iter()
+            .find(|r| Some(&r.name) == known_last.as_ref())
+        {
+            if prev.last_run.as_ref() != Some(&r.summary) {
+                let was_held = prev.last_run.as_ref().is_some_and(|l| l.deletes_held);
+                if was_held && !r.summary.deletes_held {
+                    event(
+                        &mut steps,
+                        false,
+                        Reason::DeletesApproved,
+                        format!(
+                            "run {}: its approved deletes ended: {} deleted",
+                            r.name, r.summary.objects_deleted
+                        ),
+                    );
+                }
+                st.last_run = Some(r.summary.clone());
+            }
+        }
     }
 
     let mut active: Vec<&Run> = runs.iter().filter(|r| r.active()).collect();
@@ -766,6 +792,38 @@ mod tests {
             .find(|c| c.type_ == "Ready")
             .unwrap();
         assert_eq!(ready.status, "False");
+    }
+
+    #[test]
+    fn an_approved_run_is_summarised_again_once_its_deletes_ended() {
+        let bs = with_status(sync("schedule: '0 2 * * *'"), |s| {
+            s.last_schedule_time = Some("2026-12-01T02:00:00Z".into());
+            s.last_run = Some(RunSummary {
+                name: "media-1".into(),
+                phase: Some(Phase::Completed),
+                deletes_held: true,
+                ..Default::default()
+            });
+        });
+        let mut r = run("media-1", t(10, 0, 0), Some(Phase::Completed));
+        r.summary.objects_deleted = 40;
+        let d = decide(&bs, &obs(vec![r], t(11, 0, 0)));
+        let last = d.status.last_run.clone().unwrap();
+        assert_eq!((last.objects_deleted, last.deletes_held), (40, false));
+        let held = d
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "DeletesHeld")
+            .unwrap();
+        assert_eq!(held.status, "False");
+        assert!(d.steps.iter().any(|s| matches!(
+            s,
+            SyncStep::Event {
+                reason: Reason::DeletesApproved,
+                ..
+            }
+        )));
     }
 
     #[test]
