@@ -321,12 +321,21 @@ impl<'a> Pass<'a> {
         let failed = self.prev.progress.counters.objects_failed;
         if !matches!(phase, Phase::PartiallyCompleted | Phase::Failed) || failed == 0 {
             self.d.status.phase = Some(phase);
+            let deletes_failed = self.prev.deletes.as_ref().map_or(0, |d| d.failed);
+            let why = if deletes_failed > 0 {
+                format!(
+                    "{deletes_failed} deletes failed but no copy: a retry re-runs failed copies \
+                     only; the next run (or a new job) tries those deletes again"
+                )
+            } else {
+                "nothing to retry (delete and recreate it to run it again)".to_string()
+            };
             self.event(
                 false,
                 Reason::NothingToRetry,
                 format!(
                     "{RETRY_ANNOTATION}={token}: the job ended {phase:?} with no failed objects \
-                     in its report; nothing to retry (delete and recreate it to run it again)"
+                     in its report; {why}"
                 ),
             );
             self.d.requeue = SLOW;
@@ -1007,6 +1016,91 @@ mod tests {
         let again = decide(&f.job, &f.observed);
         assert_eq!(again.status.phase, Some(Phase::Completed));
         assert!(again.steps.is_empty(), "{:?}", again.steps);
+    }
+
+    /// The "done" fixture with delete propagation on and `candidates` destination keys
+    /// absent at the source, of 100 seen, in shard 0.
+    fn done_with_deletes(max: &str, candidates: u64) -> Fixture {
+        let mut f = load("done");
+        f.job.spec.deletes = ferry_api::Deletes {
+            policy: ferry_api::DeletePolicy::Propagate,
+            max_deletes: Some(max.into()),
+            backup_prefix: None,
+        };
+        let c = &mut f.observed.shards[0].as_mut().unwrap().counters;
+        c.objects_to_delete = candidates;
+        c.destination_objects = 100;
+        f
+    }
+
+    #[test]
+    fn within_the_guard_the_delete_stage_starts_after_the_copy() {
+        let f = done_with_deletes("10", 10);
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Running), "not finished yet");
+        assert!(d.steps.contains(&Step::DeleteJob), "the copy agents go");
+        let del = d.status.deletes.clone().unwrap();
+        assert_eq!(
+            (del.state, del.candidates, del.allowed),
+            (DeletesState::Deleting, 10, 10)
+        );
+        assert_eq!(cond(&d, DeletesHeld).status, "False");
+        // With the copy agents gone, the delete stage is planned (no listing) and started.
+        let mut f2 = f;
+        f2.job.status = Some(d.status.clone());
+        f2.observed.job = None;
+        f2.observed.plan_ready = false;
+        f2.observed.probe = Some(Probe::default());
+        let d = decide(&f2.job, &f2.observed);
+        assert!(d.steps.contains(&Step::PlanDeletes), "{:?}", d.steps);
+        assert!(!d.steps.contains(&Step::CreatePlan));
+    }
+
+    #[test]
+    fn beyond_the_guard_every_candidate_is_held_until_approved() {
+        let f = done_with_deletes("10", 11);
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Completed));
+        assert_eq!(d.status.deletes.as_ref().unwrap().state, DeletesState::Held);
+        let held = cond(&d, DeletesHeld);
+        assert_eq!(
+            (held.status.as_str(), held.reason.as_str()),
+            ("True", "MaxDeletesExceeded")
+        );
+        assert!(events(&d).contains(&"MaxDeletesExceeded".to_string()));
+        // An approval naming another run does nothing; naming this one starts the deletes.
+        let mut f2 = f;
+        f2.job.status = Some(d.status.clone());
+        f2.observed.job = None;
+        f2.observed.approval = Some("photos-other".into());
+        let d2 = decide(&f2.job, &f2.observed);
+        assert_eq!(d2.status.phase, Some(Phase::Completed));
+        f2.observed.approval = Some("photos".into());
+        let d3 = decide(&f2.job, &f2.observed);
+        assert_eq!(d3.status.phase, Some(Phase::Running));
+        let del = d3.status.deletes.clone().unwrap();
+        assert_eq!(
+            (del.state, del.approved.as_deref()),
+            (DeletesState::Deleting, Some("photos"))
+        );
+        assert!(events(&d3).contains(&"DeletesApproved".to_string()));
+    }
+
+    #[test]
+    fn a_failed_object_means_no_delete_at_all() {
+        let mut f = done_with_deletes("100%", 3);
+        f.observed.shards[1]
+            .as_mut()
+            .unwrap()
+            .counters
+            .objects_failed = 1;
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::PartiallyCompleted));
+        assert_eq!(
+            d.status.deletes.as_ref().unwrap().state,
+            DeletesState::Skipped
+        );
+        assert_eq!(cond(&d, DeletesHeld).reason, "DeletesSkipped");
     }
 
     #[test]
