@@ -96,7 +96,7 @@ pub async fn run(run: &ShardRun, mut rec: Recorder, candidates: Vec<DeleteLine>)
         };
         rec.settle(seq, line.size, outcome);
         if last_save.elapsed() >= run.checkpoint_every {
-            checkpoint(run, &mut rec).await;
+            run.checkpoint(&mut rec).await;
             run.live.send_replace(rec.record.clone());
             last_save = Instant::now();
         }
@@ -107,7 +107,7 @@ pub async fn run(run: &ShardRun, mut rec: Recorder, candidates: Vec<DeleteLine>)
         ShardState::Completed
     };
     rec.record.listing_complete = true;
-    checkpoint(run, &mut rec).await;
+    run.checkpoint(&mut rec).await;
     run.live.send_replace(rec.record.clone());
     rec.record
 }
@@ -153,19 +153,6 @@ fn changed(listed: &DeleteLine, now: &ObjectInfo) -> bool {
             listed.modified != now_modified
         }
     }
-}
-
-async fn checkpoint(run: &ShardRun, rec: &mut Recorder) {
-    if let Some(r) = rec.report.as_mut() {
-        if let Err(e) = r.flush().await {
-            tracing::warn!(error = %e, "could not write the report segment; keeping the old checkpoint");
-            return;
-        }
-        rec.cp.report_segment = r.segment;
-    }
-    rec.record.checkpoint = rec.cp.clone();
-    rec.record.updated_at = Some(chrono::Utc::now().to_rfc3339());
-    run.save(&rec.record).await;
 }
 
 /// The candidates of the shard, or the error that stops the delete stage (no report folder,

@@ -79,15 +79,7 @@ impl ShardRun {
         } else {
             Transport::Streamed
         });
-        // Resume: counters and failures are those of the checkpoint; what ran past it is
-        // redone.
-        let cp: Checkpoint = record.checkpoint.clone();
-        record.counters = cp.counters.clone();
-        record.failures_by_class = cp.failures_by_class.clone();
-        record.fatal = None;
-        record.listing_complete = false;
-        record.expected = None;
-        record.state = ShardState::Running;
+        let record = resumed(record);
         let selector = match Selector::new(&self.plan.transfer.selection) {
             Ok(s) => s,
             Err(e) => {
@@ -101,14 +93,7 @@ impl ShardRun {
                 return self.failed_at_start(record, &e).await;
             }
         };
-        let report = self.report_writer(cp.report_segment, Segments::Copy);
-        let rec = Recorder {
-            record,
-            cp,
-            window: Watermark::default(),
-            report,
-            breaker: Breaker::default(),
-        };
+        let rec = self.recorder(record, Segments::Copy);
         let record = pump::Pump::start(&self, rec, selector, resumed_since)
             .run()
             .await;
@@ -129,21 +114,41 @@ impl ShardRun {
         record
     }
 
-    /// The writer of the shard's report folder (none in a dry run).
-    fn report_writer(&self, segment: u32, segments: Segments) -> Option<ReportWriter> {
-        self.report.as_ref().map(|root| {
+    /// The recorder of a resumed record: its checkpoint, and a writer of the shard's report
+    /// folder from the checkpoint's segment on (none in a dry run).
+    fn recorder(&self, record: ShardProgress, segments: Segments) -> Recorder {
+        let cp: Checkpoint = record.checkpoint.clone();
+        let report = self.report.as_ref().map(|root| {
             let folder = self.plan.shard_report_folder(self.range().index);
-            ReportWriter::with(root.folder(&folder), segment, segments)
-        })
+            ReportWriter::with(root.folder(&folder), cp.report_segment, segments)
+        });
+        Recorder {
+            record,
+            cp,
+            window: Watermark::default(),
+            report,
+            breaker: Breaker::default(),
+        }
+    }
+
+    /// Writes the report segment covering the done prefix, then the checkpoint (which never
+    /// moves past keys whose report lines are not written).
+    pub(crate) async fn checkpoint(&self, rec: &mut Recorder) {
+        if let Some(r) = rec.report.as_mut() {
+            if let Err(e) = r.flush().await {
+                tracing::warn!(error = %e, "could not write the report segment; keeping the old checkpoint");
+                return;
+            }
+            rec.cp.report_segment = r.segment;
+        }
+        rec.record.checkpoint = rec.cp.clone();
+        rec.record.updated_at = Some(chrono::Utc::now().to_rfc3339());
+        self.save(&rec.record).await;
     }
 
     /// The delete stage: the candidates the copy stage recorded, deleted where still due.
-    async fn run_deletes(&self, mut record: ShardProgress) -> ShardProgress {
-        let cp: Checkpoint = record.checkpoint.clone();
-        record.counters = cp.counters.clone();
-        record.failures_by_class = cp.failures_by_class.clone();
-        record.fatal = None;
-        record.state = ShardState::Running;
+    async fn run_deletes(&self, record: ShardProgress) -> ShardProgress {
+        let record = resumed(record);
         let candidates = match delete::candidates(self).await {
             Ok(c) => c,
             Err(e) => {
@@ -151,14 +156,7 @@ impl ShardRun {
                 return self.failed_at_start(record, &e).await;
             }
         };
-        let report = self.report_writer(cp.report_segment, Segments::Delete);
-        let rec = Recorder {
-            record,
-            cp,
-            window: Watermark::default(),
-            report,
-            breaker: Breaker::default(),
-        };
+        let rec = self.recorder(record, Segments::Delete);
         delete::run(self, rec, candidates).await
     }
 
@@ -240,6 +238,19 @@ impl ShardRun {
             tracing::warn!(error = %e, "could not save the progress record");
         }
     }
+}
+
+/// A record going on from its checkpoint: counters and failures are those of the checkpoint;
+/// what ran past it is redone.
+fn resumed(mut record: ShardProgress) -> ShardProgress {
+    let cp = &record.checkpoint;
+    record.counters = cp.counters.clone();
+    record.failures_by_class = cp.failures_by_class.clone();
+    record.fatal = None;
+    record.listing_complete = false;
+    record.expected = None;
+    record.state = ShardState::Running;
+    record
 }
 
 #[cfg(test)]

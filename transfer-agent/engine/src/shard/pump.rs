@@ -463,19 +463,8 @@ impl<'a> Pump<'a> {
         self.rec.record
     }
 
-    /// Writes the report segment covering the done prefix, then the checkpoint.
     async fn checkpoint(&mut self) {
-        if let Some(r) = self.rec.report.as_mut() {
-            if let Err(e) = r.flush().await {
-                // The checkpoint must not move past keys whose report lines are not written.
-                tracing::warn!(error = %e, "could not write the report segment; keeping the old checkpoint");
-                return;
-            }
-            self.rec.cp.report_segment = r.segment;
-        }
-        self.rec.record.checkpoint = self.rec.cp.clone();
-        self.rec.record.updated_at = Some(chrono::Utc::now().to_rfc3339());
-        self.run.save(&self.rec.record).await;
+        self.run.checkpoint(&mut self.rec).await;
     }
 }
 
