@@ -121,6 +121,23 @@ pub fn sync_problems(name: &str, spec: &BucketSyncSpec) -> Vec<SpecError> {
     errors
 }
 
+/// The sync's trigger when the spec (and name) are valid, else everything wrong with them in
+/// one sentence.
+pub fn checked_trigger(name: &str, spec: &BucketSyncSpec) -> Result<Trigger, String> {
+    let problems = sync_problems(name, spec);
+    if problems.is_empty() {
+        if let Ok(t) = Trigger::parse(
+            spec.schedule.as_deref(),
+            spec.time_zone.as_deref(),
+            spec.interval.as_deref(),
+        ) {
+            return Ok(t);
+        }
+    }
+    let msg: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    Err(format!("the spec is invalid: {}", msg.join("; ")))
+}
+
 /// Where a BucketSync stands.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum SyncPhase {

@@ -1,7 +1,7 @@
 //! The schedule of a BucketSync as one pure decision: the resource, its runs (child
 //! MigrationJobs) and the time go in; the runs to create, cancel, suspend or prune, the Events,
 //! the new status and when to look again come out. The controller carries the steps out
-//! (`ferry run --watch` runs its passes on the same [`Trigger`] ticks, one at a time, with no
+//! (`ferry run --watch` runs its passes on the same [`ferry_api::schedule::Trigger`] ticks, one at a time, with no
 //! history to prune).
 //!
 //! The rules (as a CronJob's, and stricter where a sync needs it):
@@ -18,9 +18,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ferry_api::bucketsync::{sync_problems, RunSummary, SyncPhase};
+use ferry_api::bucketsync::{checked_trigger, RunSummary, SyncPhase};
 use ferry_api::conditions::{ConditionType, Conditions, Reason};
-use ferry_api::schedule::{format_duration, Trigger};
+use ferry_api::schedule::format_duration;
 use ferry_api::{BucketSync, BucketSyncStatus, ConcurrencyPolicy, Phase};
 use sha2::{Digest, Sha256};
 
@@ -149,17 +149,9 @@ pub fn decide(bs: &BucketSync, obs: &SyncObserved) -> SyncDecision {
     };
 
     // An invalid spec: nothing new runs until it is fixed (kstatus: Stalled).
-    let problems = sync_problems(&name, &bs.spec);
-    let trigger = Trigger::parse(
-        bs.spec.schedule.as_deref(),
-        bs.spec.time_zone.as_deref(),
-        bs.spec.interval.as_deref(),
-    );
-    let trigger = match (problems.is_empty(), trigger) {
-        (true, Ok(t)) => t,
-        _ => {
-            let msg: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-            let msg = format!("the spec is invalid: {}", msg.join("; "));
+    let trigger = match checked_trigger(&name, &bs.spec) {
+        Ok(t) => t,
+        Err(msg) => {
             let mut c = Conditions::new(&mut st.conditions, st.observed_generation, &now_s);
             c.set(Stalled, true, Reason::InvalidSpec, &msg);
             c.set(Ready, false, Reason::InvalidSpec, &msg);

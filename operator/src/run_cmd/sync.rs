@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 
 use chrono::Utc;
-use ferry_api::bucketsync::sync_problems;
-use ferry_api::schedule::Trigger;
+use ferry_api::bucketsync::checked_trigger;
 use ferry_api::{DeletesState, Phase};
 
 use super::{run_job, RunArgs};
@@ -23,20 +22,12 @@ pub async fn run_sync(loaded: &LoadedSync, all: &Manifests, args: &RunArgs) -> i
         .namespace
         .clone()
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-    let problems = sync_problems(&name, &bs.spec);
-    let trigger = Trigger::parse(
-        bs.spec.schedule.as_deref(),
-        bs.spec.time_zone.as_deref(),
-        bs.spec.interval.as_deref(),
-    );
-    let trigger = match (problems.is_empty(), trigger) {
-        (true, Ok(t)) => t,
-        _ => {
-            let msg: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    let trigger = match checked_trigger(&name, &bs.spec) {
+        Ok(t) => t,
+        Err(msg) => {
             eprintln!(
-                "error: {}: BucketSync {namespace}/{name}: the spec is invalid: {}",
-                loaded.file.display(),
-                msg.join("; ")
+                "error: {}: BucketSync {namespace}/{name}: {msg}",
+                loaded.file.display()
             );
             return 1;
         }
