@@ -578,16 +578,36 @@ impl Cluster {
         timeout: Duration,
         pred: impl Fn(&ferry_api::BucketSync) -> bool,
     ) -> ferry_api::BucketSync {
+        self.wait_until(name, what, timeout, pred).await
+    }
+
+    /// Waits until `pred` holds for the object `name` of kind `K`, or fails with its last
+    /// status and the logs.
+    async fn wait_until<K>(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&K) -> bool,
+    ) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
         let start = Instant::now();
         loop {
-            let bs = self.sync(name).await;
-            if pred(&bs) {
-                return bs;
+            let obj = self.api::<K>().get(name).await.unwrap();
+            if pred(&obj) {
+                return obj;
             }
             if start.elapsed() > timeout {
+                let status = serde_json::to_value(&obj).unwrap()["status"].clone();
                 panic!(
                     "timed out waiting for {what}; status: {}\nlogs:\n{}",
-                    serde_json::to_string_pretty(&bs.status).unwrap(),
+                    serde_json::to_string_pretty(&status).unwrap(),
                     tail(&self.logs(), 8000)
                 );
             }
@@ -634,21 +654,7 @@ impl Cluster {
         timeout: Duration,
         pred: impl Fn(&ferry_api::MigrationJob) -> bool,
     ) -> ferry_api::MigrationJob {
-        let start = Instant::now();
-        loop {
-            let mj = self.job(name).await;
-            if pred(&mj) {
-                return mj;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out waiting for {what}; status: {}\nlogs:\n{}",
-                    serde_json::to_string_pretty(&mj.status).unwrap(),
-                    tail(&self.logs(), 8000)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        self.wait_until(name, what, timeout, pred).await
     }
 
     /// The Events (events.k8s.io/v1) about the MigrationJob `name`.

@@ -279,25 +279,33 @@ impl S3 {
         body
     }
 
-    /// The object's bytes, or None when it does not exist.
+    /// The object's bytes, or None when it does not exist (one GET: an object deleted
+    /// between a listing and this call is None, not a failure).
     pub async fn try_get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         match self
             .client
-            .head_object()
+            .get_object()
             .bucket(bucket)
             .key(key)
             .send()
             .await
         {
-            Ok(_) => Some(self.get(bucket, key).await),
-            Err(e)
-                if e.as_service_error()
-                    .map(|s| s.is_not_found())
-                    .unwrap_or(false) =>
-            {
-                None
+            Ok(resp) => {
+                let declared = resp.content_length();
+                let body = resp
+                    .body
+                    .collect()
+                    .await
+                    .unwrap_or_else(|e| panic!("read body of {key}: {e}"))
+                    .into_bytes()
+                    .to_vec();
+                if let Some(n) = declared {
+                    assert_eq!(body.len() as i64, n, "s3://{bucket}/{key}: short body");
+                }
+                Some(body)
             }
-            Err(e) => panic!("head s3://{bucket}/{key}: {e:?}"),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => None,
+            Err(e) => panic!("get s3://{bucket}/{key}: {e:?}"),
         }
     }
 
