@@ -1,13 +1,33 @@
 //! Directory trees: walked in byte order of the whole key (like an S3 listing), written
 //! atomically (a temporary file renamed into place), never outside the root.
+//!
+//! **Containment.** Every path below the root is resolved one component at a time from a
+//! descriptor of the root (`openat` with `O_NOFOLLOW`), never by a path string the kernel
+//! resolves on its own, so a symbolic link planted in the tree, or swapped in after a
+//! listing, cannot lead a read or a write outside it:
+//! - writing (files, their temporary files, the directories they need, deletes) never goes
+//!   through a symbolic link, not even one that stays inside the root: a component that is a
+//!   link is refused (`Unrepresentable`) before anything is created, and the temporary file is
+//!   created and renamed relative to the checked directory's descriptor;
+//! - reading never descends into a directory through a symbolic link; a symbolic link to a
+//!   file is followed only when its canonical target is a regular file inside the canonical
+//!   root (and not in Ferry's own `.ferry/` folder). Other links (outside the root, to a
+//!   directory, dangling) are skipped by listings, which log how many with a warning, and
+//!   refused when read. A followed link is opened by its canonical target with `O_NOFOLLOW`,
+//!   and the file opened is checked to be the one at that path (device and inode), so a link
+//!   swapped in between the check and the open is caught.
+//!
+//! The root itself (the configured `path`) may be a symbolic link: it is resolved once.
 
-use std::ffi::OsStr;
+use std::cell::{Cell, RefCell};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use std::any::Any;
@@ -24,17 +44,54 @@ use crate::limit::{Buffer, Limits};
 /// Temporary files Ferry writes start with this; listings skip them and sweep stale ones.
 pub const TEMP_PREFIX: &str = ".ferry-tmp.";
 const MAX_NAME: usize = 255;
+/// Ferry's own folder at the root of a side (reports).
+const FERRY_DIR: &str = ".ferry";
+
+/// Modes of what Ferry creates (less the umask): copied files and their directories like
+/// `cp`; Ferry's own files (reports, manifests) not readable by others.
+const DATA_FILE_MODE: u32 = 0o666;
+const DATA_DIR_MODE: u32 = 0o777;
+const PRIVATE_FILE_MODE: u32 = 0o640;
+const PRIVATE_DIR_MODE: u32 = 0o750;
 
 #[derive(Clone, Debug)]
 pub struct FsStore {
+    /// The side's root directory, as configured: nothing is read or written outside it.
     root: PathBuf,
+    /// The root resolved (symbolic links in the configured path followed), once it exists.
+    canonical: Arc<OnceLock<PathBuf>>,
+    /// A folder below the root this store stands for ([`Sink::folder`]), as path segments.
+    base: Vec<String>,
+    /// Ferry's own files (reports): created not readable by others.
+    private: bool,
     limits: Arc<Limits>,
+}
+
+/// Why a directory below the root could not be opened.
+enum DirError {
+    Missing,
+    /// A component is a symbolic link.
+    Link,
+    /// A component is not a directory.
+    NotDir,
+    Io(io::Error),
+}
+
+/// What reading a key found.
+enum Found {
+    File(File),
+    Absent,
+    /// There is something, but it is not read (a link out of the root, a special file...).
+    Refused(&'static str),
 }
 
 impl FsStore {
     pub fn new(root: impl Into<PathBuf>, limits: Arc<Limits>) -> FsStore {
         FsStore {
             root: root.into(),
+            canonical: Arc::new(OnceLock::new()),
+            base: Vec::new(),
+            private: false,
             limits,
         }
     }
@@ -42,11 +99,26 @@ impl FsStore {
     /// The path of `key` below the root, refusing keys that are not plain relative paths.
     pub fn path_of(&self, key: &str) -> Result<PathBuf, TransferError> {
         let mut p = self.root.clone();
+        for seg in self.segments(key)? {
+            p.push(seg);
+        }
+        Ok(p)
+    }
+
+    /// The path segments of `key` below the root (the folder's, then the key's), refusing
+    /// keys that are not plain relative paths.
+    fn segments(&self, key: &str) -> Result<Vec<String>, TransferError> {
         let trimmed = key.strip_suffix('/').unwrap_or(key);
         if trimmed.is_empty() {
             return Err(unrepresentable("an empty name"));
         }
-        for seg in trimmed.split('/') {
+        let mut out = Vec::with_capacity(self.base.len() + 4);
+        for seg in self
+            .base
+            .iter()
+            .map(String::as_str)
+            .chain(trimmed.split('/'))
+        {
             match seg {
                 "" => return Err(unrepresentable("an empty path segment")),
                 "." | ".." => return Err(unrepresentable("a '.' or '..' segment")),
@@ -59,28 +131,174 @@ impl FsStore {
                         "a name reserved for Ferry's temporary files",
                     ))
                 }
-                s => p.push(s),
+                s => out.push(s.to_string()),
             }
         }
-        Ok(p)
+        Ok(out)
     }
 
-    /// Creates the parent directories of `path` and checks that they resolve inside the root
-    /// (a symbolic link planted in the destination cannot lead writes outside it).
-    fn prepare_parent(&self, path: &Path) -> Result<PathBuf, TransferError> {
-        let parent = path.parent().expect("a key path has a parent");
-        fs::create_dir_all(parent).map_err(|e| clash(&e))?;
-        let root = fs::canonicalize(&self.root)
-            .map_err(|e| TransferError::io("resolving the destination root", &e))?;
-        let real = fs::canonicalize(parent).map_err(|e| clash(&e))?;
-        if !real.starts_with(&root) {
-            return Err(unrepresentable("a path that leads outside the destination"));
+    /// The root resolved; with `create`, a missing root is created first (it is the
+    /// configured path itself, so nothing outside it).
+    fn canonical_root(&self, create: bool) -> io::Result<PathBuf> {
+        if let Some(p) = self.canonical.get() {
+            return Ok(p.clone());
         }
-        Ok(real)
+        if create && fs::symlink_metadata(&self.root).is_err() {
+            fs::create_dir_all(&self.root)?;
+        }
+        let p = fs::canonicalize(&self.root)?;
+        if !fs::metadata(&p)?.is_dir() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        Ok(self.canonical.get_or_init(|| p).clone())
     }
 
-    fn temp_path(dir: &Path) -> PathBuf {
-        dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()))
+    fn file_mode(&self) -> u32 {
+        if self.private {
+            PRIVATE_FILE_MODE
+        } else {
+            DATA_FILE_MODE
+        }
+    }
+
+    /// Opens the directory `dirs` below the root, one component at a time without following
+    /// a symbolic link. With `create`, missing components are made (checked before each one
+    /// is made: nothing is created through a link).
+    fn open_dir(&self, dirs: &[String], create: bool) -> Result<OwnedFd, DirError> {
+        let root = match self.canonical_root(create) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(DirError::Missing),
+            Err(e) => return Err(DirError::Io(e)),
+        };
+        let mut fd = open_path(&root, libc::O_RDONLY | libc::O_DIRECTORY).map_err(DirError::Io)?;
+        let mode = if self.private {
+            PRIVATE_DIR_MODE
+        } else {
+            DATA_DIR_MODE
+        };
+        for name in dirs {
+            let c = cname(name);
+            let mut tries = 0;
+            fd = loop {
+                tries += 1;
+                match openat(
+                    fd.as_fd(),
+                    &c,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                ) {
+                    Ok(next) => break next,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        if !create {
+                            return Err(DirError::Missing);
+                        }
+                        match mkdirat(fd.as_fd(), &c, mode) {
+                            Ok(()) => {}
+                            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && tries < 3 => {}
+                            Err(e) => return Err(DirError::Io(e)),
+                        }
+                    }
+                    Err(e) => {
+                        return Err(match kind_at(fd.as_fd(), &c) {
+                            Some(libc::S_IFLNK) => DirError::Link,
+                            Some(k) if k != libc::S_IFDIR => DirError::NotDir,
+                            _ => DirError::Io(e),
+                        })
+                    }
+                }
+                if tries >= 3 {
+                    return Err(DirError::Io(io::Error::other(
+                        "a directory appeared and vanished while it was created",
+                    )));
+                }
+            };
+        }
+        Ok(fd)
+    }
+
+    /// The directory that holds `segs`' last segment, for writing (created when missing).
+    fn dir_for_write(&self, dirs: &[String], create: bool) -> Result<OwnedFd, TransferError> {
+        self.open_dir(dirs, create).map_err(|e| match e {
+            DirError::Link => unrepresentable(
+                "a symbolic link in its path at the destination (Ferry never writes through one)",
+            ),
+            DirError::NotDir => unrepresentable("a file/directory clash with another key"),
+            DirError::Missing => {
+                TransferError::io("open", &io::Error::from_raw_os_error(libc::ENOENT))
+            }
+            DirError::Io(e) => clash(&e),
+        })
+    }
+
+    /// Opens the file of `key` for reading, by the rules of the module documentation.
+    fn open_read(&self, key: &str) -> Result<Found, TransferError> {
+        let segs = self.segments(key)?;
+        let (name, dirs) = segs.split_last().expect("a key has a segment");
+        let dir = match self.open_dir(dirs, false) {
+            Ok(d) => d,
+            Err(DirError::Missing) | Err(DirError::NotDir) => return Ok(Found::Absent),
+            Err(DirError::Link) => {
+                return Ok(Found::Refused(
+                    "a symbolic link to a directory in its path (not followed)",
+                ))
+            }
+            Err(DirError::Io(e)) => return Err(TransferError::io("open", &e)),
+        };
+        let c = cname(name);
+        match openat(
+            dir.as_fd(),
+            &c,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            0,
+        ) {
+            Ok(fd) => {
+                let f = File::from(fd);
+                let m = f.metadata().map_err(|e| TransferError::io("stat", &e))?;
+                Ok(if m.is_file() {
+                    Found::File(f)
+                } else if m.is_dir() {
+                    Found::Absent
+                } else {
+                    Found::Refused("not a regular file")
+                })
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                Ok(Found::Absent)
+            }
+            Err(e) => {
+                if kind_at(dir.as_fd(), &c) != Some(libc::S_IFLNK) {
+                    return Err(TransferError::io("open", &e));
+                }
+                let root = self
+                    .canonical_root(false)
+                    .map_err(|e| TransferError::io("resolving the root", &e))?;
+                let link = segs.iter().fold(root.clone(), |p, s| p.join(s));
+                match followed(&root, &link) {
+                    Some(real) => open_checked(&root, &real),
+                    None => Ok(Found::Refused(
+                        "a symbolic link that does not lead to a file inside the root \
+                         (not followed)",
+                    )),
+                }
+            }
+        }
+    }
+
+    fn temp_name() -> String {
+        format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>())
+    }
+
+    /// Creates a new temporary file in `dir`.
+    fn create_temp(&self, dir: BorrowedFd<'_>) -> Result<(File, CString), TransferError> {
+        let tmp = cname(&Self::temp_name());
+        let fd = openat(
+            dir,
+            &tmp,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            self.file_mode(),
+        )
+        .map_err(|e| TransferError::io("create", &e))?;
+        Ok((File::from(fd), tmp))
     }
 
     /// Checks the root is a directory; a destination's is created when missing (the first
@@ -108,12 +326,143 @@ impl FsStore {
         })
         .await
     }
+
+    /// The temporary file of an upload: its directory (the key's) and its name. Only the
+    /// name is taken from the upload id, which must be one of Ferry's temporary files.
+    fn upload_temp(&self, up: &Upload) -> Result<(Vec<String>, CString), TransferError> {
+        let mut segs = self.segments(&up.key)?;
+        segs.pop();
+        let name = Path::new(&up.id)
+            .file_name()
+            .and_then(OsStr::to_str)
+            .filter(|n| n.starts_with(TEMP_PREFIX) && !n.contains('\0'))
+            .ok_or_else(|| {
+                TransferError::new(FailureClass::Internal, "not an upload of this destination")
+                    .retryable(false)
+            })?;
+        Ok((segs, cname(name)))
+    }
+}
+
+/// The canonical target of the symbolic link `link` when it is a regular file inside the
+/// canonical `root` and not in Ferry's own folder; None otherwise.
+fn followed(root: &Path, link: &Path) -> Option<PathBuf> {
+    let real = fs::canonicalize(link).ok()?;
+    let rel = real.strip_prefix(root).ok()?;
+    let first = rel.components().next()?;
+    if first.as_os_str() == FERRY_DIR
+        || rel
+            .components()
+            .any(|c| c.as_os_str().as_bytes().starts_with(TEMP_PREFIX.as_bytes()))
+    {
+        return None;
+    }
+    fs::metadata(&real).ok()?.is_file().then_some(real)
+}
+
+/// Opens `real`, a canonical path inside `root`, and checks that the file opened is the one
+/// at that path now (a directory of the path swapped for a link in between is caught).
+fn open_checked(root: &Path, real: &Path) -> Result<Found, TransferError> {
+    let refused = Found::Refused("a symbolic link whose target changed while it was opened");
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(real)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Absent),
+        Err(_) => return Ok(refused),
+    };
+    let m = f.metadata().map_err(|e| TransferError::io("stat", &e))?;
+    let still = fs::canonicalize(real).ok();
+    let now = fs::metadata(real).ok();
+    let same = still.as_deref() == Some(real)
+        && real.starts_with(root)
+        && now.is_some_and(|n| n.dev() == m.dev() && n.ino() == m.ino());
+    Ok(if !same {
+        refused
+    } else if m.is_file() {
+        Found::File(f)
+    } else {
+        Found::Refused("not a regular file")
+    })
+}
+
+/// A validated path segment (no NUL: [`FsStore::segments`] refuses them) as a C string.
+fn cname(name: &str) -> CString {
+    CString::new(name).expect("segments have no NUL byte")
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn open_path(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid C string; the descriptor returned is owned by us alone.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid C string and `dir` an open descriptor; the descriptor
+    // returned is owned by us alone.
+    let fd = cvt(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: `name` is a valid C string and `dir` an open descriptor.
+    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) }).map(|_| ())
+}
+
+fn renameat(dir: BorrowedFd<'_>, from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: valid C strings and an open descriptor.
+    cvt(unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) })
+        .map(|_| ())
+}
+
+fn unlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: a valid C string and an open descriptor.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(|_| ())
+}
+
+/// The file type (`S_IFMT` bits) of `name` in `dir`, without following a link.
+fn kind_at(dir: BorrowedFd<'_>, name: &CStr) -> Option<libc::mode_t> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: a valid C string, an open descriptor and room for a stat.
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    // SAFETY: fstatat filled `st` when it returned 0.
+    (r == 0).then(|| unsafe { st.assume_init() }.st_mode & libc::S_IFMT)
 }
 
 #[async_trait::async_trait]
 impl Source for FsStore {
     fn describe(&self) -> String {
-        self.root.display().to_string()
+        self.base
+            .iter()
+            .fold(self.root.clone(), |p, s| p.join(s))
+            .display()
+            .to_string()
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -129,39 +478,67 @@ impl Source for FsStore {
 
     fn list(&self, after: Option<String>, until: Option<String>) -> Listing {
         let (tx, rx) = mpsc::channel(1024);
-        let root = self.root.clone();
+        let me = self.clone();
         tokio::task::spawn_blocking(move || {
+            let fail = |e: &io::Error| {
+                let _ = tx.blocking_send(Err(TransferError::io(
+                    &format!("listing {}", me.describe()),
+                    e,
+                )
+                .fatal()));
+            };
+            let root = match me.canonical_root(false) {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            let start = me.base.iter().fold(root.clone(), |p, s| p.join(s));
+            // The folder itself is reached through no link either.
+            if !me.base.is_empty() && fs::canonicalize(&start).is_ok_and(|c| c != start) {
+                return fail(&io::Error::other(
+                    "a symbolic link in the path of the folder (not followed)",
+                ));
+            }
             let walk = Walk {
                 tx: &tx,
                 after: after.as_deref(),
                 until: until.as_deref(),
+                root: &root,
+                hide_ferry: me.base.is_empty(),
+                skipped: Cell::new(0),
+                examples: RefCell::new(Vec::new()),
             };
-            if let Err(e) = walk.dir(&root, "") {
-                let _ = tx.blocking_send(Err(TransferError::io(
-                    &format!("listing {}", root.display()),
-                    &e,
-                )
-                .fatal()));
+            let res = walk.dir(&start, "");
+            let skipped = walk.skipped.get();
+            if skipped > 0 {
+                tracing::warn!(
+                    root = %me.describe(),
+                    skipped,
+                    examples = ?walk.examples.borrow(),
+                    "symbolic links not followed (they lead outside the root, to a directory, \
+                     or nowhere): not listed, not copied"
+                );
+            }
+            if let Err(e) = res {
+                fail(&e);
             }
         });
         super::channel_stream(rx)
     }
 
     async fn head(&self, key: &str) -> Result<Option<(ObjectInfo, ObjectMeta)>, TransferError> {
-        let path = match self.path_of(key) {
-            Ok(p) => p,
-            Err(_) => return Ok(None),
-        };
+        if self.segments(key).is_err() {
+            return Ok(None);
+        }
+        let me = self.clone();
         let key = key.to_string();
-        blocking(move || match fs::metadata(&path) {
-            Ok(m) if m.is_file() => {
+        blocking(move || match me.open_read(&key)? {
+            Found::File(f) => {
+                let m = f.metadata().map_err(|e| TransferError::io("stat", &e))?;
                 let info = info_from(&key, &m);
                 let meta = meta_for(&key, info.modified);
                 Ok(Some((info, meta)))
             }
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(TransferError::io("stat", &e)),
+            Found::Absent | Found::Refused(_) => Ok(None),
         })
         .await
     }
@@ -175,11 +552,27 @@ impl Source for FsStore {
         _etag: Option<&str>,
         mut buffer: Buffer,
     ) -> Result<Body, TransferError> {
-        let path = self.path_of(key)?;
+        self.segments(key)?;
         self.limits.bandwidth(len).await;
+        let me = self.clone();
         let key = key.to_string();
         blocking(move || {
-            let f = File::open(&path).map_err(|e| TransferError::io("open", &e))?;
+            let f = match me.open_read(&key)? {
+                Found::File(f) => f,
+                Found::Absent => {
+                    return Err(TransferError::io(
+                        "open",
+                        &io::Error::from_raw_os_error(libc::ENOENT),
+                    ))
+                }
+                Found::Refused(why) => {
+                    return Err(TransferError::new(
+                        FailureClass::Unrepresentable,
+                        format!("not read: {why}"),
+                    )
+                    .retryable(false))
+                }
+            };
             let m = f.metadata().map_err(|e| TransferError::io("stat", &e))?;
             let buf = buffer.zeroed(len as usize);
             let mut done = 0usize;
@@ -226,7 +619,7 @@ impl Sink for FsStore {
         meta: &ObjectMeta,
         _md5: Option<&[u8]>,
     ) -> Result<Option<String>, TransferError> {
-        let path = self.path_of(key)?;
+        let mut segs = self.segments(key)?;
         let me = self.clone();
         let key = key.to_string();
         let modified = meta.modified;
@@ -236,19 +629,20 @@ impl Sink for FsStore {
                 if !body.is_empty() {
                     return Err(unrepresentable("a name ending in '/' with content"));
                 }
-                me.prepare_parent(&path.join("x"))?;
+                me.dir_for_write(&segs, true)?;
                 return Ok(());
             }
-            let dir = me.prepare_parent(&path)?;
-            let tmp = Self::temp_path(&dir);
-            let res = (|| {
-                let mut f = File::create(&tmp).map_err(|e| TransferError::io("create", &e))?;
-                f.write_all(&body)
-                    .map_err(|e| TransferError::io("write", &e))?;
-                finish_file(f, &tmp, &path, body.len() as u64, modified)
-            })();
+            let name = cname(&segs.pop().expect("a key has a segment"));
+            let dir = me.dir_for_write(&segs, true)?;
+            let (mut f, tmp) = me.create_temp(dir.as_fd())?;
+            let res = f
+                .write_all(&body)
+                .map_err(|e| TransferError::io("write", &e))
+                .and_then(|()| {
+                    finish_file(f, dir.as_fd(), &tmp, &name, body.len() as u64, modified)
+                });
             if res.is_err() {
-                let _ = fs::remove_file(&tmp);
+                let _ = unlinkat(dir.as_fd(), &tmp);
             }
             res
         })
@@ -262,18 +656,24 @@ impl Sink for FsStore {
         _meta: &ObjectMeta,
         size: u64,
     ) -> Result<Upload, TransferError> {
-        let path = self.path_of(key)?;
+        let mut segs = self.segments(key)?;
         let me = self.clone();
         let key = key.to_string();
         blocking(move || {
-            let dir = me.prepare_parent(&path)?;
-            let tmp = Self::temp_path(&dir);
-            let f = File::create(&tmp).map_err(|e| TransferError::io("create", &e))?;
-            f.set_len(size)
-                .map_err(|e| TransferError::io("allocate", &e))?;
+            segs.pop();
+            let dir = me.dir_for_write(&segs, true)?;
+            let (f, tmp) = me.create_temp(dir.as_fd())?;
+            if let Err(e) = f.set_len(size) {
+                let _ = unlinkat(dir.as_fd(), &tmp);
+                return Err(TransferError::io("allocate", &e));
+            }
+            let path = segs
+                .iter()
+                .fold(me.root.clone(), |p, s| p.join(s))
+                .join(OsStr::from_bytes(tmp.as_bytes()));
             Ok(Upload {
                 key,
-                id: tmp.to_string_lossy().into_owned(),
+                id: path.to_string_lossy().into_owned(),
             })
         })
         .await
@@ -287,12 +687,14 @@ impl Sink for FsStore {
         body: Bytes,
         _md5: Option<&[u8]>,
     ) -> Result<String, TransferError> {
-        let tmp = PathBuf::from(&up.id);
+        let (dirs, tmp) = self.upload_temp(up)?;
+        let me = self.clone();
         blocking(move || {
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .open(&tmp)
-                .map_err(|e| TransferError::io("open", &e))?;
+            let dir = me.dir_for_write(&dirs, false)?;
+            let f = File::from(
+                openat(dir.as_fd(), &tmp, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
+                    .map_err(|e| TransferError::io("open", &e))?,
+            );
             f.write_all_at(&body, offset)
                 .map_err(|e| TransferError::io("write", &e))
         })
@@ -307,41 +709,63 @@ impl Sink for FsStore {
         size: u64,
         meta: &ObjectMeta,
     ) -> Result<Option<String>, TransferError> {
-        let tmp = PathBuf::from(&up.id);
-        let path = self.path_of(&up.key)?;
+        let (dirs, tmp) = self.upload_temp(up)?;
+        let mut segs = self.segments(&up.key)?;
+        let name = cname(&segs.pop().expect("a key has a segment"));
         let modified = meta.modified;
-        let res = blocking({
-            let tmp = tmp.clone();
-            move || {
-                let f = File::open(&tmp).map_err(|e| TransferError::io("open", &e))?;
-                finish_file(f, &tmp, &path, size, modified)
+        let me = self.clone();
+        blocking(move || {
+            let dir = me.dir_for_write(&dirs, false)?;
+            let res = openat(dir.as_fd(), &tmp, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+                .map_err(|e| TransferError::io("open", &e))
+                .and_then(|fd| {
+                    finish_file(File::from(fd), dir.as_fd(), &tmp, &name, size, modified)
+                });
+            if res.is_err() {
+                let _ = unlinkat(dir.as_fd(), &tmp);
             }
+            res
         })
-        .await;
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        res.map(|_| None)
+        .await
+        .map(|_| None)
     }
 
     async fn abort_upload(&self, up: &Upload) {
-        let tmp = PathBuf::from(&up.id);
-        // Only ever remove Ferry's own temporary files.
-        if tmp
-            .file_name()
-            .and_then(OsStr::to_str)
-            .is_some_and(|n| n.starts_with(TEMP_PREFIX))
-        {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
+        // Only ever remove Ferry's own temporary files, and never through a link.
+        let Ok((dirs, tmp)) = self.upload_temp(up) else {
+            return;
+        };
+        let me = self.clone();
+        let _ = blocking(move || {
+            if let Ok(dir) = me.open_dir(&dirs, false) {
+                let _ = unlinkat(dir.as_fd(), &tmp);
+            }
+            Ok(())
+        })
+        .await;
     }
 
     async fn delete(&self, key: &str) -> Result<(), TransferError> {
-        let path = self.path_of(key)?;
-        blocking(move || match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(TransferError::io("delete", &e)),
+        let mut segs = self.segments(key)?;
+        let me = self.clone();
+        blocking(move || {
+            let name = cname(&segs.pop().expect("a key has a segment"));
+            let dir = match me.open_dir(&segs, false) {
+                Ok(d) => d,
+                Err(DirError::Missing) | Err(DirError::NotDir) => return Ok(()),
+                Err(DirError::Link) => {
+                    return Err(unrepresentable(
+                        "a symbolic link in its path at the destination (Ferry never deletes \
+                         through one)",
+                    ))
+                }
+                Err(DirError::Io(e)) => return Err(TransferError::io("delete", &e)),
+            };
+            match unlinkat(dir.as_fd(), &name) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(TransferError::io("delete", &e)),
+            }
         })
         .await
     }
@@ -350,19 +774,28 @@ impl Sink for FsStore {
         self.check(!dry_run, dry_run).await
     }
 
+    /// Ferry's own folder (reports): below the same root, with the same containment, and
+    /// its files and directories created not readable by others.
     fn folder(&self, folder: &str) -> Arc<dyn Sink> {
         Arc::new(FsStore {
-            root: self.root.join(folder),
-            limits: self.limits.clone(),
+            base: folder
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            private: true,
+            ..self.clone()
         })
     }
 }
 
-/// Checks the size, sets the modification time and renames the temporary file into place.
+/// Checks the size, sets the modification time and renames the temporary file `tmp` of
+/// `dir` into place as `name` (relative to the checked directory's descriptor).
 fn finish_file(
     f: File,
-    tmp: &Path,
-    path: &Path,
+    dir: BorrowedFd<'_>,
+    tmp: &CStr,
+    name: &CStr,
     size: u64,
     modified: Option<DateTime<Utc>>,
 ) -> Result<(), TransferError> {
@@ -378,7 +811,7 @@ fn finish_file(
             .map_err(|e| TransferError::io("set mtime", &e))?;
     }
     drop(f);
-    fs::rename(tmp, path).map_err(|e| clash(&e))
+    renameat(dir, tmp, name).map_err(|e| clash(&e))
 }
 
 fn unrepresentable(why: &str) -> TransferError {
@@ -390,15 +823,15 @@ fn unrepresentable(why: &str) -> TransferError {
 }
 
 /// A file where a directory must go or the reverse.
-fn clash(e: &std::io::Error) -> TransferError {
+fn clash(e: &io::Error) -> TransferError {
     use std::io::ErrorKind::*;
     match e.kind() {
         NotADirectory | IsADirectory | AlreadyExists | DirectoryNotEmpty => {
             unrepresentable("a file/directory clash with another key")
         }
-        _ if e.raw_os_error() == Some(21)
-            || e.raw_os_error() == Some(20)
-            || e.raw_os_error() == Some(39) =>
+        _ if e.raw_os_error() == Some(libc::EISDIR)
+            || e.raw_os_error() == Some(libc::ENOTDIR)
+            || e.raw_os_error() == Some(libc::ENOTEMPTY) =>
         {
             unrepresentable("a file/directory clash with another key")
         }
@@ -439,11 +872,19 @@ async fn blocking<T: Send + 'static>(
 
 /// A depth-first walk that yields keys in byte order of the whole key: entries of a
 /// directory are sorted by name, with `/` appended to directory names (so `a-b` comes before
-/// `a/x`, as in an S3 listing).
+/// `a/x`, as in an S3 listing). Directories are entered only when they are reached through
+/// no symbolic link; links to files are listed only when [`followed`] allows them.
 struct Walk<'a> {
     tx: &'a mpsc::Sender<Result<ObjectInfo, TransferError>>,
     after: Option<&'a str>,
     until: Option<&'a str>,
+    /// The canonical root: the walk starts at it or below it.
+    root: &'a Path,
+    /// Leave out `.ferry/` at the top (a side's root, not a folder of it).
+    hide_ferry: bool,
+    /// Symbolic links not followed, and a few of their keys for the log.
+    skipped: Cell<u64>,
+    examples: RefCell<Vec<String>>,
 }
 
 enum Flow {
@@ -451,14 +892,29 @@ enum Flow {
     Stop,
 }
 
+enum Entry {
+    Dir,
+    File,
+    /// A symbolic link to a file inside the root: its canonical target.
+    Link(PathBuf),
+}
+
 impl Walk<'_> {
-    fn dir(&self, path: &Path, prefix: &str) -> std::io::Result<Flow> {
-        let mut entries: Vec<(Vec<u8>, PathBuf, bool, bool)> = Vec::new();
+    fn skip(&self, key: String) {
+        self.skipped.set(self.skipped.get() + 1);
+        let mut ex = self.examples.borrow_mut();
+        if ex.len() < 5 {
+            ex.push(key);
+        }
+    }
+
+    fn dir(&self, path: &Path, prefix: &str) -> io::Result<Flow> {
+        let mut entries: Vec<(Vec<u8>, PathBuf, Entry, bool)> = Vec::new();
         for entry in fs::read_dir(path)? {
             let entry = entry?;
             let name = entry.file_name();
             let bytes = name.as_bytes();
-            if prefix.is_empty() && bytes == b".ferry" {
+            if self.hide_ferry && prefix.is_empty() && bytes == FERRY_DIR.as_bytes() {
                 continue;
             }
             if bytes.starts_with(TEMP_PREFIX.as_bytes()) {
@@ -467,33 +923,31 @@ impl Walk<'_> {
                 continue;
             }
             let ft = entry.file_type()?;
-            let (is_dir, is_file) = if ft.is_symlink() {
-                match fs::metadata(entry.path()) {
-                    // Symbolic links to files are followed; to directories they are not
-                    // (they could loop or lead anywhere).
-                    Ok(m) => (false, m.is_file()),
-                    Err(_) => (false, false),
+            let kind = if ft.is_symlink() {
+                match followed(self.root, &entry.path()) {
+                    Some(real) => Entry::Link(real),
+                    None => {
+                        self.skip(format!("{prefix}{}", String::from_utf8_lossy(bytes)));
+                        continue;
+                    }
                 }
+            } else if ft.is_dir() {
+                Entry::Dir
+            } else if ft.is_file() {
+                Entry::File
             } else {
-                (ft.is_dir(), ft.is_file())
-            };
-            if !is_dir && !is_file {
                 continue;
-            }
+            };
             let mut sort = bytes.to_vec();
-            if is_dir {
+            if matches!(kind, Entry::Dir) {
                 sort.push(b'/');
             }
-            entries.push((
-                sort,
-                entry.path(),
-                is_dir,
-                std::str::from_utf8(bytes).is_ok(),
-            ));
+            entries.push((sort, entry.path(), kind, std::str::from_utf8(bytes).is_ok()));
         }
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (sort, p, is_dir, utf8) in entries {
+        for (sort, p, kind, utf8) in entries {
             let key = format!("{prefix}{}", String::from_utf8_lossy(&sort));
+            let is_dir = matches!(kind, Entry::Dir);
             if self
                 .until
                 .is_some_and(|u| key.as_str() > u && !(is_dir && u.starts_with(&key)))
@@ -508,6 +962,11 @@ impl Walk<'_> {
                 {
                     continue;
                 }
+                // Swapped for a link since it was read: not entered.
+                if !fs::canonicalize(&p).is_ok_and(|c| c == p) {
+                    self.skip(key);
+                    continue;
+                }
                 if let Flow::Stop = self.dir(&p, &key)? {
                     return Ok(Flow::Stop);
                 }
@@ -516,15 +975,21 @@ impl Walk<'_> {
             if self.after.is_some_and(|a| key.as_str() <= a) {
                 continue;
             }
-            let item = match fs::metadata(&p) {
-                Ok(m) => {
+            let stat = match &kind {
+                Entry::Link(real) => fs::metadata(real),
+                _ => fs::symlink_metadata(&p),
+            };
+            let item = match stat {
+                Ok(m) if m.is_file() => {
                     let mut info = info_from(&key, &m);
                     if !utf8 {
                         info.invalid = Some("the file name is not valid UTF-8".into());
                     }
                     Ok(info)
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // Changed since it was read (now a link, a directory...): as if gone.
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => Err(TransferError::io(&format!("stat {key}"), &e)),
             };
             if self.tx.blocking_send(item).is_err() {
@@ -664,5 +1129,218 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("file")]);
+    }
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta::default()
+    }
+
+    async fn read_all(s: &FsStore, key: &str) -> Result<Vec<u8>, TransferError> {
+        let len = match s.head(key).await? {
+            Some((info, _)) => info.size,
+            // Read anyway: `get` must refuse on its own (a key from a retry list).
+            None => 64,
+        };
+        s.get(key, 0, len, true, None, Buffer::unbudgeted(len))
+            .await
+            .map(|b| b.bytes.to_vec())
+    }
+
+    fn tree_of(dir: &Path) -> Vec<String> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            for e in fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+                if fs::symlink_metadata(&p).unwrap().is_dir() {
+                    walk(&p, base, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
+    /// I4: a planted `root/link -> /outside` with a multi-level key used to create
+    /// `/outside/a/b` before the key was refused. Nothing may be made, written or deleted
+    /// through a link, whatever its depth.
+    #[tokio::test]
+    async fn a_planted_link_in_the_destination_leads_nothing_outside() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let outside = d.path().join("outside");
+        fs::create_dir_all(root.join("real")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("victim"), b"keep me").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let s = store(&root);
+        let body = || Bytes::from_static(b"x");
+        for key in ["link/a/b/f", "link/f", "link/victim"] {
+            let e = s.put(key, body(), &meta(), None).await.unwrap_err();
+            assert_eq!(e.class, FailureClass::Unrepresentable, "{key}: {e}");
+        }
+        let e = s.put("link/a/b/", Bytes::new(), &meta(), None).await;
+        assert!(e.is_err(), "a folder marker through a link");
+        let e = s.create_upload("link/a/b/big", &meta(), 10).await;
+        assert!(e.is_err(), "an upload through a link");
+        let e = s.delete("link/victim").await;
+        assert!(e.is_err(), "a delete through a link");
+        assert_eq!(
+            tree_of(&outside),
+            vec!["victim"],
+            "something changed outside"
+        );
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"keep me");
+        // A link that stays inside the root is not written through either.
+        std::os::unix::fs::symlink(root.join("real"), root.join("alias")).unwrap();
+        let e = s.put("alias/f", body(), &meta(), None).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Unrepresentable);
+        assert!(tree_of(&root.join("real")).is_empty());
+        // A key whose last segment is a link replaces the link, not its target.
+        std::os::unix::fs::symlink(outside.join("victim"), root.join("file-link")).unwrap();
+        s.put("file-link", body(), &meta(), None).await.unwrap();
+        assert_eq!(fs::read(root.join("file-link")).unwrap(), b"x");
+        assert!(!fs::symlink_metadata(root.join("file-link"))
+            .unwrap()
+            .is_symlink());
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"keep me");
+    }
+
+    /// I4: a directory swapped for a link while an upload in parts is under way: the parts
+    /// and the rename go to the checked directory or fail, never outside.
+    #[tokio::test]
+    async fn an_upload_does_not_follow_a_directory_swapped_for_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let outside = d.path().join("outside");
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        let s = store(&root);
+        let up = s.create_upload("d/f", &meta(), 4).await.unwrap();
+        let tmp_name = Path::new(&up.id).file_name().unwrap().to_owned();
+        // The attacker moves the directory away and plants a link with a file of the
+        // temporary file's name at the other end.
+        fs::rename(root.join("d"), d.path().join("moved")).unwrap();
+        fs::write(outside.join(&tmp_name), b"....").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("d")).unwrap();
+        let part = s.upload_part(&up, 1, 0, Bytes::from_static(b"data"), None);
+        assert!(part.await.is_err(), "a part was written through a link");
+        let done = s.complete_upload(&up, vec![], 4, &meta()).await;
+        assert!(done.is_err(), "an upload was completed through a link");
+        s.abort_upload(&up).await;
+        assert_eq!(
+            tree_of(&outside),
+            vec![tmp_name.to_string_lossy().to_string()]
+        );
+        assert_eq!(fs::read(outside.join(&tmp_name)).unwrap(), b"....");
+    }
+
+    /// I3: a source tree with a link to a secret outside it (`~/.aws/credentials`): not
+    /// listed, not read, by key or by a retry list.
+    #[tokio::test]
+    async fn a_source_link_to_a_file_outside_the_root_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        let src = d.path().join("src");
+        touch(&home, ".aws/credentials");
+        touch(&src, "ok.txt");
+        std::os::unix::fs::symlink(home.join(".aws/credentials"), src.join("creds")).unwrap();
+        std::os::unix::fs::symlink(home.join(".aws"), src.join("aws")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("nowhere"), src.join("dangling")).unwrap();
+        let s = store(&src);
+        assert_eq!(keys(&s, None, None).await, vec!["ok.txt"]);
+        for key in ["creds", "aws/credentials", "dangling"] {
+            assert!(s.head(key).await.unwrap().is_none(), "{key}");
+            let e = read_all(&s, key).await.unwrap_err();
+            assert!(
+                matches!(
+                    e.class,
+                    FailureClass::Unrepresentable | FailureClass::SourceVanished
+                ),
+                "{key}: {e}"
+            );
+        }
+        assert_eq!(read_all(&s, "ok.txt").await.unwrap(), b"ok.txt");
+    }
+
+    /// I3: links inside the root. A link to a file inside is copied as a file (the target's
+    /// bytes under the link's key); a link to a directory, even inside, is never entered; a
+    /// link to Ferry's own folder is not followed.
+    #[tokio::test]
+    async fn a_source_link_inside_the_root_is_followed_to_files_only() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        touch(&src, "sub/real.txt");
+        touch(&src, ".ferry/reports/r");
+        std::os::unix::fs::symlink("sub/real.txt", src.join("alias")).unwrap();
+        std::os::unix::fs::symlink("sub", src.join("dirlink")).unwrap();
+        std::os::unix::fs::symlink(".ferry/reports/r", src.join("report")).unwrap();
+        let s = store(&src);
+        assert_eq!(keys(&s, None, None).await, vec!["alias", "sub/real.txt"]);
+        assert_eq!(read_all(&s, "alias").await.unwrap(), b"sub/real.txt");
+        assert!(s.head("dirlink/real.txt").await.unwrap().is_none());
+        assert!(read_all(&s, "dirlink/real.txt").await.is_err());
+        assert!(read_all(&s, "report").await.is_err());
+    }
+
+    /// I3: a file swapped for a link after the listing, and a directory swapped for a link
+    /// after the listing: reads refuse both.
+    #[tokio::test]
+    async fn a_link_swapped_in_after_the_listing_is_not_followed_out() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        let outside = d.path().join("outside");
+        touch(&outside, "secret");
+        touch(&outside, "d/f");
+        touch(&src, "f");
+        touch(&src, "d/f");
+        let s = store(&src);
+        assert_eq!(keys(&s, None, None).await, vec!["d/f", "f"]);
+        fs::remove_file(src.join("f")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), src.join("f")).unwrap();
+        fs::remove_dir_all(src.join("d")).unwrap();
+        std::os::unix::fs::symlink(outside.join("d"), src.join("d")).unwrap();
+        for key in ["f", "d/f"] {
+            let got = read_all(&s, key).await;
+            assert!(got.is_err(), "{key} read outside the root: {got:?}");
+        }
+    }
+
+    /// S4: Ferry's own files (the report folder) are not readable by others, and are kept
+    /// inside the root like every other write.
+    #[tokio::test]
+    async fn reports_are_private_and_contained() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        fs::create_dir_all(&root).unwrap();
+        let folder = |root: &Path| store(root).folder(".ferry/reports/ns/job/uid/shard-0/");
+        let write = |f: Arc<dyn Sink>| async move {
+            let body = Bytes::from_static(b"{}\n");
+            f.put("failures-000000.jsonl", body, &meta(), None).await
+        };
+        let reports = folder(&root);
+        write(reports.clone()).await.unwrap();
+        let file = root.join(".ferry/reports/ns/job/uid/shard-0/failures-000000.jsonl");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&file) & 0o007, 0, "report mode {:o}", mode(&file));
+        assert_eq!(mode(&root.join(".ferry")) & 0o007, 0);
+        // The folder lists and reads back through the same containment.
+        let got: Vec<String> = reports
+            .list(None, None)
+            .map(|r| r.unwrap().key)
+            .collect()
+            .await;
+        assert_eq!(got, vec!["failures-000000.jsonl"]);
+        // A planted `.ferry` link: the report is refused, nothing is written outside.
+        let other = d.path().join("other");
+        let outside = d.path().join("outside");
+        fs::create_dir_all(&other).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, other.join(".ferry")).unwrap();
+        let e = write(folder(&other)).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Unrepresentable);
+        assert!(tree_of(&outside).is_empty());
     }
 }
