@@ -7,7 +7,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use ferry_core::FailureClass;
 
-use crate::error::TransferError;
+use crate::error::{server_text, TransferError, MAX_CODE, MAX_SERVER_TEXT};
 
 impl TransferError {
     /// Classifies an S3 SDK error by its error code (not by HTTP status alone).
@@ -113,12 +113,14 @@ pub fn classify(op: &str, status: u16, code: Option<&str>, message: Option<&str>
             _ => (InvalidRequest, false, false),
         },
     };
+    // The code and message come from the server: redacted, one line, bounded.
     let shown_code = if code_str.is_empty() {
         format!("HTTP {status}")
     } else {
-        code_str.to_string()
+        server_text(code_str, MAX_CODE)
     };
-    let text = match message {
+    let message = message.map(|m| server_text(m, MAX_SERVER_TEXT));
+    let text = match message.as_deref() {
         Some(m) if !m.is_empty() => format!("{op}: {shown_code}: {m}"),
         _ => format!("{op}: {shown_code}"),
     };
@@ -136,11 +138,13 @@ fn source_chain(err: &dyn std::error::Error) -> String {
         parts.push(e.to_string());
         cur = e.source();
     }
-    if parts.is_empty() {
+    let chain = if parts.is_empty() {
         err.to_string()
     } else {
         parts.join(": ")
-    }
+    };
+    // It may quote what the server sent.
+    server_text(&chain, MAX_SERVER_TEXT)
 }
 
 #[cfg(test)]
