@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs Ferry's whole test suite. Installs what the tests need first: moto (a real
 # S3-compatible server) and kmock (a Kubernetes API emulator, the base of the operator tests'
-# API stand-in, tests/support/kapi.py) in ./.venv. When Garage is installed (FERRY_TEST_GARAGE, `garage` on
-# PATH, /opt/garage/bin/garage, or the benchmark's ~/.cache/ferry-bench/garage/bin/garage), the end-to-end tests run a second time against it.
+# API stand-in, tests/support/kapi.py) in ./.venv, and cargo-deny and cargo-audit, which check
+# the dependency tree before the tests (docs/verification.md, "Supply chain"). When Garage is
+# installed (FERRY_TEST_GARAGE, `garage` on PATH, /opt/garage/bin/garage, or the benchmark's
+# ~/.cache/ferry-bench/garage/bin/garage), the end-to-end tests run a second time against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,71 @@ if ! .venv/bin/python -c 'import kmock' 2>/dev/null; then
 fi
 export FERRY_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 export FERRY_KMOCK_PYTHON="$PWD/.venv/bin/python"
+
+echo "== supply chain: cargo deny (licenses, advisories, bans, sources; deny.toml) and cargo audit"
+# Pinned versions, built once into FERRY_TOOLS_DIR (default ~/.cache/ferry-tools; cache that
+# directory in CI to skip the build: on 2 cores shared with other builds cargo-deny took 3 and
+# cargo-audit 8 minutes). `cargo install` builds in a temporary target directory of its own,
+# never in target/.
+CARGO_DENY_VERSION=0.20.2
+CARGO_AUDIT_VERSION=0.22.2
+tools="${FERRY_TOOLS_DIR:-$HOME/.cache/ferry-tools}"
+install_tool() { # crate version
+  if [ "$("$tools/bin/$1" --version 2>/dev/null | awk '{print $NF}')" = "$2" ]; then return; fi
+  echo "installing $1 $2 into $tools (cargo install --locked, a few minutes, once)..."
+  env -u CARGO_TARGET_DIR cargo install --locked --quiet --root "$tools" "$1@$2"
+}
+install_tool cargo-deny "$CARGO_DENY_VERSION"
+install_tool cargo-audit "$CARGO_AUDIT_VERSION"
+export PATH="$tools/bin:$PATH"
+# Both tools read the RustSec advisory database. It is fetched here, once, with git, into
+# $tools/advisory-db, from GitHub or from the mirror FERRY_ADVISORY_DB (a git URL or path); cargo
+# audit reads that copy, and cargo deny's own fetch is pointed at it with git's insteadOf. In CI
+# a database that cannot be fetched, or whose last commit is older than 90 days
+# (FERRY_ADVISORY_DB_MAX_AGE_DAYS, for a mirror known to lag), fails the suite; elsewhere it is a
+# loud warning and only the checks that need no database run.
+advisory_url="${FERRY_ADVISORY_DB:-https://github.com/rustsec/advisory-db}"
+if [ -d "$advisory_url" ]; then advisory_url="file://$(cd "$advisory_url" && pwd)"; fi
+advisory_db="$tools/advisory-db"
+advisory_problem=""
+if [ -d "$advisory_db/.git" ]; then
+  git -C "$advisory_db" remote set-url origin "$advisory_url"
+  timeout 300 git -C "$advisory_db" fetch --quiet --depth 1 origin main \
+    && git -C "$advisory_db" reset --quiet --hard FETCH_HEAD \
+    || advisory_problem="could not update $advisory_db from $advisory_url"
+else
+  rm -rf "$advisory_db"
+  timeout 300 git clone --quiet --depth 1 --branch main "$advisory_url" "$advisory_db" \
+    || advisory_problem="could not clone the advisory database from $advisory_url"
+fi
+if [ -z "$advisory_problem" ]; then
+  db_age_days=$(( ($(date +%s) - $(git -C "$advisory_db" log -1 --format=%ct)) / 86400 ))
+  echo "advisory database: $advisory_url at $(git -C "$advisory_db" log -1 --format='%h, %cs'), $db_age_days days old"
+  max_age_days="${FERRY_ADVISORY_DB_MAX_AGE_DAYS:-90}"
+  if [ "$db_age_days" -gt "$max_age_days" ]; then
+    advisory_problem="the advisory database is $db_age_days days old (limit $max_age_days days)"
+  fi
+fi
+if [ -n "$advisory_problem" ]; then
+  cargo deny --locked check --hide-inclusion-graph licenses bans sources
+  if [ "${CI:-}" = true ]; then
+    echo "FAILED: $advisory_problem. cargo deny and cargo audit need a current RustSec database:" \
+      "let this machine reach GitHub, or set FERRY_ADVISORY_DB to an up-to-date mirror" >&2
+    exit 1
+  fi
+  echo "WARNING: $advisory_problem: advisories NOT checked (licenses, bans and sources were; CI fails here)" >&2
+else
+  GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0="url.file://$advisory_db.insteadOf" \
+    GIT_CONFIG_VALUE_0=https://github.com/rustsec/advisory-db \
+    cargo deny --locked check --hide-inclusion-graph
+  # cargo audit honours the same ignore list (the `id = "RUSTSEC-…"` entries of deny.toml) and,
+  # like cargo deny, fails on unmaintained, unsound and yanked crates too.
+  audit_ignores=()
+  for id in $(grep -v '^[[:space:]]*#' deny.toml | sed -n 's/.*id *= *"\(RUSTSEC-[0-9]*-[0-9]*\)".*/\1/p'); do
+    audit_ignores+=(--ignore "$id")
+  done
+  cargo audit --db "$advisory_db" --no-fetch --deny warnings "${audit_ignores[@]}"
+fi
 
 echo "== unit and end-to-end tests (moto)"
 env -u FERRY_TEST_GARAGE cargo test --workspace --locked --no-fail-fast
