@@ -94,6 +94,31 @@ struct WriteOptions {
     acl: Option<ObjectCannedAcl>,
 }
 
+impl WriteOptions {
+    /// The options for Ferry's own objects (failure reports, manifests, delete plans), which
+    /// hold key names and error texts: whatever the data objects get, they are never
+    /// readable beyond the bucket's owner and the writer. A canned ACL that grants nobody
+    /// else (`private`, `bucket-owner-read`, `bucket-owner-full-control`, which a bucket
+    /// policy may require) is kept; any other (`public-read`, `public-read-write`,
+    /// `authenticated-read`, `aws-exec-read`...) is dropped, so the object gets the bucket's
+    /// default, private. Encryption is kept. The storage class is not: Ferry reads its reports
+    /// back (`--retry-failed`, the delete stage), which an archive class would forbid.
+    fn private(&self) -> WriteOptions {
+        WriteOptions {
+            storage_class: None,
+            acl: self.acl.clone().filter(|a| {
+                matches!(
+                    a,
+                    ObjectCannedAcl::Private
+                        | ObjectCannedAcl::BucketOwnerRead
+                        | ObjectCannedAcl::BucketOwnerFullControl
+                )
+            }),
+            ..self.clone()
+        }
+    }
+}
+
 /// A bucket and key prefix with a client of its own.
 #[derive(Clone)]
 pub struct S3Store {
@@ -843,10 +868,13 @@ impl Sink for S3Store {
         })
     }
 
+    /// Ferry's own folder (reports): its objects are written with [`WriteOptions::private`],
+    /// never with the data objects' public ACL.
     fn folder(&self, folder: &str) -> Arc<dyn Sink> {
         Arc::new(S3Store {
             prefix: folder.to_string(),
             hide_ferry: false,
+            write: self.write.private(),
             ..self.clone()
         })
     }
@@ -928,6 +956,35 @@ fn parse_http_date(s: &str) -> Option<aws_sdk_s3::primitives::DateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_never_get_a_public_acl() {
+        let data = |acl: &str| WriteOptions {
+            storage_class: Some(StorageClass::Glacier),
+            sse: Some(ServerSideEncryption::AwsKms),
+            kms_key_id: Some("k".into()),
+            acl: Some(ObjectCannedAcl::from(acl)),
+        };
+        for public in [
+            "public-read",
+            "public-read-write",
+            "authenticated-read",
+            "aws-exec-read",
+        ] {
+            assert_eq!(data(public).private().acl, None, "{public}");
+        }
+        for kept in ["private", "bucket-owner-read", "bucket-owner-full-control"] {
+            assert_eq!(
+                data(kept).private().acl,
+                Some(ObjectCannedAcl::from(kept)),
+                "{kept}"
+            );
+        }
+        let p = data("public-read").private();
+        assert_eq!(p.storage_class, None);
+        assert_eq!(p.sse, Some(ServerSideEncryption::AwsKms));
+        assert_eq!(p.kms_key_id.as_deref(), Some("k"));
+    }
 
     #[test]
     fn copy_source_encodes_the_key() {
