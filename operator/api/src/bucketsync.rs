@@ -13,7 +13,8 @@ use crate::validate::{err, transfer_problems, SpecError};
 /// A bucket (or directory) kept in sync with a source, on a schedule or every interval. In a
 /// cluster each run is a MigrationJob named `<sync>-<unix minutes>` (seconds for intervals
 /// under a minute; `ferry run` names its passes by the second), labelled
-/// `ferry.dev/bucket-sync: <sync>`.
+/// `ferry.dev/bucket-sync: <sync>`. Its name is at most 35 characters and has no dots, so
+/// that its runs' names fit.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "ferry.dev",
@@ -31,7 +32,8 @@ use crate::validate::{err, transfer_problems, SpecError};
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.lastRun.objectsFailed"}"#,
     printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeRun","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = kube::core::Rule::new("self.metadata.name.size() <= 40").message("a BucketSync name is at most 40 characters (its runs' names add a suffix)")
+    validation = crate::cel::name_length("BucketSync", MAX_SYNC_NAME, SYNC_NAME_WHY),
+    validation = crate::cel::name_without_dots("BucketSync")
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::cel::sync_spec)]
@@ -93,9 +95,16 @@ pub enum ConcurrencyPolicy {
     Replace,
 }
 
-/// The longest BucketSync name: its runs' names add `-<digits>` and their agents' Job
-/// `-agents`, and a Job's name must stay a 63-character label value.
-pub const MAX_SYNC_NAME: usize = 40;
+/// The longest suffix of a run's name: `-` and the tick in unix seconds (10 digits until the
+/// year 2286; minutes have 8), or `-m` and 8 hex digits for a `ferry.dev/sync-now` run.
+pub const MAX_RUN_SUFFIX: usize = 1 + 10;
+
+/// The longest BucketSync name (35): its runs are MigrationJobs named `<sync><suffix>`
+/// ([`MAX_RUN_SUFFIX`]), which must fit [`crate::validate::MAX_JOB_NAME`].
+pub const MAX_SYNC_NAME: usize = crate::validate::MAX_JOB_NAME - MAX_RUN_SUFFIX;
+
+/// Why a BucketSync name is bounded, in the CRD's message and the operator's.
+pub const SYNC_NAME_WHY: &str = "its runs are MigrationJobs named <name>-<up to 10 digits>, and a MigrationJob name is at most 46 characters";
 
 /// Everything wrong with a BucketSync spec (and its name); empty when valid.
 pub fn sync_problems(name: &str, spec: &BucketSyncSpec) -> Vec<SpecError> {
@@ -112,12 +121,12 @@ pub fn sync_problems(name: &str, spec: &BucketSyncSpec) -> Vec<SpecError> {
         };
         errors.push(err(field, e.to_string()));
     }
-    if name.len() > MAX_SYNC_NAME {
-        errors.push(err(
-            "metadata.name",
-            format!("at most {MAX_SYNC_NAME} characters (run names add a suffix)"),
-        ));
-    }
+    errors.extend(crate::validate::name_problems(
+        "BucketSync",
+        name,
+        MAX_SYNC_NAME,
+        SYNC_NAME_WHY,
+    ));
     errors
 }
 
@@ -183,6 +192,7 @@ pub struct RunSummary {
 /// The observed state of a BucketSync.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::cel::bound_integers)]
 pub struct BucketSyncStatus {
     /// Idle, Syncing, Suspended or Failed (an invalid spec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,4 +238,52 @@ pub struct BucketSyncStatus {
     /// A one-line explanation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run's name (as the operator derives it, `operator/src/bucketsync/decide.rs`) fits a
+    /// MigrationJob name for the longest sync name, and the sync name limits hold in both the
+    /// CRD and [`sync_problems`].
+    #[test]
+    fn run_names_of_the_longest_sync_name_fit_a_migrationjob_name() {
+        let sync = "s".repeat(MAX_SYNC_NAME);
+        let by_second = format!("{sync}-{}", 9_999_999_999i64); // 2286-11-20
+        let by_minute = format!("{sync}-{}", 9_999_999_999i64 / 60);
+        let manual = format!("{sync}-m{}", "0".repeat(8));
+        for run in [by_second, by_minute, manual] {
+            assert!(
+                crate::validate::job_name_problems(&run).is_empty(),
+                "{run} ({} characters)",
+                run.len()
+            );
+        }
+        assert_eq!(MAX_SYNC_NAME, 35);
+    }
+
+    #[test]
+    fn sync_names_too_long_or_with_dots_are_refused() {
+        let spec: BucketSyncSpec = serde_yaml::from_str(
+            "source: {s3: {bucket: src}}\ndestination: {filesystem: {path: /b}}\ninterval: 1h",
+        )
+        .unwrap();
+        assert_eq!(sync_problems(&"s".repeat(MAX_SYNC_NAME), &spec), vec![]);
+        let long = sync_problems(&"s".repeat(MAX_SYNC_NAME + 1), &spec);
+        assert_eq!(long.len(), 1, "{long:?}");
+        assert!(
+            long[0].message.contains("at most 35 characters"),
+            "{long:?}"
+        );
+        assert_eq!(sync_problems("a.b", &spec).len(), 1);
+
+        let rules = crate::cel::root_rules::<BucketSync>();
+        assert_eq!(rules[0]["rule"], "self.metadata.name.size() <= 35");
+        assert!(rules[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 35 characters"));
+        assert_eq!(rules[1]["rule"], "!self.metadata.name.contains('.')");
+    }
 }

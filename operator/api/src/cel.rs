@@ -5,14 +5,20 @@
 use schemars::Schema;
 use serde_json::json;
 
+/// Appends `rules` to the schema's `x-kubernetes-validations` (a type's own rules, such as a
+/// quantity's bound, stay).
 fn add(schema: &mut Schema, rules: &[(&str, &str)]) {
-    let list: Vec<serde_json::Value> = rules
-        .iter()
-        .map(|(rule, message)| json!({"rule": rule, "message": message}))
-        .collect();
-    schema
+    let list = schema
         .ensure_object()
-        .insert("x-kubernetes-validations".into(), json!(list));
+        .entry("x-kubernetes-validations")
+        .or_insert_with(|| json!([]));
+    if let Some(list) = list.as_array_mut() {
+        list.extend(
+            rules
+                .iter()
+                .map(|(rule, message)| json!({"rule": rule, "message": message})),
+        );
+    }
 }
 
 /// Fields fixed once the job is created: all but the runtime knobs
@@ -56,7 +62,53 @@ pub(crate) const TRANSFER_RULES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Gives every 8-, 16- and 32-bit integer in `schema` (at any depth) the bounds of its Rust
+/// type, where it has none: the API server does not enforce `format: uint32` and the like, and
+/// one value that the type cannot hold makes kube-rs fail to decode the whole list of
+/// resources. 64-bit integers need none: the API server refuses integers outside the int64
+/// range by itself, which a u64 and an i64 hold (a u64 has `minimum: 0`). A `maximum` of
+/// `i64::MAX` would even be harmful: as a float it is 2^63, outside int64, and the API server
+/// then refuses every value of the field.
+pub fn bound_integers(schema: &mut Schema) {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                let integer = match o.get("type") {
+                    Some(serde_json::Value::String(t)) => t == "integer",
+                    Some(serde_json::Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                    _ => false,
+                };
+                let bounds: Option<(i64, i64)> = match o.get("format").and_then(|f| f.as_str()) {
+                    _ if !integer => None,
+                    Some("uint8") => Some((0, u8::MAX.into())),
+                    Some("uint16") => Some((0, u16::MAX.into())),
+                    Some("uint32") => Some((0, u32::MAX.into())),
+                    Some("int8") => Some((i8::MIN.into(), i8::MAX.into())),
+                    Some("int16") => Some((i16::MIN.into(), i16::MAX.into())),
+                    Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+                    _ => None,
+                };
+                if let Some((min, max)) = bounds {
+                    o.entry("minimum").or_insert(min.into());
+                    o.entry("maximum").or_insert(max.into());
+                }
+                o.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if let Some(o) = schema.as_object_mut() {
+        let mut whole = serde_json::Value::Object(std::mem::take(o));
+        walk(&mut whole);
+        if let serde_json::Value::Object(w) = whole {
+            *o = w;
+        }
+    }
+}
+
 pub fn spec(schema: &mut Schema) {
+    bound_integers(schema);
     let mut immutable: Vec<String> = IMMUTABLE_FIELDS.iter().map(|f| unchanged(f)).collect();
     immutable.push("(has(self.parallelism) && has(oldSelf.parallelism) ? self.parallelism.shards == oldSelf.parallelism.shards : true)".into());
     let immutable = immutable.join(" && ");
@@ -109,24 +161,60 @@ pub fn no_dotdot(schema: &mut Schema) {
     add(schema, &[(NO_DOTDOT, "must not contain '..' segments")]);
 }
 
+/// `s3.endpoint`: an http(s) URL without userinfo (as [`crate::endpoint`]'s check).
 pub fn http_url(schema: &mut Schema) {
     add(
         schema,
-        &[(
-            "self.startsWith('http://') || self.startsWith('https://')",
-            "must start with http:// or https://",
-        )],
+        &[
+            (
+                "self.startsWith('http://') || self.startsWith('https://')",
+                "must start with http:// or https://",
+            ),
+            (
+                "!self.contains('@')",
+                "must not contain credentials (user@host); use credentialsSecretRef",
+            ),
+        ],
     );
 }
 
+/// The loopback endpoints plain `http://` is allowed for without `allowInsecureHttp`, as a
+/// regular expression written inside a CEL string literal (backslashes doubled; `matches` is a
+/// search, hence the anchors). [`crate::validate::is_loopback_http`] is the same test in Rust.
+pub const LOOPBACK_HTTP: &str =
+    "^http://(localhost|127[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}|\\\\[::1\\\\])(:[0-9]+)?(/|$)";
+
 pub fn s3_location(schema: &mut Schema) {
+    let insecure = format!(
+        "!has(self.endpoint) || !self.endpoint.startsWith('http://') || (has(self.anonymous) && self.anonymous) || (has(self.allowInsecureHttp) && self.allowInsecureHttp) || self.endpoint.matches('{LOOPBACK_HTTP}')"
+    );
     add(
         schema,
-        &[(
-            "!(has(self.anonymous) && self.anonymous && has(self.credentialsSecretRef))",
-            "set either anonymous or credentialsSecretRef, not both",
-        )],
+        &[
+            (
+                "!(has(self.anonymous) && self.anonymous && has(self.credentialsSecretRef))",
+                "set either anonymous or credentialsSecretRef, not both",
+            ),
+            (&insecure, INSECURE_HTTP_MESSAGE),
+        ],
     );
+}
+
+/// Why a signed request over plain http is refused (the CRD's and the operator's message).
+pub const INSECURE_HTTP_MESSAGE: &str = "a plain http:// endpoint sends the access key ID, session token and data unencrypted: use https://, or set allowInsecureHttp: true (loopback addresses such as http://127.0.0.1 and http://localhost are allowed)";
+
+/// A root rule: the resource's name is at most `max` characters (`why` says what adds to it).
+pub fn name_length(kind: &str, max: usize, why: &str) -> kube::core::Rule {
+    kube::core::Rule::new(format!("self.metadata.name.size() <= {max}"))
+        .message(format!("a {kind} name is at most {max} characters: {why}").as_str())
+}
+
+/// A root rule: the resource's name has no dots (it prefixes pod host names, DNS labels).
+pub fn name_without_dots(kind: &str) -> kube::core::Rule {
+    let message = format!(
+        "a {kind} name must not contain '.': it prefixes the names of its agents' pods, used as host names"
+    );
+    kube::core::Rule::new("!self.metadata.name.contains('.')").message(message.as_str())
 }
 
 pub fn filters(schema: &mut Schema) {
@@ -171,6 +259,7 @@ pub fn memory_budget(schema: &mut Schema) {
 
 /// BucketSync: the shared transfer rules, and exactly one of `schedule` and `interval`.
 pub fn sync_spec(schema: &mut Schema) {
+    bound_integers(schema);
     let mut rules: Vec<(&str, &str)> = TRANSFER_RULES.to_vec();
     rules.push((
         "(has(self.schedule) ? 1 : 0) + (has(self.interval) ? 1 : 0) == 1",
@@ -200,4 +289,17 @@ pub fn interval(schema: &mut Schema) {
         schema,
         &[("duration(self) >= duration('10s')", "must be at least 10s")],
     );
+}
+
+/// The schema of `K`'s CRD (its only version), as JSON.
+#[cfg(test)]
+pub(crate) fn crd_schema<K: kube::CustomResourceExt>() -> serde_json::Value {
+    let crd = serde_json::to_value(K::crd()).expect("the CRD serializes");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// The root rules (`x-kubernetes-validations` of the whole object) of `K`'s CRD.
+#[cfg(test)]
+pub(crate) fn root_rules<K: kube::CustomResourceExt>() -> serde_json::Value {
+    crd_schema::<K>()["x-kubernetes-validations"].clone()
 }

@@ -14,6 +14,8 @@ pub mod deletes;
 pub mod endpoint;
 pub mod quantity;
 pub mod schedule;
+#[cfg(test)]
+mod schema_edges;
 pub mod spec;
 pub mod status;
 pub mod validate;
@@ -30,5 +32,6 @@ pub use quantity::ByteSize;
 pub use spec::*;
 pub use status::*;
 pub use validate::{
-    resolve, spec_hash, transfer_problems, validate, SpecError, ValidatedSpec, DEFAULT_MAX_DELETES,
+    job_name_problems, resolve, spec_hash, transfer_problems, validate, SpecError, ValidatedSpec,
+    DEFAULT_MAX_DELETES, MAX_JOB_NAME,
 };

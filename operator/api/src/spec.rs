@@ -11,7 +11,8 @@ use crate::status::MigrationJobStatus;
 pub use ferry_core::stores::ServerSideEncryption;
 pub use ferry_core::{OverwritePolicy, VerifyMode};
 
-/// One bulk copy of objects from a source to a destination.
+/// One bulk copy of objects from a source to a destination. Its name is at most 46 characters
+/// and has no dots: the names of the objects the operator makes for it add to it.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "ferry.dev",
@@ -28,7 +29,9 @@ pub use ferry_core::{OverwritePolicy, VerifyMode};
     printcolumn = r#"{"name":"Rate","type":"string","jsonPath":".status.progress.rate"}"#,
     printcolumn = r#"{"name":"ETA","type":"string","jsonPath":".status.progress.eta"}"#,
     printcolumn = r#"{"name":"Transport","type":"string","jsonPath":".status.transport","priority":1}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = crate::cel::name_length("MigrationJob", crate::validate::MAX_JOB_NAME, crate::validate::JOB_NAME_WHY),
+    validation = crate::cel::name_without_dots("MigrationJob")
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::cel::spec)]
@@ -90,8 +93,10 @@ pub struct TransferSpec {
     /// shards. Unlimited when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_limit: Option<ByteSize>,
-    /// Requests per second for the whole job, divided evenly across shards. 0 means unlimited.
+    /// Requests per second for the whole job, divided evenly across shards. 0 means unlimited;
+    /// at most 4294967295.
     #[serde(default)]
+    #[schemars(range(max = 4_294_967_295u32))]
     pub requests_per_second: u32,
     /// When and how objects are uploaded in parts.
     #[serde(default)]
@@ -177,7 +182,9 @@ pub struct Endpoint {
 #[schemars(transform = crate::cel::s3_location)]
 pub struct S3Location {
     /// The service URL, for example `https://ACCOUNT.r2.cloudflarestorage.com` or
-    /// `http://minio.storage:9000`. Omit for AWS S3.
+    /// `http://minio.storage:9000`, without credentials in it. Omit for AWS S3. Plain `http://`
+    /// with signed requests (not `anonymous`) needs `allowInsecureHttp: true`, except on a
+    /// loopback address (`localhost`, `127.x.x.x`, `[::1]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512), transform = crate::cel::http_url)]
     pub endpoint: Option<String>,
@@ -208,6 +215,12 @@ pub struct S3Location {
     /// Send unsigned requests (public buckets). Only for sources.
     #[serde(default)]
     pub anonymous: bool,
+    /// Accept a plain `http://` endpoint for signed requests. Without TLS the access key ID,
+    /// the session token and every object travel unencrypted and can be altered on the way
+    /// (the secret key itself is never sent). Not needed for `https://`, anonymous sources or
+    /// loopback addresses. Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_insecure_http: bool,
     /// Destination only: the storage class of written objects (`STANDARD`, `STANDARD_IA`...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
@@ -228,8 +241,8 @@ pub struct S3Location {
 /// A reference to a Secret in the resource's own namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct SecretRef {
-    /// The Secret's name.
-    #[schemars(length(min = 1, max = 253))]
+    /// The Secret's name (a DNS-1123 subdomain: lowercase letters, digits, `-` and `.`).
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::validate::DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
 }
 
@@ -249,13 +262,20 @@ pub struct FilesystemLocation {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PvcRef {
-    /// The claim's name.
-    #[schemars(length(min = 1, max = 253))]
+    /// The claim's name (a DNS-1123 subdomain: lowercase letters, digits, `-` and `.`).
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::validate::DNS_SUBDOMAIN_PATTERN))]
     pub claim_name: String,
     /// Mount the claim read-only (recommended for sources).
     #[serde(default)]
     pub read_only: bool,
 }
+
+/// The CRD's pattern for `modifiedAfter` and `modifiedBefore`: RFC 3339 with seconds and a
+/// zone, years 1000 to 2999 (so the UTC time keeps four digits), hours below 24 in the time and
+/// the offset. The API server's `date-time` format check is looser than the Rust type (which
+/// needs seconds and a zone, and an offset under 24 hours); a test checks that the forms this
+/// pattern admits deserialize and round-trip.
+pub const TIME_PATTERN: &str = r"^[12][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
 
 /// Which source objects are selected.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -280,11 +300,14 @@ pub struct Filters {
     /// Only objects at most this large (a quantity such as `5Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_size: Option<ByteSize>,
-    /// Only objects modified at or after this time (RFC 3339).
+    /// Only objects modified at or after this time: RFC 3339 with seconds and a zone
+    /// (`2024-01-01T00:00:00Z`, `2024-01-01T02:00:00.5+02:00`), years 1000 to 2999.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TIME_PATTERN))]
     pub modified_after: Option<DateTime<Utc>>,
-    /// Only objects modified before this time (RFC 3339).
+    /// Only objects modified before this time, written as `modifiedAfter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TIME_PATTERN))]
     pub modified_before: Option<DateTime<Utc>>,
 }
 
@@ -307,6 +330,10 @@ pub struct Parallelism {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = crate::cel::memory_budget)]
     pub memory_budget: Option<ByteSize>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_shards() -> u32 {

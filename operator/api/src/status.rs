@@ -124,6 +124,7 @@ pub struct ShardSummary {
 /// The observed state of a MigrationJob.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::cel::bound_integers)]
 pub struct MigrationJobStatus {
     /// Pending, Running, Paused, Completed, PartiallyCompleted, Failed or Cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]

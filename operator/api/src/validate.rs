@@ -10,6 +10,121 @@ use sha2::{Digest, Sha256};
 use crate::endpoint::Side;
 use crate::spec::{Endpoint, MigrationJobSpec, TransferSpec};
 
+/// The longest label value, and so the longest name of anything whose name becomes a label
+/// value or a host name (a Job's name is its pods' `job-name` label; an Indexed Job's pods are
+/// named, and host-named, after it).
+pub const LABEL_MAX: usize = 63;
+/// The most shards a job may have (`parallelism.shards`).
+pub const MAX_SHARDS: u32 = 1000;
+
+const fn digits(mut n: u32) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// The longest suffix the operator adds to a MigrationJob's name: the pods of its agents'
+/// Indexed Job, `<name>-agents-<shard index>-<5 random characters>`. Every other derived name
+/// is shorter: `-plan`, `-shard-<index>`, `-agent`, `-agents`, and a planner's
+/// `-planner-<5 characters>` (room is kept for an 8-character suffix such as `-planner`).
+pub const MAX_JOB_NAME_SUFFIX: usize = "-agents-".len() + digits(MAX_SHARDS - 1) + "-xxxxx".len();
+/// The longest MigrationJob name (46): with [`MAX_JOB_NAME_SUFFIX`] it fits a label value.
+pub const MAX_JOB_NAME: usize = LABEL_MAX - MAX_JOB_NAME_SUFFIX;
+/// Why a MigrationJob name is bounded, in the CRD's message and the operator's.
+pub const JOB_NAME_WHY: &str =
+    "its agents' pods are named <name>-agents-<shard>-<5 characters>, which must fit 63 characters";
+
+/// The problems of a resource name that the operator derives child names from: at most `max`
+/// characters (`why` says why) and no dots (the names prefix pod host names, DNS labels).
+pub fn name_problems(kind: &str, name: &str, max: usize, why: &str) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    if name.len() > max {
+        errors.push(err(
+            "metadata.name",
+            format!(
+                "a {kind} name is at most {max} characters, not {}: {why}",
+                name.len()
+            ),
+        ));
+    }
+    if name.contains('.') {
+        errors.push(err(
+            "metadata.name",
+            format!("a {kind} name must not contain '.': it prefixes the names of its agents' pods, used as host names"),
+        ));
+    }
+    errors
+}
+
+/// The problems of a MigrationJob's name (the CRD refuses them at apply time too).
+pub fn job_name_problems(name: &str) -> Vec<SpecError> {
+    name_problems("MigrationJob", name, MAX_JOB_NAME, JOB_NAME_WHY)
+}
+
+/// A DNS-1123 subdomain, the form of Secret and PersistentVolumeClaim names (the CRD's
+/// pattern; [`dns_subdomain_problem`] is the same check).
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// Why `name` is not a DNS-1123 subdomain of at most 253 characters, or None.
+pub fn dns_subdomain_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Some("it must be 1 to 253 characters long");
+    }
+    for label in name.split('.') {
+        let b = label.as_bytes();
+        if b.is_empty() {
+            return Some("it must not begin or end with '.' nor contain '..'");
+        }
+        if !b
+            .iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        {
+            return Some("only lowercase letters, digits, '-' and '.' are allowed");
+        }
+        if !(b[0].is_ascii_alphanumeric() && b[b.len() - 1].is_ascii_alphanumeric()) {
+            return Some("each '.'-separated part must begin and end with a letter or digit");
+        }
+    }
+    None
+}
+
+/// Whether `endpoint` is plain http to a loopback address (`localhost`, `127.x.x.x` or
+/// `[::1]`, with an optional port), where requests never leave the machine or pod. The same
+/// test as the CRD's regular expression [`crate::cel::LOOPBACK_HTTP`].
+pub fn is_loopback_http(endpoint: &str) -> bool {
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let port_ok = |tail: &str| {
+        tail.is_empty()
+            || tail
+                .strip_prefix(':')
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+    };
+    if let Some(tail) = authority
+        .strip_prefix("localhost")
+        .or_else(|| authority.strip_prefix("[::1]"))
+    {
+        return port_ok(tail);
+    }
+    let (host, tail) = match authority.find(':') {
+        Some(i) => authority.split_at(i),
+        None => (authority, ""),
+    };
+    let parts: Vec<&str> = host.split('.').collect();
+    parts.len() == 4
+        && parts[0] == "127"
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()))
+        && port_ok(tail)
+}
+
 /// One problem with a spec: the field path and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -180,10 +295,10 @@ pub fn transfer_problems(spec: &TransferSpec) -> Vec<SpecError> {
     }
 
     let p = &spec.parallelism;
-    if !(1..=1000).contains(&p.shards) {
+    if !(1..=MAX_SHARDS).contains(&p.shards) {
         errors.push(err(
             "spec.parallelism.shards",
-            format!("must be between 1 and 1000, not {}", p.shards),
+            format!("must be between 1 and {MAX_SHARDS}, not {}", p.shards),
         ));
     }
     if !(1..=4096).contains(&p.concurrency) {
@@ -282,7 +397,50 @@ fn check_endpoint(ep: &Endpoint, side: Side, errors: &mut Vec<SpecError>) {
     let path = format!("spec.{}", side.field());
     match ep.location() {
         Ok(l) => l.check(&path, side, errors),
-        Err(why) => errors.push(err(path, why)),
+        Err(why) => errors.push(err(&path, why)),
+    }
+    check_names_and_transport(ep, &path, errors);
+}
+
+/// Secret and claim names are DNS names (they go into API paths), and signed requests over
+/// plain http need the explicit opt-in unless they stay on a loopback address.
+fn check_names_and_transport(ep: &Endpoint, path: &str, errors: &mut Vec<SpecError>) {
+    if let Some(s3) = &ep.s3 {
+        if let Some(r) = &s3.credentials_secret_ref {
+            if let Some(why) = dns_subdomain_problem(&r.name) {
+                errors.push(err(
+                    format!("{path}.s3.credentialsSecretRef.name"),
+                    format!("{:?} is not a valid Secret name: {why}", r.name),
+                ));
+            }
+        }
+        if let Some(e) = &s3.endpoint {
+            if e.starts_with("http://")
+                && !s3.anonymous
+                && !s3.allow_insecure_http
+                && !is_loopback_http(e)
+            {
+                errors.push(err(
+                    format!("{path}.s3.endpoint"),
+                    crate::cel::INSECURE_HTTP_MESSAGE,
+                ));
+            }
+        }
+    }
+    if let Some(claim) = ep
+        .filesystem
+        .as_ref()
+        .and_then(|f| f.persistent_volume_claim.as_ref())
+    {
+        if let Some(why) = dns_subdomain_problem(&claim.claim_name) {
+            errors.push(err(
+                format!("{path}.filesystem.persistentVolumeClaim.claimName"),
+                format!(
+                    "{:?} is not a valid PersistentVolumeClaim name: {why}",
+                    claim.claim_name
+                ),
+            ));
+        }
     }
 }
 
@@ -365,6 +523,8 @@ mod tests {
             (&format!("{OK}multipart: {{partSize: 4Mi}}"), "spec.multipart.partSize"),
             (&format!("{OK}multipart: {{threshold: 6Gi}}"), "spec.multipart.threshold"),
             (&format!("{OK}maxFailures: 'lots'"), "spec.maxFailures"),
+            ("source: {s3: {bucket: abc, credentialsSecretRef: {name: '../../kube-system/secrets/x'}}}\ndestination: {filesystem: {path: /b}}", "spec.source.s3.credentialsSecretRef.name"),
+            ("source: {s3: {bucket: abc}}\ndestination: {filesystem: {path: /b, persistentVolumeClaim: {claimName: Data_1}}}", "spec.destination.filesystem.persistentVolumeClaim.claimName"),
         ];
         for (yaml, field) in cases {
             let errors = problems(&spec(yaml));
@@ -402,6 +562,162 @@ mod tests {
         let mut sharded = base.clone();
         sharded.parallelism.shards = 2;
         assert_ne!(spec_hash(&base), spec_hash(&sharded));
+    }
+
+    /// Every name the operator derives from a MigrationJob name of [`MAX_JOB_NAME`] characters
+    /// (the forms of `operator/k8s/src/names.rs`, a planner's, and the pods of Jobs) fits a
+    /// label value, with the largest shard index; one character more does not.
+    #[test]
+    fn the_longest_job_name_fits_every_derived_name() {
+        assert_eq!(MAX_JOB_NAME, 46);
+        let last = MAX_SHARDS - 1;
+        let derived = |name: &str| {
+            vec![
+                format!("{name}-plan"),
+                format!("{name}-shard-{last}"),
+                format!("{name}-agent"),
+                format!("{name}-agents"),
+                format!("{name}-agents-{last}"),
+                format!("{name}-agents-{last}-x7k2q"),
+                format!("{name}-planner"),
+                format!("{name}-planner-x7k2q"),
+            ]
+        };
+        let longest = "j".repeat(MAX_JOB_NAME);
+        for d in derived(&longest) {
+            assert!(d.len() <= LABEL_MAX, "{d} ({} characters)", d.len());
+        }
+        let over = "j".repeat(MAX_JOB_NAME + 1);
+        assert!(derived(&over).iter().any(|d| d.len() > LABEL_MAX));
+    }
+
+    #[test]
+    fn job_names_too_long_or_with_dots_are_refused_with_the_limit() {
+        assert_eq!(job_name_problems(&"j".repeat(MAX_JOB_NAME)), vec![]);
+        let long = job_name_problems(&"j".repeat(MAX_JOB_NAME + 1));
+        assert_eq!(long.len(), 1);
+        assert_eq!(long[0].field, "metadata.name");
+        assert!(
+            long[0].message.contains("at most 46 characters, not 47"),
+            "{long:?}"
+        );
+        assert_eq!(job_name_problems("photos.v2").len(), 1);
+
+        let rules = crate::cel::root_rules::<crate::MigrationJob>();
+        assert_eq!(rules[0]["rule"], "self.metadata.name.size() <= 46");
+        assert!(rules[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 46 characters"));
+        assert_eq!(rules[1]["rule"], "!self.metadata.name.contains('.')");
+    }
+
+    #[test]
+    fn secret_and_claim_names_are_dns_subdomains() {
+        for good in ["a", "aws-creds", "creds.v2", "0x", &"a".repeat(253)] {
+            assert_eq!(dns_subdomain_problem(good), None, "{good}");
+        }
+        for bad in [
+            "",
+            "../../kube-system/secrets/x",
+            "a/b",
+            "Creds",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a.",
+            "a_b",
+            "a.-b",
+            &"a".repeat(254),
+        ] {
+            assert!(dns_subdomain_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn loopback_http_endpoints() {
+        for yes in [
+            "http://127.0.0.1:9000",
+            "http://127.0.0.1",
+            "http://127.1.2.3:1/x",
+            "http://localhost",
+            "http://localhost:80/x",
+            "http://[::1]:9000/",
+            "http://[::1]",
+        ] {
+            assert!(is_loopback_http(yes), "{yes}");
+        }
+        for no in [
+            "https://127.0.0.1",
+            "http://localhost.evil.com",
+            "http://127.0.0.1.nip.io",
+            "http://10.0.0.1",
+            "http://127.0.0.1:",
+            "http://127.0.0.1:9000?x",
+            "http://127.1",
+            "http://1270.0.0.1",
+            "http://127.0.0.1234",
+            "http://minio:9000",
+            "http://LOCALHOST",
+            "http://[::1]x",
+        ] {
+            assert!(!is_loopback_http(no), "{no}");
+        }
+    }
+
+    /// Signed requests over plain http need `allowInsecureHttp` unless they stay on loopback;
+    /// https, anonymous sources and the opt-in pass.
+    #[test]
+    fn plain_http_with_credentials_needs_the_opt_in() {
+        let side = |s3: &str| {
+            format!(
+                "source: {{s3: {{bucket: src, {s3}}}}}\ndestination: {{filesystem: {{path: /b}}}}"
+            )
+        };
+        let refused = [
+            "endpoint: 'http://minio.storage:9000', credentialsSecretRef: {name: c}",
+            "endpoint: 'http://10.0.0.5:9000'",
+        ];
+        for s3 in refused {
+            let errors = problems(&spec(&side(s3)));
+            assert!(
+                errors.iter().any(|e| e.field == "spec.source.s3.endpoint"
+                    && e.message.contains("allowInsecureHttp")),
+                "{s3}: {errors:?}"
+            );
+        }
+        let accepted = [
+            "endpoint: 'http://minio.storage:9000', credentialsSecretRef: {name: c}, allowInsecureHttp: true",
+            "endpoint: 'https://minio.storage:9000', credentialsSecretRef: {name: c}",
+            "endpoint: 'http://minio.storage:9000', anonymous: true",
+            "endpoint: 'http://127.0.0.1:9000', credentialsSecretRef: {name: c}",
+            "endpoint: 'http://localhost:9000', credentialsSecretRef: {name: c}",
+        ];
+        for s3 in accepted {
+            assert_eq!(problems(&spec(&side(s3))), vec![], "{s3}");
+        }
+        // The report side too.
+        let report = format!(
+            "{OK}report: {{s3: {{bucket: rep, endpoint: 'http://minio:9000', credentialsSecretRef: {{name: c}}}}}}"
+        );
+        assert!(problems(&spec(&report))
+            .iter()
+            .any(|e| e.field == "spec.report.s3.endpoint"));
+    }
+
+    /// A spec without the new field serializes as before, so the hash of existing jobs (and
+    /// their checkpoints) does not change.
+    #[test]
+    fn allow_insecure_http_false_is_not_serialized() {
+        let s = spec("source: {s3: {bucket: abc, endpoint: 'https://x'}}\ndestination: {filesystem: {path: /b}}");
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("allowInsecureHttp"), "{json}");
+        let mut opted = s.clone();
+        opted.source.s3.as_mut().unwrap().allow_insecure_http = true;
+        assert!(serde_json::to_string(&opted)
+            .unwrap()
+            .contains("\"allowInsecureHttp\":true"));
     }
 
     /// The runtime knobs are the fields that neither the spec hash nor the CEL immutability
