@@ -8,7 +8,6 @@ use kube::runtime::reflector::Store;
 use kube::Client;
 
 use crate::admission::Admission;
-use crate::migrationjob::planning::Plans;
 
 /// The field manager of every write, and the Event reporter.
 pub const MANAGER: &str = "ferry-controller";
@@ -23,6 +22,25 @@ pub struct ControllerArgs {
     /// MigrationJobs running at once; the rest stay Pending (Queued).
     #[arg(long, env = "FERRY_MAX_RUNNING", default_value_t = 10)]
     pub max_running: usize,
+    /// MigrationJobs of one namespace running at once (unset: only the cluster's cap), so one
+    /// tenant cannot keep everyone else queued.
+    #[arg(long, env = "FERRY_MAX_RUNNING_PER_NAMESPACE")]
+    pub max_running_per_namespace: Option<usize>,
+    /// Lets an S3 side without `credentialsSecretRef` use the pods' own cloud identity in
+    /// every namespace (off: only in namespaces labelled `ferry.dev/ambient-credentials=true`).
+    #[arg(long, env = "FERRY_ALLOW_AMBIENT_CREDENTIALS", default_value_t = false)]
+    pub allow_ambient_credentials: bool,
+    /// The longest a planner pod may run (seconds) before it counts as failed.
+    #[arg(long, env = "FERRY_PLANNER_DEADLINE_SECONDS", default_value_t = 900)]
+    pub planner_deadline_seconds: i64,
+    /// Image pull Secrets of the agent and planner pods (comma-separated names, in the job's
+    /// namespace).
+    #[arg(long, env = "FERRY_AGENT_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    pub agent_image_pull_secrets: Vec<String>,
+    /// Annotations of the agents' ServiceAccounts, as JSON (`{"eks.amazonaws.com/role-arn":
+    /// "..."}`): the cloud identity of ambient credentials (IRSA, Workload Identity).
+    #[arg(long, env = "FERRY_AGENT_SERVICE_ACCOUNT_ANNOTATIONS", value_parser = parse_annotations)]
+    pub agent_service_account_annotations: Option<std::collections::BTreeMap<String, String>>,
     /// The Lease used for leader election, as namespace/name.
     #[arg(
         long,
@@ -35,6 +53,10 @@ pub struct ControllerArgs {
     pub identity: Option<String>,
 }
 
+fn parse_annotations(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    serde_json::from_str(s).map_err(|e| format!("a JSON object of strings: {e}"))
+}
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -43,8 +65,9 @@ pub struct Context {
     /// The ConfigMaps Ferry made for its jobs (plans and shard progress), kept by a watch.
     pub configmaps: Store<ConfigMap>,
     pub admission: Admission,
-    /// MigrationJob plans being made.
-    pub plans: Plans,
+    /// Lists MigrationJobs one object at a time (a BucketSync's runs), leaving out and
+    /// reporting one that cannot be decoded.
+    pub runs: crate::lenient::Undecodable,
 }
 
 /// What can go wrong in a reconcile or in the controller's runtime.
@@ -65,6 +88,9 @@ pub enum Error {
     LostLease,
     #[error("the plan of the first run is gone; cannot retry the failed objects")]
     PlanGone,
+    /// A child's name is held by an object the job does not own (never adopted).
+    #[error("{0}")]
+    NameTaken(String),
 }
 
 /// Publishes an Event about `obj` (best effort: a failure is logged).

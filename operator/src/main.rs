@@ -15,10 +15,9 @@ mod bucketsync;
 mod context;
 mod credentials;
 mod leader;
+mod lenient;
 mod manifests;
 mod migrationjob;
-mod planner;
-mod probe;
 mod run_cmd;
 mod runtime;
 

@@ -8,6 +8,7 @@ use ferry_k8s::names::{JOB_LABEL, SYNC_LABEL};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ApiResource;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -16,6 +17,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::admission::Admission;
 use crate::context::{Context, ControllerArgs, Error, MANAGER};
+use crate::lenient::{self, Undecodable};
 use crate::{bucketsync, migrationjob};
 
 /// Runs the controller until SIGTERM, once this replica holds the leader Lease.
@@ -40,65 +42,80 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     .default_backoff()
     .reflect(writer)
     .touched_objects();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.into(),
+            instance: Some(identity),
+        },
+    );
+    // Each resource is decoded on its own: one that cannot be is told so and left out, and
+    // every other goes on (a typed list would fail whole).
+    let mjs = Undecodable::new(
+        client.clone(),
+        recorder.clone(),
+        ApiResource::erase::<MigrationJob>(&()),
+    );
+    let syncs_bad = Undecodable::new(
+        client.clone(),
+        recorder.clone(),
+        ApiResource::erase::<BucketSync>(&()),
+    );
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: Some(identity),
-            },
-        ),
+        recorder,
         client: client.clone(),
-        admission: seeded_admission(&client).await?,
+        admission: seeded_admission(&mjs).await?,
         args,
         configmaps,
-        plans: Default::default(),
+        runs: mjs.clone(),
     });
-    let controller = Controller::new(
-        Api::<MigrationJob>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Job>::all(client.clone()),
-        watcher::Config::default().labels(JOB_LABEL),
-    )
-    .owns_stream(cm_events)
-    // A BucketSync's approval annotation names the run it approves: wake that run.
-    .watches(
-        Api::<BucketSync>::all(client.clone()),
-        watcher::Config::default(),
-        |bs| {
-            bs.annotations()
-                .get(APPROVE_DELETES_ANNOTATION)
-                .map(|run| ObjectRef::new(run).within(&bs.namespace().unwrap_or_default()))
-        },
-    )
-    .shutdown_on_signal()
-    .run(
-        migrationjob::reconcile,
-        migrationjob::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "reconcile failed");
-        }
-    });
-    let syncs = Controller::new(
-        Api::<BucketSync>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<MigrationJob>::all(client.clone()),
-        watcher::Config::default().labels(SYNC_LABEL),
-    )
-    .shutdown_on_signal()
-    .run(bucketsync::reconcile, bucketsync::error_policy, ctx)
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "reconcile failed");
-        }
-    });
+    let (mj_store, mj_writer) = reflector::store::<MigrationJob>();
+    let mj_stream = mjs
+        .watch::<MigrationJob>(watcher::Config::default())
+        .reflect(mj_writer)
+        .applied_objects();
+    let controller = Controller::for_stream(mj_stream, mj_store)
+        .owns(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels(JOB_LABEL),
+        )
+        .owns_stream(cm_events)
+        // A BucketSync's approval annotation names the run it approves: wake that run.
+        .watches_stream(
+            lenient::touched(syncs_bad.watch::<BucketSync>(watcher::Config::default())),
+            |bs| {
+                bs.annotations()
+                    .get(APPROVE_DELETES_ANNOTATION)
+                    .map(|run| ObjectRef::new(run).within(&bs.namespace().unwrap_or_default()))
+            },
+        )
+        .shutdown_on_signal()
+        .run(
+            migrationjob::reconcile,
+            migrationjob::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "reconcile failed");
+            }
+        });
+    let (bs_store, bs_writer) = reflector::store::<BucketSync>();
+    let bs_stream = syncs_bad
+        .watch::<BucketSync>(watcher::Config::default())
+        .reflect(bs_writer)
+        .applied_objects();
+    let syncs = Controller::for_stream(bs_stream, bs_store)
+        .owns_stream(lenient::touched(mjs.watch::<MigrationJob>(
+            watcher::Config::default().labels(SYNC_LABEL),
+        )))
+        .shutdown_on_signal()
+        .run(bucketsync::reconcile, bucketsync::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "reconcile failed");
+            }
+        });
     tokio::select! {
         _ = futures::future::join(controller, syncs) => {}
         r = renewing => {
@@ -111,12 +128,10 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
 }
 
 /// The admission index as the cluster is: every MigrationJob running now holds a slot.
-async fn seeded_admission(client: &Client) -> Result<Admission, Error> {
+async fn seeded_admission(mjs: &Undecodable) -> Result<Admission, Error> {
     let admission = Admission::default();
-    let all = Api::<MigrationJob>::all(client.clone())
-        .list(&Default::default())
-        .await?;
-    for mj in all.items {
+    let all: Vec<MigrationJob> = mjs.list(None, &Default::default()).await?;
+    for mj in all {
         let running = mj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
         let key = (mj.namespace().unwrap_or_default(), mj.name_any());
         admission.record(&key, running);

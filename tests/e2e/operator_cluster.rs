@@ -627,6 +627,13 @@ async fn a_job_runs_to_completed_with_every_byte_verified_and_survives_an_operat
         "exactly one agents' Job was ever created (the harness watches every Job): {jobs:?}\n{}",
         c.logs()
     );
+    let planners = c.agents.planners_created();
+    assert_eq!(
+        planners.len(),
+        1,
+        "one planner pod planned the job, once (a restarted operator does not plan again): \
+         {planners:?}"
+    );
     assert!(
         c.api::<Job>()
             .get_opt("copy-agents")
@@ -669,9 +676,13 @@ async fn suspend_pauses_and_resume_finishes_from_the_checkpoints() {
         .await
         .unwrap()
         .items;
+    let agents: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| j.metadata.name.as_deref() == Some("pause-agents"))
+        .collect();
     assert!(
-        !jobs.is_empty()
-            && jobs
+        agents.len() == 1
+            && agents
                 .iter()
                 .all(|j| j.spec.as_ref().and_then(|s| s.suspend) == Some(true)),
         "the agents' Job is not suspended"
@@ -742,8 +753,8 @@ async fn a_killed_agent_is_restarted_and_resumes() {
     assert_phase(&mj, ferry_api::Phase::Completed);
     assert_eq!(
         c.agents.starts(),
-        3,
-        "two shards, and the killed one started once more"
+        4,
+        "the planner once, two shards, and the killed one started once more"
     );
     assert_eq!(
         mj.status.unwrap().progress.counters.objects_copied,

@@ -210,9 +210,21 @@ impl Agents {
         self.starts.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// All Jobs ever created in the namespace while the harness ran: uid -> "name (created at)".
+    /// All agents' Jobs (`<job>-agents`) ever created in the namespace while the harness ran:
+    /// uid -> "name (created at)". Planners' Jobs are left out (see [`Self::planners_created`]).
     pub fn jobs_created(&self) -> BTreeMap<String, String> {
-        self.jobs_created.lock().unwrap().clone()
+        let all = self.jobs_created.lock().unwrap().clone();
+        all.into_iter()
+            .filter(|(_, v)| v.contains("-agents ("))
+            .collect()
+    }
+
+    /// All planners' Jobs (`<job>-planner`) ever created in the namespace while the harness ran.
+    pub fn planners_created(&self) -> BTreeMap<String, String> {
+        let all = self.jobs_created.lock().unwrap().clone();
+        all.into_iter()
+            .filter(|(_, v)| v.contains("-planner ("))
+            .collect()
     }
 
     /// How many agent processes are alive: running, or stopped and not yet exited.
@@ -1119,7 +1131,17 @@ async fn start_agent(
         }
     }
     let log = std::fs::File::create(dir.join(format!("{pod}.log"))).unwrap();
+    // The container's command after the binary, and its args (the planner runs `plan`).
+    let args: Vec<String> = container
+        .command
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .skip(1)
+        .chain(container.args.clone().unwrap_or_default())
+        .collect();
     tokio::process::Command::new(agent)
+        .args(&args)
         .env_clear()
         .envs(&env)
         .env("KUBECONFIG", kubeconfig)

@@ -1,20 +1,27 @@
 //! `transfer-agent`: copies one shard of a job plan in a cluster (the protocol between the
 //! operator and its agents: `docs/agent-protocol.md`; its names: `ferry_k8s`).
+//! `transfer-agent plan` is the job's planner instead: it checks the Secrets and both
+//! endpoints, plans the shards, and answers in the plan ConfigMap (exit 0 once the answer is
+//! stored, whatever it says; 1 when it cannot be).
 //!
 //! Exit codes: 0 when the shard is done (objects copied, skipped, vanished, or failed — object
 //! failures are in the progress record and the report, never in the exit code); 1 on a
 //! job-fatal error or an unusable plan; 128 + signal when stopped by SIGTERM/SIGINT (the
 //! checkpoint is saved and in-flight multipart uploads are aborted).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use ferry_core::planning::PlanRequest;
 use ferry_core::{JobCredentials, JobPlan, ProgressStore, ShardProgress, ShardState, Side};
 use ferry_engine::checkpoint::FileProgressStore;
+use ferry_engine::planner;
 use ferry_engine::{run_shard, ShardInputs};
 use ferry_k8s::env;
+use ferry_k8s::plan_configmap;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -22,15 +29,44 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "transfer-agent",
     version,
-    about = "Copies one shard of a Ferry MigrationJob"
+    about = "Copies one shard of a Ferry MigrationJob",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    copy: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Checks the job's Secrets and endpoints, then plans its shards (the planner pod).
+    Plan(PlanArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct PlanArgs {
+    /// The planner's request (JSON), mounted read-only by the operator.
+    #[arg(long, env = env::PLAN, default_value_t = ferry_k8s::names::request_path())]
+    request: String,
+    /// The ConfigMap to answer in (of FERRY_NAMESPACE).
+    #[arg(long, env = env::PLAN_CONFIGMAP)]
+    configmap: String,
+    /// The namespace of the plan ConfigMap.
+    #[arg(long, env = env::NAMESPACE, default_value = "default")]
+    namespace: String,
+}
+
+#[derive(clap::Args, Debug)]
 struct Args {
     /// The job plan (JSON), mounted read-only by the operator.
     #[arg(long, env = env::PLAN, default_value_t = ferry_k8s::names::plan_path())]
     plan: String,
     /// The shard to copy; an Indexed Job sets JOB_COMPLETION_INDEX.
-    #[arg(long, env = env::SHARD)]
-    shard: usize,
+    #[arg(long, env = env::SHARD, required = true)]
+    shard: Option<usize>,
     /// Where the shard's progress record (with its checkpoint) is kept, as a file...
     #[arg(
         long,
@@ -60,7 +96,55 @@ fn credentials() -> JobCredentials {
     }
 }
 
+/// The planner: answers the request in the plan ConfigMap.
+async fn plan(args: PlanArgs) -> i32 {
+    let req: PlanRequest = match std::fs::read(&args.request)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(request = %args.request, error = %e, "cannot read the planner's request");
+            return 1;
+        }
+    };
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reach the Kubernetes API");
+            return 1;
+        }
+    };
+    let vars: BTreeMap<String, String> = std::env::vars().collect();
+    let (plan, outcome) = planner::answer(&req, &vars, &credentials(), 3).await;
+    tracing::info!(
+        planned = plan.is_some(),
+        secret_problems = outcome.secret_problems.len(),
+        probe_fine = outcome.probe.as_ref().is_some_and(|p| p.is_fine()),
+        "planner answered"
+    );
+    match plan_configmap::store_answer(
+        client,
+        &args.namespace,
+        &args.configmap,
+        plan.as_ref(),
+        &outcome,
+    )
+    .await
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store the planner's answer");
+            1
+        }
+    }
+}
+
 async fn run(args: Args) -> i32 {
+    let Some(shard) = args.shard else {
+        tracing::error!("no shard given (JOB_COMPLETION_INDEX)");
+        return 1;
+    };
     let plan: JobPlan = match std::fs::read(&args.plan)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -71,9 +155,9 @@ async fn run(args: Args) -> i32 {
             return 1;
         }
     };
-    if args.shard >= plan.shards.len() {
+    if shard >= plan.shards.len() {
         tracing::error!(
-            shard = args.shard,
+            shard = shard,
             shards = plan.shards.len(),
             "shard index out of range"
         );
@@ -89,7 +173,7 @@ async fn run(args: Args) -> i32 {
     {
         (Some(prefix), _) => match ferry_k8s::ConfigMapProgressStore::connect(
             &args.namespace,
-            format!("{prefix}{}", args.shard),
+            format!("{prefix}{}", shard),
         )
         .await
         {
@@ -104,7 +188,7 @@ async fn run(args: Args) -> i32 {
     };
     let shard = tokio::spawn(run_shard(ShardInputs {
         plan: Arc::new(plan),
-        index: args.shard,
+        index: shard,
         credentials: creds,
         progress: store,
         live: live_tx,
@@ -151,10 +235,15 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    std::process::exit(rt.block_on(run(args)));
+    std::process::exit(rt.block_on(async {
+        match cli.command {
+            Some(Command::Plan(args)) => plan(args).await,
+            None => run(cli.copy).await,
+        }
+    }));
 }

@@ -7,6 +7,8 @@ use ferry_core::stores::SideSecrets;
 
 /// The plan file.
 pub const PLAN: &str = "FERRY_PLAN";
+/// The plan ConfigMap the planner answers in.
+pub const PLAN_CONFIGMAP: &str = "FERRY_PLAN_CONFIGMAP";
 /// The shard to copy (set by an Indexed Job).
 pub const SHARD: &str = "JOB_COMPLETION_INDEX";
 /// The prefix of the progress ConfigMaps; the agent's is the prefix followed by its shard.

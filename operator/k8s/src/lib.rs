@@ -5,6 +5,7 @@
 
 pub mod env;
 pub mod names;
+pub mod plan_configmap;
 pub mod progress_configmap;
 
 pub use progress_configmap::ConfigMapProgressStore;

@@ -7,6 +7,10 @@ pub const JOB_LABEL: &str = "ferry.dev/migrationjob";
 pub const SYNC_LABEL: &str = "ferry.dev/bucket-sync";
 /// The key of the plan inside its ConfigMap (and the file name where it is mounted).
 pub const PLAN_KEY: &str = "plan.json";
+/// The key of the planner's request inside the plan ConfigMap.
+pub const REQUEST_KEY: &str = "request.json";
+/// The key of the planner's outcome (checks, planning error) inside the plan ConfigMap.
+pub const OUTCOME_KEY: &str = "outcome.json";
 /// Where the plan ConfigMap is mounted in an agent.
 pub const PLAN_MOUNT: &str = "/etc/ferry/plan";
 /// The key of the progress record inside a shard's ConfigMap.
@@ -17,6 +21,16 @@ pub const AGENT_COMMAND: &str = "transfer-agent";
 /// The plan file as an agent sees it.
 pub fn plan_path() -> String {
     format!("{PLAN_MOUNT}/{PLAN_KEY}")
+}
+
+/// The planner's request as the planner pod sees it.
+pub fn request_path() -> String {
+    format!("{PLAN_MOUNT}/{REQUEST_KEY}")
+}
+
+/// The planner's Job (one pod that checks the Secrets and endpoints, then plans).
+pub fn planner_name(job: &str) -> String {
+    format!("{job}-planner")
 }
 
 /// The plan ConfigMap of a job.

@@ -43,7 +43,7 @@ pub async fn reconcile(cached: Arc<BucketSync>, ctx: Arc<Context>) -> Result<Act
     }
     let mjs: Api<MigrationJob> = Api::namespaced(ctx.client.clone(), &ns);
     let observed = SyncObserved {
-        runs: runs_of(&bs, &mjs).await?,
+        runs: runs_of(&bs, &ctx).await?,
         sync_now: bs.annotations().get(SYNC_NOW_ANNOTATION).cloned(),
         now: Utc::now(),
     };
@@ -68,12 +68,13 @@ pub async fn reconcile(cached: Arc<BucketSync>, ctx: Arc<Context>) -> Result<Act
 
 /// The runs this sync owns (labelled with its name and owned by its uid: a MigrationJob that
 /// only carries the label is not one of them).
-async fn runs_of(bs: &BucketSync, mjs: &Api<MigrationJob>) -> Result<Vec<Run>, Error> {
+async fn runs_of(bs: &BucketSync, ctx: &Context) -> Result<Vec<Run>, Error> {
     let uid = bs.uid().unwrap_or_default();
     let lp = ListParams::default().labels(&format!("{SYNC_LABEL}={}", bs.name_any()));
-    let list = mjs.list(&lp).await?;
+    let ns = bs.namespace().unwrap_or_default();
+    // One by one: a run that cannot be decoded is left out (and told so), not the sync.
+    let list: Vec<MigrationJob> = ctx.runs.list(Some(&ns), &lp).await?;
     Ok(list
-        .items
         .iter()
         .filter(|mj| mj.owner_references().iter().any(|o| o.uid == uid))
         .map(run_of)

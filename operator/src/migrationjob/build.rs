@@ -1,22 +1,27 @@
 //! The objects the operator creates for a MigrationJob, built as pure functions: the plan and
-//! progress ConfigMaps, the agents' ServiceAccount, Role and RoleBinding, and the Indexed Job.
-//! Every one is owned by the MigrationJob, so deleting it removes them; none holds a secret.
+//! progress ConfigMaps, the pods' ServiceAccount, Role and RoleBinding, the planner's Job and
+//! the agents' Indexed Job. Every one is owned by the MigrationJob, so deleting it removes
+//! them; none holds a secret, and every pod meets the restricted Pod Security Standard.
 //! Names, keys and variables come from `ferry_k8s`, which the agent reads them with.
 
 use std::collections::BTreeMap;
 
-use ferry_api::{Endpoint, JobPlan, MigrationJob, Side};
+use ferry_api::{Endpoint, JobPlan, MigrationJob, Side, ValidatedSpec};
+use ferry_core::plan::report_prefix;
+use ferry_core::planning::{PlanRequest, RequiredVar};
+use ferry_core::{StoreConfig, Transfer};
 use ferry_k8s::env;
 use ferry_k8s::names::{
-    agent_name, job_name, plan_name, plan_path, shard_name, shard_prefix, AGENT_COMMAND, JOB_LABEL,
-    PLAN_KEY, PLAN_MOUNT,
+    agent_name, job_name, plan_name, plan_path, planner_name, request_path, shard_name,
+    shard_prefix, AGENT_COMMAND, JOB_LABEL, PLAN_MOUNT, REQUEST_KEY,
 };
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
+    LocalObjectReference, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
     SecretKeySelector, SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -43,13 +48,131 @@ fn meta(mj: &MigrationJob, name: String) -> ObjectMeta {
     }
 }
 
-pub fn plan_configmap(mj: &MigrationJob, plan: &JobPlan) -> ConfigMap {
+/// What every pod the operator creates for a job shares, from the operator's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Pods {
+    pub image: String,
+    pub image_pull_secrets: Vec<String>,
+    pub service_account_annotations: BTreeMap<String, String>,
+    /// The longest a planner pod may run.
+    pub planner_deadline_seconds: i64,
+}
+
+/// Where a side's volume is mounted in the agents and the planner: a fixed root chosen by
+/// Ferry, never the user's path (which names a folder inside the volume, a `subPath`).
+pub fn mount_root(side: Side) -> String {
+    format!("/mnt/ferry/{}", side.field())
+}
+
+/// The sides as the pods see them: a filesystem side at its volume's mount root.
+pub fn cluster_transfer(t: &Transfer) -> Transfer {
+    let mut t = t.clone();
+    let at_root = |c: &mut StoreConfig, side: Side| {
+        if let StoreConfig::Filesystem(fs) = c {
+            fs.path = mount_root(side);
+        }
+    };
+    at_root(&mut t.source, Side::Source);
+    at_root(&mut t.destination, Side::Destination);
+    if let Some(r) = t.report.as_mut() {
+        at_root(r, Side::Report);
+    }
+    t
+}
+
+fn sides(mj: &MigrationJob) -> [(Side, Option<&Endpoint>); 3] {
+    [
+        (Side::Source, Some(&mj.spec.source)),
+        (Side::Destination, Some(&mj.spec.destination)),
+        (Side::Report, mj.spec.report.as_ref()),
+    ]
+}
+
+/// The filesystem sides without a volume: in a cluster a path would be the agents' own
+/// filesystem (their image, their ServiceAccount token), so each must name a claim.
+pub fn volume_refusals(mj: &MigrationJob) -> Vec<String> {
+    sides(mj)
+        .into_iter()
+        .filter_map(|(side, ep)| {
+            let l = ep?.location().ok()?;
+            (l.kind() == "filesystem" && l.volume().is_none()).then(|| {
+                format!(
+                    "spec.{}.filesystem: in a cluster a filesystem side must name a \
+                     persistentVolumeClaim (its path is then a folder inside that volume)",
+                    side.field()
+                )
+            })
+        })
+        .collect()
+}
+
+/// The S3 sides without a Secret (they would use the pods' own cloud identity), as fields.
+pub fn ambient_sides(mj: &MigrationJob) -> Vec<String> {
+    sides(mj)
+        .into_iter()
+        .filter_map(|(side, ep)| {
+            let l = ep?.location().ok()?;
+            (l.kind() == "s3" && l.secret().is_none()).then(|| format!("spec.{}.s3", side.field()))
+        })
+        .collect()
+}
+
+/// What the planner is asked: the plan of the first run but its ranges, the shard count, and
+/// the Secret keys it must find (each with the problem to report, naming Secret and key).
+pub fn plan_request(mj: &MigrationJob, v: &ValidatedSpec) -> PlanRequest {
+    let ns = mj.metadata.namespace.clone().unwrap_or_default();
+    let name = mj.metadata.name.clone().unwrap_or_default();
+    let uid = mj.metadata.uid.clone().unwrap_or_default();
+    let mut required = Vec::new();
+    for (side, ep) in sides(mj) {
+        let Some(l) = ep.and_then(|e| e.location().ok()) else {
+            continue;
+        };
+        let Some(secret) = l.secret() else { continue };
+        for key in secret.keys.iter().filter(|k| k.required) {
+            required.push(RequiredVar {
+                name: env::secret_var(side, key.name),
+                problem: format!(
+                    "spec.{}.{}.{}: Secret {ns}/{} does not exist or has no key {} (a job may \
+                     only use Secrets of its own namespace)",
+                    side.field(),
+                    l.kind(),
+                    secret.field,
+                    secret.name,
+                    key.name
+                ),
+            });
+        }
+    }
+    PlanRequest {
+        plan: JobPlan {
+            namespace: ns.clone(),
+            name: name.clone(),
+            uid: uid.clone(),
+            transfer: cluster_transfer(&v.transfer),
+            spec_hash: v.spec_hash.clone(),
+            shards: Vec::new(),
+            only_keys: None,
+            report_prefix: report_prefix(&ns, &name, &uid),
+            attempt: 0,
+            retry_failed_from: None,
+            stage: Default::default(),
+        },
+        shards: v.shards,
+        required,
+        check_source: true,
+        check_destination: true,
+    }
+}
+
+/// The plan ConfigMap, holding the planner's request (the planner adds its answer).
+pub fn request_configmap(mj: &MigrationJob, req: &PlanRequest) -> ConfigMap {
     let name = mj.metadata.name.clone().unwrap_or_default();
     ConfigMap {
         metadata: meta(mj, plan_name(&name)),
         data: Some(BTreeMap::from([(
-            PLAN_KEY.to_string(),
-            serde_json::to_string_pretty(plan).expect("serializes"),
+            REQUEST_KEY.to_string(),
+            serde_json::to_string_pretty(req).expect("serializes"),
         )])),
         ..Default::default()
     }
@@ -65,25 +188,44 @@ pub fn shard_configmap(mj: &MigrationJob, i: u32) -> ConfigMap {
     }
 }
 
-/// The agents' identity and exactly the rights they need: get, update and patch their own
-/// shards' progress objects (by name; `create` cannot be limited that way, so the operator
-/// pre-creates them).
-pub fn agent_access(mj: &MigrationJob, shards: u32) -> (ServiceAccount, Role, RoleBinding) {
+/// The identity of the job's pods and exactly the rights they need: the planner patches the
+/// plan ConfigMap (its answer); the agents get, update and patch their own shards' progress
+/// objects (by name; `create` cannot be limited that way, so the operator pre-creates them).
+/// Nothing else: no Secret (their values come by `secretKeyRef`, resolved by the kubelet).
+pub fn agent_access(
+    mj: &MigrationJob,
+    shards: u32,
+    annotations: &BTreeMap<String, String>,
+) -> (ServiceAccount, Role, RoleBinding) {
     let name = mj.metadata.name.clone().unwrap_or_default();
+    let mut sa_meta = meta(mj, agent_name(&name));
+    if !annotations.is_empty() {
+        sa_meta.annotations = Some(annotations.clone());
+    }
     let sa = ServiceAccount {
-        metadata: meta(mj, agent_name(&name)),
-        automount_service_account_token: Some(true),
+        metadata: sa_meta,
+        // Mounted only in the pods that set it (both need the API for their records).
+        automount_service_account_token: Some(false),
         ..Default::default()
     };
     let role = Role {
         metadata: meta(mj, agent_name(&name)),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["configmaps".into()]),
-            resource_names: Some((0..shards).map(|i| shard_name(&name, i)).collect()),
-            verbs: vec!["get".into(), "update".into(), "patch".into()],
-            ..Default::default()
-        }]),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".into()]),
+                resource_names: Some((0..shards).map(|i| shard_name(&name, i)).collect()),
+                verbs: vec!["get".into(), "update".into(), "patch".into()],
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".into()]),
+                resource_names: Some(vec![plan_name(&name)]),
+                verbs: vec!["patch".into()],
+                ..Default::default()
+            },
+        ]),
     };
     let binding = RoleBinding {
         metadata: meta(mj, agent_name(&name)),
@@ -110,6 +252,20 @@ fn value_env(name: &str, value: &str) -> EnvVar {
     }
 }
 
+fn namespace_env() -> EnvVar {
+    EnvVar {
+        name: env::NAMESPACE.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.namespace".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn secret_env(name: String, secret: &str, key: &str, optional: bool) -> EnvVar {
     EnvVar {
         name,
@@ -125,103 +281,221 @@ fn secret_env(name: String, secret: &str, key: &str, optional: bool) -> EnvVar {
     }
 }
 
-/// Credentials of one side, by reference only (`secretKeyRef`), under names of its own.
-fn side_env(side: Side, ep: Option<&Endpoint>, out: &mut Vec<EnvVar>) {
-    let Some(secret) = ep.and_then(|e| e.location().ok()).and_then(|l| l.secret()) else {
-        return;
-    };
-    for key in secret.keys {
-        out.push(secret_env(
-            env::secret_var(side, key.name),
-            secret.name,
-            key.name,
-            !key.required,
-        ));
+/// Credentials of every side, by reference only (`secretKeyRef`), under names of their own.
+/// The planner's are all optional: it reports a missing Secret or key itself (a required
+/// reference would keep its pod from starting, with nothing said on the job).
+fn secrets_env(mj: &MigrationJob, all_optional: bool, out: &mut Vec<EnvVar>) {
+    for (side, ep) in sides(mj) {
+        let Some(secret) = ep.and_then(|e| e.location().ok()).and_then(|l| l.secret()) else {
+            continue;
+        };
+        for key in secret.keys {
+            out.push(secret_env(
+                env::secret_var(side, key.name),
+                secret.name,
+                key.name,
+                all_optional || !key.required,
+            ));
+        }
     }
 }
 
-/// The volume a side's location needs mounted in the agents, if any.
-fn side_volume(
-    side: Side,
-    ep: Option<&Endpoint>,
-    volumes: &mut Vec<Volume>,
-    mounts: &mut Vec<VolumeMount>,
-) {
-    let Some(v) = ep.and_then(|e| e.location().ok()).and_then(|l| l.volume()) else {
-        return;
-    };
-    if mounts.iter().any(|m| m.mount_path == v.mount_path) {
-        return; // the same path as another side (a report next to the data it reports on)
-    }
-    let name = format!("{}-data", side.field());
-    volumes.push(Volume {
-        name: name.clone(),
-        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-            claim_name: v.claim.claim_name.clone(),
+/// The volumes the sides' locations need, each at its side's mount root with the user's path
+/// as the folder inside the claim.
+fn side_volumes(mj: &MigrationJob, volumes: &mut Vec<Volume>, mounts: &mut Vec<VolumeMount>) {
+    for (side, ep) in sides(mj) {
+        let Some(v) = ep.and_then(|e| e.location().ok()).and_then(|l| l.volume()) else {
+            continue;
+        };
+        let name = format!("{}-data", side.field());
+        volumes.push(Volume {
+            name: name.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: v.claim.claim_name.clone(),
+                read_only: Some(v.claim.read_only),
+            }),
+            ..Default::default()
+        });
+        let folder = v.mount_path.trim_matches('/');
+        mounts.push(VolumeMount {
+            name,
+            mount_path: mount_root(side),
+            sub_path: (!folder.is_empty()).then(|| folder.to_string()),
             read_only: Some(v.claim.read_only),
-        }),
-        ..Default::default()
-    });
-    mounts.push(VolumeMount {
-        name,
-        mount_path: v.mount_path.to_string(),
-        read_only: Some(v.claim.read_only),
-        ..Default::default()
-    });
+            ..Default::default()
+        });
+    }
 }
 
-/// The Indexed Job that runs `plan`: one index per shard, retried per index, never retried on
-/// a job-fatal exit (1).
-pub fn agent_job(mj: &MigrationJob, plan: &JobPlan, image: &str, suspend: bool) -> Job {
-    let name = mj.metadata.name.clone().unwrap_or_default();
-    let spec = &mj.spec;
-    let shards = plan.shards.len() as i32;
-    let mut envs = vec![
-        value_env(env::PLAN, &plan_path()),
-        value_env(env::PROGRESS_CONFIGMAP_PREFIX, &shard_prefix(&name)),
-        EnvVar {
-            name: env::NAMESPACE.into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.namespace".into(),
-                    ..Default::default()
-                }),
+/// The plan ConfigMap, mounted read-only where the pods read their plan (or request).
+fn plan_volume(name: &str) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "plan".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: plan_name(name),
                 ..Default::default()
             }),
             ..Default::default()
         },
+        VolumeMount {
+            name: "plan".into(),
+            mount_path: PLAN_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )
+}
+
+/// The user the image runs as (distroless `nonroot`).
+const RUN_AS: i64 = 65532;
+
+/// A pod that meets the restricted Pod Security Standard: non-root, no privilege escalation,
+/// every capability dropped, the runtime's default seccomp profile, a read-only root
+/// filesystem; the ServiceAccount token mounted (it reports through the API), no Service
+/// links, pulling with the configured Secrets.
+fn restricted_pod(
+    name: &str,
+    pods: &Pods,
+    container: Container,
+    volumes: Vec<Volume>,
+) -> PodTemplateSpec {
+    let spec = PodSpec {
+        service_account_name: Some(agent_name(name)),
+        automount_service_account_token: Some(true),
+        enable_service_links: Some(false),
+        restart_policy: Some("Never".into()),
+        termination_grace_period_seconds: Some(30),
+        image_pull_secrets: (!pods.image_pull_secrets.is_empty()).then(|| {
+            pods.image_pull_secrets
+                .iter()
+                .map(|n| LocalObjectReference { name: n.clone() })
+                .collect()
+        }),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        containers: vec![Container {
+            image: Some(pods.image.clone()),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    ..Default::default()
+                }),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..container
+        }],
+        volumes: Some(volumes),
+        ..Default::default()
+    };
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(BTreeMap::from([(JOB_LABEL.to_string(), name.to_string())])),
+            ..Default::default()
+        }),
+        spec: Some(spec),
+    }
+}
+
+fn resources(request_cpu: &str, request_mib: u64, limit_mib: u64) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), Quantity(request_cpu.into())),
+            ("memory".into(), Quantity(format!("{request_mib}Mi"))),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".into(),
+            Quantity(format!("{limit_mib}Mi")),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// The memory a planner pod may use: its key sample and one listing page, whatever the
+/// endpoint sends (a larger answer kills the pod, never the operator).
+pub const PLANNER_MEMORY_MIB: u64 = 256;
+
+/// The planner's Job: one pod, under a deadline, that checks the Secrets and both endpoints
+/// and plans the shards, then answers in the plan ConfigMap. Indexed with one completion,
+/// like the agents, and removed by the Job controller some minutes after it ends.
+pub fn planner_job(mj: &MigrationJob, pods: &Pods) -> Job {
+    let name = mj.metadata.name.clone().unwrap_or_default();
+    let mut envs = vec![
+        value_env(env::PLAN, &request_path()),
+        value_env(env::PLAN_CONFIGMAP, &plan_name(&name)),
+        namespace_env(),
     ];
-    side_env(Side::Source, Some(&spec.source), &mut envs);
-    side_env(Side::Destination, Some(&spec.destination), &mut envs);
-    side_env(Side::Report, spec.report.as_ref(), &mut envs);
-    let mut volumes = vec![Volume {
-        name: "plan".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: plan_name(&name),
+    secrets_env(mj, true, &mut envs);
+    let (plan_vol, plan_mount) = plan_volume(&name);
+    let (mut volumes, mut mounts) = (vec![plan_vol], vec![plan_mount]);
+    side_volumes(mj, &mut volumes, &mut mounts);
+    let container = Container {
+        name: "planner".into(),
+        command: Some(vec![AGENT_COMMAND.into(), "plan".into()]),
+        env: Some(envs),
+        volume_mounts: Some(mounts),
+        resources: Some(resources(
+            "100m",
+            PLANNER_MEMORY_MIB / 2,
+            PLANNER_MEMORY_MIB,
+        )),
+        ..Default::default()
+    };
+    Job {
+        metadata: meta(mj, planner_name(&name)),
+        spec: Some(JobSpec {
+            completion_mode: Some("Indexed".into()),
+            completions: Some(1),
+            parallelism: Some(1),
+            backoff_limit: Some(1),
+            active_deadline_seconds: Some(pods.planner_deadline_seconds),
+            ttl_seconds_after_finished: Some(300),
+            template: restricted_pod(&name, pods, container, volumes),
             ..Default::default()
         }),
         ..Default::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "plan".into(),
-        mount_path: PLAN_MOUNT.into(),
-        read_only: Some(true),
-        ..Default::default()
-    }];
-    side_volume(Side::Source, Some(&spec.source), &mut volumes, &mut mounts);
-    side_volume(
-        Side::Destination,
-        Some(&spec.destination),
-        &mut volumes,
-        &mut mounts,
-    );
-    side_volume(
-        Side::Report,
-        spec.report.as_ref(),
-        &mut volumes,
-        &mut mounts,
-    );
+    }
+}
+
+/// The Indexed Job that runs `plan`: one index per shard, retried per index, never retried on
+/// a job-fatal exit (1).
+pub fn agent_job(mj: &MigrationJob, plan: &JobPlan, pods: &Pods, suspend: bool) -> Job {
+    let name = mj.metadata.name.clone().unwrap_or_default();
+    let shards = plan.shards.len() as i32;
+    let mut envs = vec![
+        value_env(env::PLAN, &plan_path()),
+        value_env(env::PROGRESS_CONFIGMAP_PREFIX, &shard_prefix(&name)),
+        namespace_env(),
+    ];
+    secrets_env(mj, false, &mut envs);
+    let (plan_vol, plan_mount) = plan_volume(&name);
+    let (mut volumes, mut mounts) = (vec![plan_vol], vec![plan_mount]);
+    side_volumes(mj, &mut volumes, &mut mounts);
     let limit_mib = plan.transfer.memory_budget / (1 << 20) + 256;
+    let container = Container {
+        name: "agent".into(),
+        command: Some(vec![AGENT_COMMAND.into()]),
+        env: Some(envs),
+        volume_mounts: Some(mounts),
+        resources: Some(resources("500m", limit_mib / 2, limit_mib)),
+        ..Default::default()
+    };
     Job {
         metadata: meta(mj, job_name(&name)),
         spec: Some(JobSpec {
@@ -241,44 +515,7 @@ pub fn agent_job(mj: &MigrationJob, plan: &JobPlan, image: &str, suspend: bool) 
                     ..Default::default()
                 }],
             }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(BTreeMap::from([(JOB_LABEL.to_string(), name.clone())])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(agent_name(&name)),
-                    restart_policy: Some("Never".into()),
-                    termination_grace_period_seconds: Some(30),
-                    containers: vec![Container {
-                        name: "agent".into(),
-                        image: Some(image.into()),
-                        command: Some(vec![AGENT_COMMAND.into()]),
-                        env: Some(envs),
-                        volume_mounts: Some(mounts),
-                        resources: Some(ResourceRequirements {
-                            requests: Some(BTreeMap::from([
-                                ("cpu".into(), Quantity("500m".into())),
-                                ("memory".into(), Quantity(format!("{}Mi", limit_mib / 2))),
-                            ])),
-                            limits: Some(BTreeMap::from([(
-                                "memory".into(),
-                                Quantity(format!("{limit_mib}Mi")),
-                            )])),
-                            ..Default::default()
-                        }),
-                        security_context: Some(SecurityContext {
-                            allow_privilege_escalation: Some(false),
-                            read_only_root_filesystem: Some(true),
-                            run_as_non_root: Some(true),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }],
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
-            },
+            template: restricted_pod(&name, pods, container, volumes),
             ..Default::default()
         }),
         ..Default::default()
@@ -318,7 +555,7 @@ mod tests {
             retry_failed_from: None,
             stage: Default::default(),
         };
-        let job = agent_job(&m, &plan, "img:1", true);
+        let job = agent_job(&m, &plan, &pods(), true);
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
         assert_eq!(
@@ -353,7 +590,14 @@ mod tests {
             "the default chain must not see either side's keys"
         );
         let mounts = pod.containers[0].volume_mounts.as_ref().unwrap();
-        assert!(mounts.iter().any(|v| v.mount_path == "/backup"));
+        // The claim is mounted at Ferry's root for the side; the user's path is a folder in it.
+        let backup = mounts
+            .iter()
+            .find(|v| v.name == "destination-data")
+            .unwrap();
+        assert_eq!(backup.mount_path, "/mnt/ferry/destination");
+        assert_eq!(backup.sub_path.as_deref(), Some("backup"));
+        assert_eq!(restricted_violations(pod), Vec::<String>::new());
         assert!(mounts
             .iter()
             .any(|v| v.mount_path == PLAN_MOUNT && v.read_only == Some(true)));
@@ -361,9 +605,21 @@ mod tests {
 
     #[test]
     fn agents_may_only_touch_their_progress_objects() {
-        let (_, role, binding) = agent_access(&mj(), 3);
+        let (sa, role, binding) = agent_access(&mj(), 3, &BTreeMap::new());
+        assert_eq!(sa.automount_service_account_token, Some(false));
         let rules = role.rules.unwrap();
-        assert_eq!(rules.len(), 1);
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules[1].resource_names.as_ref().unwrap(),
+            &vec!["photos-plan".to_string()]
+        );
+        assert_eq!(rules[1].verbs, vec!["patch"]);
+        assert!(
+            rules
+                .iter()
+                .all(|r| r.resources.as_ref().unwrap() == &vec!["configmaps".to_string()]),
+            "no Secret, no other kind"
+        );
         assert_eq!(
             rules[0].resource_names.as_ref().unwrap(),
             &vec![
@@ -374,5 +630,161 @@ mod tests {
         );
         assert_eq!(rules[0].verbs, vec!["get", "update", "patch"]);
         assert_eq!(binding.subjects.unwrap()[0].name, "photos-agent");
+    }
+
+    fn pods() -> Pods {
+        Pods {
+            image: "img:1".into(),
+            image_pull_secrets: vec!["regcred".into()],
+            service_account_annotations: BTreeMap::new(),
+            planner_deadline_seconds: 600,
+        }
+    }
+
+    /// What the restricted Pod Security Standard (v1.32) refuses in `pod`, one line each
+    /// (<https://kubernetes.io/docs/concepts/security/pod-security-standards/>), plus the
+    /// read-only root filesystem Ferry asks of itself.
+    pub fn restricted_violations(pod: &PodSpec) -> Vec<String> {
+        let mut out = Vec::new();
+        let psc = pod.security_context.clone().unwrap_or_default();
+        if pod.host_network == Some(true)
+            || pod.host_pid == Some(true)
+            || pod.host_ipc == Some(true)
+        {
+            out.push("host namespaces".to_string());
+        }
+        for v in pod.volumes.iter().flatten() {
+            let allowed = v.config_map.is_some()
+                || v.persistent_volume_claim.is_some()
+                || v.secret.is_some()
+                || v.projected.is_some()
+                || v.empty_dir.is_some()
+                || v.downward_api.is_some()
+                || v.csi.is_some()
+                || v.ephemeral.is_some();
+            if !allowed {
+                out.push(format!(
+                    "volume {} of a kind restricted pods may not use",
+                    v.name
+                ));
+            }
+        }
+        let pod_seccomp = psc.seccomp_profile.as_ref().map(|p| p.type_.clone());
+        for c in &pod.containers {
+            let sc = c.security_context.clone().unwrap_or_default();
+            if sc.privileged == Some(true) {
+                out.push(format!("{}: privileged", c.name));
+            }
+            if sc.allow_privilege_escalation != Some(false) {
+                out.push(format!("{}: allowPrivilegeEscalation is not false", c.name));
+            }
+            let caps = sc.capabilities.clone().unwrap_or_default();
+            if !caps.drop.iter().flatten().any(|d| d == "ALL") {
+                out.push(format!("{}: capabilities do not drop ALL", c.name));
+            }
+            if caps.add.iter().flatten().any(|a| a != "NET_BIND_SERVICE") {
+                out.push(format!("{}: adds capabilities", c.name));
+            }
+            if sc.run_as_non_root.or(psc.run_as_non_root) != Some(true) {
+                out.push(format!("{}: runAsNonRoot is not true", c.name));
+            }
+            if sc.run_as_user.or(psc.run_as_user) == Some(0) {
+                out.push(format!("{}: runs as user 0", c.name));
+            }
+            let seccomp = sc
+                .seccomp_profile
+                .as_ref()
+                .map(|p| p.type_.clone())
+                .or(pod_seccomp.clone());
+            if !matches!(seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")) {
+                out.push(format!("{}: no RuntimeDefault seccomp profile", c.name));
+            }
+            if sc.read_only_root_filesystem != Some(true) {
+                out.push(format!("{}: the root filesystem is writable", c.name));
+            }
+            if c.resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .is_none()
+            {
+                out.push(format!("{}: no resource limits", c.name));
+            }
+        }
+        out
+    }
+
+    /// The planner runs the agent image as `transfer-agent plan`, under a deadline and a memory
+    /// limit, restricted; it finds the Secrets only by optional references (it reports a
+    /// missing one itself), and mounts the sides' volumes like the agents.
+    #[test]
+    fn the_planner_is_a_short_restricted_pod_with_secrets_by_reference() {
+        let m = mj();
+        let job = planner_job(&m, &pods());
+        assert_eq!(job.metadata.name.as_deref(), Some("photos-planner"));
+        assert_eq!(job.metadata.owner_references.as_ref().unwrap()[0].uid, "u1");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+        assert_eq!(spec.completions, Some(1));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(restricted_violations(pod), Vec::<String>::new());
+        assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
+        let c = &pod.containers[0];
+        assert_eq!(c.command.as_ref().unwrap(), &vec!["transfer-agent", "plan"]);
+        let env = c.env.as_ref().unwrap();
+        let secret_refs: Vec<_> = env
+            .iter()
+            .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+            .collect();
+        assert!(!secret_refs.is_empty());
+        assert!(secret_refs
+            .iter()
+            .all(|r| r.optional == Some(true) && r.name == "aws-creds"));
+        assert!(env
+            .iter()
+            .all(|e| e.value.as_deref().is_none_or(|v| !v.contains("SECRET"))));
+        let mounts = c.volume_mounts.as_ref().unwrap();
+        assert!(mounts
+            .iter()
+            .any(|m| m.mount_path == "/mnt/ferry/destination"));
+    }
+
+    /// What the planner is asked names every required Secret key with the problem to report,
+    /// and shows filesystem sides where the pods mount them.
+    #[test]
+    fn the_request_names_the_keys_and_the_mount_roots() {
+        let m = mj();
+        let v = ferry_api::validate(&m.spec).unwrap();
+        let req = plan_request(&m, &v);
+        assert_eq!(req.shards, 3);
+        assert!(req.plan.shards.is_empty());
+        let names: Vec<_> = req.required.iter().map(|r| r.name.as_str()).collect();
+        assert!(
+            names.contains(&"FERRY_SOURCE_AWS_SECRET_ACCESS_KEY"),
+            "{names:?}"
+        );
+        assert!(req.required[0].problem.contains("Secret media/aws-creds"));
+        match &req.plan.transfer.destination {
+            StoreConfig::Filesystem(fs) => assert_eq!(fs.path, "/mnt/ferry/destination"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A filesystem side without a claim is refused in a cluster; an S3 side without a Secret
+    /// is named (ambient credentials).
+    #[test]
+    fn paths_without_a_volume_and_sides_without_a_secret_are_found() {
+        let m: MigrationJob = serde_yaml::from_str(
+            "apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {name: j, namespace: t, uid: u}\nspec:\n  source: {filesystem: {path: /var/run/secrets/kubernetes.io/serviceaccount}}\n  destination: {s3: {bucket: loot}}\n",
+        )
+        .unwrap();
+        let refused = volume_refusals(&m);
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].starts_with("spec.source.filesystem: in a cluster"),
+            "{refused:?}"
+        );
+        assert_eq!(ambient_sides(&m), vec!["spec.destination.s3"]);
+        assert!(volume_refusals(&mj()).is_empty());
+        assert!(ambient_sides(&mj()).is_empty());
     }
 }

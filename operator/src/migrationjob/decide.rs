@@ -29,12 +29,21 @@ pub const RETRY_ANNOTATION: &str = "ferry.dev/retry-failed";
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Observed {
-    /// Problems with the referenced Secrets (missing Secret or key); empty when fine.
+    /// Problems with the referenced Secrets (missing Secret or key) the planner found; empty
+    /// when fine or not checked yet.
     #[serde(default)]
     pub secret_problems: Vec<String>,
-    /// The reachability check, made before the agents are created.
+    /// The reachability check the planner made, before the agents are created.
     #[serde(default)]
     pub probe: Option<Probe>,
+    /// What the spec asks that this place refuses (a cluster: a filesystem side without a
+    /// volume, ambient credentials where they are not allowed); the job fails with them.
+    #[serde(default)]
+    pub refusals: Vec<String>,
+    /// An object with the name of one of the job's children that the job does not own: the
+    /// job touches nothing and says so.
+    #[serde(default)]
+    pub name_taken: Option<String>,
     /// Whether the plan exists for the current spec and attempt.
     #[serde(default)]
     pub plan_ready: bool,
@@ -53,6 +62,13 @@ pub struct Observed {
     /// The cap on jobs running at once.
     #[serde(default = "default_cap")]
     pub max_running: usize,
+    /// Jobs of this job's namespace running now besides this one.
+    #[serde(default)]
+    pub running_in_namespace: usize,
+    /// The cap on jobs of one namespace running at once (so one tenant cannot keep the
+    /// others queued); None for no cap of its own.
+    #[serde(default)]
+    pub max_running_per_namespace: Option<usize>,
     /// The value of the `ferry.dev/retry-failed` annotation, if set.
     #[serde(default)]
     pub retry_token: Option<String>,
@@ -71,41 +87,30 @@ fn default_cap() -> usize {
     10
 }
 
-/// Where planning stands (planning lists the source, so it runs apart from the decision).
+/// Where planning stands. The planner checks the Secrets and both endpoints, then lists
+/// (samples) the source, so it runs apart from the decision: in a cluster in a pod of its
+/// own, in `ferry run` as a task.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", tag = "state")]
 pub enum Planning {
-    /// Not under way.
+    /// Not under way, and no answer for this spec.
     #[default]
     Idle,
     /// Under way.
     Running,
-    /// The last attempt failed.
-    Failed { message: String },
+    /// It ended at `at` (RFC 3339) without a plan of this attempt: why is in
+    /// `Observed::secret_problems`, `Observed::probe`, or `message`; with none of them, the
+    /// checks passed and only the plan is missing (a retry builds it from the stored one).
+    Ended {
+        at: String,
+        #[serde(default)]
+        message: Option<String>,
+    },
 }
 
-/// The result of checking both sides without writing anything.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Probe {
-    /// None when fine, else what is wrong.
-    #[serde(default)]
-    pub source: Option<ProbeError>,
-    #[serde(default)]
-    pub destination: Option<ProbeError>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ProbeError {
-    pub message: String,
-    /// Credentials were refused (as opposed to an unreachable endpoint or a missing bucket).
-    #[serde(default)]
-    pub credentials: bool,
-    /// May heal by itself (network): retry instead of failing.
-    #[serde(default)]
-    pub transient: bool,
-}
+pub use ferry_core::planning::Probe;
+#[cfg(test)]
+use ferry_core::planning::ProbeError;
 
 /// What is known of the agents (an Indexed Job, or `ferry run`'s tasks).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -150,13 +155,34 @@ pub enum Step {
 pub struct Decision {
     pub steps: Vec<Step>,
     pub status: MigrationJobStatus,
-    /// Zero asks to be decided again at once with a [`Probe`].
+    /// When to look again.
     pub requeue: Duration,
 }
 
 const FAST: Duration = Duration::from_secs(5);
 const SLOW: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(30);
+
+/// The longest `status.message` (and Event note) the decision writes, in characters: the
+/// rest of a long text (an endpoint's error, many problems) is cut with an ellipsis.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// `msg`, cut to [`MAX_MESSAGE_CHARS`].
+fn bounded(msg: &str) -> String {
+    if msg.chars().count() <= MAX_MESSAGE_CHARS {
+        return msg.to_string();
+    }
+    let mut out: String = msg.chars().take(MAX_MESSAGE_CHARS - 1).collect();
+    out.push('…');
+    out
+}
+
+/// Seconds from `from` to `to` (RFC 3339), if both parse.
+fn seconds_between(from: &str, to: &str) -> Option<i64> {
+    let from = chrono::DateTime::parse_from_rfc3339(from).ok()?;
+    let to = chrono::DateTime::parse_from_rfc3339(to).ok()?;
+    Some((to - from).num_seconds())
+}
 
 /// Decides what to do about `mj` given `obs`.
 pub fn decide(mj: &MigrationJob, obs: &Observed) -> Decision {
@@ -193,6 +219,12 @@ impl<'a> Pass<'a> {
     fn run(&mut self) -> ControlFlow<()> {
         self.ended()?;
         let v = self.checked()?;
+        if let Some(msg) = &self.obs.name_taken {
+            // Nothing is created, changed or deleted under a name the job does not own.
+            self.d.requeue = WAIT;
+            self.pending(Reason::NameTaken, msg, true);
+            return ControlFlow::Break(());
+        }
         if self.obs.job.is_none() {
             self.admit()?;
         } else {
@@ -360,9 +392,14 @@ impl<'a> Pass<'a> {
     /// Stage 2. The spec is valid (else the job fails) and not cancelled.
     fn checked(&mut self) -> ControlFlow<(), ValidatedSpec> {
         let v = match validate(&self.mj.spec) {
-            Ok(v) => v,
-            Err(problems) => {
-                let msg: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            Ok(v) if self.obs.refusals.is_empty() => v,
+            res => {
+                let problems = res.err().unwrap_or_default();
+                let msg: Vec<String> = problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .chain(self.obs.refusals.iter().cloned())
+                    .collect();
                 let msg = format!("the spec is invalid: {}", msg.join("; "));
                 self.finish(Phase::Failed, Reason::InvalidSpec, &msg);
                 return ControlFlow::Break(());
@@ -382,67 +419,15 @@ impl<'a> Pass<'a> {
         ControlFlow::Continue(v)
     }
 
-    /// Stage 3, before any agent exists: the Secrets, both endpoints, the queue, the plan;
-    /// then the agents are created.
+    /// Stage 3, before any agent exists: the planner checks the Secrets and both endpoints,
+    /// then plans; then the queue; then the agents are created.
     fn admit(&mut self) -> ControlFlow<()> {
-        if !self.obs.secret_problems.is_empty() {
-            let msg = self.obs.secret_problems.join("; ");
-            self.conditions()
-                .set(CredentialsValid, false, Reason::SecretNotFound, &msg);
-            self.d.requeue = WAIT;
-            self.pending(Reason::SecretNotFound, &msg, true);
-            return ControlFlow::Break(());
-        }
-        self.conditions().set(
-            CredentialsValid,
-            true,
-            Reason::SecretsFound,
-            "the referenced Secrets exist and have the expected keys",
-        );
-        let Some(probe) = &self.obs.probe else {
-            // Decided again at once, with a probe.
-            self.d.requeue = Duration::ZERO;
-            self.pending(
-                Reason::Validating,
-                "checking the Secrets and both endpoints",
-                false,
-            );
-            return ControlFlow::Break(());
-        };
-        self.probed(probe)?;
-        if self.obs.running_elsewhere >= self.obs.max_running {
-            self.d.requeue = WAIT;
-            let msg = format!(
-                "{} MigrationJobs are running, the most allowed at once",
-                self.obs.running_elsewhere
-            );
-            self.pending(Reason::Queued, &msg, false);
-            return ControlFlow::Break(());
-        }
-        if !self.obs.plan_ready && self.deleting() {
-            self.d.steps.push(Step::PlanDeletes);
-            self.d.requeue = FAST;
-            self.d.status.phase = Some(Phase::Running);
-            return ControlFlow::Break(());
-        }
         if !self.obs.plan_ready {
-            match &self.obs.planning {
-                Planning::Running => {}
-                Planning::Idle => self.d.steps.push(Step::CreatePlan),
-                Planning::Failed { message } => {
-                    // Tried again, no more often than this requeue.
-                    self.d.steps.push(Step::CreatePlan);
-                    self.d.requeue = WAIT;
-                    let msg = format!("planning failed: {message}");
-                    self.pending(Reason::PlanningFailed, &msg, true);
-                    return ControlFlow::Break(());
-                }
-            }
-            self.pending(
-                Reason::Planning,
-                "splitting the keyspace into shards",
-                false,
-            );
+            return self.plan();
+        }
+        if let Some(msg) = self.queued() {
+            self.d.requeue = WAIT;
+            self.pending(Reason::Queued, &msg, false);
             return ControlFlow::Break(());
         }
         self.d.steps.push(Step::CreateAgentAccess);
@@ -452,6 +437,95 @@ impl<'a> Pass<'a> {
         let now = self.obs.now.clone();
         self.d.status.start_time.get_or_insert(now);
         ControlFlow::Continue(())
+    }
+
+    /// Why the job must wait for a running slot, if it must: the cluster's cap, or its
+    /// namespace's.
+    fn queued(&self) -> Option<String> {
+        let o = self.obs;
+        if o.running_elsewhere >= o.max_running {
+            return Some(format!(
+                "{} MigrationJobs are running, the most allowed at once",
+                o.running_elsewhere
+            ));
+        }
+        let cap = o.max_running_per_namespace?;
+        (o.running_in_namespace >= cap).then(|| {
+            format!(
+                "{} MigrationJobs of this namespace are running, the most allowed at once in one \
+                 namespace",
+                o.running_in_namespace
+            )
+        })
+    }
+
+    /// No plan of this attempt yet: plan, or say why the planner could not.
+    fn plan(&mut self) -> ControlFlow<()> {
+        if self.deleting() {
+            self.d.steps.push(Step::PlanDeletes);
+            self.d.requeue = FAST;
+            self.d.status.phase = Some(Phase::Running);
+            return ControlFlow::Break(());
+        }
+        const CHECKING: &str =
+            "the planner checks the Secrets and both endpoints, then splits the keyspace";
+        let (at, message) = match &self.obs.planning {
+            Planning::Idle => {
+                self.d.steps.push(Step::CreatePlan);
+                self.pending(Reason::Planning, CHECKING, false);
+                return ControlFlow::Break(());
+            }
+            Planning::Running => {
+                self.pending(Reason::Planning, CHECKING, false);
+                return ControlFlow::Break(());
+            }
+            Planning::Ended { at, message } => (at.clone(), message.clone()),
+        };
+        // An answer that says what is wrong is asked again once it is this old (a Secret
+        // created, an endpoint back), no sooner.
+        let stale = seconds_between(&at, &self.obs.now).is_none_or(|s| s >= WAIT.as_secs() as i64);
+        let again = |pass: &mut Self| {
+            pass.d.requeue = WAIT;
+            if stale {
+                pass.d.steps.push(Step::CreatePlan);
+            }
+        };
+        if !self.obs.secret_problems.is_empty() {
+            let msg = self.obs.secret_problems.join("; ");
+            self.conditions()
+                .set(CredentialsValid, false, Reason::SecretNotFound, &msg);
+            again(self);
+            self.pending(Reason::SecretNotFound, &msg, true);
+            return ControlFlow::Break(());
+        }
+        if let Some(probe) = &self.obs.probe {
+            self.conditions().set(
+                CredentialsValid,
+                true,
+                Reason::SecretsFound,
+                "the referenced Secrets exist and have the expected keys",
+            );
+            if self.probed(probe).is_break() {
+                if self.d.status.phase == Some(Phase::Pending) {
+                    again(self);
+                }
+                return ControlFlow::Break(());
+            }
+        }
+        if let Some(message) = message {
+            let msg = format!("planning failed: {message}");
+            again(self);
+            self.pending(Reason::PlanningFailed, &msg, true);
+            return ControlFlow::Break(());
+        }
+        // The checks passed and no plan of this attempt exists (a retry, or a plan removed).
+        self.d.steps.push(Step::CreatePlan);
+        self.pending(
+            Reason::Planning,
+            "splitting the keyspace into shards",
+            false,
+        );
+        ControlFlow::Break(())
     }
 
     /// The reachability conditions; a refusal fails the job, a network error waits.
@@ -695,6 +769,7 @@ impl<'a> Pass<'a> {
 
     /// Waits in `Pending` for `reason`; `degraded` when it cannot go on by itself.
     fn pending(&mut self, reason: Reason, msg: &str, degraded: bool) {
+        let msg = &bounded(msg);
         let mut c = self.conditions();
         c.set(Ready, false, reason, msg);
         c.set(Progressing, !degraded, reason, msg);
@@ -708,6 +783,7 @@ impl<'a> Pass<'a> {
 
     /// Ends the job in `phase`.
     fn finish(&mut self, phase: Phase, reason: Reason, msg: &str) {
+        let msg = &bounded(msg);
         let ok = phase == Phase::Completed;
         let degraded = !ok || self.d.status.progress.counters.objects_failed > 0;
         let mut c = self.conditions();
@@ -794,13 +870,113 @@ mod tests {
     fn new_job_is_validated_first() {
         let d = decide_fixture("new");
         assert_eq!(d.status.phase, Some(Phase::Pending));
-        assert_eq!(d.requeue, Duration::ZERO, "asks to be probed at once");
-        assert!(
-            d.steps.iter().all(|a| matches!(a, Step::Event { .. })),
-            "{:?}",
+        assert_eq!(cond(&d, Ready).reason, "Planning");
+        assert_eq!(
             d.steps
+                .iter()
+                .filter(|a| !matches!(a, Step::Event { .. }))
+                .collect::<Vec<_>>(),
+            vec![&Step::CreatePlan],
+            "the planner pod checks the Secrets and endpoints, then plans"
         );
         assert_eq!(d.status.observed_generation, Some(1));
+        // While it runs, nothing more is asked.
+        let mut f = load("new");
+        f.observed.planning = Planning::Running;
+        let d = decide(&f.job, &f.observed);
+        assert!(d.steps.iter().all(|a| matches!(a, Step::Event { .. })));
+        assert_eq!(d.status.phase, Some(Phase::Pending));
+    }
+
+    /// An answer that says what is wrong is asked again only once it is 30 s old; a planner
+    /// pod that failed (deadline, memory) is a PlanningFailed condition, asked again too.
+    #[test]
+    fn a_planner_answer_is_asked_again_only_when_stale() {
+        let mut f = load("missing-secret");
+        let d = decide(&f.job, &f.observed);
+        assert!(!d.steps.contains(&Step::CreatePlan), "10 s old: not yet");
+        assert_eq!(d.requeue, Duration::from_secs(30));
+        f.observed.now = "2026-11-22T10:00:20Z".into();
+        let d = decide(&f.job, &f.observed);
+        assert!(d.steps.contains(&Step::CreatePlan), "30 s old: again");
+        let mut f = load("new");
+        f.observed.planning = Planning::Ended {
+            at: "2026-11-22T09:00:00Z".into(),
+            message: Some("the planner pod failed (DeadlineExceeded): Job was active longer than specified deadline".into()),
+        };
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Pending));
+        let c = cond(&d, Degraded);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "PlanningFailed")
+        );
+        assert!(c.message.contains("DeadlineExceeded"), "{}", c.message);
+        assert!(d.steps.contains(&Step::CreatePlan));
+    }
+
+    /// A child's name held by an object the job does not own: a Degraded condition and a
+    /// Warning, and no step at all (nothing created, changed or deleted).
+    #[test]
+    fn a_taken_name_touches_nothing_and_says_so() {
+        for fixture in ["new", "running", "probed"] {
+            let mut f = load(fixture);
+            f.observed.name_taken = Some(
+                "ServiceAccount photos-agent already exists and is not this MigrationJob's".into(),
+            );
+            let d = decide(&f.job, &f.observed);
+            assert_eq!(d.status.phase, Some(Phase::Pending), "{fixture}");
+            assert_eq!(cond(&d, Degraded).reason, "NameTaken");
+            assert!(
+                d.steps
+                    .iter()
+                    .all(|a| matches!(a, Step::Event { warning: true, .. })),
+                "{fixture}: {:?}",
+                d.steps
+            );
+        }
+    }
+
+    /// What the cluster refuses (a path without a volume, ambient credentials) fails the job
+    /// as an invalid spec, before anything is created.
+    #[test]
+    fn cluster_refusals_fail_the_job_before_anything_runs() {
+        let mut f = load("new");
+        f.observed.refusals = vec!["spec.source.filesystem: in a cluster a filesystem side must name a persistentVolumeClaim".into()];
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+        assert_eq!(cond(&d, Ready).reason, "InvalidSpec");
+        assert!(d
+            .status
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("persistentVolumeClaim"));
+        assert!(d.steps.iter().all(|a| matches!(a, Step::Event { .. })));
+    }
+
+    /// A message of any length (an endpoint's error text) is cut in status and Events.
+    #[test]
+    fn messages_are_bounded() {
+        let mut f = load("unreachable");
+        f.observed
+            .probe
+            .as_mut()
+            .unwrap()
+            .destination
+            .as_mut()
+            .unwrap()
+            .message = "x".repeat(1 << 20);
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(
+            d.status.message.as_ref().unwrap().chars().count(),
+            MAX_MESSAGE_CHARS
+        );
+        for step in &d.steps {
+            if let Step::Event { message, .. } = step {
+                assert!(message.chars().count() <= MAX_MESSAGE_CHARS + 20);
+            }
+        }
     }
 
     #[test]
@@ -859,6 +1035,7 @@ mod tests {
     #[test]
     fn queued_when_too_many_run() {
         let mut f = load("probed");
+        f.observed.plan_ready = true;
         f.observed.running_elsewhere = 10;
         let d = decide(&f.job, &f.observed);
         assert_eq!(d.status.phase, Some(Phase::Pending));
@@ -867,6 +1044,21 @@ mod tests {
             .steps
             .iter()
             .any(|a| matches!(a, Step::CreatePlan | Step::CreateJob { .. })));
+        // A namespace's own cap queues its jobs while the cluster has room.
+        f.observed.running_elsewhere = 3;
+        f.observed.running_in_namespace = 2;
+        f.observed.max_running_per_namespace = Some(2);
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(cond(&d, Ready).reason, "Queued");
+        assert!(d
+            .status
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("of this namespace"));
+        f.observed.max_running_per_namespace = Some(3);
+        let d = decide(&f.job, &f.observed);
+        assert!(d.steps.contains(&Step::CreateJob { suspend: false }));
     }
 
     #[test]

@@ -6,7 +6,6 @@ pub mod apply;
 pub mod build;
 pub mod decide;
 pub mod observe;
-pub mod planning;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,9 +41,8 @@ pub async fn reconcile(mj: Arc<MigrationJob>, ctx: Arc<Context>) -> Result<Actio
 /// Deleting a MigrationJob stops its agents (they get SIGTERM, checkpoint and abort their
 /// multipart uploads); copied data is never touched. Owned children are garbage-collected.
 async fn cleanup(mj: &MigrationJob, ctx: &Context) -> Result<Action, Error> {
-    ctx.plans.cancel(&mj.uid().unwrap_or_default());
     ctx.admission.record(&key(mj), false);
-    apply::delete_job(mj, ctx).await?;
+    apply::delete_jobs(mj, ctx).await?;
     Ok(Action::await_change())
 }
 
@@ -64,16 +62,19 @@ async fn reconcile_live(cached: &MigrationJob, ctx: &Context) -> Result<Action, 
     };
     let mut world = observe::observe(&mj, ctx).await?;
     let mut d = decide(&mj, &world.observed);
-    if d.requeue.is_zero() {
-        world.observed.probe = Some(observe::probe(&mj, &world).await);
-        d = decide(&mj, &world.observed);
-    }
     let starts = d.steps.iter().any(|s| matches!(s, Step::CreateJob { .. }));
-    if starts && !ctx.admission.try_admit(&key(&mj), ctx.args.max_running) {
+    let caps = (ctx.args.max_running, ctx.args.max_running_per_namespace);
+    if starts && !ctx.admission.try_admit(&key(&mj), caps.0, caps.1) {
         // Another job took the last slot since we observed: decide again (Queued) shortly.
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let applied = carry_out(&api, &mj, &d, &world, ctx).await;
+    let mut applied = carry_out(&api, &mj, &d, &world, ctx).await;
+    if let Err(Error::NameTaken(msg)) = applied {
+        // A child's name is held by an object the job does not own: say so, touch nothing.
+        world.observed.name_taken = Some(msg);
+        d = decide(&mj, &world.observed);
+        applied = carry_out(&api, &mj, &d, &world, ctx).await;
+    }
     // The slot follows the phase in effect: the decided one once written, else the old one
     // (a job whose agents could not be created gives back the slot it was admitted to).
     let phase = match &applied {

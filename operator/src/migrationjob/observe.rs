@@ -2,90 +2,162 @@
 //! plan, its agents' Job and progress records (from the ConfigMap cache), planning, the queue;
 //! and, when the decision asks for it, both endpoints.
 
-use std::collections::BTreeMap;
-
 use ferry_api::{
-    validate, DeletesState, JobPlan, MigrationJob, ShardProgress, Side, Stage, ValidatedSpec,
+    validate, DeletesState, JobPlan, MigrationJob, ShardProgress, Stage, ValidatedSpec,
     APPROVE_DELETES_ANNOTATION,
 };
-use ferry_core::JobCredentials;
-use ferry_k8s::names::{job_name, plan_name, shard_name, PLAN_KEY};
+use ferry_k8s::names::{job_name, plan_name, planner_name, shard_name, PLAN_KEY};
+use ferry_k8s::plan_configmap::outcome_of;
 use ferry_k8s::progress_configmap::record_of;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use super::decide::{AgentJob, Observed, Probe, RETRY_ANNOTATION};
+use super::decide::{AgentJob, Observed, Planning, RETRY_ANNOTATION};
 use crate::context::{Context, Error};
-use crate::credentials::job_credentials;
-use crate::manifests::SecretData;
+
+/// The namespace label that lets the jobs of a namespace use ambient credentials (the pods'
+/// own cloud identity) for an S3 side without a Secret.
+pub const AMBIENT_LABEL: &str = "ferry.dev/ambient-credentials";
 
 /// What was observed, with what the steps need besides the decision's inputs.
 pub struct World {
     pub observed: Observed,
     /// The spec, validated (None when it is not valid: the decision says why).
     pub validated: Option<ValidatedSpec>,
-    /// The sides' secret values (never in `observed`, never logged), when the Secrets are fine.
-    pub credentials: JobCredentials,
     /// The stored plan of the current spec (of any attempt: a retry builds on it).
     pub plan: Option<JobPlan>,
+    /// The plan ConfigMap's resourceVersion, when it exists (and is the job's own): writes
+    /// to it are made on that version only.
+    pub plan_version: Option<String>,
+    /// The uid of the planner's Job, when one exists (and is the job's own).
+    pub planner: Option<String>,
+    /// The uid of the agents' Job, when one exists (and is the job's own).
+    pub agents: Option<String>,
+}
+
+/// Whether `meta` names `uid` as its controller owner.
+pub fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// What to say about an object named like a child that `uid` does not own.
+pub fn taken(kind: &str, meta: &ObjectMeta) -> String {
+    let name = meta.name.clone().unwrap_or_default();
+    let owner = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    match owner {
+        Some(o) if o.kind == "MigrationJob" => format!(
+            "{kind} {name} belongs to another MigrationJob {} (uid {}), probably a deleted one \
+             whose objects are being removed: waiting; nothing of it is used or changed",
+            o.name, o.uid
+        ),
+        _ => format!(
+            "{kind} {name} already exists and is not this MigrationJob's: Ferry neither uses, \
+             changes nor deletes it; rename the job or remove that object"
+        ),
+    }
 }
 
 pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
     let ns = mj.namespace().unwrap_or_default();
     let name = mj.name_any();
-    // Where planning stands is read before the plan: a task that ends in between has stored
-    // its plan already, so it is either still planning here or its plan is found below.
-    let planning = ctx.plans.state(&mj.uid().unwrap_or_default());
+    let uid = mj.uid().unwrap_or_default();
     let validated = validate(&mj.spec).ok();
-    let secrets = secrets_of(mj, ctx).await?;
-    let (credentials, secret_problems) = match job_credentials(&mj.spec, &ns, &|n| secrets.get(n)) {
-        Ok(c) => (c, vec![]),
-        Err(e) => (JobCredentials::default(), vec![e.to_string()]),
+    let mut name_taken = None;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    // The planner's Job is read before the plan ConfigMap: a planner that has ended has
+    // stored its answer already, so a finished planner without an answer did fail.
+    let planner = match jobs.get_opt(&planner_name(&name)).await? {
+        Some(j) if !owned_by(&j.metadata, &uid) => {
+            name_taken = Some(taken("Job", &j.metadata));
+            None
+        }
+        other => other,
     };
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let plan_cm = match cms.get_opt(&plan_name(&name)).await? {
+        Some(cm) if !owned_by(&cm.metadata, &uid) => {
+            name_taken.get_or_insert_with(|| taken("ConfigMap", &cm.metadata));
+            None
+        }
+        other => other,
+    };
     let hash = validated.as_ref().map(|v| v.spec_hash.clone());
-    let plan = cms
-        .get_opt(&plan_name(&name))
-        .await?
-        .and_then(|cm| cm.data)
-        .and_then(|d| d.get(PLAN_KEY).cloned())
-        .and_then(|j| serde_json::from_str::<JobPlan>(&j).ok())
-        .filter(|p| Some(&p.spec_hash) == hash.as_ref());
+    let plan = plan_cm
+        .as_ref()
+        .and_then(|cm| cm.data.as_ref())
+        .and_then(|d| d.get(PLAN_KEY))
+        .and_then(|j| serde_json::from_str::<JobPlan>(j).ok())
+        .filter(|p| Some(&p.spec_hash) == hash.as_ref() && p.uid == uid);
+    let outcome = plan_cm
+        .as_ref()
+        .and_then(outcome_of)
+        .filter(|o| hash.as_ref().is_some_and(|h| o.is_for(&uid, h)));
     let attempt = mj.status.as_ref().map_or(0, |s| s.attempt);
     let stage = stage_of(mj);
     let current = plan
         .as_ref()
         .filter(|p| p.attempt == attempt && p.stage == stage);
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let job = jobs.get_opt(&job_name(&name)).await?.map(|j| agent_job(&j));
+    let agents = match jobs.get_opt(&job_name(&name)).await? {
+        Some(j) if !owned_by(&j.metadata, &uid) => {
+            name_taken.get_or_insert_with(|| taken("Job", &j.metadata));
+            None
+        }
+        other => other,
+    };
     ctx.configmaps
         .wait_until_ready()
         .await
         .map_err(|_| Error::CacheGone)?;
-    // Only the records of this plan's shards count (a record left by an earlier attempt, or
-    // by a plan made again, is stale even when the cache has not yet seen it reset).
+    // Only the records of this plan's shards count, in ConfigMaps this job owns (a record
+    // left by an earlier attempt, by a plan made again, or by a deleted job of the same
+    // name is stale even when the cache has not yet seen it reset).
     let shards = current.map_or_else(Vec::new, |plan| {
         (0..plan.shards.len())
             .map(|i| {
                 ctx.configmaps
                     .get(&ObjectRef::new(&shard_name(&name, i as u32)).within(&ns))
+                    .filter(|cm| owned_by(&cm.metadata, &uid))
                     .and_then(|cm| record_of(&cm))
                     .and_then(|p| of_plan(p, plan, i))
             })
             .collect()
     });
+    let (planning, secret_problems, probe) = match (&outcome, &planner) {
+        (Some(o), _) => (
+            Planning::Ended {
+                at: o.at.clone(),
+                message: o.error.clone(),
+            },
+            o.secret_problems.clone(),
+            o.probe.clone(),
+        ),
+        (None, Some(j)) => (planner_state(j), vec![], None),
+        (None, None) => (Planning::Idle, vec![], None),
+    };
     let key = (ns.clone(), name.clone());
     let observed = Observed {
         secret_problems,
-        probe: None,
+        probe,
+        refusals: refusals(mj, ctx).await?,
+        name_taken,
         plan_ready: current.is_some(),
         planning,
-        job,
+        job: agents.as_ref().map(agent_job),
         shards,
         running_elsewhere: ctx.admission.running_besides(&key),
         max_running: ctx.args.max_running,
+        running_in_namespace: ctx.admission.running_in_namespace_besides(&key),
+        max_running_per_namespace: ctx.args.max_running_per_namespace,
         retry_token: mj.annotations().get(RETRY_ANNOTATION).cloned(),
         report: current.map(JobPlan::report_location),
         approval: approval_of(mj, ctx).await?,
@@ -94,9 +166,63 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
     Ok(World {
         observed,
         validated,
-        credentials,
         plan,
+        plan_version: plan_cm.and_then(|cm| cm.metadata.resource_version),
+        planner: planner.and_then(|j| j.metadata.uid),
+        agents: agents.and_then(|j| j.metadata.uid),
     })
+}
+
+/// Where a planner's Job without an answer stands: under way, or failed (deadline, memory,
+/// image: the Job's condition says).
+fn planner_state(j: &Job) -> Planning {
+    let conditions = j.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let ended = conditions.and_then(|cs| {
+        cs.iter()
+            .find(|c| (c.type_ == "Failed" || c.type_ == "Complete") && c.status == "True")
+    });
+    match ended {
+        None => Planning::Running,
+        Some(c) if c.type_ == "Complete" => Planning::Idle, // it answered an older request
+        Some(c) => Planning::Ended {
+            at: c
+                .last_transition_time
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_else(now),
+            message: Some(format!(
+                "the planner pod failed ({}): {}",
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default()
+            )),
+        },
+    }
+}
+
+/// What the cluster refuses of the spec: a filesystem side without a volume (the agents'
+/// image is not the user's data), and sides without a Secret (which would use the pods' own
+/// cloud identity) unless allowed cluster-wide or by the namespace's label.
+async fn refusals(mj: &MigrationJob, ctx: &Context) -> Result<Vec<String>, Error> {
+    let mut out = super::build::volume_refusals(mj);
+    let ambient = super::build::ambient_sides(mj);
+    if !ambient.is_empty() && !ctx.args.allow_ambient_credentials {
+        let ns = mj.namespace().unwrap_or_default();
+        let allowed = Api::<Namespace>::all(ctx.client.clone())
+            .get_opt(&ns)
+            .await?
+            .is_some_and(|n| n.labels().get(AMBIENT_LABEL).is_some_and(|v| v == "true"));
+        if !allowed {
+            for field in ambient {
+                out.push(format!(
+                    "{field}: no credentialsSecretRef; using the pods' own cloud identity \
+                     (ambient credentials) is not allowed here (a cluster administrator can \
+                     allow it for namespace {ns} with the label {AMBIENT_LABEL}=true, or for \
+                     the cluster with the chart value allowAmbientCredentials)"
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The stage the job is in: the delete stage once the guard (or an approval) let it start.
@@ -154,53 +280,4 @@ fn agent_job(j: &Job) -> AgentJob {
         failed: failed.is_some(),
         failed_message: failed.and_then(|c| c.message.clone()),
     }
-}
-
-/// The Secrets the job's sides name, read once per reconcile.
-async fn secrets_of(
-    mj: &MigrationJob,
-    ctx: &Context,
-) -> Result<BTreeMap<String, SecretData>, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &mj.namespace().unwrap_or_default());
-    let mut out = BTreeMap::new();
-    let sides = [
-        Some(&mj.spec.source),
-        Some(&mj.spec.destination),
-        mj.spec.report.as_ref(),
-    ];
-    for ep in sides.into_iter().flatten() {
-        let Some(secret) = ep.location().ok().and_then(|l| l.secret()) else {
-            continue;
-        };
-        if out.contains_key(secret.name) {
-            continue;
-        }
-        if let Some(s) = api.get_opt(secret.name).await? {
-            let mut data: BTreeMap<String, String> = s.string_data.unwrap_or_default();
-            for (k, v) in s.data.unwrap_or_default() {
-                data.insert(k, String::from_utf8_lossy(&v.0).into_owned());
-            }
-            out.insert(secret.name.to_string(), SecretData(data));
-        }
-    }
-    Ok(out)
-}
-
-/// Checks both sides, writing nothing; a side whose data only the agents can see (a path in
-/// their volume) is left to them.
-pub async fn probe(mj: &MigrationJob, world: &World) -> Probe {
-    let Some(v) = &world.validated else {
-        return Probe::default();
-    };
-    let endpoint = |side: Side| match side {
-        Side::Source => Some(&mj.spec.source),
-        Side::Destination => Some(&mj.spec.destination),
-        Side::Report => mj.spec.report.as_ref(),
-    };
-    crate::probe::probe(&v.transfer, &world.credentials, 2, |side| {
-        endpoint(side)
-            .and_then(|ep| ep.location().ok())
-            .is_some_and(|l| l.checked_by_operator())
-    })
-    .await
 }

@@ -15,18 +15,18 @@ use ferry_api::aggregate::aggregate;
 use ferry_api::{MigrationJob, MigrationJobStatus, ShardProgress, ShardState, ValidatedSpec};
 use ferry_core::{JobCredentials, JobPlan, ProgressStore};
 use ferry_engine::checkpoint::FileProgressStore;
-use ferry_engine::limit::Limits;
-use ferry_engine::retry::RetryPolicy;
-use ferry_engine::{run_shard, stores, ShardInputs, TransferError};
+use ferry_engine::{run_shard, ShardInputs, TransferError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::migrationjob::decide::{AgentJob, Observed, Planning, Probe, Step, RETRY_ANNOTATION};
+use crate::migrationjob::decide::{AgentJob, Observed, Planning, Step, RETRY_ANNOTATION};
 use crate::migrationjob::observe::{of_plan, stage_of};
-use crate::planner;
 use ferry_api::deletes::{self, DeletesState, Verdict};
 use ferry_api::Reason;
 use ferry_api::{Stage, APPROVE_DELETES_ANNOTATION};
+use ferry_core::plan::report_prefix;
+use ferry_core::planning::{PlanOutcome, PlanRequest};
+use ferry_engine::planner;
 
 /// The retry token of attempt `n` (`ferry run --retry-failed` asks for the next one).
 pub fn retry_token(attempt: u32) -> String {
@@ -76,7 +76,8 @@ pub struct Local {
     /// The sides' secret values, or what is wrong with the Secrets.
     pub credentials: Result<JobCredentials, String>,
     tasks: Option<Tasks>,
-    plan_error: Option<String>,
+    /// The planner's last answer (its checks; why it made no plan).
+    outcome: Option<PlanOutcome>,
 }
 
 impl Local {
@@ -96,7 +97,7 @@ impl Local {
             checkpoint_every,
             credentials,
             tasks: None,
-            plan_error: None,
+            outcome: None,
         }
     }
 
@@ -234,19 +235,17 @@ impl Local {
             (None, Some(p)) => self.records(p).await,
             _ => Vec::new(),
         };
+        let o = self.outcome.clone().unwrap_or_default();
         Observed {
-            secret_problems: self
-                .credentials
-                .as_ref()
-                .err()
-                .cloned()
-                .into_iter()
-                .collect(),
-            probe: None,
+            secret_problems: o.secret_problems,
+            probe: o.probe,
+            refusals: Vec::new(),
+            name_taken: None,
             plan_ready: current.is_some(),
-            planning: match &self.plan_error {
-                Some(message) => Planning::Failed {
-                    message: message.clone(),
+            planning: match &self.outcome {
+                Some(o) => Planning::Ended {
+                    at: o.at.clone(),
+                    message: o.error.clone(),
                 },
                 None => Planning::Idle,
             },
@@ -254,6 +253,8 @@ impl Local {
             shards,
             running_elsewhere: 0,
             max_running: usize::MAX,
+            running_in_namespace: 0,
+            max_running_per_namespace: None,
             retry_token: job
                 .metadata
                 .annotations
@@ -267,12 +268,6 @@ impl Local {
                 .and_then(|a| a.get(APPROVE_DELETES_ANNOTATION).cloned()),
             now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
-    }
-
-    /// Checks both sides (paths too: they are on this machine), writing nothing.
-    pub async fn probe(&self, v: &ValidatedSpec) -> Probe {
-        let credentials = self.credentials.clone().unwrap_or_default();
-        crate::probe::probe(&v.transfer, &credentials, 3, |_| true).await
     }
 
     /// Whether no shard is running (none was started, or all have ended).
@@ -294,7 +289,13 @@ impl Local {
     pub async fn execute(&mut self, job: &MigrationJob, v: &ValidatedSpec, step: &Step) -> bool {
         match step {
             Step::CreatePlan => {
-                self.plan_error = self.create_plan(job, v).await.err();
+                if let Err(e) = self.create_plan(job, v).await {
+                    self.outcome = Some(PlanOutcome {
+                        error: Some(e),
+                        at: now(),
+                        ..Default::default()
+                    });
+                }
                 true
             }
             Step::PlanDeletes => {
@@ -304,7 +305,11 @@ impl Local {
                     if let Err(e) =
                         std::fs::write(&path, serde_json::to_vec_pretty(&plan).expect("serializes"))
                     {
-                        self.plan_error = Some(format!("{}: {e}", path.display()));
+                        self.outcome = Some(PlanOutcome {
+                            error: Some(format!("{}: {e}", path.display())),
+                            at: now(),
+                            ..Default::default()
+                        });
                     }
                 }
                 true
@@ -361,7 +366,7 @@ impl Local {
         }
     }
 
-    async fn create_plan(&self, job: &MigrationJob, v: &ValidatedSpec) -> Result<(), String> {
+    async fn create_plan(&mut self, job: &MigrationJob, v: &ValidatedSpec) -> Result<(), String> {
         let attempt = job.status.as_ref().map_or(0, |s| s.attempt);
         let plan = if attempt > 0 {
             // A retry keeps the shard ranges of the run whose failures it re-runs.
@@ -371,19 +376,44 @@ impl Local {
             eprintln!("retrying the failed keys of the last attempt (attempt {attempt})");
             base.retry(attempt)
         } else {
-            let credentials = self.credentials.clone().unwrap_or_default();
-            let src = stores::open(
-                &v.transfer.source,
-                &credentials.source,
-                Arc::new(Limits::unlimited()),
-                RetryPolicy::default(),
-            )
-            .await
-            .map_err(|e| e.to_string())?
-            .source();
-            planner::plan(&self.namespace, &self.name, &self.uid, v, src.as_ref())
-                .await
-                .map_err(|e| e.to_string())?
+            // The planner, as a cluster's planner pod runs it: the Secrets (read from the
+            // YAML), both endpoints (paths too: they are on this machine), then the shards.
+            let credentials = match &self.credentials {
+                Ok(c) => c.clone(),
+                Err(problem) => {
+                    self.outcome = Some(PlanOutcome {
+                        secret_problems: vec![problem.clone()],
+                        at: now(),
+                        ..Default::default()
+                    });
+                    return Ok(());
+                }
+            };
+            let req = PlanRequest {
+                plan: JobPlan {
+                    namespace: self.namespace.clone(),
+                    name: self.name.clone(),
+                    uid: self.uid.clone(),
+                    spec_hash: v.spec_hash.clone(),
+                    transfer: v.transfer.clone(),
+                    shards: Vec::new(),
+                    only_keys: None,
+                    report_prefix: report_prefix(&self.namespace, &self.name, &self.uid),
+                    attempt: 0,
+                    retry_failed_from: None,
+                    stage: Default::default(),
+                },
+                shards: v.shards,
+                required: Vec::new(),
+                check_source: true,
+                check_destination: true,
+            };
+            let (plan, outcome) = planner::answer(&req, &Default::default(), &credentials, 3).await;
+            self.outcome = Some(outcome);
+            let Some(plan) = plan else {
+                return Ok(());
+            };
+            plan
         };
         std::fs::create_dir_all(&self.state_dir)
             .map_err(|e| format!("{}: {e}", self.state_dir.display()))?;
@@ -427,4 +457,8 @@ impl Local {
         }
         self.tasks = Some(tasks);
     }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

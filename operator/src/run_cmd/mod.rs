@@ -238,14 +238,8 @@ pub(crate) async fn run_job(
     let mut sigint = signal(SignalKind::interrupt()).ok();
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let status = loop {
-        let mut obs = local.observe(&job, validated.as_ref()).await;
-        let mut d = decide(&job, &obs);
-        if d.requeue.is_zero() {
-            if let Some(v) = &validated {
-                obs.probe = Some(local.probe(v).await);
-                d = decide(&job, &obs);
-            }
-        }
+        let obs = local.observe(&job, validated.as_ref()).await;
+        let d = decide(&job, &obs);
         let stuck = waits_on_the_world(&d.status);
         let mut changed = false;
         for step in &d.steps {

@@ -2,6 +2,7 @@
 //! no S3 client in it:
 //!
 //! - [`plan`]: the job plan an agent runs (shard ranges, the resolved transfer settings);
+//! - [`planning`]: what the planner is asked and what it answers (checks, then the plan);
 //! - [`stores`]: where each side is (a serializable store configuration) and its secrets;
 //! - [`progress`]: the progress record of a shard (checkpoint, counters, failure classes);
 //! - [`select`]: which objects a job selects;
@@ -11,6 +12,7 @@
 //! reads nothing else.
 
 pub mod plan;
+pub mod planning;
 pub mod policy;
 pub mod progress;
 pub mod select;

@@ -6,6 +6,7 @@
 //! - [`shard`]: listing, sorted-merge diff, dispatch and recording of one shard;
 //! - [`copy`]: one object (single PUT, multipart, server-side), verified;
 //! - [`job`]: opens a plan's stores and runs a shard;
+//! - [`planner`]: the Secrets and endpoints checked, then the shard ranges of a plan;
 //! - [`checkpoint`]: the watermark and the file progress store;
 //! - [`report`]: the failure report and the manifest of written keys;
 //! - [`error`], [`retry`], [`limit`], [`diff`]: classification, backoff, rate and memory
@@ -17,6 +18,7 @@ pub mod diff;
 pub mod error;
 pub mod job;
 pub mod limit;
+pub mod planner;
 pub mod report;
 pub mod retry;
 pub mod shard;
