@@ -29,3 +29,4 @@ mod resume;
 mod sizes;
 mod support_selftest;
 mod sync_local;
+mod tenancy;

@@ -521,6 +521,67 @@ impl Cluster {
         self.controllers.push((identity.to_string(), child, path));
     }
 
+    /// The peak resident memory (VmHWM, KiB) of the controller replica `identity` so far.
+    pub fn controller_peak_rss_kib(&self, identity: &str) -> Option<u64> {
+        let (_, child, _) = self.controllers.iter().find(|(i, _, _)| i == identity)?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    /// A client of the tenant: on a real API server the ServiceAccount `tenant` of the test's
+    /// namespace, which may only create and read MigrationJobs, Secrets and ConfigMaps there
+    /// (RBAC); on the stand-in (no RBAC) the admin client.
+    pub async fn tenant_client(&self) -> Client {
+        if !self.backend.is_real() {
+            return self.client.clone();
+        }
+        let ns = &self.ns;
+        let apply = |v: Value| async move {
+            let obj: kube::api::DynamicObject = serde_json::from_value(v).unwrap();
+            let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
+            let ar = kube::api::ApiResource::from_gvk(&gvk);
+            let plural = match gvk.kind.as_str() {
+                "ServiceAccount" => "serviceaccounts",
+                "Role" => "roles",
+                _ => "rolebindings",
+            };
+            let ar = kube::api::ApiResource {
+                plural: plural.into(),
+                ..ar
+            };
+            let api: Api<kube::api::DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &self.ns, &ar);
+            api.patch(
+                &obj.name_any(),
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .unwrap();
+        };
+        apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "tenant", "namespace": ns}})).await;
+        apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "tenant", "namespace": ns},
+            "rules": [
+                {"apiGroups": ["ferry.dev"], "resources": ["migrationjobs", "bucketsyncs"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+                {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}
+            ]})).await;
+        apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "tenant", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
+            "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": ns}]})).await;
+        let kc = agent_kubeconfig(
+            &self.client,
+            ns,
+            "tenant",
+            self.backend.kubeconfig(),
+            self.tmp.path(),
+        )
+        .await;
+        client(&kc).await
+    }
+
     /// The log of the running controller replica with this identity.
     pub fn controller_log(&self, identity: &str) -> String {
         self.controllers

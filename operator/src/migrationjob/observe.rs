@@ -203,7 +203,12 @@ fn planner_state(j: &Job) -> Planning {
 /// image is not the user's data), and sides without a Secret (which would use the pods' own
 /// cloud identity) unless allowed cluster-wide or by the namespace's label.
 async fn refusals(mj: &MigrationJob, ctx: &Context) -> Result<Vec<String>, Error> {
-    let mut out = super::build::volume_refusals(mj);
+    // Names too long for the children (a job stored before the schema refused them).
+    let mut out: Vec<String> = ferry_api::job_name_problems(&mj.name_any())
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    out.extend(super::build::volume_refusals(mj));
     let ambient = super::build::ambient_sides(mj);
     if !ambient.is_empty() && !ctx.args.allow_ambient_credentials {
         let ns = mj.namespace().unwrap_or_default();
