@@ -580,7 +580,7 @@ async fn a_job_runs_to_completed_with_every_byte_verified_and_survives_an_operat
     let mut c = Cluster::start(b, "run").await;
     let Copy {
         s3, dst, objects, ..
-    } = start_slow_copy(&c, "copy", 200, 20).await;
+    } = start_slow_copy(&c, "copy", 200, 10).await;
     assert_eq!(
         children_of(&c, "copy", 2).await.len(),
         7,

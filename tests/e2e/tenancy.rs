@@ -190,6 +190,91 @@ async fn name_takeover_touches_no_foreign_object() {
     c.finish().await;
 }
 
+/// An edited plan: the plan ConfigMap sits in the tenant's namespace, so a tenant who may
+/// edit ConfigMaps rewrites it to sign the source with the pods' own cloud identity (ambient
+/// credentials, not allowed here). The operator does not run a plan that is not the one it
+/// asked for: it stops the agents' Job made for it and plans again; the job completes with the
+/// plan of its spec. (A plan changed after the agents started is refused by the agents
+/// themselves: its SHA-256 is pinned in their Job.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_plan_is_never_run() {
+    let Some(b) = backend() else { return };
+    let c = Cluster::start(b, "plantamper").await;
+    let ns = c.ns.clone();
+    let tenant = c.tenant_client().await;
+    let (_s3, src, dst, objects) = buckets(20).await;
+    tenant_apply(&tenant, &ns, secret_yaml("creds"))
+        .await
+        .unwrap();
+    tenant_apply(
+        &tenant,
+        &ns,
+        job_yaml("edit", &src, &dst, "creds", json!({"suspend": true})),
+    )
+    .await
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(tenant.clone(), &ns);
+    let start = Instant::now();
+    let plan = loop {
+        let plan = cms
+            .get_opt("edit-plan")
+            .await
+            .unwrap()
+            .and_then(|cm| cm.data?.get("plan.json").cloned());
+        if let Some(p) = plan {
+            if !c.agents.jobs_created().is_empty() {
+                break p;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no plan and agents' Job"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let mut edited: Value = serde_json::from_str(&plan).unwrap();
+    assert!(
+        edited["transfer"]["source"]["s3"]["auth"].is_object(),
+        "{edited}"
+    );
+    edited["transfer"]["source"]["s3"]["auth"] = json!("defaultChain");
+    let patch = json!({"data": {"plan.json": serde_json::to_string_pretty(&edited).unwrap()}});
+    cms.patch("edit-plan", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    tenant_apply(
+        &tenant,
+        &ns,
+        job_yaml("edit", &src, &dst, "creds", json!({"suspend": false})),
+    )
+    .await
+    .unwrap();
+    let mj = c
+        .wait_for("edit", "Completed", Duration::from_secs(120), |mj| {
+            mj.status.as_ref().and_then(|s| s.phase) == Some(ferry_api::Phase::Completed)
+        })
+        .await;
+    assert_eq!(
+        mj.status.unwrap().progress.counters.objects_copied,
+        objects.len() as u64
+    );
+    let final_plan: Value =
+        serde_json::from_str(&cms.get("edit-plan").await.unwrap().data.unwrap()["plan.json"])
+            .unwrap();
+    assert!(
+        final_plan["transfer"]["source"]["s3"]["auth"].is_object(),
+        "the plan run is the job's own: {final_plan}"
+    );
+    assert_eq!(
+        c.agents.jobs_created().len(),
+        2,
+        "the agents' Job made for the edited plan was replaced before any agent ran"
+    );
+    figure("plan_edit_attacks", 1);
+    figure("plan_edit_runs_of_the_edited_plan", 0);
+    c.finish().await;
+}
+
 /// Paths into the pods' own files: a filesystem side with no volume (the ServiceAccount
 /// token's directory, the root) is refused before any pod exists; the job says why.
 #[tokio::test(flavor = "multi_thread")]

@@ -348,6 +348,8 @@ pub struct Cluster {
     pub ns: String,
     /// (identity, process, log file) of each controller replica.
     controllers: Vec<(String, tokio::process::Child, PathBuf)>,
+    /// The kubeconfig the controller replicas run with.
+    controller_kubeconfig: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pub agents: Arc<Agents>,
     tmp: tempfile::TempDir,
@@ -430,11 +432,15 @@ impl Cluster {
         install_crd(&client, backend.is_real()).await;
         let ns = format!("ferry-{test}-{}", rand::random::<u32>() % 100_000);
         let nss: Api<Namespace> = Api::all(client.clone());
+        // Every test namespace enforces the restricted Pod Security Standard: on a real API
+        // server a planner or agent pod that did not meet it would not be created.
         nss.create(
             &PostParams::default(),
-            &serde_json::from_value(
-                json!({"metadata": {"name": ns, "labels": {TEST_NAMESPACE_LABEL: test}}}),
-            )
+            &serde_json::from_value(json!({"metadata": {"name": ns, "labels": {
+                TEST_NAMESPACE_LABEL: test,
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            }}}))
             .unwrap(),
         )
         .await
@@ -461,6 +467,13 @@ impl Cluster {
             .expect("the Job watch starts")
             .unwrap();
         let kubeconfig = backend.kubeconfig().to_path_buf();
+        // On a real API server the controller runs with exactly the chart's RBAC (no access
+        // to Secrets), as the ServiceAccount the chart makes.
+        let controller_kubeconfig = if backend.is_real() {
+            chart_rbac_kubeconfig(&client, &ns, &kubeconfig, tmp.path()).await
+        } else {
+            kubeconfig.clone()
+        };
         let harness = if backend.is_real() {
             tokio::spawn(play_kubelet(
                 client.clone(),
@@ -483,6 +496,7 @@ impl Cluster {
             client,
             ns,
             controllers: Vec::new(),
+            controller_kubeconfig,
             tasks: vec![recorder, harness],
             agents,
             tmp,
@@ -508,7 +522,7 @@ impl Cluster {
                 identity,
             ])
             .args(extra)
-            .env("KUBECONFIG", self.backend.kubeconfig())
+            .env("KUBECONFIG", &self.controller_kubeconfig)
             .env(
                 "FERRY_LOG",
                 std::env::var("FERRY_E2E_CONTROLLER_LOG").unwrap_or("info".into()),
@@ -853,6 +867,53 @@ async fn agent_kubeconfig(
     let path = out.join(format!("agent-{sa}.kubeconfig"));
     std::fs::write(&path, serde_yaml::to_string(&kc).unwrap()).unwrap();
     path
+}
+
+/// The chart's RBAC (charts/ferry/templates/rbac.yaml, release `ferry-e2e` in `ns`) applied,
+/// and a kubeconfig of its controller ServiceAccount.
+async fn chart_rbac_kubeconfig(client: &Client, ns: &str, admin: &Path, out: &Path) -> PathBuf {
+    let template =
+        std::fs::read_to_string(workspace_root().join("charts/ferry/templates/rbac.yaml")).unwrap();
+    let rendered: String = template
+        .replace("{{ .Release.Name }}", "ferry-e2e")
+        .replace("{{ .Release.Namespace }}", ns)
+        .lines()
+        .filter(|l| !l.contains("{{"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for doc in rendered.split("\n---") {
+        let v: Value = serde_yaml::from_str(doc).unwrap();
+        if v.is_null() {
+            continue;
+        }
+        let obj: kube::api::DynamicObject = serde_json::from_value(v).unwrap();
+        let types = obj.types.clone().unwrap();
+        let gvk = kube::api::GroupVersionKind::try_from(&types).unwrap();
+        let (plural, cluster) = match gvk.kind.as_str() {
+            "ServiceAccount" => ("serviceaccounts", false),
+            "ClusterRole" => ("clusterroles", true),
+            "ClusterRoleBinding" => ("clusterrolebindings", true),
+            "Role" => ("roles", false),
+            _ => ("rolebindings", false),
+        };
+        let ar = kube::api::ApiResource {
+            plural: plural.into(),
+            ..kube::api::ApiResource::from_gvk(&gvk)
+        };
+        let api: Api<kube::api::DynamicObject> = if cluster {
+            Api::all_with(client.clone(), &ar)
+        } else {
+            Api::namespaced_with(client.clone(), ns, &ar)
+        };
+        api.patch(
+            &obj.name_any(),
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying the chart's {}: {e}", gvk.kind));
+    }
+    agent_kubeconfig(client, ns, "ferry-e2e-controller", admin, out).await
 }
 
 /// Plays kubelet for the agents' pods of `ns` on a real API server (whose Job controller

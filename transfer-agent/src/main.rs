@@ -98,8 +98,7 @@ fn credentials() -> JobCredentials {
 
 /// The planner: answers the request in the plan ConfigMap.
 async fn plan(args: PlanArgs) -> i32 {
-    let req: PlanRequest = match std::fs::read(&args.request)
-        .map_err(|e| e.to_string())
+    let req: PlanRequest = match plan_configmap::read_pinned(&args.request)
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
         Ok(r) => r,
@@ -145,8 +144,7 @@ async fn run(args: Args) -> i32 {
         tracing::error!("no shard given (JOB_COMPLETION_INDEX)");
         return 1;
     };
-    let plan: JobPlan = match std::fs::read(&args.plan)
-        .map_err(|e| e.to_string())
+    let plan: JobPlan = match plan_configmap::read_pinned(&args.plan)
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
         Ok(p) => p,

@@ -9,6 +9,10 @@ use ferry_core::stores::SideSecrets;
 pub const PLAN: &str = "FERRY_PLAN";
 /// The plan ConfigMap the planner answers in.
 pub const PLAN_CONFIGMAP: &str = "FERRY_PLAN_CONFIGMAP";
+/// The SHA-256 (hex) of the plan (or the planner's request) as the operator checked it, set in
+/// the Job it creates: a pod refuses a file that differs (written into the ConfigMap since, by
+/// anyone who may edit ConfigMaps in the namespace).
+pub const PLAN_SHA256: &str = "FERRY_PLAN_SHA256";
 /// The shard to copy (set by an Indexed Job).
 pub const SHARD: &str = "JOB_COMPLETION_INDEX";
 /// The prefix of the progress ConfigMaps; the agent's is the prefix followed by its shard.

@@ -41,10 +41,55 @@ pub async fn store_answer(
     .map(|_| ())
 }
 
+/// The SHA-256 (hex) of a plan or request as stored (the ConfigMap's value, byte for byte).
+pub fn digest(text: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text))
+}
+
+/// Reads the file at `path` and checks it against the digest in [`crate::env::PLAN_SHA256`],
+/// when the environment has one (a pod of the operator's Jobs always does).
+pub fn read_pinned(path: &str) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    if let Ok(want) = std::env::var(crate::env::PLAN_SHA256) {
+        let got = digest(&bytes);
+        if got != want {
+            return Err(format!(
+                "{path} is not the one the operator checked (SHA-256 {got}, expected {want}): \
+                 its ConfigMap was changed since; refusing it"
+            ));
+        }
+    }
+    Ok(bytes)
+}
+
 /// The planner's outcome in a plan ConfigMap's data, if it holds one that parses.
 pub fn outcome_of(cm: &ConfigMap) -> Option<PlanOutcome> {
     cm.data
         .as_ref()
         .and_then(|d| d.get(OUTCOME_KEY))
         .and_then(|j| serde_json::from_str(j).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pod reads its plan only as the operator checked it.
+    #[test]
+    fn a_changed_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("ferry-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("plan.json");
+        std::fs::write(&path, b"{\"a\": 1}").unwrap();
+        let path = path.to_str().unwrap();
+        // SAFETY: this test alone sets the variable, before reading it.
+        unsafe { std::env::set_var(crate::env::PLAN_SHA256, digest(b"{\"a\": 1}")) };
+        assert!(read_pinned(path).is_ok());
+        std::fs::write(path, b"{\"a\": 2}").unwrap();
+        let e = read_pinned(path).unwrap_err();
+        assert!(e.contains("not the one the operator checked"), "{e}");
+        unsafe { std::env::remove_var(crate::env::PLAN_SHA256) };
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

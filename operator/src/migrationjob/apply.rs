@@ -17,6 +17,7 @@ use super::build::{self, Pods};
 use super::decide::Step;
 use super::observe::{owned_by, taken, World};
 use crate::context::{publish_event, Context, Error, MANAGER};
+use ferry_k8s::plan_configmap::digest;
 
 /// The settings of the pods the operator creates, from its arguments.
 pub fn pods(ctx: &Context) -> Pods {
@@ -84,7 +85,8 @@ pub async fn execute(
         }
         Step::CreateJob { suspend } => {
             let jobs: Api<Job> = Api::namespaced(client, &ns);
-            let job = build::agent_job(mj, current()?, &pods(ctx), *suspend);
+            let digest = world.plan_digest.as_deref().ok_or(Error::PlanGone)?;
+            let job = build::agent_job(mj, current()?, digest, &pods(ctx), *suspend);
             create_owned(&jobs, &job, &uid).await?;
         }
         Step::SetSuspend { suspend } => {
@@ -175,6 +177,7 @@ async fn create_plan(mj: &MigrationJob, world: &World, ctx: &Context) -> Result<
     }
     agent_access(mj, v.shards, ctx).await?;
     let req = build::plan_request(mj, v);
+    let text = build::request_text(&req);
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     match &world.plan_version {
         None => create_owned(&cms, &build::request_configmap(mj, &req), &uid).await?,
@@ -183,7 +186,7 @@ async fn create_plan(mj: &MigrationJob, world: &World, ctx: &Context) -> Result<
             let patch = json!({
                 "metadata": {"resourceVersion": version},
                 "data": {
-                    REQUEST_KEY: serde_json::to_string_pretty(&req).expect("serializes"),
+                    REQUEST_KEY: text,
                     OUTCOME_KEY: null,
                 }
             });
@@ -196,7 +199,8 @@ async fn create_plan(mj: &MigrationJob, world: &World, ctx: &Context) -> Result<
         }
     }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    create_owned(&jobs, &build::planner_job(mj, &pods(ctx)), &uid).await
+    let job = build::planner_job(mj, &pods(ctx), &digest(text.as_bytes()));
+    create_owned(&jobs, &job, &uid).await
 }
 
 /// Stores `plan` in the job's own plan ConfigMap (observed as its own at `plan_version`).

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use ferry_api::{Endpoint, JobPlan, MigrationJob, Side, ValidatedSpec};
 use ferry_core::plan::report_prefix;
 use ferry_core::planning::{PlanRequest, RequiredVar};
+use ferry_core::stores::S3Auth;
 use ferry_core::{StoreConfig, Transfer};
 use ferry_k8s::env;
 use ferry_k8s::names::{
@@ -106,15 +107,35 @@ pub fn volume_refusals(mj: &MigrationJob) -> Vec<String> {
         .collect()
 }
 
-/// The S3 sides without a Secret (they would use the pods' own cloud identity), as fields.
+/// The S3 sides that would use the pods' own cloud identity (no Secret, not anonymous), as
+/// fields.
 pub fn ambient_sides(mj: &MigrationJob) -> Vec<String> {
     sides(mj)
         .into_iter()
         .filter_map(|(side, ep)| {
             let l = ep?.location().ok()?;
-            (l.kind() == "s3" && l.secret().is_none()).then(|| format!("spec.{}.s3", side.field()))
+            let ambient = matches!(
+                l.store_config(),
+                StoreConfig::S3(ref c) if c.auth == S3Auth::DefaultChain
+            );
+            ambient.then(|| format!("spec.{}.s3", side.field()))
         })
         .collect()
+}
+
+/// Whether `plan` is one the operator would have made for `mj`: its job, its report folder,
+/// and exactly the sides (endpoints, credentials, paths) of the spec as the pods see them.
+pub fn plan_is_of(mj: &MigrationJob, v: &ValidatedSpec, plan: &JobPlan) -> bool {
+    let want = plan_request(mj, v).plan;
+    let t = &plan.transfer;
+    let w = &want.transfer;
+    plan.namespace == want.namespace
+        && plan.name == want.name
+        && plan.uid == want.uid
+        && plan.report_prefix == want.report_prefix
+        && t.source == w.source
+        && t.destination == w.destination
+        && t.report == w.report
 }
 
 /// What the planner is asked: the plan of the first run but its ranges, the shard count, and
@@ -165,6 +186,11 @@ pub fn plan_request(mj: &MigrationJob, v: &ValidatedSpec) -> PlanRequest {
     }
 }
 
+/// The planner's request as stored (its SHA-256 pins it in the planner's Job).
+pub fn request_text(req: &PlanRequest) -> String {
+    serde_json::to_string_pretty(req).expect("serializes")
+}
+
 /// The plan ConfigMap, holding the planner's request (the planner adds its answer).
 pub fn request_configmap(mj: &MigrationJob, req: &PlanRequest) -> ConfigMap {
     let name = mj.metadata.name.clone().unwrap_or_default();
@@ -172,7 +198,7 @@ pub fn request_configmap(mj: &MigrationJob, req: &PlanRequest) -> ConfigMap {
         metadata: meta(mj, plan_name(&name)),
         data: Some(BTreeMap::from([(
             REQUEST_KEY.to_string(),
-            serde_json::to_string_pretty(req).expect("serializes"),
+            request_text(req),
         )])),
         ..Default::default()
     }
@@ -434,10 +460,11 @@ pub const PLANNER_MEMORY_MIB: u64 = 256;
 /// The planner's Job: one pod, under a deadline, that checks the Secrets and both endpoints
 /// and plans the shards, then answers in the plan ConfigMap. Indexed with one completion,
 /// like the agents, and removed by the Job controller some minutes after it ends.
-pub fn planner_job(mj: &MigrationJob, pods: &Pods) -> Job {
+pub fn planner_job(mj: &MigrationJob, pods: &Pods, request_sha256: &str) -> Job {
     let name = mj.metadata.name.clone().unwrap_or_default();
     let mut envs = vec![
         value_env(env::PLAN, &request_path()),
+        value_env(env::PLAN_SHA256, request_sha256),
         value_env(env::PLAN_CONFIGMAP, &plan_name(&name)),
         namespace_env(),
     ];
@@ -475,11 +502,18 @@ pub fn planner_job(mj: &MigrationJob, pods: &Pods) -> Job {
 
 /// The Indexed Job that runs `plan`: one index per shard, retried per index, never retried on
 /// a job-fatal exit (1).
-pub fn agent_job(mj: &MigrationJob, plan: &JobPlan, pods: &Pods, suspend: bool) -> Job {
+pub fn agent_job(
+    mj: &MigrationJob,
+    plan: &JobPlan,
+    plan_sha256: &str,
+    pods: &Pods,
+    suspend: bool,
+) -> Job {
     let name = mj.metadata.name.clone().unwrap_or_default();
     let shards = plan.shards.len() as i32;
     let mut envs = vec![
         value_env(env::PLAN, &plan_path()),
+        value_env(env::PLAN_SHA256, plan_sha256),
         value_env(env::PROGRESS_CONFIGMAP_PREFIX, &shard_prefix(&name)),
         namespace_env(),
     ];
@@ -555,7 +589,7 @@ mod tests {
             retry_failed_from: None,
             stage: Default::default(),
         };
-        let job = agent_job(&m, &plan, &pods(), true);
+        let job = agent_job(&m, &plan, "d1g3st", &pods(), true);
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
         assert_eq!(
@@ -719,7 +753,7 @@ mod tests {
     #[test]
     fn the_planner_is_a_short_restricted_pod_with_secrets_by_reference() {
         let m = mj();
-        let job = planner_job(&m, &pods());
+        let job = planner_job(&m, &pods(), "d1g3st");
         assert_eq!(job.metadata.name.as_deref(), Some("photos-planner"));
         assert_eq!(job.metadata.owner_references.as_ref().unwrap()[0].uid, "u1");
         let spec = job.spec.as_ref().unwrap();
@@ -786,5 +820,29 @@ mod tests {
         assert_eq!(ambient_sides(&m), vec!["spec.destination.s3"]);
         assert!(volume_refusals(&mj()).is_empty());
         assert!(ambient_sides(&mj()).is_empty());
+    }
+
+    /// A plan edited in its ConfigMap (the tenant's namespace) to use the pods' own identity
+    /// or another path is not one of the job's: the operator does not run it.
+    #[test]
+    fn an_edited_plan_is_not_the_jobs() {
+        let m = mj();
+        let v = ferry_api::validate(&m.spec).unwrap();
+        let mut plan = plan_request(&m, &v).plan;
+        plan.shards = vec![ferry_api::ShardRange::default()];
+        assert!(plan_is_of(&m, &v, &plan));
+        let mut ambient = plan.clone();
+        if let StoreConfig::S3(c) = &mut ambient.transfer.source {
+            c.auth = S3Auth::DefaultChain;
+        }
+        assert!(!plan_is_of(&m, &v, &ambient));
+        let mut path = plan.clone();
+        if let StoreConfig::Filesystem(fs) = &mut path.transfer.destination {
+            fs.path = "/var/run/secrets/kubernetes.io/serviceaccount".into();
+        }
+        assert!(!plan_is_of(&m, &v, &path));
+        let mut elsewhere = plan;
+        elsewhere.report_prefix = "other/".into();
+        assert!(!plan_is_of(&m, &v, &elsewhere));
     }
 }

@@ -7,7 +7,7 @@ use ferry_api::{
     APPROVE_DELETES_ANNOTATION,
 };
 use ferry_k8s::names::{job_name, plan_name, planner_name, shard_name, PLAN_KEY};
-use ferry_k8s::plan_configmap::outcome_of;
+use ferry_k8s::plan_configmap::{digest, outcome_of};
 use ferry_k8s::progress_configmap::record_of;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -29,6 +29,8 @@ pub struct World {
     pub validated: Option<ValidatedSpec>,
     /// The stored plan of the current spec (of any attempt: a retry builds on it).
     pub plan: Option<JobPlan>,
+    /// The SHA-256 of `plan` as stored: the agents refuse a plan that differs.
+    pub plan_digest: Option<String>,
     /// The plan ConfigMap's resourceVersion, when it exists (and is the job's own): writes
     /// to it are made on that version only.
     pub plan_version: Option<String>,
@@ -92,12 +94,22 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         other => other,
     };
     let hash = validated.as_ref().map(|v| v.spec_hash.clone());
-    let plan = plan_cm
+    let plan_text = plan_cm
         .as_ref()
         .and_then(|cm| cm.data.as_ref())
         .and_then(|d| d.get(PLAN_KEY))
+        .cloned();
+    // Only a plan of this job and spec whose sides are the ones the operator asked for (the
+    // ConfigMap sits in the tenant's namespace: a plan edited there is not run).
+    let plan = plan_text
+        .as_deref()
         .and_then(|j| serde_json::from_str::<JobPlan>(j).ok())
-        .filter(|p| Some(&p.spec_hash) == hash.as_ref() && p.uid == uid);
+        .filter(|p| Some(&p.spec_hash) == hash.as_ref() && p.uid == uid)
+        .filter(|p| {
+            validated
+                .as_ref()
+                .is_some_and(|v| super::build::plan_is_of(mj, v, p))
+        });
     let outcome = plan_cm
         .as_ref()
         .and_then(outcome_of)
@@ -166,6 +178,10 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
     Ok(World {
         observed,
         validated,
+        plan_digest: plan
+            .as_ref()
+            .and(plan_text.as_deref())
+            .map(|t| digest(t.as_bytes())),
         plan,
         plan_version: plan_cm.and_then(|cm| cm.metadata.resource_version),
         planner: planner.and_then(|j| j.metadata.uid),
