@@ -123,7 +123,8 @@ pub fn ambient_sides(mj: &MigrationJob) -> Vec<String> {
         .collect()
 }
 
-/// Whether `plan` is one the operator would have made for `mj`: its job, its report folder,
+/// Whether `plan` is one the operator would have made for `mj` (first run, retry or delete
+/// stage): its job, its report folder,
 /// and exactly the sides (endpoints, credentials, paths) of the spec as the pods see them.
 pub fn plan_is_of(mj: &MigrationJob, v: &ValidatedSpec, plan: &JobPlan) -> bool {
     let want = plan_request(mj, v).plan;
@@ -132,7 +133,8 @@ pub fn plan_is_of(mj: &MigrationJob, v: &ValidatedSpec, plan: &JobPlan) -> bool 
     plan.namespace == want.namespace
         && plan.name == want.name
         && plan.uid == want.uid
-        && plan.report_prefix == want.report_prefix
+        // Its folder, or a retry's folder inside it.
+        && plan.report_prefix.starts_with(&want.report_prefix)
         && t.source == w.source
         && t.destination == w.destination
         && t.report == w.report
@@ -831,6 +833,11 @@ mod tests {
         let mut plan = plan_request(&m, &v).plan;
         plan.shards = vec![ferry_api::ShardRange::default()];
         assert!(plan_is_of(&m, &v, &plan));
+        assert!(
+            plan_is_of(&m, &v, &plan.retry(2)),
+            "a retry's plan is the job's"
+        );
+        assert!(plan_is_of(&m, &v, &plan.deletes()));
         let mut ambient = plan.clone();
         if let StoreConfig::S3(c) = &mut ambient.transfer.source {
             c.auth = S3Auth::DefaultChain;

@@ -106,9 +106,13 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         .and_then(|j| serde_json::from_str::<JobPlan>(j).ok())
         .filter(|p| Some(&p.spec_hash) == hash.as_ref() && p.uid == uid)
         .filter(|p| {
-            validated
+            let ours = validated
                 .as_ref()
-                .is_some_and(|v| super::build::plan_is_of(mj, v, p))
+                .is_some_and(|v| super::build::plan_is_of(mj, v, p));
+            if !ours {
+                tracing::warn!(namespace = %ns, job = %name, "the stored plan is not the one asked for (edited in its ConfigMap?): not run");
+            }
+            ours
         });
     let outcome = plan_cm
         .as_ref()
