@@ -21,6 +21,28 @@ if ! .venv/bin/python -c 'import kmock' 2>/dev/null; then
   echo "installing kmock (the Kubernetes API stand-in of the operator tests) into .venv..."
   .venv/bin/pip install --quiet --disable-pip-version-check 'kmock==0.8.*'
 fi
+# helm-python-sdk (Helm v4's library, no helm binary) lints and renders the chart in the tests
+# (tests/e2e/chart.rs); it needs Python >= 3.12, which pyenv provides on these machines.
+helm_python=""
+for py in python3.13 python3.12 "$HOME"/.pyenv/versions/3.1[2-9]*/bin/python; do
+  if command -v "$py" >/dev/null 2>&1 \
+    && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+    helm_python=$(command -v "$py"); break
+  fi
+done
+if [ -n "$helm_python" ]; then
+  [ -x .venv-helm/bin/python ] || "$helm_python" -m venv .venv-helm
+  if ! .venv-helm/bin/python -c 'import helm_python' 2>/dev/null; then
+    echo "installing helm-python-sdk (renders the chart in the tests) into .venv-helm..."
+    .venv-helm/bin/pip install --quiet --disable-pip-version-check 'helm-python-sdk==0.2.2'
+  fi
+  export FERRY_HELM_PYTHON="$PWD/.venv-helm/bin/python"
+elif [ "${CI:-}" = true ]; then
+  echo "FAILED: no Python >= 3.12 to render the chart with (pyenv install 3.12)" >&2
+  exit 1
+else
+  echo "WARNING: no Python >= 3.12: the chart is not rendered (pyenv install 3.12)" >&2
+fi
 export FERRY_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 export FERRY_KMOCK_PYTHON="$PWD/.venv/bin/python"
 

@@ -11,6 +11,7 @@
 //! API stand-in are started per test.
 
 mod bucketsync_cluster;
+mod chart;
 mod containment;
 mod copy_paths;
 mod deletes;

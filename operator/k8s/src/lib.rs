@@ -7,5 +7,6 @@ pub mod env;
 pub mod names;
 pub mod plan_configmap;
 pub mod progress_configmap;
+pub mod pss;
 
 pub use progress_configmap::ConfigMapProgressStore;

@@ -633,7 +633,10 @@ mod tests {
             .unwrap();
         assert_eq!(backup.mount_path, "/mnt/ferry/destination");
         assert_eq!(backup.sub_path.as_deref(), Some("backup"));
-        assert_eq!(restricted_violations(pod), Vec::<String>::new());
+        assert_eq!(
+            ferry_k8s::pss::restricted_violations(pod),
+            Vec::<String>::new()
+        );
         assert!(mounts
             .iter()
             .any(|v| v.mount_path == PLAN_MOUNT && v.read_only == Some(true)));
@@ -677,78 +680,6 @@ mod tests {
         }
     }
 
-    /// What the restricted Pod Security Standard (v1.32) refuses in `pod`, one line each
-    /// (<https://kubernetes.io/docs/concepts/security/pod-security-standards/>), plus the
-    /// read-only root filesystem Ferry asks of itself.
-    pub fn restricted_violations(pod: &PodSpec) -> Vec<String> {
-        let mut out = Vec::new();
-        let psc = pod.security_context.clone().unwrap_or_default();
-        if pod.host_network == Some(true)
-            || pod.host_pid == Some(true)
-            || pod.host_ipc == Some(true)
-        {
-            out.push("host namespaces".to_string());
-        }
-        for v in pod.volumes.iter().flatten() {
-            let allowed = v.config_map.is_some()
-                || v.persistent_volume_claim.is_some()
-                || v.secret.is_some()
-                || v.projected.is_some()
-                || v.empty_dir.is_some()
-                || v.downward_api.is_some()
-                || v.csi.is_some()
-                || v.ephemeral.is_some();
-            if !allowed {
-                out.push(format!(
-                    "volume {} of a kind restricted pods may not use",
-                    v.name
-                ));
-            }
-        }
-        let pod_seccomp = psc.seccomp_profile.as_ref().map(|p| p.type_.clone());
-        for c in &pod.containers {
-            let sc = c.security_context.clone().unwrap_or_default();
-            if sc.privileged == Some(true) {
-                out.push(format!("{}: privileged", c.name));
-            }
-            if sc.allow_privilege_escalation != Some(false) {
-                out.push(format!("{}: allowPrivilegeEscalation is not false", c.name));
-            }
-            let caps = sc.capabilities.clone().unwrap_or_default();
-            if !caps.drop.iter().flatten().any(|d| d == "ALL") {
-                out.push(format!("{}: capabilities do not drop ALL", c.name));
-            }
-            if caps.add.iter().flatten().any(|a| a != "NET_BIND_SERVICE") {
-                out.push(format!("{}: adds capabilities", c.name));
-            }
-            if sc.run_as_non_root.or(psc.run_as_non_root) != Some(true) {
-                out.push(format!("{}: runAsNonRoot is not true", c.name));
-            }
-            if sc.run_as_user.or(psc.run_as_user) == Some(0) {
-                out.push(format!("{}: runs as user 0", c.name));
-            }
-            let seccomp = sc
-                .seccomp_profile
-                .as_ref()
-                .map(|p| p.type_.clone())
-                .or(pod_seccomp.clone());
-            if !matches!(seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")) {
-                out.push(format!("{}: no RuntimeDefault seccomp profile", c.name));
-            }
-            if sc.read_only_root_filesystem != Some(true) {
-                out.push(format!("{}: the root filesystem is writable", c.name));
-            }
-            if c.resources
-                .as_ref()
-                .and_then(|r| r.limits.as_ref())
-                .is_none()
-            {
-                out.push(format!("{}: no resource limits", c.name));
-            }
-        }
-        out
-    }
-
     /// The planner runs the agent image as `transfer-agent plan`, under a deadline and a memory
     /// limit, restricted; it finds the Secrets only by optional references (it reports a
     /// missing one itself), and mounts the sides' volumes like the agents.
@@ -762,7 +693,10 @@ mod tests {
         assert_eq!(spec.active_deadline_seconds, Some(600));
         assert_eq!(spec.completions, Some(1));
         let pod = spec.template.spec.as_ref().unwrap();
-        assert_eq!(restricted_violations(pod), Vec::<String>::new());
+        assert_eq!(
+            ferry_k8s::pss::restricted_violations(pod),
+            Vec::<String>::new()
+        );
         assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
         let c = &pod.containers[0];
         assert_eq!(c.command.as_ref().unwrap(), &vec!["transfer-agent", "plan"]);

@@ -109,8 +109,6 @@ pub enum Planning {
 }
 
 pub use ferry_core::planning::Probe;
-#[cfg(test)]
-use ferry_core::planning::ProbeError;
 
 /// What is known of the agents (an Indexed Job, or `ferry run`'s tasks).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
