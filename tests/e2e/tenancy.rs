@@ -402,10 +402,13 @@ async fn a_poison_resource_stops_no_one_else() {
     c.finish().await;
 }
 
-/// A hostile S3 endpoint: it answers every request with a body that never ends. The operator
-/// never talks to it (the planner pod does, bounded by a 60 s probe deadline and, in a
-/// cluster, its memory limit): its memory stays flat, another tenant's job completes meanwhile,
-/// and the hostile job ends up waiting with the endpoint named as unreachable.
+/// Hostile S3 endpoints: one answers every request with a body that never ends, one pages
+/// forever (every listing page says more follow), one redirects every request to an "internal"
+/// address (a trap that counts its visitors). The operator never talks to them (the planner pod
+/// does, bounded by a 60 s probe deadline and, in a cluster, its memory limit and deadline):
+/// its memory stays flat and another tenant's job completes meanwhile; the endless body ends
+/// as an unreachable source, the endless pages keep only their own planner busy, and the
+/// redirect is never followed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_endpoint_costs_the_operator_nothing() {
     let Some(b) = backend() else { return };
@@ -423,6 +426,14 @@ async fn a_hostile_endpoint_costs_the_operator_nothing() {
         "spec": {"source": side(&hostile, "anything"), "destination": side(&server.endpoint, &dst),
                  "parallelism": {"shards": 4}}});
     tenant_apply(&tenant, &ns, job).await.unwrap();
+    let pages = endless_pages_server().await;
+    let (redirect, trap_hits) = redirect_server().await;
+    for (name, endpoint) in [("pages", &pages), ("redirect", &redirect)] {
+        let job = json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "MigrationJob", "metadata": {"name": name},
+            "spec": {"source": side(endpoint, "anything"), "destination": side(&server.endpoint, &dst),
+                     "parallelism": {"shards": 4}}});
+        tenant_apply(&tenant, &ns, job).await.unwrap();
+    }
     let rss_before = c.controller_peak_rss_kib("e2e").unwrap_or(0);
     tenant_apply(
         &tenant,
@@ -456,11 +467,40 @@ async fn a_hostile_endpoint_costs_the_operator_nothing() {
         .await;
     let msg = mj.status.unwrap().message.unwrap_or_default();
     assert!(msg.chars().count() <= 1000, "{}", msg.len());
+    let redirected = c
+        .wait_for(
+            "redirect",
+            "the redirecting source refused",
+            Duration::from_secs(150),
+            |mj| {
+                mj.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "SourceReachable" && c.status == "False")
+                })
+            },
+        )
+        .await;
+    eprintln!(
+        "redirect: {}",
+        redirected.status.unwrap().message.unwrap_or_default()
+    );
+    assert_eq!(
+        trap_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a redirect to an internal address was followed"
+    );
+    // The endless pages keep their planner busy, and only it: the job waits, planning.
+    let paged = c.job("pages").await;
+    let st = paged.status.unwrap_or_default();
+    assert_eq!(st.phase, Some(ferry_api::Phase::Pending), "{st:?}");
     let rss = c.controller_peak_rss_kib("e2e").unwrap_or(0);
     eprintln!("operator peak RSS: {rss_before} KiB before, {rss} KiB after; hostile: {msg}");
     assert!(rss < 150 * 1024, "the operator grew to {rss} KiB");
     figure("hostile_operator_peak_rss_mib", rss / 1024);
     figure("hostile_other_job_completed", 1);
+    figure("hostile_endpoints", 3);
+    figure("hostile_redirects_followed", 0);
     c.finish().await;
 }
 
@@ -495,6 +535,72 @@ async fn endless_server() -> String {
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A server that answers every listing with a full page of keys that says more follow, for
+/// ever (each page's keys after the last page's). Returns its endpoint.
+async fn endless_pages_server() -> String {
+    serve(|request: &str| {
+        let page: u64 = request
+            .split(|c: char| c == '&' || c == '?' || c == ' ')
+            .find_map(|p| p.strip_prefix("continuation-token=p"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let mut body = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>anything</Name><Prefix></Prefix><KeyCount>1000</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>");
+        body.push_str(&format!("<NextContinuationToken>p{}</NextContinuationToken>", page + 1));
+        for i in 0..1000u64 {
+            body.push_str(&format!("<Contents><Key>k/{:012}</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified><ETag>&quot;d41d8cd98f00b204e9800998ecf8427e&quot;</ETag><Size>0</Size><StorageClass>STANDARD</StorageClass></Contents>", page * 1000 + i));
+        }
+        body.push_str("</ListBucketResult>");
+        format!(
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    })
+    .await
+}
+
+/// A server that redirects every request to a trap standing for an internal address (the
+/// cloud metadata service); returns its endpoint and the trap's visitor count.
+async fn redirect_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    let trap = serve(move |_: &str| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 19\r\n\r\nami-id\ninstance-id\n".to_string()
+    })
+    .await;
+    let endpoint = serve(move |_: &str| {
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nconnection: close\r\nlocation: {trap}/latest/meta-data/\r\ncontent-length: 0\r\n\r\n"
+        )
+    })
+    .await;
+    (endpoint, hits)
+}
+
+/// A one-response-per-connection HTTP server answering each request with `answer(request
+/// line and headers)`. Returns its endpoint.
+async fn serve(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let _ = sock.write_all(answer(&request).as_bytes()).await;
+                let _ = sock.shutdown().await;
             });
         }
     });
