@@ -107,6 +107,47 @@ pub fn bound_integers(schema: &mut Schema) {
     }
 }
 
+/// A spec field's value with its default when absent (the defaults of [`crate::Multipart`]
+/// and [`crate::validate::DEFAULT_MEMORY_BUDGET`]; a test ties them together).
+const PART_SIZE: &str =
+    "(has(self.multipart) && has(self.multipart.partSize) ? self.multipart.partSize : '16Mi')";
+const THRESHOLD: &str =
+    "(has(self.multipart) && has(self.multipart.threshold) ? self.multipart.threshold : '64Mi')";
+const MEMORY_BUDGET: &str = "(has(self.parallelism) && has(self.parallelism.memoryBudget) ? self.parallelism.memoryBudget : '256Mi')";
+
+/// The rules that a part, and an object sent in one PUT, fit the in-flight memory budget (as
+/// [`crate::validate`]'s check, which says why): rule, message, and a message expression that
+/// names the values (defaults included).
+pub(crate) fn memory_rules() -> Vec<(String, String, String)> {
+    use crate::validate::{PART_IN_MEMORY, PUT_IN_MEMORY};
+    let rule = |field: &str| format!("quantity({field}).compareTo(quantity({MEMORY_BUDGET})) <= 0");
+    vec![
+        (
+            rule(PART_SIZE),
+            format!("multipart.partSize must be at most parallelism.memoryBudget (default 256Mi): {PART_IN_MEMORY}"),
+            format!("'multipart.partSize (' + {PART_SIZE} + ') must be at most parallelism.memoryBudget (' + {MEMORY_BUDGET} + '): {PART_IN_MEMORY}; lower partSize or raise memoryBudget'"),
+        ),
+        (
+            rule(THRESHOLD),
+            format!("multipart.threshold (default 64Mi) must be at most parallelism.memoryBudget (default 256Mi): {PUT_IN_MEMORY}"),
+            format!("'multipart.threshold (' + {THRESHOLD} + ') must be at most parallelism.memoryBudget (' + {MEMORY_BUDGET} + '): {PUT_IN_MEMORY}; lower threshold (default 64Mi) or raise memoryBudget'"),
+        ),
+    ]
+}
+
+/// Appends [`memory_rules`] to the spec's rules.
+fn add_memory_rules(schema: &mut Schema) {
+    let list = schema
+        .ensure_object()
+        .entry("x-kubernetes-validations")
+        .or_insert_with(|| json!([]));
+    if let Some(list) = list.as_array_mut() {
+        list.extend(memory_rules().into_iter().map(|(rule, message, expr)| {
+            json!({"rule": rule, "message": message, "messageExpression": expr})
+        }));
+    }
+}
+
 pub fn spec(schema: &mut Schema) {
     bound_integers(schema);
     let mut immutable: Vec<String> = IMMUTABLE_FIELDS.iter().map(|f| unchanged(f)).collect();
@@ -115,6 +156,7 @@ pub fn spec(schema: &mut Schema) {
     let mut rules: Vec<(&str, &str)> = TRANSFER_RULES.to_vec();
     rules.push((&immutable, "the spec is immutable once created, except suspend, cancel, bandwidthLimit, requestsPerSecond, parallelism.concurrency and parallelism.memoryBudget (delete and recreate the MigrationJob to change it)"));
     add(schema, &rules);
+    add_memory_rules(schema);
 }
 
 /// `deletes.maxDeletes`: a percentage is at most 100%.
@@ -270,6 +312,7 @@ pub fn sync_spec(schema: &mut Schema) {
         "timeZone applies to schedule only",
     ));
     add(schema, &rules);
+    add_memory_rules(schema);
 }
 
 /// `schedule`: five fields (or a shortcut such as `@daily`); the operator parses the rest.

@@ -337,6 +337,7 @@ pub fn transfer_problems(spec: &TransferSpec) -> Vec<SpecError> {
             ),
         ));
     }
+    check_memory(spec, &mut errors);
     if let Some(b) = &spec.bandwidth_limit {
         if b.bytes() < 1024 {
             errors.push(err(
@@ -351,6 +352,52 @@ pub fn transfer_problems(spec: &TransferSpec) -> Vec<SpecError> {
         }
     }
     errors
+}
+
+/// Why a part, or an object sent in one PUT, must fit the in-flight budget: the agent holds
+/// each whole in memory while it is read, sent and (on a retry) sent again. The budget clamps
+/// a larger request to the whole budget instead of waiting forever, but the buffer is still
+/// allocated whole, so such a spec would make the agent use more memory than its pod is given
+/// and be OOM-killed on the same object at every retry (issue 13, mode 6). The CRD's rules
+/// ([`crate::cel::memory_rules`]) say the same at `kubectl apply` time.
+pub const PART_IN_MEMORY: &str = "each part is held whole in memory while it is sent";
+/// See [`PART_IN_MEMORY`].
+pub const PUT_IN_MEMORY: &str =
+    "an object up to the threshold is sent in one PUT, held whole in memory";
+
+/// `multipart.partSize` and `multipart.threshold` (defaults included) fit
+/// `parallelism.memoryBudget` (default included).
+fn check_memory(spec: &TransferSpec, errors: &mut Vec<SpecError>) {
+    let budget = spec
+        .parallelism
+        .memory_budget
+        .as_ref()
+        .map_or(DEFAULT_MEMORY_BUDGET, |b| b.bytes());
+    let budget_text = match &spec.parallelism.memory_budget {
+        Some(b) => b.to_string(),
+        None => "256Mi, the default".to_string(),
+    };
+    let m = &spec.multipart;
+    if m.part_size.bytes() > budget {
+        errors.push(err(
+            "spec.multipart.partSize",
+            format!(
+                "multipart.partSize ({}) must be at most parallelism.memoryBudget ({budget_text}): \
+                 {PART_IN_MEMORY}; lower partSize or raise memoryBudget",
+                m.part_size
+            ),
+        ));
+    }
+    if m.threshold.bytes() > budget {
+        errors.push(err(
+            "spec.multipart.threshold",
+            format!(
+                "multipart.threshold ({}) must be at most parallelism.memoryBudget ({budget_text}): \
+                 {PUT_IN_MEMORY}; lower threshold (default 64Mi) or raise memoryBudget",
+                m.threshold
+            ),
+        ));
+    }
 }
 
 fn check_deletes(spec: &TransferSpec, errors: &mut Vec<SpecError>) {
@@ -532,6 +579,81 @@ mod tests {
                 errors.iter().any(|e| e.field == field),
                 "{yaml}: expected an error on {field}, got {errors:?}"
             );
+        }
+    }
+
+    /// Issue 13, mode 6: a part, or an object sent in one PUT, larger than the in-flight
+    /// budget is refused with the sizes and why; defaults and parts that fit are accepted.
+    #[test]
+    fn parts_and_single_puts_larger_than_the_memory_budget_are_refused() {
+        let case = |extra: &str| problems(&spec(&format!("{OK}{extra}")));
+        let part =
+            case("multipart: {partSize: 5Gi, threshold: 16Mi}\nparallelism: {memoryBudget: 256Mi}");
+        assert_eq!(part.len(), 1, "{part:?}");
+        assert_eq!(part[0].field, "spec.multipart.partSize");
+        assert_eq!(
+            part[0].message,
+            "multipart.partSize (5Gi) must be at most parallelism.memoryBudget (256Mi): each \
+             part is held whole in memory while it is sent; lower partSize or raise memoryBudget"
+        );
+        // The default budget, named as such.
+        let put = case("multipart: {threshold: 5Gi}");
+        assert_eq!(put.len(), 1, "{put:?}");
+        assert_eq!(put[0].field, "spec.multipart.threshold");
+        assert!(
+            put[0]
+                .message
+                .starts_with("multipart.threshold (5Gi) must be at most parallelism.memoryBudget (256Mi, the default): an object up to the threshold is sent in one PUT"),
+            "{put:?}"
+        );
+        // The default threshold (64Mi) against the smallest budget.
+        let small = case("parallelism: {memoryBudget: 16Mi}");
+        assert_eq!(small.len(), 1, "{small:?}");
+        assert_eq!(small[0].field, "spec.multipart.threshold");
+        assert!(small[0]
+            .message
+            .contains("(64Mi) must be at most parallelism.memoryBudget (16Mi)"));
+        // Accepted: the defaults, equal sizes, the smallest budget with a threshold to fit.
+        for ok in [
+            "",
+            "parallelism: {memoryBudget: 64Mi}",
+            "multipart: {partSize: 256Mi, threshold: 256Mi}",
+            "multipart: {partSize: 1Gi, threshold: 1Gi}\nparallelism: {memoryBudget: 1Gi}",
+            "multipart: {partSize: 8Mi, threshold: 16Mi}\nparallelism: {memoryBudget: 16Mi}",
+        ] {
+            assert_eq!(case(ok), vec![], "{ok:?}");
+        }
+        let d = crate::spec::Multipart::default();
+        assert!(d.part_size.bytes() <= DEFAULT_MEMORY_BUDGET);
+        assert!(d.threshold.bytes() <= DEFAULT_MEMORY_BUDGET);
+    }
+
+    /// The CRD carries the same rules, with the defaults the Rust types have.
+    #[test]
+    fn the_crd_refuses_parts_larger_than_the_memory_budget() {
+        let d = crate::spec::Multipart::default();
+        assert_eq!(d.part_size, crate::ByteSize::parse("16Mi").unwrap());
+        assert_eq!(d.threshold, crate::ByteSize::parse("64Mi").unwrap());
+        assert_eq!(DEFAULT_MEMORY_BUDGET, 256 * MIB);
+        for schema in [
+            crate::cel::crd_schema::<crate::MigrationJob>(),
+            crate::cel::crd_schema::<crate::BucketSync>(),
+        ] {
+            let rules = schema["properties"]["spec"]["x-kubernetes-validations"]
+                .as_array()
+                .unwrap()
+                .clone();
+            for (rule, message, expr) in crate::cel::memory_rules() {
+                let found = rules
+                    .iter()
+                    .find(|r| r["rule"] == rule.as_str())
+                    .unwrap_or_else(|| panic!("{rule} is not among {rules:?}"));
+                assert_eq!(found["message"], message.as_str());
+                assert_eq!(found["messageExpression"], expr.as_str());
+            }
+            let text = serde_json::to_string(&rules).unwrap();
+            assert!(text.contains("quantity((has(self.multipart) && has(self.multipart.partSize) ? self.multipart.partSize : '16Mi')).compareTo(quantity((has(self.parallelism) && has(self.parallelism.memoryBudget) ? self.parallelism.memoryBudget : '256Mi'))) <= 0"), "{text}");
+            assert!(text.contains("self.multipart.threshold : '64Mi'"));
         }
     }
 
