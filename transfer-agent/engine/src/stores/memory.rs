@@ -38,6 +38,8 @@ struct State {
     denied: BTreeSet<String>,
     /// How long each write takes.
     write_delay: Option<Duration>,
+    /// Objects are encrypted as with SSE-KMS: their ETags are 32 hex digits but not MD5s.
+    kms: bool,
 }
 
 /// A map of keys to objects. Clones share the same objects.
@@ -61,15 +63,21 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    /// Stores `bytes` under `key`, modified at `modified`, with a plain MD5 ETag.
+    /// Stores `bytes` under `key`, modified at `modified`, with a plain MD5 ETag (or an
+    /// opaque one with [`MemoryStore::encrypt_with_kms`]).
     pub fn insert_at(&self, key: &str, bytes: impl Into<Bytes>, modified: DateTime<Utc>) {
         let bytes = bytes.into();
-        let etag = md5_hex(&bytes);
-        self.state.lock().unwrap().objects.insert(
+        let etag = self.etag_for(md5_hex(&bytes));
+        let mut st = self.state.lock().unwrap();
+        let meta = ObjectMeta {
+            etag_not_md5: st.kms,
+            ..ObjectMeta::default()
+        };
+        st.objects.insert(
             self.full(key),
             Object {
                 bytes,
-                meta: ObjectMeta::default(),
+                meta,
                 modified,
                 etag,
             },
@@ -100,6 +108,33 @@ impl MemoryStore {
     pub fn deny(&self, key: &str) {
         let full = self.full(key);
         self.state.lock().unwrap().denied.insert(full);
+    }
+
+    /// From now on objects behave as SSE-KMS objects of S3 do: every ETag (single-part or
+    /// multipart) is 32 hex digits that are not the MD5 of the content, and reads say so.
+    pub fn encrypt_with_kms(&self) {
+        self.state.lock().unwrap().kms = true;
+    }
+
+    /// The ETag the store gives an object whose MD5 (or multipart form) is `md5`.
+    fn etag_for(&self, md5: String) -> String {
+        if self.state.lock().unwrap().kms {
+            let (hash, parts) = md5
+                .split_once('-')
+                .map_or((md5.as_str(), None), |(h, n)| (h, Some(n)));
+            let opaque = md5_hex(format!("kms:{hash}").as_bytes());
+            match parts {
+                Some(n) => format!("{opaque}-{n}"),
+                None => opaque,
+            }
+        } else {
+            md5
+        }
+    }
+
+    /// `etag` as a write returns it: None when it is not an MD5 (as an S3 store's writes).
+    fn md5_etag(&self, etag: String) -> Option<String> {
+        (!self.state.lock().unwrap().kms).then_some(etag)
     }
 
     /// Makes every write take `delay` (with tokio's clock, so paused time skips it).
@@ -136,11 +171,16 @@ impl MemoryStore {
 
     fn store(&self, key: &str, bytes: Bytes, meta: &ObjectMeta, etag: String) {
         let modified = meta.modified.unwrap_or_else(Utc::now);
-        self.state.lock().unwrap().objects.insert(
+        let mut st = self.state.lock().unwrap();
+        let meta = ObjectMeta {
+            etag_not_md5: st.kms,
+            ..meta.clone()
+        };
+        st.objects.insert(
             self.full(key),
             Object {
                 bytes,
-                meta: meta.clone(),
+                meta,
                 modified,
                 etag,
             },
@@ -270,9 +310,9 @@ impl Sink for MemoryStore {
                     .with_code("BadDigest"),
             );
         }
-        let etag = hex::encode(digest);
+        let etag = self.etag_for(hex::encode(digest));
         self.store(key, body, meta, etag.clone());
-        Ok(Some(etag))
+        Ok(self.md5_etag(etag))
     }
 
     async fn create_upload(
@@ -333,9 +373,9 @@ impl Sink for MemoryStore {
         for (b, _) in parts.1.values() {
             all.extend_from_slice(b);
         }
-        let etag = crate::copy::composite_md5(&digests);
+        let etag = self.etag_for(crate::copy::composite_md5(&digests));
         self.store(&up.key, Bytes::from(all), meta, etag.clone());
-        Ok(Some(etag))
+        Ok(self.md5_etag(etag))
     }
 
     async fn abort_upload(&self, up: &Upload) {

@@ -60,12 +60,24 @@ pub struct ObjectInfo {
 
 impl ObjectInfo {
     /// The ETag when it has the form of a plain MD5 (single-part upload). Whether it really is
-    /// the MD5 of the content is the store's to say ([`SourceCaps::md5_etags`]).
+    /// the MD5 of the content is the store's to say ([`SourceCaps::md5_etags`]) and, per
+    /// object, the service's ([`etag_is_md5`], [`ObjectMeta::etag_not_md5`]).
     pub fn plain_md5(&self) -> Option<&str> {
         self.etag
             .as_deref()
             .filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
     }
+}
+
+/// Whether an S3 service's ETag for an object (single-part or multipart) is derived from the
+/// MD5 of its bytes, judging by the object's encryption as the same answer reports it
+/// (`x-amz-server-side-encryption`, `x-amz-server-side-encryption-customer-algorithm`). With
+/// SSE-KMS (`aws:kms`), DSSE-KMS (`aws:kms:dsse`) or SSE-C it is not, though a single-part
+/// one still has the form of an MD5; with none or SSE-S3 (`AES256`) it is. The one place
+/// that decides (`docs/contract.md` §4): an ETag it rejects is never compared with an MD5.
+pub fn etag_is_md5(sse: Option<&str>, sse_customer_algorithm: Option<&str>) -> bool {
+    sse_customer_algorithm.is_none_or(|a| a.is_empty())
+        && !sse.is_some_and(|s| s.trim().to_ascii_lowercase().starts_with("aws:kms"))
 }
 
 /// The headers Ferry preserves.
@@ -82,6 +94,10 @@ pub struct ObjectMeta {
     pub user: BTreeMap<String, String>,
     /// The modification time to give a filesystem destination.
     pub modified: Option<DateTime<Utc>>,
+    /// Not a header that is copied: the service said (in the same answer) that the object's
+    /// ETag is not derived from the MD5 of its bytes ([`etag_is_md5`]: SSE-KMS, SSE-C), so
+    /// that ETag, though it may have the form of one, is never compared with an MD5.
+    pub etag_not_md5: bool,
 }
 
 /// A part of an object in memory.
@@ -172,7 +188,9 @@ pub trait Sink: Source {
     fn sink_caps(&self) -> SinkCaps;
 
     /// Writes a whole object. `md5` (raw digest) is sent for the destination to check.
-    /// Returns the ETag the destination reports, if any.
+    /// Returns the ETag the destination reports when it is the MD5 of the bytes stored; None
+    /// when there is none or it is not an MD5 ([`etag_is_md5`]: SSE-KMS, SSE-C), so the write
+    /// is checked by the `md5` the destination verified (and a re-read) only.
     async fn put(
         &self,
         key: &str,
@@ -199,7 +217,8 @@ pub trait Sink: Source {
         md5: Option<&[u8]>,
     ) -> Result<String, TransferError>;
 
-    /// Completes an upload from its parts' ETags. Returns the object's ETag, if any.
+    /// Completes an upload from its parts' ETags. Returns the object's ETag when it is the
+    /// S3 multipart form of the parts' MD5s (as [`Sink::put`]: None when opaque).
     async fn complete_upload(
         &self,
         up: &Upload,
@@ -251,7 +270,8 @@ pub trait Sink: Source {
 /// Copies inside one service, from a source to a sink of its own.
 #[async_trait]
 pub trait ServerCopy: Send + Sync {
-    /// Copies a whole object with its metadata, guarded by `etag`. Returns the new ETag.
+    /// Copies a whole object with its metadata, guarded by `etag`. Returns the new ETag when
+    /// it is derived from the MD5 of the bytes (as [`Sink::put`]: None when opaque).
     async fn copy_object(
         &self,
         key: &str,
@@ -310,4 +330,19 @@ pub async fn open(
         }
         StoreConfig::Filesystem(c) => Opened::ReadWrite(Arc::new(FsStore::new(&c.path, limits))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kms_and_customer_keys_make_etags_opaque() {
+        assert!(etag_is_md5(None, None));
+        assert!(etag_is_md5(Some("AES256"), None));
+        assert!(!etag_is_md5(Some("aws:kms"), None));
+        assert!(!etag_is_md5(Some("aws:kms:dsse"), None));
+        assert!(!etag_is_md5(None, Some("AES256")));
+        assert!(!etag_is_md5(Some("AES256"), Some("AES256")));
+    }
 }

@@ -28,8 +28,8 @@ use ferry_core::FailureClass;
 use tokio::sync::mpsc;
 
 use super::{
-    Body, Listing, ObjectInfo, ObjectMeta, OpenUpload, ServerCopy, Sink, SinkCaps, Source,
-    SourceCaps, Upload,
+    etag_is_md5, Body, Listing, ObjectInfo, ObjectMeta, OpenUpload, ServerCopy, Sink, SinkCaps,
+    Source, SourceCaps, Upload,
 };
 use crate::error::TransferError;
 use crate::limit::{Buffer, Limits};
@@ -70,7 +70,19 @@ macro_rules! meta_of {
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
             modified: $modified,
+            etag_not_md5: !md5_etag_of!($out),
         }
+    };
+}
+
+/// Whether the ETag of an answer (HeadObject, GetObject, PutObject, CopyObject) is derived
+/// from the MD5 of the bytes, by the encryption the same answer reports ([`etag_is_md5`]).
+macro_rules! md5_etag_of {
+    ($out:expr) => {
+        etag_is_md5(
+            $out.server_side_encryption().map(|s| s.as_str()),
+            $out.sse_customer_algorithm(),
+        )
     };
 }
 
@@ -313,7 +325,8 @@ impl S3Store {
         Ok(out
             .copy_object_result()
             .and_then(|r| r.e_tag())
-            .map(unquote))
+            .map(unquote)
+            .filter(|_| md5_etag_of!(out)))
     }
 
     /// Server-side copy of one part (UploadPartCopy).
@@ -625,7 +638,7 @@ impl Sink for S3Store {
             .send()
             .await
             .map_err(|e| TransferError::from_sdk("PutObject", &e))?;
-        Ok(out.e_tag().map(unquote))
+        Ok(out.e_tag().map(unquote).filter(|_| md5_etag_of!(out)))
     }
 
     async fn create_upload(
@@ -733,17 +746,20 @@ impl Sink for S3Store {
                     .send()
                     .await;
                 match res {
-                    Ok(out) => Ok(out.e_tag().map(unquote)),
+                    // (The answer has no SSE-C header: Ferry never writes with SSE-C.)
+                    Ok(out) => Ok(out.e_tag().map(unquote).filter(|_| {
+                        etag_is_md5(out.server_side_encryption().map(|s| s.as_str()), None)
+                    })),
                     Err(err) => {
                         let e = TransferError::from_sdk("CompleteMultipartUpload", &err);
                         if attempt > 0 && e.code.as_deref() == Some("NoSuchUpload") {
-                            if let Some((info, _)) = self.head(&up.key).await? {
+                            if let Some((info, meta)) = self.head(&up.key).await? {
                                 let parts_ok = info
                                     .etag
                                     .as_deref()
                                     .is_some_and(|t| t.ends_with(&format!("-{n}")));
                                 if info.size == size && parts_ok {
-                                    return Ok(info.etag);
+                                    return Ok(info.etag.filter(|_| !meta.etag_not_md5));
                                 }
                             }
                         }
