@@ -193,7 +193,8 @@ impl FsStore {
                             return Err(DirError::Missing);
                         }
                         match mkdirat(fd.as_fd(), &c, mode) {
-                            Ok(()) => {}
+                            // The new entry made durable, as the file's (`finish_file`).
+                            Ok(()) => fsync(fd.as_fd()).map_err(DirError::Io)?,
                             Err(e) if e.raw_os_error() == Some(libc::EEXIST) && tries < 3 => {}
                             Err(e) => return Err(DirError::Io(e)),
                         }
@@ -548,7 +549,7 @@ impl Source for FsStore {
         key: &str,
         offset: u64,
         len: u64,
-        _whole: bool,
+        whole: bool,
         _etag: Option<&str>,
         mut buffer: Buffer,
     ) -> Result<Body, TransferError> {
@@ -573,18 +574,8 @@ impl Source for FsStore {
                     .retryable(false))
                 }
             };
-            let m = f.metadata().map_err(|e| TransferError::io("stat", &e))?;
             let buf = buffer.zeroed(len as usize);
-            let mut done = 0usize;
-            while done < buf.len() {
-                let n = f
-                    .read_at(&mut buf[done..], offset + done as u64)
-                    .map_err(|e| TransferError::io("read", &e))?;
-                if n == 0 {
-                    return Err(TransferError::short_body(len, done as u64));
-                }
-                done += n;
-            }
+            let m = read_one_version(&f, offset, buf, whole, || {})?;
             let modified = m.modified().ok().map(DateTime::<Utc>::from);
             Ok(Body {
                 bytes: buffer.freeze(),
@@ -789,8 +780,125 @@ impl Sink for FsStore {
     }
 }
 
-/// Checks the size, sets the modification time and renames the temporary file `tmp` of
-/// `dir` into place as `name` (relative to the checked directory's descriptor).
+/// What identifies one version of a file: a write, a truncation or a replacement changes it
+/// (`mtime` and `ctime` in nanoseconds, as the file system keeps them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Version {
+    fn of(m: &fs::Metadata) -> Version {
+        Version {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// The file changed while it was read, or since it was listed: its bytes are not one version
+/// of it, so they are never counted as copied. Like S3's 412 on `If-Match`: the copier looks
+/// the file up again and copies the version it finds then (a file that keeps changing ends
+/// `SourceVanished`, "kept changing", in the failure report).
+fn source_changed(why: String) -> TransferError {
+    TransferError::new(
+        FailureClass::SourceVanished,
+        format!("the file changed while it was read: {why}"),
+    )
+    .with_code("SourceChanged")
+    .changed()
+}
+
+/// Fills `buf` from `f` at `offset`, from one version of the file (issue 13, mode 10): the
+/// file's size, times and inode after the read must be those before it, and the range must
+/// lie inside the file (a `whole` read must be the whole file: `buf` has the listing's size).
+/// `mid` runs between the two looks (a test's writer). Returns the metadata of the version.
+fn read_one_version(
+    f: &File,
+    offset: u64,
+    buf: &mut [u8],
+    whole: bool,
+    mid: impl FnOnce(),
+) -> Result<fs::Metadata, TransferError> {
+    let len = buf.len() as u64;
+    let m = f.metadata().map_err(|e| TransferError::io("stat", &e))?;
+    let before = Version::of(&m);
+    if whole && offset == 0 && before.size != len {
+        return Err(source_changed(format!(
+            "it has {} bytes, it had {len} when it was listed",
+            before.size
+        )));
+    }
+    if offset + len > before.size {
+        return Err(source_changed(format!(
+            "it has {} bytes, bytes {offset} to {} were to be read",
+            before.size,
+            offset + len
+        )));
+    }
+    mid();
+    let mut done = 0usize;
+    while done < buf.len() {
+        let n = f
+            .read_at(&mut buf[done..], offset + done as u64)
+            .map_err(|e| TransferError::io("read", &e))?;
+        if n == 0 {
+            return Err(source_changed(format!(
+                "it ended after {} bytes, {} were to be read",
+                offset + done as u64,
+                offset + len
+            )));
+        }
+        done += n;
+    }
+    let after = Version::of(&f.metadata().map_err(|e| TransferError::io("stat", &e))?);
+    if after != before {
+        return Err(source_changed(if after.size != before.size {
+            format!("{} bytes when opened, {} after", before.size, after.size)
+        } else {
+            "written to (its modification or change time moved)".into()
+        }));
+    }
+    Ok(m)
+}
+
+/// Files and directories whose data went to stable storage (`fsync`), by (device, inode), so
+/// tests can see that a write is durable before it is reported done.
+#[cfg(test)]
+static SYNCED: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// `fsync(fd)`: the file's data and metadata, or a directory's entries, on stable storage.
+fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: an open descriptor.
+    cvt(unsafe { libc::fsync(fd.as_raw_fd()) })?;
+    #[cfg(test)]
+    {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: an open descriptor and room for a stat, filled when fstat returns 0.
+        if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } == 0 {
+            let st = unsafe { st.assume_init() };
+            SYNCED.lock().unwrap().push((st.st_dev, st.st_ino));
+        }
+    }
+    Ok(())
+}
+
+fn sync(fd: BorrowedFd<'_>, what: &str) -> Result<(), TransferError> {
+    fsync(fd).map_err(|e| TransferError::io(what, &e))
+}
+
+/// Checks the size, sets the modification time, syncs the file, renames the temporary file
+/// `tmp` of `dir` into place as `name` (relative to the checked directory's descriptor) and
+/// syncs the directory: once this returns, the file is on stable storage under its name, so
+/// a checkpoint that moves past it never points at data a node crash could lose (issue 13,
+/// mode 10).
 fn finish_file(
     f: File,
     dir: BorrowedFd<'_>,
@@ -810,8 +918,10 @@ fn finish_file(
         f.set_modified(SystemTime::from(t))
             .map_err(|e| TransferError::io("set mtime", &e))?;
     }
+    sync(f.as_fd(), "fsync")?;
     drop(f);
-    renameat(dir, tmp, name).map_err(|e| clash(&e))
+    renameat(dir, tmp, name).map_err(|e| clash(&e))?;
+    sync(dir, "fsync of the directory")
 }
 
 fn unrepresentable(why: &str) -> TransferError {
@@ -1020,6 +1130,169 @@ mod tests {
         let p = root.join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, rel.as_bytes()).unwrap();
+    }
+
+    /// Reads `len` bytes at `offset` of a 4096-byte file while `write` changes it: the error.
+    fn read_while(
+        offset: u64,
+        len: usize,
+        whole: bool,
+        write: impl FnOnce(&Path),
+    ) -> TransferError {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        fs::write(&p, vec![b'a'; 4096]).unwrap();
+        let f = File::open(&p).unwrap();
+        let mut buf = vec![0u8; len];
+        let e = read_one_version(&f, offset, &mut buf, whole, || write(&p));
+        // Left alone, the same file reads as one version.
+        let size = f.metadata().unwrap().len() as usize;
+        read_one_version(&f, 0, &mut vec![0u8; size], true, || {}).unwrap();
+        e.unwrap_err()
+    }
+
+    fn append(p: &Path) {
+        let mut w = fs::OpenOptions::new().append(true).open(p).unwrap();
+        w.write_all(b"more").unwrap();
+    }
+
+    /// Issue 13, mode 10: bytes read while the file grew, or was rewritten in place (same
+    /// size: its modification time moves), are not one version of it.
+    #[test]
+    fn a_file_changed_while_it_is_read_is_not_one_version() {
+        let e = read_while(0, 4096, true, append);
+        assert!(e.changed, "{e:?}");
+        assert_eq!(e.class, FailureClass::SourceVanished);
+        assert!(
+            e.message.contains("4096 bytes when opened, 4100 after"),
+            "{e}"
+        );
+        // A part of it, too.
+        assert!(read_while(100, 1000, false, append).changed);
+        let e = read_while(0, 4096, true, |p| {
+            // Past the file system's timestamp granularity (a clock tick).
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let w = fs::OpenOptions::new().write(true).open(p).unwrap();
+            w.write_all_at(b"bbbb", 2000).unwrap();
+        });
+        assert!(e.changed && e.message.contains("written to"), "{e:?}");
+    }
+
+    /// A file of another size than listed, or shorter than the part to read, is a changed
+    /// source (looked up again), not a short body retried in place.
+    #[tokio::test]
+    async fn a_file_of_another_size_than_listed_is_a_changed_source() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("k"), b"0123456789").unwrap();
+        let s = store(d.path());
+        let l = Limits::unlimited();
+        // Listed with 8 bytes, 10 now.
+        let e = s
+            .get("k", 0, 8, true, None, l.buffer(8).await)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            e.changed && e.message.contains("it had 8 when it was listed"),
+            "{e:?}"
+        );
+        // A part past its end (it shrank).
+        let e = s
+            .get("k", 8, 4, false, None, l.buffer(4).await)
+            .await
+            .err()
+            .unwrap();
+        assert!(e.changed, "{e:?}");
+        // As listed: read.
+        let b = s
+            .get("k", 0, 10, true, None, l.buffer(10).await)
+            .await
+            .unwrap();
+        assert_eq!(&b.bytes[..], b"0123456789");
+        let b = s
+            .get("k", 2, 3, false, None, l.buffer(3).await)
+            .await
+            .unwrap();
+        assert_eq!(&b.bytes[..], b"234");
+    }
+
+    /// The copier, given a listing entry of a file that changed since, copies the version
+    /// there is now and never reports the listed one as verified.
+    #[tokio::test]
+    async fn a_file_changed_since_it_was_listed_is_copied_as_it_is_now() {
+        use crate::copy::{Copied, Copier};
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("k"), b"first").unwrap();
+        let src = Arc::new(store(d.path()));
+        let (listed, _) = src.head("k").await.unwrap().unwrap();
+        fs::write(d.path().join("k"), b"second, longer").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let dst = Arc::new(store(out.path()));
+        let copier = Copier {
+            src: src.clone(),
+            dst: dst.clone(),
+            threshold: 64 << 20,
+            part_size: 16 << 20,
+            verify: ferry_core::VerifyMode::Checksum,
+            server: None,
+            limits: Arc::new(Limits::unlimited()),
+            retry: Default::default(),
+            uploads: Default::default(),
+            bytes_moved: Default::default(),
+        };
+        let got = copier.copy(&listed).await.unwrap();
+        let Copied::Done { checksum } = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(
+            checksum,
+            hex::encode(<md5::Md5 as md5::Digest>::digest(b"second, longer"))
+        );
+        assert_eq!(fs::read(out.path().join("k")).unwrap(), b"second, longer");
+    }
+
+    fn id(p: &Path) -> (u64, u64) {
+        let m = fs::metadata(p).unwrap();
+        (m.dev(), m.ino())
+    }
+
+    /// A written file, and the directory entries that name it (its directory, and the
+    /// directories created for it), are synced before the write is reported done.
+    #[tokio::test]
+    async fn writes_are_synced_before_they_are_done() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        s.put(
+            "new/dir/k",
+            Bytes::from_static(b"data"),
+            &ObjectMeta::default(),
+            None,
+        )
+        .await
+        .unwrap();
+        let synced = SYNCED.lock().unwrap().clone();
+        for p in ["new/dir/k", "new/dir", "new", ""] {
+            assert!(
+                synced.contains(&id(&d.path().join(p))),
+                "{p:?} was not synced"
+            );
+        }
+        // The multipart path too.
+        let up = s
+            .create_upload("m", &ObjectMeta::default(), 8)
+            .await
+            .unwrap();
+        s.upload_part(&up, 1, 0, Bytes::from_static(b"abcd"), None)
+            .await
+            .unwrap();
+        s.upload_part(&up, 2, 4, Bytes::from_static(b"efgh"), None)
+            .await
+            .unwrap();
+        s.complete_upload(&up, vec![], 8, &ObjectMeta::default())
+            .await
+            .unwrap();
+        assert_eq!(fs::read(d.path().join("m")).unwrap(), b"abcdefgh");
+        assert!(SYNCED.lock().unwrap().contains(&id(&d.path().join("m"))));
     }
 
     #[tokio::test]
