@@ -629,6 +629,16 @@ impl Sink for S3Store {
             .set_content_md5(md5.map(b64))
             .body(ByteStream::from(body));
         let op = with_headers!(req, meta, w).customize();
+        // The SDK gives a body without a Content-Type `application/octet-stream`; an object
+        // that has none keeps none (the server may still give it its own default, as moto
+        // does: `binary/octet-stream`).
+        let op = if meta.content_type.is_none() {
+            op.mutate_request(|r| {
+                r.headers_mut().remove("content-type");
+            })
+        } else {
+            op
+        };
         let op = if self.sign_body(md5) {
             op
         } else {
