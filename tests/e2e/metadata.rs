@@ -60,7 +60,6 @@ fn untyped() -> Vec<(String, Vec<u8>)> {
 /// than 5 MiB.
 async fn put_untyped(s3: &S3, bucket: &str, key: &str, body: Vec<u8>) {
     use aws_sdk_s3::primitives::ByteStream;
-    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
     if body.len() <= 5 * MI {
         s3.client
             .put_object()
@@ -74,49 +73,10 @@ async fn put_untyped(s3: &S3, bucket: &str, key: &str, body: Vec<u8>) {
             .send()
             .await
             .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
-        return;
+    } else {
+        // CreateMultipartUpload has no body: no Content-Type unless one is given.
+        s3.put_multipart(bucket, key, &body, 5 * MI).await;
     }
-    let c = &s3.client;
-    let up = c
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("create upload {bucket}/{key}: {e:?}"));
-    let id = up.upload_id().unwrap();
-    let mut parts = Vec::new();
-    for (i, chunk) in body.chunks(5 * MI).enumerate() {
-        let n = i as i32 + 1;
-        let p = c
-            .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(id)
-            .part_number(n)
-            .body(ByteStream::from(chunk.to_vec()))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("upload part {bucket}/{key}: {e:?}"));
-        parts.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .set_e_tag(p.e_tag().map(str::to_string))
-                .build(),
-        );
-    }
-    c.complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("complete {bucket}/{key}: {e:?}"));
 }
 
 fn normalized(mut m: Meta) -> Meta {
