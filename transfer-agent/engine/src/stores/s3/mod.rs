@@ -983,6 +983,36 @@ fn parse_http_date(s: &str) -> Option<aws_sdk_s3::primitives::DateTime> {
 mod tests {
     use super::*;
 
+    /// Issue 13, mode 2: the answers' encryption headers decide whether their ETag is an MD5.
+    #[test]
+    fn answers_say_whether_their_etag_is_an_md5() {
+        use aws_sdk_s3::operation::get_object::GetObjectOutput;
+        use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+        use aws_sdk_s3::operation::put_object::PutObjectOutput;
+        let get = |sse: Option<ServerSideEncryption>, c: Option<&str>| {
+            let out = GetObjectOutput::builder()
+                .set_server_side_encryption(sse)
+                .set_sse_customer_algorithm(c.map(str::to_string))
+                .build();
+            meta_of!(out, None).etag_not_md5
+        };
+        assert!(!get(None, None));
+        assert!(!get(Some(ServerSideEncryption::Aes256), None));
+        assert!(get(Some(ServerSideEncryption::AwsKms), None));
+        assert!(get(Some(ServerSideEncryption::AwsKmsDsse), None));
+        assert!(get(None, Some("AES256")));
+        let head = HeadObjectOutput::builder()
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .build();
+        assert!(meta_of!(head, None).etag_not_md5);
+        let put = PutObjectOutput::builder()
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .build();
+        assert!(!md5_etag_of!(put));
+        let put = PutObjectOutput::builder().build();
+        assert!(md5_etag_of!(put));
+    }
+
     #[test]
     fn reports_never_get_a_public_acl() {
         let data = |acl: &str| WriteOptions {
