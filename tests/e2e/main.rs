@@ -23,6 +23,7 @@ mod integrity;
 mod keys;
 mod layering;
 mod metadata;
+mod nemesis;
 mod operator_cluster;
 mod overwrite;
 mod progress;

@@ -6,8 +6,10 @@
 //!
 //! Exit codes: 0 when the shard is done (objects copied, skipped, vanished, or failed — object
 //! failures are in the progress record and the report, never in the exit code); 1 on a
-//! job-fatal error or an unusable plan; 128 + signal when stopped by SIGTERM/SIGINT (the
-//! checkpoint is saved and in-flight multipart uploads are aborted).
+//! job-fatal error or an unusable plan; 3 when the shard could not start for a passing reason or
+//! its final state could not be saved (the Job runs the index again, from the last checkpoint
+//! saved); 128 + signal when stopped by SIGTERM/SIGINT (the checkpoint is saved and in-flight
+//! multipart uploads are aborted).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -213,9 +215,16 @@ async fn run(args: Args) -> i32 {
                 _ => 0,
             }
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "shard could not start");
+        // Fatal: the plan or the job is wrong (the Job does not retry the index). Else a
+        // shard that could not start, or whose final state could not be saved: exit 3, which
+        // the Job retries (up to backoffLimitPerIndex), going on from the last checkpoint.
+        Ok(Err(e)) if e.fatal => {
+            tracing::error!(error = %e, "shard could not run");
             1
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "shard did not end where it can be seen; exiting to be run again");
+            3
         }
         Err(e) => {
             tracing::error!(error = %e, "shard crashed");

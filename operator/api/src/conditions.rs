@@ -100,6 +100,10 @@ pub enum Reason {
     Idle,
     /// A child's name is held by an object Ferry does not own.
     NameTaken,
+    /// The job's pods do not run (image pull, scheduling, quota, admission).
+    PodsNotRunning,
+    /// The agents ended, but some shard's final state was never saved.
+    StateNotSaved,
 }
 
 impl Reason {
@@ -141,6 +145,8 @@ impl Reason {
             Reason::Scheduled => "Scheduled",
             Reason::Idle => "Idle",
             Reason::NameTaken => "NameTaken",
+            Reason::PodsNotRunning => "PodsNotRunning",
+            Reason::StateNotSaved => "StateNotSaved",
         }
     }
 

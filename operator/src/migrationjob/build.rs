@@ -17,7 +17,8 @@ use ferry_k8s::names::{
     shard_prefix, AGENT_COMMAND, JOB_LABEL, PLAN_MOUNT, REQUEST_KEY,
 };
 use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
@@ -541,15 +542,28 @@ pub fn agent_job(
             backoff_limit_per_index: Some(3),
             suspend: Some(suspend),
             pod_failure_policy: Some(PodFailurePolicy {
-                rules: vec![PodFailurePolicyRule {
-                    action: "FailIndex".into(),
-                    on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                        container_name: Some("agent".into()),
-                        operator: "In".into(),
-                        values: vec![1],
-                    }),
-                    ..Default::default()
-                }],
+                rules: vec![
+                    // An eviction, a node drain or a preemption is not the agent's failure:
+                    // it does not count against the index's retries (the agent checkpointed
+                    // on SIGTERM and goes on from there).
+                    PodFailurePolicyRule {
+                        action: "Ignore".into(),
+                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                            type_: "DisruptionTarget".into(),
+                            status: "True".into(),
+                        }]),
+                        ..Default::default()
+                    },
+                    PodFailurePolicyRule {
+                        action: "FailIndex".into(),
+                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                            container_name: Some("agent".into()),
+                            operator: "In".into(),
+                            values: vec![1],
+                        }),
+                        ..Default::default()
+                    },
+                ],
             }),
             template: restricted_pod(&name, pods, container, volumes),
             ..Default::default()
@@ -599,6 +613,14 @@ mod tests {
             (Some(3), Some(3), Some(true))
         );
         assert_eq!(job.metadata.owner_references.as_ref().unwrap()[0].uid, "u1");
+        // Evictions and drains do not use up an index's retries; exit 1 fails the index.
+        let rules = &spec.pod_failure_policy.as_ref().unwrap().rules;
+        assert_eq!(rules[0].action, "Ignore");
+        assert_eq!(
+            rules[0].on_pod_conditions.as_ref().unwrap()[0].type_,
+            "DisruptionTarget"
+        );
+        assert_eq!(rules[1].action, "FailIndex");
         let pod = spec.template.spec.as_ref().unwrap();
         let env = pod.containers[0].env.as_ref().unwrap();
         let key = env

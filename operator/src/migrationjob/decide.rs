@@ -120,6 +120,13 @@ pub struct AgentJob {
     pub failed: bool,
     #[serde(default)]
     pub failed_message: Option<String>,
+    /// Why its pods do not run, when they do not (an image that cannot be pulled, pods that
+    /// cannot be scheduled or created: quota, admission).
+    #[serde(default)]
+    pub pods_problem: Option<String>,
+    /// When the Job reported all its indexes done (Complete), RFC 3339.
+    #[serde(default)]
+    pub completed_at: Option<String>,
 }
 
 /// One thing to do.
@@ -607,6 +614,35 @@ impl<'a> Pass<'a> {
                     job.failed_message.clone().unwrap_or_default()
                 );
             }
+            // Every agent exited 0, yet a shard's final record is missing or not final (its
+            // ConfigMap deleted or emptied): waiting would never end. Given time for the
+            // records to reach the cache first.
+            let settled = job.completed_at.as_deref().is_some_and(|at| {
+                seconds_between(at, &self.obs.now).is_some_and(|s| s >= WAIT.as_secs() as i64)
+            });
+            if settled && !phase.is_terminal() {
+                let unsaved: Vec<String> = (0..expected)
+                    .filter(|&i| {
+                        !self.obs.shards.get(i).cloned().flatten().is_some_and(|s| {
+                            matches!(
+                                s.state,
+                                ShardState::Completed | ShardState::Failed | ShardState::Cancelled
+                            )
+                        })
+                    })
+                    .map(|i| i.to_string())
+                    .collect();
+                if !unsaved.is_empty() {
+                    phase = Phase::Failed;
+                    message = format!(
+                        "the agents ended, but shards {} saved no final state (their progress \
+                         ConfigMaps were deleted or could not be written); retry the job to run \
+                         them again",
+                        unsaved.join(", ")
+                    );
+                    self.event(true, Reason::StateNotSaved, message.clone());
+                }
+            }
         }
         if !phase.is_terminal() {
             phase = if spec.suspend {
@@ -642,20 +678,38 @@ impl<'a> Pass<'a> {
             message = format!("{copying} of {expected} shards copying");
         }
         let failed = self.d.status.progress.counters.objects_failed;
+        let pods = self.obs.job.as_ref().and_then(|j| j.pods_problem.clone());
         let mut c = self.conditions();
         c.set(Ready, false, reason, &message);
         c.set(Progressing, phase == Phase::Running, reason, &message);
-        let why = if failed > 0 {
-            Reason::ObjectsFailed
-        } else {
-            Reason::NoFailures
-        };
-        c.set(
-            Degraded,
-            failed > 0,
-            why,
-            &format!("{failed} objects failed so far"),
-        );
+        match &pods {
+            // The agents cannot run: said as it is, with the pods' own reason.
+            Some(problem) => c.set(Degraded, true, Reason::PodsNotRunning, problem),
+            None => {
+                let why = if failed > 0 {
+                    Reason::ObjectsFailed
+                } else {
+                    Reason::NoFailures
+                };
+                c.set(
+                    Degraded,
+                    failed > 0,
+                    why,
+                    &format!("{failed} objects failed so far"),
+                )
+            }
+        }
+        let was = self
+            .prev
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .map(|c| c.message.clone());
+        if let Some(problem) = &pods {
+            if was.as_deref() != Some(problem.as_str()) {
+                self.event(true, Reason::PodsNotRunning, problem.clone());
+            }
+        }
         self.transition(phase, reason, &message);
     }
 
@@ -1138,6 +1192,76 @@ mod tests {
         f.observed.retry_token = Some("from-git".into());
         let d = decide(&f.job, &f.observed);
         assert_eq!(d.status.last_retry_token.as_deref(), Some("from-git"));
+    }
+
+    /// Pods that cannot run (an image that cannot be pulled, a quota) are a Degraded
+    /// condition with the pods' own reason and one Warning, while the job stays Running.
+    #[test]
+    fn pods_that_cannot_run_are_said() {
+        let mut f = load("running");
+        let problem =
+            "pod photos-agents-0-x1: ImagePullBackOff: Back-off pulling image \"ferry/ferry:9\"";
+        f.observed.job.as_mut().unwrap().pods_problem = Some(problem.into());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Running));
+        let c = cond(&d, Degraded);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "PodsNotRunning")
+        );
+        assert!(c.message.contains("ImagePullBackOff"));
+        assert!(d.steps.iter().any(|a| matches!(
+            a,
+            Step::Event {
+                warning: true,
+                reason: Reason::PodsNotRunning,
+                ..
+            }
+        )));
+        // Said once: the same problem on the next pass makes no second Event.
+        let mut f2 = f;
+        f2.job.status = Some(d.status.clone());
+        let d2 = decide(&f2.job, &f2.observed);
+        assert!(!d2.steps.iter().any(|a| matches!(
+            a,
+            Step::Event {
+                reason: Reason::PodsNotRunning,
+                ..
+            }
+        )));
+    }
+
+    /// The agents' Job completed, yet a shard's record is not final (its ConfigMap deleted or
+    /// emptied): not Running for ever, but Failed, once the records had time to arrive.
+    #[test]
+    fn agents_done_without_final_records_fail_the_job() {
+        let mut f = load("running");
+        f.observed.job.as_mut().unwrap().completed_at = Some("2026-11-22T10:04:50Z".into());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(
+            d.status.phase,
+            Some(Phase::Running),
+            "10 s: the records may lag"
+        );
+        f.observed.job.as_mut().unwrap().completed_at = Some("2026-11-22T10:04:00Z".into());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+        assert!(
+            d.status
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("shards 0, 1 saved no final state"),
+            "{:?}",
+            d.status.message
+        );
+        assert!(d.steps.iter().any(|a| matches!(
+            a,
+            Step::Event {
+                reason: Reason::StateNotSaved,
+                ..
+            }
+        )));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use ferry_api::{
     validate, DeletesState, JobPlan, MigrationJob, ShardProgress, Stage, ValidatedSpec,
     APPROVE_DELETES_ANNOTATION,
 };
-use ferry_k8s::names::{job_name, plan_name, planner_name, shard_name, PLAN_KEY};
+use ferry_k8s::names::{job_name, plan_name, planner_name, shard_name, JOB_LABEL, PLAN_KEY};
 use ferry_k8s::plan_configmap::{digest, outcome_of};
 use ferry_k8s::progress_configmap::record_of;
 use k8s_openapi::api::batch::v1::Job;
@@ -168,7 +168,13 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         name_taken,
         plan_ready: current.is_some(),
         planning,
-        job: agents.as_ref().map(agent_job),
+        job: match &agents {
+            Some(j) => Some(AgentJob {
+                pods_problem: pods_problem(ctx, &ns, &name, j).await?,
+                ..agent_job(j)
+            }),
+            None => None,
+        },
         shards,
         running_elsewhere: ctx.admission.running_besides(&key),
         max_running: ctx.args.max_running,
@@ -300,9 +306,103 @@ fn agent_job(j: &Job) -> AgentJob {
             cs.iter()
                 .find(|c| c.type_ == "Failed" && c.status == "True")
         });
+    let completed_at = j
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.type_ == "Complete" && c.status == "True")
+        })
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0.to_string());
     AgentJob {
         suspended,
         failed: failed.is_some(),
         failed_message: failed.and_then(|c| c.message.clone()),
+        pods_problem: None,
+        completed_at,
     }
+}
+
+/// The container waiting reasons that mean a pod will not run by itself.
+const STUCK: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Why the pods of the agents' Job `j` do not run, if they do not: a container that cannot
+/// start (its image, its Secret reference), a pod that cannot be scheduled, or pods the Job
+/// controller could not create (quota, admission: its FailedCreate Events).
+async fn pods_problem(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    j: &Job,
+) -> Result<Option<String>, Error> {
+    let st = j.status.clone().unwrap_or_default();
+    let ended = st
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+    let suspended = j.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
+    if ended || suspended || st.ready.unwrap_or(0) > 0 {
+        return Ok(None);
+    }
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let lp = kube::api::ListParams::default().labels(&format!("{JOB_LABEL}={name}"));
+    for pod in pods.list(&lp).await?.items {
+        let pst = pod.status.unwrap_or_default();
+        for cs in pst.container_statuses.iter().flatten() {
+            if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+                let reason = w.reason.clone().unwrap_or_default();
+                if STUCK.contains(&reason.as_str()) {
+                    return Ok(Some(format!(
+                        "pod {}: {reason}: {}",
+                        pod.metadata.name.unwrap_or_default(),
+                        w.message.clone().unwrap_or_default()
+                    )));
+                }
+            }
+        }
+        for c in pst.conditions.iter().flatten() {
+            if c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+            {
+                return Ok(Some(format!(
+                    "pod {}: cannot be scheduled: {}",
+                    pod.metadata.name.unwrap_or_default(),
+                    c.message.clone().unwrap_or_default()
+                )));
+            }
+        }
+    }
+    if st.active.unwrap_or(0) == 0 {
+        // No pod exists: the Job controller's FailedCreate Events say why (a quota, an
+        // admission policy such as Pod Security).
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(ctx.client.clone(), ns);
+        let lp = kube::api::ListParams::default().fields(&format!(
+            "involvedObject.kind=Job,involvedObject.name={},reason=FailedCreate",
+            job_name(name)
+        ));
+        let latest = events
+            .list(&lp)
+            .await?
+            .items
+            .into_iter()
+            .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
+        if let Some(e) = latest {
+            return Ok(Some(format!(
+                "the agents' pods cannot be created: {}",
+                e.message.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(None)
 }

@@ -223,6 +223,7 @@ impl Local {
                 suspended: t.suspended,
                 failed: failure.is_some(),
                 failed_message: failure.cloned(),
+                ..Default::default()
             }
         });
         let shards = match (&self.tasks, &current) {

@@ -99,8 +99,20 @@ pub async fn run_shard(inp: ShardInputs) -> Result<ShardProgress, TransferError>
         live: inp.live,
         stop: inp.stop,
         checkpoint_every: inp.checkpoint_every,
+        unsaved: Default::default(),
     };
-    Ok(run.run().await)
+    let unsaved = run.unsaved.clone();
+    let record = run.run().await;
+    // A run whose last save failed (an API outage at the very end, its progress object gone
+    // or too large) has not ended where anyone can see: it is an error, to be run again (it
+    // goes on from the last checkpoint that was saved).
+    if let Some(why) = unsaved.lock().unwrap().take() {
+        return Err(TransferError::new(
+            FailureClass::Network,
+            format!("the shard's final state could not be saved ({why}); run it again"),
+        ));
+    }
+    Ok(record)
 }
 
 /// The keys (relative to the source, sorted, distinct) that a shard's failure report in

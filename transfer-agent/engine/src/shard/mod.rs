@@ -51,6 +51,9 @@ pub struct ShardRun {
     pub stop: watch::Receiver<bool>,
     /// How often the checkpoint is saved.
     pub checkpoint_every: Duration,
+    /// Why the last save (report segment, then progress record) failed; None once one
+    /// succeeds. A run that ends with one is not over: its final state is not saved.
+    pub unsaved: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl ShardRun {
@@ -137,6 +140,7 @@ impl ShardRun {
         if let Some(r) = rec.report.as_mut() {
             if let Err(e) = r.flush().await {
                 tracing::warn!(error = %e, "could not write the report segment; keeping the old checkpoint");
+                *self.unsaved.lock().unwrap() = Some(format!("the report segment: {e}"));
                 return;
             }
             rec.cp.report_segment = r.segment;
@@ -234,9 +238,11 @@ impl ShardRun {
     }
 
     async fn save(&self, rec: &ShardProgress) {
-        if let Err(e) = self.progress.save(rec).await {
+        let res = self.progress.save(rec).await;
+        if let Err(e) = &res {
             tracing::warn!(error = %e, "could not save the progress record");
         }
+        *self.unsaved.lock().unwrap() = res.err().map(|e| format!("the progress record: {e}"));
     }
 }
 

@@ -125,6 +125,7 @@ impl Harness {
             live,
             stop,
             checkpoint_every: Duration::from_millis(500),
+            unsaved: Default::default(),
         };
         (run, live_rx, stop_tx)
     }
@@ -376,4 +377,42 @@ async fn a_dry_run_counts_the_candidates_and_deletes_nothing() {
     let rec = run.run().await;
     assert_eq!(rec.counters.objects_to_delete, 1);
     assert!(h.dst.bytes("gone").is_some());
+}
+
+/// A progress store that is gone (an API outage at the end, a deleted ConfigMap).
+struct Gone;
+
+impl ProgressStore for Gone {
+    fn load(&self) -> BoxFuture<'_, Result<Option<ShardProgress>, String>> {
+        Box::pin(async move { Ok(None) })
+    }
+    fn save<'a>(&'a self, _: &'a ShardProgress) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { Err("ConfigMap x-shard-0: not found".to_string()) })
+    }
+}
+
+/// A shard whose final record cannot be saved has not ended for anyone watching: the run
+/// says so (the agent exits to be run again) instead of ending quietly.
+#[tokio::test]
+async fn a_final_state_that_cannot_be_saved_is_not_an_end() {
+    let h = Harness::new(20);
+    let (mut run, _live, _stop) = h.shard(plan(4));
+    run.progress = Arc::new(Gone);
+    let unsaved = run.unsaved.clone();
+    let rec = run.run().await;
+    assert_eq!(
+        rec.state,
+        ShardState::Completed,
+        "the copy itself went through"
+    );
+    let why = unsaved.lock().unwrap().clone();
+    assert!(
+        why.as_deref().is_some_and(|w| w.contains("not found")),
+        "{why:?}"
+    );
+    // A store that works again clears it.
+    let (run, _live, _stop) = h.shard(plan(4));
+    let unsaved = run.unsaved.clone();
+    run.run().await;
+    assert_eq!(*unsaved.lock().unwrap(), None);
 }
