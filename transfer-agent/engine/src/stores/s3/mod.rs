@@ -151,6 +151,10 @@ pub struct S3Store {
     page_size: i32,
     /// Leave Ferry's own `.ferry/` folder out of listings.
     hide_ferry: bool,
+    /// The bucket encrypts new objects with SSE-KMS (or DSSE-KMS) by default, as its
+    /// encryption configuration said when the store was opened: the ETags of its listings are
+    /// then not taken for MD5s (a listing does not say how each object is encrypted).
+    kms_default: bool,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -246,7 +250,7 @@ impl S3Store {
             kms_key_id: w.kms_key_id.clone(),
             acl: w.canned_acl.as_deref().map(ObjectCannedAcl::from),
         };
-        Ok(S3Store {
+        let mut store = S3Store {
             client: Client::from_conf(b.build()),
             bucket: cfg.bucket.clone(),
             prefix: cfg.prefix.clone(),
@@ -265,7 +269,33 @@ impl S3Store {
             retry,
             page_size: 1000,
             hide_ferry: true,
-        })
+            kms_default: false,
+        };
+        store.kms_default = store.bucket_encrypts_with_kms().await;
+        Ok(store)
+    }
+
+    /// Whether the bucket's default encryption is SSE-KMS or DSSE-KMS
+    /// (GetBucketEncryption). Best effort, one try of a few seconds: no answer (no such
+    /// configuration, not allowed, not implemented, anonymous) is no.
+    async fn bucket_encrypts_with_kms(&self) -> bool {
+        if self.identity == Identity::Anonymous {
+            return false;
+        }
+        let req = self
+            .client
+            .get_bucket_encryption()
+            .bucket(&self.bucket)
+            .send();
+        let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(3), req).await else {
+            return false;
+        };
+        out.server_side_encryption_configuration()
+            .map(|c| c.rules())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r.apply_server_side_encryption_by_default())
+            .any(|d| !etag_is_md5(Some(d.sse_algorithm().as_str()), None))
     }
 
     /// Whether `other` is the same service (endpoint and region) and signs as the same
@@ -283,9 +313,11 @@ impl S3Store {
         format!("{}{}", self.prefix, key)
     }
 
-    /// Whether the destination's ETags are MD5s of the bytes (not with SSE-KMS).
+    /// Whether the destination's ETags are MD5s of the bytes: not with SSE-KMS, asked for
+    /// by the spec or the bucket's default ([`etag_is_md5`] decides per object where an
+    /// answer says how it is encrypted; a listing does not).
     fn etags_are_md5(&self) -> bool {
-        !matches!(self.write.sse, Some(ServerSideEncryption::AwsKms))
+        !self.kms_default && !matches!(self.write.sse, Some(ServerSideEncryption::AwsKms))
     }
 
     /// Whether a body must be signed (its SHA-256 in the SigV4 signature). Not when the
@@ -409,7 +441,7 @@ impl Source for S3Store {
 
     fn caps(&self) -> SourceCaps {
         SourceCaps {
-            md5_etags: true,
+            md5_etags: !self.kms_default,
             ranged_reads: true,
         }
     }
