@@ -1,6 +1,8 @@
 //! The progress store of an agent in a cluster: the ConfigMap the operator pre-created for
 //! its shard (`<job>-shard-<i>`, key `progress.json`). The agent may only get, update and
-//! patch exactly that object.
+//! patch exactly that object. Writes are made on the version last read or written
+//! (optimistic concurrency): a second agent of the same shard (a pod thought dead that is
+//! not) never overwrites a newer checkpoint; its write fails instead.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,8 @@ use crate::names::PROGRESS_KEY;
 pub struct ConfigMapProgressStore {
     api: Api<ConfigMap>,
     name: String,
+    /// The resourceVersion last read or written by this agent.
+    version: std::sync::Mutex<Option<String>>,
 }
 
 impl ConfigMapProgressStore {
@@ -29,6 +33,7 @@ impl ConfigMapProgressStore {
         ConfigMapProgressStore {
             api: Api::namespaced(client, namespace),
             name,
+            version: Default::default(),
         }
     }
 }
@@ -36,11 +41,23 @@ impl ConfigMapProgressStore {
 impl ProgressStore for ConfigMapProgressStore {
     fn load(&self) -> BoxFuture<'_, Result<Option<ShardProgress>, String>> {
         Box::pin(async move {
-            let cm = self
-                .api
-                .get(&self.name)
-                .await
-                .map_err(|e| format!("ConfigMap {}: {e}", self.name))?;
+            // A passing API error is tried again: reading nothing would mean starting over.
+            let mut tries = 0;
+            let cm = loop {
+                match self.api.get(&self.name).await {
+                    Ok(cm) => break cm,
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => {
+                        return Err(format!("ConfigMap {}: {}", self.name, e.message));
+                    }
+                    Err(e) if tries < 5 => {
+                        tries += 1;
+                        tracing::warn!(error = %e, tries, "reading the progress record; trying again");
+                        tokio::time::sleep(std::time::Duration::from_millis(500 << tries)).await;
+                    }
+                    Err(e) => return Err(format!("ConfigMap {}: {e}", self.name)),
+                }
+            };
+            *self.version.lock().unwrap() = cm.metadata.resource_version.clone();
             match cm.data.and_then(|d| d.get(PROGRESS_KEY).cloned()) {
                 None => Ok(None),
                 Some(j) => serde_json::from_str(&j)
@@ -53,12 +70,27 @@ impl ProgressStore for ConfigMapProgressStore {
     fn save<'a>(&'a self, p: &'a ShardProgress) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let json = serde_json::to_string(p).expect("serializes");
-            let patch = serde_json::json!({ "data": BTreeMap::from([(PROGRESS_KEY, json)]) });
-            self.api
+            let version = self.version.lock().unwrap().clone();
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": version},
+                "data": BTreeMap::from([(PROGRESS_KEY, json)])
+            });
+            match self
+                .api
                 .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map(|_| ())
-                .map_err(|e| format!("ConfigMap {}: {e}", self.name))
+            {
+                Ok(cm) => {
+                    *self.version.lock().unwrap() = cm.metadata.resource_version;
+                    Ok(())
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => Err(format!(
+                    "ConfigMap {}: written by another agent of this shard since this one read \
+                     it; not overwriting its newer record",
+                    self.name
+                )),
+                Err(e) => Err(format!("ConfigMap {}: {e}", self.name)),
+            }
         })
     }
 }

@@ -60,7 +60,15 @@ fn truncated(key: &str) -> &str {
 }
 
 /// Reservoir-samples the source listing: memory stays at `k` keys whatever the bucket size.
-pub async fn sample_keys(src: &dyn Source, k: usize) -> Result<Vec<String>, TransferError> {
+/// The draw is seeded with `seed`, so the same listing always gives the same sample (a plan
+/// made again for the same job and spec cuts the same ranges).
+pub async fn sample_keys(
+    src: &dyn Source,
+    k: usize,
+    seed: u64,
+) -> Result<Vec<String>, TransferError> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut listing = src.list(None, None);
     let mut sample: Vec<String> = Vec::with_capacity(k);
     let mut seen = 0usize;
@@ -70,7 +78,7 @@ pub async fn sample_keys(src: &dyn Source, k: usize) -> Result<Vec<String>, Tran
         if sample.len() < k {
             sample.push(key);
         } else {
-            let j = rand::random_range(0..seen);
+            let j = rng.random_range(0..seen);
             if j < k {
                 sample[j] = key;
             }
@@ -80,9 +88,20 @@ pub async fn sample_keys(src: &dyn Source, k: usize) -> Result<Vec<String>, Tran
     Ok(sample)
 }
 
+/// A stable seed from `text` (FNV-1a): the job's uid and spec hash.
+pub fn seed_of(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// The shard ranges of `shards` shards: listing (sampling) the source only when there is
-/// more than one.
-pub async fn shard_ranges(src: &dyn Source, shards: u32) -> Result<Vec<ShardRange>, TransferError> {
+/// more than one; the same listing and `seed` give the same ranges.
+pub async fn shard_ranges(
+    src: &dyn Source,
+    shards: u32,
+    seed: u64,
+) -> Result<Vec<ShardRange>, TransferError> {
     if shards <= 1 {
         return Ok(vec![ShardRange {
             index: 0,
@@ -90,7 +109,7 @@ pub async fn shard_ranges(src: &dyn Source, shards: u32) -> Result<Vec<ShardRang
             until: None,
         }]);
     }
-    let sample = sample_keys(src, SAMPLES_PER_SHARD * shards as usize).await?;
+    let sample = sample_keys(src, SAMPLES_PER_SHARD * shards as usize, seed).await?;
     Ok(ranges_from_sample(&sample, shards))
 }
 
@@ -205,7 +224,8 @@ pub async fn answer(
         )
         .await?
         .source();
-        shard_ranges(src.as_ref(), req.shards).await
+        let seed = seed_of(&format!("{}/{}", req.plan.uid, req.plan.spec_hash));
+        shard_ranges(src.as_ref(), req.shards, seed).await
     };
     match ranges.await {
         Ok(shards) => {
@@ -274,5 +294,23 @@ mod tests {
         for k in all.iter().step_by(7) {
             assert_eq!(ranges.iter().filter(|r| r.contains(k)).count(), 1, "{k}");
         }
+    }
+
+    /// A plan made again for the same job and spec (a lost plan, a second leader) cuts the
+    /// same ranges from the same listing: no key moves to another shard's checkpoint.
+    #[tokio::test]
+    async fn the_same_seed_cuts_the_same_ranges() {
+        let store = crate::stores::MemoryStore::default();
+        for i in 0..5_000 {
+            store.insert(&format!("k/{i:05}"), vec![0]);
+        }
+        let seed = seed_of("uid-1/hash-1");
+        let a = shard_ranges(&store, 8, seed).await.unwrap();
+        let b = shard_ranges(&store, 8, seed).await.unwrap();
+        assert_eq!(a, b);
+        let other = shard_ranges(&store, 8, seed_of("uid-2/hash-1"))
+            .await
+            .unwrap();
+        assert_ne!(a, other, "another job draws another sample");
     }
 }

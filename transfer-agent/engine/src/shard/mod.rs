@@ -64,7 +64,18 @@ impl ShardRun {
     /// Runs the shard to its end (completed, failed, paused or cancelled) and returns the
     /// final progress record, which is also saved.
     pub async fn run(self) -> ShardProgress {
-        let (mut record, resumed_since) = self.load().await;
+        let (mut record, resumed_since) = match self.load().await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // Not "start over": that would write the report from its first segment again,
+                // over what an earlier run wrote. The run is not over (see `unsaved`).
+                tracing::warn!(error = %e, "the progress record could not be read");
+                *self.unsaved.lock().unwrap() = Some(format!("reading the progress record: {e}"));
+                let mut record = ShardProgress::new_for(&self.plan, self.index);
+                record.state = ShardState::Paused;
+                return record;
+            }
+        };
         if matches!(record.state, ShardState::Completed | ShardState::Cancelled) {
             self.live.send_replace(record.clone());
             return record;
@@ -166,15 +177,10 @@ impl ShardRun {
 
     /// Loads the shard's record, cleans up what an earlier run left (multipart uploads), and
     /// returns the record to go on from (a fresh one when there is none for this plan) with,
-    /// when resuming, the time the first attempt started (Unix seconds).
-    async fn load(&self) -> (ShardProgress, Option<i64>) {
-        let loaded = match self.progress.load().await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "the progress record could not be read; starting over");
-                None
-            }
-        };
+    /// when resuming, the time the first attempt started (Unix seconds); or why the record
+    /// could not be read.
+    async fn load(&self) -> Result<(ShardProgress, Option<i64>), String> {
+        let loaded = self.progress.load().await?;
         // Uploads recorded by an earlier run were left behind by a kill: abort them.
         if let Some(old) = &loaded {
             for u in &old.checkpoint.uploads {
@@ -209,7 +215,7 @@ impl ShardRun {
             record.started_at = Some(chrono::Utc::now().to_rfc3339());
         }
         record.checkpoint.uploads.clear();
-        (record, resumed_since)
+        Ok((record, resumed_since))
     }
 
     /// Aborts multipart uploads left in the shard's range of the destination by a run that

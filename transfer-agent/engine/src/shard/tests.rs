@@ -416,3 +416,35 @@ async fn a_final_state_that_cannot_be_saved_is_not_an_end() {
     run.run().await;
     assert_eq!(*unsaved.lock().unwrap(), None);
 }
+
+/// A progress store that cannot be read (an API outage at agent start).
+struct Unreadable;
+
+impl ProgressStore for Unreadable {
+    fn load(&self) -> BoxFuture<'_, Result<Option<ShardProgress>, String>> {
+        Box::pin(async move { Err("ConfigMap x-shard-0: connection refused".to_string()) })
+    }
+    fn save<'a>(&'a self, _: &'a ShardProgress) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { Ok(()) })
+    }
+}
+
+/// A record that cannot be read is not "start over" (which would write the report from its
+/// first segment again, over an earlier run's): nothing is copied or written, and the run
+/// says it is not over.
+#[tokio::test]
+async fn an_unreadable_record_starts_nothing_over() {
+    let h = Harness::new(10);
+    let (mut run, _live, _stop) = h.shard(plan(4));
+    run.progress = Arc::new(Unreadable);
+    let unsaved = run.unsaved.clone();
+    let rec = run.run().await;
+    assert_eq!(rec.state, ShardState::Paused);
+    assert!(data_keys(&h.dst).is_empty(), "nothing copied");
+    assert!(h.dst.keys().is_empty(), "no report written");
+    assert!(unsaved
+        .lock()
+        .unwrap()
+        .as_deref()
+        .is_some_and(|w| w.contains("connection refused")));
+}
