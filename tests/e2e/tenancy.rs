@@ -571,7 +571,8 @@ async fn redirect_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
     let counted = hits.clone();
     let trap = serve(move |_: &str| {
         counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 19\r\n\r\nami-id\ninstance-id\n".to_string()
+        "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 19\r\n\r\nami-id\ninstance-id\n"
+            .to_string()
     })
     .await;
     let endpoint = serve(move |_: &str| {
