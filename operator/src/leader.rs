@@ -1,9 +1,14 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease, so two operator replicas never act
-//! at once: a replica acts only while it holds an unexpired Lease, renews it every few
-//! seconds, and stops when a renewal fails. Writes carry the resourceVersion they read, so
-//! two replicas racing for an expired Lease cannot both win (the loser gets 409 Conflict).
+//! at once, the way client-go does it: a replica acts only while it holds the Lease, renews it
+//! every few seconds, and stops once it has not renewed it for RENEW_DEADLINE (shorter than
+//! the Lease's duration, whatever a renewal request does: one that hangs is given up). A
+//! standby takes the Lease only when it has seen the same Lease record, unchanged, for the
+//! Lease's whole duration on its own clock: no remote timestamp is compared with a local
+//! clock. Writes carry the resourceVersion they read, so two replicas racing for an expired
+//! Lease cannot both win (the loser gets 409 Conflict).
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease as K8sLease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -13,26 +18,31 @@ use kube::{Api, Client};
 
 const DURATION_SECS: i32 = 15;
 const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// The leader stops acting when it has not renewed the Lease for this long: before any
+/// standby (which waits the whole duration) can take it.
+const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Lease {
     api: Api<K8sLease>,
     name: String,
     identity: String,
+    /// The Lease record last seen (its resourceVersion) and when this replica first saw it.
+    observed: Arc<Mutex<Option<(String, Instant)>>>,
 }
 
-/// Whether a Lease held by `holder`, renewed at `renewed`, may be taken by `me` at `now`.
+/// Whether a Lease held by `holder` may be taken by `me`, when its record has been seen
+/// unchanged for `unchanged_for` on this replica's clock.
 pub fn may_take(
     holder: Option<&str>,
-    renewed: Option<Timestamp>,
+    unchanged_for: Duration,
     duration_secs: i32,
     me: &str,
-    now: Timestamp,
 ) -> bool {
     match holder {
         None | Some("") => true,
         Some(h) if h == me => true,
-        Some(_) => renewed.is_none_or(|r| r.as_second() + (duration_secs as i64) < now.as_second()),
+        Some(_) => unchanged_for > Duration::from_secs(duration_secs.max(1) as u64),
     }
 }
 
@@ -44,6 +54,7 @@ impl Lease {
             api: Api::namespaced(client, ns),
             name: name.to_string(),
             identity: identity.to_string(),
+            observed: Default::default(),
         }
     }
 
@@ -55,6 +66,18 @@ impl Lease {
             acquire_time: Some(acquired.unwrap_or_else(|| now.clone())),
             renew_time: Some(now),
             ..Default::default()
+        }
+    }
+
+    /// How long this replica has seen the Lease record at `version` (its own clock).
+    fn unchanged_for(&self, version: String) -> Duration {
+        let mut observed = self.observed.lock().unwrap();
+        match observed.as_ref() {
+            Some((v, since)) if *v == version => since.elapsed(),
+            _ => {
+                *observed = Some((version, Instant::now()));
+                Duration::ZERO
+            }
         }
     }
 
@@ -78,13 +101,18 @@ impl Lease {
             Some(mut current) => {
                 let spec = current.spec.clone().unwrap_or_default();
                 let holder = spec.holder_identity.as_deref();
-                let renewed = spec.renew_time.as_ref().map(|t| t.0);
+                let unchanged_for = self.unchanged_for(
+                    current
+                        .metadata
+                        .resource_version
+                        .clone()
+                        .unwrap_or_default(),
+                );
                 if !may_take(
                     holder,
-                    renewed,
+                    unchanged_for,
                     spec.lease_duration_seconds.unwrap_or(DURATION_SECS),
                     &self.identity,
-                    Timestamp::now(),
                 ) {
                     return Ok(false);
                 }
@@ -118,16 +146,30 @@ impl Lease {
         }
     }
 
-    /// Renews the Lease until a renewal fails; returns then (the caller must stop acting).
+    /// Renews the Lease; returns (the caller must stop acting) once another replica holds it,
+    /// or once it has not been renewed for RENEW_DEADLINE: a renewal that fails is tried again
+    /// until then, and one that hangs is given up at the deadline.
     pub async fn keep(self) {
+        let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
-            match self.try_acquire().await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not renew the leader Lease");
+            loop {
+                let left = RENEW_DEADLINE.saturating_sub(renewed.elapsed());
+                if left.is_zero() {
+                    tracing::warn!("the leader Lease was not renewed in time; stopping");
                     return;
+                }
+                match tokio::time::timeout(left, self.try_acquire()).await {
+                    Ok(Ok(true)) => {
+                        renewed = Instant::now();
+                        break;
+                    }
+                    Ok(Ok(false)) => return,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "could not renew the leader Lease; trying again");
+                        tokio::time::sleep(Duration::from_secs(1).min(left)).await;
+                    }
+                    Err(_) => {} // hung until the deadline: checked at the top
                 }
             }
         }
@@ -155,14 +197,19 @@ impl Lease {
 mod tests {
     use super::*;
 
+    /// Another replica's Lease is taken only once seen unchanged for its whole duration on
+    /// this replica's own clock (no remote timestamp against the local clock).
     #[test]
     fn a_live_lease_of_another_replica_is_not_taken() {
-        let now = Timestamp::from_second(1_000).unwrap();
-        let fresh = Some(Timestamp::from_second(990).unwrap());
-        let stale = Some(Timestamp::from_second(980).unwrap());
-        assert!(!may_take(Some("b"), fresh, 15, "a", now));
-        assert!(may_take(Some("b"), stale, 15, "a", now));
-        assert!(may_take(Some("a"), fresh, 15, "a", now));
-        assert!(may_take(None, fresh, 15, "a", now));
+        let s = Duration::from_secs;
+        assert!(!may_take(Some("b"), s(10), 15, "a"));
+        assert!(!may_take(Some("b"), s(15), 15, "a"));
+        assert!(may_take(Some("b"), s(16), 15, "a"));
+        assert!(may_take(Some("a"), s(0), 15, "a"));
+        assert!(may_take(None, s(0), 15, "a"));
+        assert!(
+            RENEW_DEADLINE < s(DURATION_SECS as u64),
+            "the leader stops first"
+        );
     }
 }

@@ -138,3 +138,78 @@ async fn pods_that_cannot_be_created_are_said() {
     );
     c.finish().await;
 }
+
+/// A leader paused (SIGSTOP: a stalled node, a long pause) loses the Lease to the standby,
+/// which takes it only after seeing it unchanged for its whole duration; woken (SIGCONT), the
+/// old leader stops acting at once instead of going on as a second leader. The job completes
+/// with one agents' Job.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_leader_stops_when_it_wakes() {
+    let Some(b) = backend() else { return };
+    let mut c = Cluster::start(b, "pausedleader").await;
+    c.start_controller("standby", &[]);
+    let (_s3, src, dst, objects) = buckets(200).await;
+    c.apply(secret_yaml("creds")).await.unwrap();
+    c.apply(job_yaml(
+        "paused",
+        &src,
+        &dst,
+        "creds",
+        json!({"requestsPerSecond": 10}),
+    ))
+    .await
+    .unwrap();
+    c.wait_for("paused", "Running", Duration::from_secs(60), |mj| {
+        phase(mj) == Some(ferry_api::Phase::Running)
+    })
+    .await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = c.api();
+    let holder = |l: k8s_openapi::api::coordination::v1::Lease| {
+        l.spec.and_then(|s| s.holder_identity).unwrap_or_default()
+    };
+    assert_eq!(holder(leases.get("ferry-controller").await.unwrap()), "e2e");
+    c.signal_controller("e2e", "STOP");
+    let paused = Instant::now();
+    while holder(leases.get("ferry-controller").await.unwrap()) != "standby" {
+        assert!(
+            paused.elapsed() < Duration::from_secs(60),
+            "the standby never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The standby counts the Lease's 15 s from when it first saw the last renewal, which
+    // was at most one renewal period (5 s) before the pause.
+    let took_over = paused.elapsed();
+    assert!(
+        took_over >= Duration::from_secs(10),
+        "taken after {took_over:?}: before the Lease's duration"
+    );
+    c.signal_controller("e2e", "CONT");
+    let woke = Instant::now();
+    let exit = loop {
+        if let Some(st) = c.controller_exit("e2e") {
+            break st;
+        }
+        assert!(
+            woke.elapsed() < Duration::from_secs(15),
+            "the old leader goes on after waking"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "standby took over after {took_over:?}; the woken leader exited after {:?} ({exit})",
+        woke.elapsed()
+    );
+    let mj = c
+        .wait_for("paused", "Completed", Duration::from_secs(120), |mj| {
+            phase(mj) == Some(ferry_api::Phase::Completed)
+        })
+        .await;
+    assert_eq!(
+        mj.status.unwrap().progress.counters.objects_copied,
+        objects.len() as u64
+    );
+    assert_eq!(c.agents.jobs_created().len(), 1, "one agents' Job");
+    eprintln!("FIGURE nemesis_paused_leader_second_leaders=0");
+    c.finish().await;
+}

@@ -606,6 +606,32 @@ impl Cluster {
     }
 
     /// Kills the controller replica with this identity (SIGKILL: it cannot release its Lease).
+    /// Sends `signal` (`STOP`, `CONT`) to the controller replica `identity` (a paused process,
+    /// as a stalled node or a long GC pause would leave it).
+    pub fn signal_controller(&self, identity: &str, signal: &str) {
+        let (_, child, _) = self
+            .controllers
+            .iter()
+            .find(|(i, _, _)| i == identity)
+            .expect("a replica of that identity");
+        let pid = child.id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
+    /// Whether the controller replica `identity` has exited, and how.
+    pub fn controller_exit(&mut self, identity: &str) -> Option<std::process::ExitStatus> {
+        let (_, child, _) = self
+            .controllers
+            .iter_mut()
+            .find(|(i, _, _)| i == identity)?;
+        child.try_wait().ok().flatten()
+    }
+
     pub async fn kill_controller(&mut self, identity: &str) {
         if let Some(i) = self
             .controllers
