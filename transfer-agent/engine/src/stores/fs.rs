@@ -43,6 +43,8 @@ use crate::limit::{Buffer, Limits};
 
 /// Temporary files Ferry writes start with this; listings skip them and sweep stale ones.
 pub const TEMP_PREFIX: &str = ".ferry-tmp.";
+/// How long a temporary file must have gone unwritten before a listing removes it.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
 const MAX_NAME: usize = 255;
 /// Ferry's own folder at the root of a side (reports).
 const FERRY_DIR: &str = ".ferry";
@@ -1028,8 +1030,18 @@ impl Walk<'_> {
                 continue;
             }
             if bytes.starts_with(TEMP_PREFIX.as_bytes()) {
-                // Left by a run that was killed: never a user's file, never complete.
-                let _ = fs::remove_file(entry.path());
+                // Never a user's file, never complete: skipped. Removed only when nobody has
+                // written it for an hour (left by a run that was killed): a fresh one may be
+                // another writer's (another job into the same tree) under way.
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_TEMP);
+                if stale {
+                    let _ = fs::remove_file(entry.path());
+                }
                 continue;
             }
             let ft = entry.file_type()?;
@@ -1325,14 +1337,28 @@ mod tests {
         assert_eq!(keys(&s, Some("b/1"), Some("b/9")).await, vec!["b/2"]);
     }
 
+    /// Temporary files are never listed; a stale one (a killed run's) is removed, a fresh
+    /// one (another writer's, under way) is left alone.
     #[tokio::test]
-    async fn listing_skips_ferry_dir_and_sweeps_temp_files() {
+    async fn listing_skips_ferry_dir_and_sweeps_only_stale_temp_files() {
         let d = tempfile::tempdir().unwrap();
         touch(d.path(), ".ferry/reports/x");
         touch(d.path(), "k/.ferry-tmp.0123");
+        touch(d.path(), "k/.ferry-tmp.live");
         touch(d.path(), "k/v");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        fs::File::options()
+            .write(true)
+            .open(d.path().join("k/.ferry-tmp.0123"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         assert_eq!(keys(&store(d.path()), None, None).await, vec!["k/v"]);
         assert!(!d.path().join("k/.ferry-tmp.0123").exists());
+        assert!(
+            d.path().join("k/.ferry-tmp.live").exists(),
+            "another writer's"
+        );
     }
 
     #[test]
