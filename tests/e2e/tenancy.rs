@@ -546,7 +546,7 @@ async fn endless_server() -> String {
 async fn endless_pages_server() -> String {
     serve(|request: &str| {
         let page: u64 = request
-            .split(|c: char| c == '&' || c == '?' || c == ' ')
+            .split(['&', '?', ' '])
             .find_map(|p| p.strip_prefix("continuation-token=p"))
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
