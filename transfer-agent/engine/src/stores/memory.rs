@@ -311,7 +311,9 @@ impl Sink for MemoryStore {
             );
         }
         let etag = self.etag_for(hex::encode(digest));
-        self.store(key, body, meta, etag.clone());
+        // A copy, as a server keeps its own: the body's buffer (and its share of the in-flight
+        // budget) goes back when the caller drops it.
+        self.store(key, Bytes::copy_from_slice(&body), meta, etag.clone());
         Ok(self.md5_etag(etag))
     }
 
@@ -351,7 +353,7 @@ impl Sink for MemoryStore {
         let (_, parts) = st.uploads.get_mut(&up.id).ok_or_else(|| {
             TransferError::new(FailureClass::InvalidRequest, "UploadPart: NoSuchUpload")
         })?;
-        parts.insert(number, (body, digest));
+        parts.insert(number, (Bytes::copy_from_slice(&body), digest));
         Ok(hex::encode(digest))
     }
 
