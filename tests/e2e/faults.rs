@@ -354,3 +354,51 @@ async fn an_upload_orphaned_by_an_ambiguous_create_is_swept_by_the_next_start() 
         "uploads still open after the next start (after the first run: {orphans:?}); now: {open:?}"
     );
 }
+
+/// A shared destination: another writer (a live application) has uploads in parts open under
+/// the job's prefix, one for a key the source also holds (the job copies it in one PUT). The
+/// job touches only uploads of the keys it uploaded in parts itself: the other writer's are
+/// still open afterwards (before, every upload of a key the source holds was aborted when a
+/// shard started).
+#[tokio::test(flavor = "multi_thread")]
+async fn another_writers_upload_under_the_prefix_is_left_alone() {
+    let t: Tree = [
+        ("big/three-parts".to_string(), bytes(12, 11 * MI)),
+        ("small".to_string(), bytes(13, 1000)),
+    ]
+    .into_iter()
+    .collect();
+    let sc = Scenario::fs_to_s3("shared-dst")
+        .source_tree(&t)
+        .multipart()
+        .build()
+        .await;
+    let (s3, dst) = (sc.dst_s3(), sc.dst_bucket());
+    let mut foreign = Vec::new();
+    for key in ["small", "app/upload-in-progress"] {
+        let up = s3
+            .client
+            .create_multipart_upload()
+            .bucket(dst)
+            .key(key)
+            .send()
+            .await
+            .expect("the other writer's upload");
+        foreign.push(up.upload_id().unwrap().to_string());
+    }
+    let run = sc.run().await;
+    run.assert_exit(0).assert_phase("Completed");
+    sc.assert_destination_eq(&t, "shared-dst").await;
+    let open = open_uploads(s3, dst).await;
+    for id in &foreign {
+        assert!(
+            open.iter().any(|o| o.contains(id.as_str())),
+            "the other writer's upload {id} was aborted; open now: {open:?}"
+        );
+    }
+    assert_eq!(
+        open.len(),
+        foreign.len(),
+        "only the other writer's: {open:?}"
+    );
+}

@@ -63,13 +63,21 @@ pub enum Copied {
 pub struct UploadRegistry {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Upload>>,
+    /// Every key this run started an upload in parts for.
+    started: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl UploadRegistry {
     fn add(&self, up: &Upload) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.open.lock().unwrap().insert(id, up.clone());
+        self.started.lock().unwrap().insert(up.key.clone());
         id
+    }
+
+    /// Whether this run started an upload in parts for `key`.
+    pub fn started(&self, key: &str) -> bool {
+        self.started.lock().unwrap().contains(key)
     }
 
     fn remove(&self, id: u64) {

@@ -100,6 +100,7 @@ pub async fn run_shard(inp: ShardInputs) -> Result<ShardProgress, TransferError>
         stop: inp.stop,
         checkpoint_every: inp.checkpoint_every,
         unsaved: Default::default(),
+        uploads: Default::default(),
     };
     let unsaved = run.unsaved.clone();
     let record = run.run().await;

@@ -54,6 +54,8 @@ pub struct ShardRun {
     /// Why the last save (report segment, then progress record) failed; None once one
     /// succeeds. A run that ends with one is not over: its final state is not saved.
     pub unsaved: Arc<std::sync::Mutex<Option<String>>>,
+    /// The uploads in parts this run starts (for the checkpoint, a stop, and the sweep).
+    pub uploads: Arc<crate::copy::UploadRegistry>,
 }
 
 impl ShardRun {
@@ -192,9 +194,6 @@ impl ShardRun {
                     .await;
             }
         }
-        if !self.plan.transfer.dry_run {
-            self.sweep_uploads().await;
-        }
         let mut record = match loaded {
             Some(r) if r.is_for(&self.plan, self.index) => r,
             // The delete stage goes on from the copy stage's record (its counters stay).
@@ -218,12 +217,13 @@ impl ShardRun {
         Ok((record, resumed_since))
     }
 
-    /// Aborts multipart uploads left in the shard's range of the destination by a run that
-    /// could not record them (a create whose answer was lost, a kill before the checkpoint):
-    /// uploads started before now, for keys the source holds. Called when a shard starts,
-    /// and when it has completed (every upload it recorded is closed by then).
+    /// Aborts the multipart uploads this run started but could not record (a create whose
+    /// answer was lost): open uploads of the keys it uploaded in parts.
+    /// Called when the shard has completed (every upload it recorded is closed by then).
+    /// Nothing else is touched: an upload of another writer (a live application, another
+    /// job) under the same prefix is left alone. (Uploads a killed run had recorded are
+    /// aborted from its checkpoint when the shard starts again.)
     async fn sweep_uploads(&self) {
-        let started = chrono::Utc::now();
         let uploads = match self.dst.open_uploads().await {
             Ok(u) => u,
             Err(e) => {
@@ -233,11 +233,13 @@ impl ShardRun {
         };
         for open in uploads {
             let key = &open.upload.key;
-            if !self.range().contains(key) || open.initiated.is_some_and(|t| t > started) {
-                continue;
-            }
-            if matches!(self.src.head(key).await, Ok(Some(_))) {
-                tracing::info!(key = %self.dst.full_key(key), "aborting a stale multipart upload");
+            // Of a key this run uploaded in parts and completed: a leftover of its own
+            // ambiguous create (another writer of that very key would overwrite the copy
+            // anyway). The time it began is not used: servers report it loosely (moto gives a
+            // fixed date).
+            let ours = self.uploads.started(key);
+            if ours {
+                tracing::info!(key = %self.dst.full_key(key), "aborting an upload this run could not record");
                 self.dst.abort_upload(&open.upload).await;
             }
         }

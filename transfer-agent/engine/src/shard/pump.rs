@@ -151,7 +151,7 @@ impl<'a> Pump<'a> {
         };
         let (tx, work) = mpsc::channel::<Work>(1024);
         let producer = tokio::spawn(produce(src_list, dst_list, rules, tx));
-        let uploads = Arc::new(UploadRegistry::default());
+        let uploads = run.uploads.clone();
         let moved = Arc::new(AtomicU64::new(0));
         let copier = Arc::new(Copier {
             src: run.src.clone(),

@@ -126,6 +126,7 @@ impl Harness {
             stop,
             checkpoint_every: Duration::from_millis(500),
             unsaved: Default::default(),
+            uploads: Default::default(),
         };
         (run, live_rx, stop_tx)
     }
