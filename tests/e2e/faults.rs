@@ -356,7 +356,7 @@ async fn an_upload_orphaned_by_an_ambiguous_create_is_swept_by_the_next_start() 
 }
 
 /// A shared destination: another writer (a live application) has uploads in parts open under
-/// the job's prefix, one for a key the source also holds (the job copies it in one PUT). The
+/// the job's prefix, one for a key the source also holds (up to date there already). The
 /// job touches only uploads of the keys it uploaded in parts itself: the other writer's are
 /// still open afterwards (before, every upload of a key the source holds was aborted when a
 /// shard started).
@@ -374,6 +374,9 @@ async fn another_writers_upload_under_the_prefix_is_left_alone() {
         .build()
         .await;
     let (s3, dst) = (sc.dst_s3(), sc.dst_bucket());
+    // "small" is up to date at the destination: the job writes nothing there (a write would
+    // supersede any upload of that key on some servers, Garage among them).
+    s3.put(dst, "small", bytes(13, 1000)).await;
     let mut foreign = Vec::new();
     for key in ["small", "app/upload-in-progress"] {
         let up = s3
