@@ -9,7 +9,7 @@ use ferry_api::{
 use ferry_k8s::names::{job_name, plan_name, planner_name, shard_name, JOB_LABEL, PLAN_KEY};
 use ferry_k8s::plan_configmap::{digest, outcome_of};
 use ferry_k8s::progress_configmap::record_of;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
@@ -199,14 +199,20 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
     })
 }
 
+/// The Job's condition of type `kind` (`Complete`, `Failed`), when it holds.
+fn job_condition<'a>(j: &'a Job, kind: &str) -> Option<&'a JobCondition> {
+    j.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind && c.status == "True")
+}
+
 /// Where a planner's Job without an answer stands: under way, or failed (deadline, memory,
 /// image: the Job's condition says).
 fn planner_state(j: &Job) -> Planning {
-    let conditions = j.status.as_ref().and_then(|s| s.conditions.as_ref());
-    let ended = conditions.and_then(|cs| {
-        cs.iter()
-            .find(|c| (c.type_ == "Failed" || c.type_ == "Complete") && c.status == "True")
-    });
+    let ended = job_condition(j, "Failed").or_else(|| job_condition(j, "Complete"));
     match ended {
         None => Planning::Running,
         Some(c) if c.type_ == "Complete" => Planning::Idle, // it answered an older request
@@ -298,22 +304,8 @@ fn now() -> String {
 /// What the decision needs of the agents' Indexed Job.
 fn agent_job(j: &Job) -> AgentJob {
     let suspended = j.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
-    let failed = j
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c.type_ == "Failed" && c.status == "True")
-        });
-    let completed_at = j
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c.type_ == "Complete" && c.status == "True")
-        })
+    let failed = job_condition(j, "Failed");
+    let completed_at = job_condition(j, "Complete")
         .and_then(|c| c.last_transition_time.as_ref())
         .map(|t| t.0.to_string());
     AgentJob {
@@ -344,11 +336,7 @@ async fn pods_problem(
     j: &Job,
 ) -> Result<Option<String>, Error> {
     let st = j.status.clone().unwrap_or_default();
-    let ended = st
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+    let ended = job_condition(j, "Complete").is_some() || job_condition(j, "Failed").is_some();
     let suspended = j.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
     if ended || suspended || st.ready.unwrap_or(0) > 0 {
         return Ok(None);
