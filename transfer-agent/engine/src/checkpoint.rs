@@ -91,15 +91,33 @@ impl ProgressStore for FileProgressStore {
                     .await
                     .map_err(|e| format!("{}: {e}", dir.display()))?;
             }
-            let tmp = self.path.with_extension("json.tmp");
-            tokio::fs::write(&tmp, json)
+            let path = self.path.clone();
+            tokio::task::spawn_blocking(move || replace_durably(&path, &json))
                 .await
-                .map_err(|e| format!("{}: {e}", tmp.display()))?;
-            tokio::fs::rename(&tmp, &self.path)
-                .await
-                .map_err(|e| format!("{}: {e}", self.path.display()))
+                .map_err(|e| format!("{}: {e}", self.path.display()))?
         })
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash at any point leaves either the old record or
+/// the new one, complete, on disk: write a temporary file, fsync it, rename it over `path`,
+/// fsync the directory (without the syncs, a power loss after the rename can leave an empty
+/// or short file where the checkpoint was, and the shard would start over or fail to load).
+fn replace_durably(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let at = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| at(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| at(&tmp, e))?;
+    f.sync_all().map_err(|e| at(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| at(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| at(dir, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -552,13 +552,14 @@ impl Source for FsStore {
         offset: u64,
         len: u64,
         whole: bool,
-        _etag: Option<&str>,
+        etag: Option<&str>,
         mut buffer: Buffer,
     ) -> Result<Body, TransferError> {
         self.segments(key)?;
         self.limits.bandwidth(len).await;
         let me = self.clone();
         let key = key.to_string();
+        let listed = etag.map(str::to_string);
         blocking(move || {
             let f = match me.open_read(&key)? {
                 Found::File(f) => f,
@@ -577,7 +578,7 @@ impl Source for FsStore {
                 }
             };
             let buf = buffer.zeroed(len as usize);
-            let m = read_one_version(&f, offset, buf, whole, || {})?;
+            let m = read_one_version(&f, offset, buf, whole, listed.as_deref(), || {})?;
             let modified = m.modified().ok().map(DateTime::<Utc>::from);
             Ok(Body {
                 bytes: buffer.freeze(),
@@ -794,6 +795,15 @@ struct Version {
 }
 
 impl Version {
+    /// The version as an opaque tag, the file's ETag: what the listing saw, handed back on
+    /// every read of the object (never MD5-shaped, so never compared as a checksum).
+    fn tag(&self) -> String {
+        format!(
+            "fsv1-{:x}-{:x}-{}-{}.{}-{}.{}",
+            self.dev, self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
+        )
+    }
+
     fn of(m: &fs::Metadata) -> Version {
         Version {
             dev: m.dev(),
@@ -820,18 +830,28 @@ fn source_changed(why: String) -> TransferError {
 
 /// Fills `buf` from `f` at `offset`, from one version of the file (issue 13, mode 10): the
 /// file's size, times and inode after the read must be those before it, and the range must
-/// lie inside the file (a `whole` read must be the whole file: `buf` has the listing's size).
-/// `mid` runs between the two looks (a test's writer). Returns the metadata of the version.
+/// lie inside the file (a `whole` read must be the whole file: `buf` has the listing's size),
+/// and, when the caller says which version it listed (`listed`, its [`Version::tag`]: the
+/// parts of one multipart copy all pass the same), the file must still be that version, so
+/// parts read one after the other are never stitched from two versions of a file rewritten
+/// in place at the same size. `mid` runs between the two looks (a test's writer). Returns
+/// the metadata of the version.
 fn read_one_version(
     f: &File,
     offset: u64,
     buf: &mut [u8],
     whole: bool,
+    listed: Option<&str>,
     mid: impl FnOnce(),
 ) -> Result<fs::Metadata, TransferError> {
     let len = buf.len() as u64;
     let m = f.metadata().map_err(|e| TransferError::io("stat", &e))?;
     let before = Version::of(&m);
+    if listed.is_some_and(|tag| tag != before.tag()) {
+        return Err(source_changed(
+            "it is not the version that was listed (written to, or replaced, since)".into(),
+        ));
+    }
     if whole && offset == 0 && before.size != len {
         return Err(source_changed(format!(
             "it has {} bytes, it had {len} when it was listed",
@@ -956,7 +976,7 @@ fn info_from(key: &str, m: &fs::Metadata) -> ObjectInfo {
         key: key.to_string(),
         size: m.len(),
         modified: m.modified().ok().map(DateTime::<Utc>::from),
-        etag: None,
+        etag: Some(Version::of(m).tag()),
         archived: false,
         invalid: None,
     }
@@ -1156,10 +1176,10 @@ mod tests {
         fs::write(&p, vec![b'a'; 4096]).unwrap();
         let f = File::open(&p).unwrap();
         let mut buf = vec![0u8; len];
-        let e = read_one_version(&f, offset, &mut buf, whole, || write(&p));
+        let e = read_one_version(&f, offset, &mut buf, whole, None, || write(&p));
         // Left alone, the same file reads as one version.
         let size = f.metadata().unwrap().len() as usize;
-        read_one_version(&f, 0, &mut vec![0u8; size], true, || {}).unwrap();
+        read_one_version(&f, 0, &mut vec![0u8; size], true, None, || {}).unwrap();
         e.unwrap_err()
     }
 
@@ -1188,6 +1208,48 @@ mod tests {
             w.write_all_at(b"bbbb", 2000).unwrap();
         });
         assert!(e.changed && e.message.contains("written to"), "{e:?}");
+    }
+
+    /// The parts of one copy are read one after the other: each must come from the version
+    /// the listing saw (its ETag), so a file rewritten in place at the same size between two
+    /// parts is a changed source, never bytes stitched from two versions.
+    #[tokio::test]
+    async fn parts_are_read_from_the_version_listed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        fs::write(&p, b"aaaaaaaa").unwrap();
+        let s = store(d.path());
+        let l = Limits::unlimited();
+        let (listed, _) = s.head("k").await.unwrap().unwrap();
+        let tag = listed.etag.clone().unwrap();
+        assert!(
+            listed.plain_md5().is_none(),
+            "a version tag is no MD5: {tag}"
+        );
+        let first = s.get("k", 0, 4, false, Some(&tag), l.buffer(4).await);
+        assert_eq!(&first.await.unwrap().bytes[..], b"aaaa");
+        // Past the file system's timestamp granularity, then the same size rewritten.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .write_all_at(b"bbbb", 4)
+            .unwrap();
+        let e = s
+            .get("k", 4, 4, false, Some(&tag), l.buffer(4).await)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            e.changed && e.message.contains("not the version that was listed"),
+            "{e:?}"
+        );
+        // Looked up again, the new version reads.
+        let (now, _) = s.head("k").await.unwrap().unwrap();
+        assert_ne!(now.etag, listed.etag);
+        let again = s.get("k", 4, 4, false, now.etag.as_deref(), l.buffer(4).await);
+        assert_eq!(&again.await.unwrap().bytes[..], b"bbbb");
     }
 
     /// A file of another size than listed, or shorter than the part to read, is a changed
