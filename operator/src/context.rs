@@ -51,6 +51,10 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease (defaults to the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address (e.g. `0.0.0.0:8080`; the
+    /// Helm chart sets it). Unset: no HTTP port.
+    #[arg(long, env = "FERRY_HTTP_ADDR")]
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 fn parse_annotations(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
@@ -86,6 +90,8 @@ pub enum Error {
     LeaseNamespace(String),
     #[error("lost the leader Lease")]
     LostLease,
+    #[error("{0}")]
+    Http(#[from] crate::http::BindError),
     #[error("the plan of the first run is gone; cannot retry the failed objects")]
     PlanGone,
     /// A child's name is held by an object the job does not own (never adopted).

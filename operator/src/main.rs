@@ -4,6 +4,7 @@
 //! - [`migrationjob`]: the MigrationJob lifecycle: observe, decide (pure), build (pure), apply;
 //! - [`run_cmd`]: `ferry run`, the same decision with a local executor;
 //! - [`runtime`], [`context`], [`admission`], [`leader`]: the controller around the reconcilers;
+//! - [`http`], [`metrics`]: the operator's HTTP port (`/metrics`, `/healthz`, `/readyz`);
 //! - [`credentials`], [`manifests`], [`planner`], [`probe`]: what both runners share.
 
 use clap::{Parser, Subcommand};
@@ -14,9 +15,11 @@ mod admission;
 mod bucketsync;
 mod context;
 mod credentials;
+mod http;
 mod leader;
 mod lenient;
 mod manifests;
+mod metrics;
 mod migrationjob;
 mod run_cmd;
 mod runtime;

@@ -18,11 +18,19 @@ use kube::{Api, Client, ResourceExt};
 use crate::admission::Admission;
 use crate::context::{Context, ControllerArgs, Error, MANAGER};
 use crate::lenient::{self, Undecodable};
+use crate::metrics::{instrumented, Metrics, Stores};
 use crate::{bucketsync, migrationjob};
 
 /// Runs the controller until SIGTERM, once this replica holds the leader Lease.
 pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = args.http_addr {
+        crate::http::serve(addr, metrics.clone()).await?;
+    }
+    // Ready once it has a client: a standby is ready too (it serves its probes and takes over
+    // the Lease when the leader goes).
+    metrics.set_ready();
     let identity = args
         .identity
         .clone()
@@ -74,6 +82,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         .watch::<MigrationJob>(watcher::Config::default())
         .reflect(mj_writer)
         .applied_objects();
+    let (bs_store, bs_writer) = reflector::store::<BucketSync>();
+    metrics.set_leader(Some(Stores {
+        jobs: mj_store.clone(),
+        syncs: bs_store.clone(),
+    }));
     let controller = Controller::for_stream(mj_stream, mj_store)
         .owns(
             Api::<Job>::all(client.clone()),
@@ -91,7 +104,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         )
         .shutdown_on_signal()
         .run(
-            migrationjob::reconcile,
+            instrumented(&metrics, "migrationjob", migrationjob::reconcile),
             migrationjob::error_policy,
             ctx.clone(),
         )
@@ -100,7 +113,6 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
                 tracing::warn!(error = %e, "reconcile failed");
             }
         });
-    let (bs_store, bs_writer) = reflector::store::<BucketSync>();
     let bs_stream = syncs_bad
         .watch::<BucketSync>(watcher::Config::default())
         .reflect(bs_writer)
@@ -110,7 +122,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             watcher::Config::default().labels(SYNC_LABEL),
         )))
         .shutdown_on_signal()
-        .run(bucketsync::reconcile, bucketsync::error_policy, ctx)
+        .run(
+            instrumented(&metrics, "bucketsync", bucketsync::reconcile),
+            bucketsync::error_policy,
+            ctx,
+        )
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::warn!(error = %e, "reconcile failed");
