@@ -59,6 +59,10 @@ pub struct FaultSchedule {
     /// answered `403 AccessDenied` (not retried), whatever the schedule: e.g. `start-after=`
     /// fails the listings of every shard but the first.
     pub deny_targets_containing: Vec<String>,
+    /// Requests signed with one of these access key ids are answered `400 ExpiredToken`, as
+    /// AWS answers a session token past its expiry (or a key rotated away), whatever the
+    /// schedule.
+    pub expired_access_keys: Vec<String>,
 }
 
 impl FaultSchedule {
@@ -84,6 +88,8 @@ pub enum Fault {
     Truncate,
     /// `403 AccessDenied` for a key in [`FaultSchedule::deny_keys`].
     Denied,
+    /// `400 ExpiredToken` for a key in [`FaultSchedule::expired_access_keys`].
+    Expired,
 }
 
 /// One request seen by the proxy.
@@ -451,6 +457,25 @@ fn denied_response(head: bool) -> Vec<u8> {
     out.into_bytes()
 }
 
+fn expired_response(head: bool) -> Vec<u8> {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>ExpiredToken</Code>\
+<Message>The provided token has expired. (injected by the ferry test proxy)</Message><RequestId>ferry-proxy</RequestId></Error>";
+    let mut out = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nx-amz-request-id: ferry-proxy\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if !head {
+        out.push_str(body);
+    }
+    out.into_bytes()
+}
+
+/// The access key id a SigV4 `Authorization` header names (`Credential=<key>/<date>/...`).
+fn access_key_of(authorization: &str) -> Option<&str> {
+    let rest = authorization.split("Credential=").nth(1)?;
+    rest.split('/').next()
+}
+
 /// Records `fault` and answers the client with `response` instead of forwarding the request.
 async fn answer_instead(
     client: BufReader<TcpStream>,
@@ -543,6 +568,15 @@ async fn handle(client: TcpStream, st: Arc<State>) -> std::io::Result<()> {
     {
         let response = denied_response(method == "HEAD");
         return answer_instead(client, &st, record, Fault::Denied, &response).await;
+    }
+    if !schedule.expired_access_keys.is_empty()
+        && req_head
+            .header("authorization")
+            .and_then(access_key_of)
+            .is_some_and(|k| schedule.expired_access_keys.iter().any(|e| e == k))
+    {
+        let response = expired_response(method == "HEAD");
+        return answer_instead(client, &st, record, Fault::Expired, &response).await;
     }
     if (faults_on && matched <= schedule.slowdown_first) || hits(schedule.slowdown_every, seq) {
         return answer_instead(client, &st, record, Fault::SlowDown, &slowdown_response()).await;

@@ -84,6 +84,14 @@ pub enum Verdict {
     Stop,
 }
 
+/// Whether an error says the credentials the process started with no longer work: a session
+/// token past its expiry (`ExpiredToken`...), or an access key that no longer exists (rotated
+/// away). A shard stopped on it is paused, not failed: run again (a pod started again reads
+/// the Secret's values as they are then), it goes on from its checkpoint.
+pub fn credentials_went_stale(class: FailureClass, code: Option<&str>) -> bool {
+    class == FailureClass::AuthExpired || code == Some("InvalidAccessKeyId")
+}
+
 /// Tells an object's failure from the job's: a few job-fatal errors (bad credentials, a
 /// missing bucket) are counted as failures, the next stops the shard; so do access denials in
 /// a row before anything at all was copied.
@@ -99,6 +107,11 @@ impl Breaker {
     }
 
     pub fn judge(&mut self, e: &TransferError, anything_copied: bool) -> Verdict {
+        // Credentials that stopped working mid-run fail every object after them: none is
+        // recorded, the shard stops where it is, to go on with the Secret's current values.
+        if credentials_went_stale(e.class, e.code.as_deref()) {
+            return Verdict::Stop;
+        }
         if e.fatal {
             self.fatal_seen += 1;
             return if self.fatal_seen >= FATAL_THRESHOLD {
@@ -367,6 +380,15 @@ mod tests {
         let mut b = Breaker::default();
         for _ in 0..10 {
             assert_eq!(b.judge(&denied, true), Verdict::Fail);
+        }
+        // Credentials that went stale stop the shard at once, none of its objects failed.
+        for e in [
+            TransferError::new(FailureClass::AuthExpired, "expired").fatal(),
+            TransferError::new(FailureClass::AccessDenied, "no such key id")
+                .with_code("InvalidAccessKeyId")
+                .fatal(),
+        ] {
+            assert_eq!(Breaker::default().judge(&e, true), Verdict::Stop);
         }
         // A success in between resets the run of denials.
         let mut b = Breaker::default();
