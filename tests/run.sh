@@ -32,9 +32,12 @@ for py in python3.13 python3.12 "$HOME"/.pyenv/versions/3.1[2-9]*/bin/python; do
 done
 if [ -n "$helm_python" ]; then
   [ -x .venv-helm/bin/python ] || "$helm_python" -m venv .venv-helm
-  if ! .venv-helm/bin/python -c 'import helm_python' 2>/dev/null; then
-    echo "installing helm-python-sdk (renders the chart in the tests) into .venv-helm..."
-    .venv-helm/bin/pip install --quiet --disable-pip-version-check 'helm-python-sdk==0.2.2'
+  # kubernetes-validate checks every rendered object against the Kubernetes OpenAPI schemas
+  # (shipped in the package: offline).
+  if ! .venv-helm/bin/python -c 'import helm_python, kubernetes_validate' 2>/dev/null; then
+    echo "installing helm-python-sdk and kubernetes-validate (render and check the chart in the tests) into .venv-helm..."
+    .venv-helm/bin/pip install --quiet --disable-pip-version-check 'helm-python-sdk==0.2.2' \
+      'kubernetes-validate==1.37.0'
   fi
   export FERRY_HELM_PYTHON="$PWD/.venv-helm/bin/python"
 elif [ "${CI:-}" = true ]; then
