@@ -2,7 +2,7 @@
 //! Secret and the keys it must hold come from the side's kind of location.
 
 use ferry_api::{Endpoint, MigrationJobSpec, Side};
-use ferry_core::stores::SideSecrets;
+use ferry_core::stores::{SideSecrets, URL_LIST_HEADER_PREFIX};
 use ferry_core::JobCredentials;
 
 use crate::manifests::SecretData;
@@ -35,8 +35,19 @@ pub fn side_credentials<'a>(
     let Ok(location) = ep.location() else {
         return Ok(SideSecrets::default());
     };
+    let mut values = std::collections::BTreeMap::new();
+    if let Some(name) = location.whole_secret() {
+        let data = lookup(name).ok_or_else(|| CredentialsError::Missing {
+            side: format!("spec.{}.{}", side.field(), location.kind()),
+            namespace: namespace.into(),
+            name: name.to_string(),
+        })?;
+        for (k, v) in &data.0 {
+            values.insert(format!("{URL_LIST_HEADER_PREFIX}{k}"), v.clone());
+        }
+    }
     let Some(secret) = location.secret() else {
-        return Ok(SideSecrets::default());
+        return Ok(SideSecrets::new(values));
     };
     let field = format!("spec.{}.{}.{}", side.field(), location.kind(), secret.field);
     let data = lookup(secret.name).ok_or_else(|| CredentialsError::Missing {
@@ -44,7 +55,6 @@ pub fn side_credentials<'a>(
         namespace: namespace.into(),
         name: secret.name.to_string(),
     })?;
-    let mut values = std::collections::BTreeMap::new();
     for key in secret.keys {
         match data.0.get(key.name).filter(|v| !v.is_empty()) {
             Some(v) => {

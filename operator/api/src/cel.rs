@@ -48,6 +48,7 @@ pub(crate) const TRANSFER_RULES: &[(&str, &str)] = &[
         "storageClass, serverSideEncryption, kmsKeyId and cannedAcl are destination-only options",
     ),
     ("!has(self.destination.s3) || !has(self.destination.s3.anonymous) || !self.destination.s3.anonymous", "anonymous access is only for sources"),
+    ("!has(self.destination.urlList) && (!has(self.report) || !has(self.report.urlList))", "a URL list can only be a source"),
     (
         "!has(self.deletes) || !has(self.deletes.policy) || self.deletes.policy != 'Propagate' || !has(self.filters) || (!has(self.filters.modifiedAfter) && !has(self.filters.modifiedBefore))",
         "deletes.policy Propagate cannot be combined with filters.modifiedAfter or modifiedBefore: a time window makes every key outside it look deleted",
@@ -238,6 +239,23 @@ pub fn s3_location(schema: &mut Schema) {
                 "set either anonymous or credentialsSecretRef, not both",
             ),
             (&insecure, INSECURE_HTTP_MESSAGE),
+        ],
+    );
+}
+
+/// `urlList`: exactly one place the list is, and a `stripPrefix` that is a path.
+pub fn url_list(schema: &mut Schema) {
+    add(
+        schema,
+        &[
+            (
+                "(has(self.path) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) == 1",
+                "set exactly one of path, s3 or configMapRef",
+            ),
+            (
+                "!has(self.stripPrefix) || self.stripPrefix.startsWith('/')",
+                "stripPrefix must start with '/'",
+            ),
         ],
     );
 }

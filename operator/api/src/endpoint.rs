@@ -54,17 +54,24 @@ pub trait Location {
     fn checked_by_operator(&self) -> bool;
     /// The part of a keyspace it covers.
     fn scope(&self) -> Scope;
+    /// A Secret every key of which the agents get, each with
+    /// `ferry_core::stores::URL_LIST_HEADER_PREFIX` after the side's prefix (a URL list's
+    /// request headers): passed whole, since its keys are the user's to choose.
+    fn whole_secret(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl Endpoint {
     /// The kinds an endpoint may hold, as spec fields. Exactly one is set.
-    pub const KINDS: &'static [&'static str] = &["s3", "filesystem"];
+    pub const KINDS: &'static [&'static str] = &["s3", "filesystem", "urlList"];
 
     /// The locations that are set (the only place that lists the kinds' fields).
     fn locations(&self) -> Vec<&dyn Location> {
-        let all: [Option<&dyn Location>; 2] = [
+        let all: [Option<&dyn Location>; 3] = [
             self.s3.as_ref().map(|l| l as &dyn Location),
             self.filesystem.as_ref().map(|l| l as &dyn Location),
+            self.url_list.as_ref().map(|l| l as &dyn Location),
         ];
         all.into_iter().flatten().collect()
     }
@@ -88,6 +95,12 @@ impl Endpoint {
             let p = std::path::Path::new(&fs.path);
             if p.is_relative() {
                 fs.path = normalize(&base.join(p)).to_string_lossy().into_owned();
+            }
+        }
+        if let Some(path) = self.url_list.as_mut().and_then(|u| u.path.as_mut()) {
+            let p = std::path::Path::new(path.as_str());
+            if p.is_relative() {
+                *path = normalize(&base.join(p)).to_string_lossy().into_owned();
             }
         }
     }
@@ -115,6 +128,25 @@ fn normalize(p: &std::path::Path) -> std::path::PathBuf {
         }
     }
     out
+}
+
+/// A side's region, `us-east-1` when absent or empty.
+pub(crate) fn region_or_default(region: &Option<String>) -> String {
+    region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "us-east-1".to_string())
+}
+
+/// How an S3 side signs: unsigned, with its Secret's keys, or the default chain.
+pub(crate) fn s3_auth(secret: Option<&crate::spec::SecretRef>, anonymous: bool) -> S3Auth {
+    match (secret, anonymous) {
+        (_, true) => S3Auth::Anonymous,
+        (Some(r), false) => S3Auth::Secret {
+            name: r.name.clone(),
+        },
+        (None, false) => S3Auth::DefaultChain,
+    }
 }
 
 impl Location for S3Location {
@@ -182,21 +214,11 @@ impl Location for S3Location {
     fn store_config(&self) -> StoreConfig {
         StoreConfig::S3(S3Config {
             endpoint: self.endpoint.clone(),
-            region: self
-                .region
-                .clone()
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| "us-east-1".to_string()),
+            region: region_or_default(&self.region),
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone(),
             force_path_style: self.force_path_style,
-            auth: match (&self.credentials_secret_ref, self.anonymous) {
-                (_, true) => S3Auth::Anonymous,
-                (Some(r), false) => S3Auth::Secret {
-                    name: r.name.clone(),
-                },
-                (None, false) => S3Auth::DefaultChain,
-            },
+            auth: s3_auth(self.credentials_secret_ref.as_ref(), self.anonymous),
             write: S3WriteOptions {
                 storage_class: self.storage_class.clone(),
                 server_side_encryption: self.server_side_encryption,

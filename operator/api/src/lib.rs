@@ -18,6 +18,7 @@ pub mod schedule;
 mod schema_edges;
 pub mod spec;
 pub mod status;
+pub mod url_list;
 pub mod validate;
 
 pub use bucketsync::{
@@ -31,6 +32,7 @@ pub use ferry_core::select::Selector;
 pub use quantity::ByteSize;
 pub use spec::*;
 pub use status::*;
+pub use url_list::{ConfigMapKeyRef, UrlListObject, UrlListSource};
 pub use validate::{
     job_name_problems, resolve, spec_hash, transfer_problems, validate, SpecError, ValidatedSpec,
     DEFAULT_MAX_DELETES, MAX_JOB_NAME,

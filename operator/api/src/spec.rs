@@ -174,6 +174,9 @@ pub struct Endpoint {
     /// A directory tree on a local disk or a mounted volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<FilesystemLocation>,
+    /// Sources only: files on http(s) servers (a CDN, a web server), named by a list of URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_list: Option<crate::url_list::UrlListSource>,
 }
 
 /// A bucket (and a key prefix in it) on an S3-compatible service.

@@ -30,6 +30,9 @@ pub enum FailureClass {
     Unrepresentable,
     InvalidRequest,
     Internal,
+    /// A second entry of a URL list that maps to the key of an earlier one: not copied (the
+    /// first is), so that no URL silently overwrites another.
+    DuplicateKey,
 }
 
 impl FailureClass {
@@ -47,6 +50,7 @@ impl FailureClass {
             FailureClass::Unrepresentable => "Unrepresentable",
             FailureClass::InvalidRequest => "InvalidRequest",
             FailureClass::Internal => "Internal",
+            FailureClass::DuplicateKey => "DuplicateKey",
         }
     }
 }

@@ -18,6 +18,8 @@ pub enum StoreConfig {
     S3(S3Config),
     /// A directory tree.
     Filesystem(FsConfig),
+    /// A list of http(s) URLs (read only): each URL is one object.
+    UrlList(UrlListConfig),
 }
 
 impl StoreConfig {
@@ -29,6 +31,7 @@ impl StoreConfig {
                 format!("s3://{}/{} ({host})", s3.bucket, s3.prefix)
             }
             StoreConfig::Filesystem(fs) => fs.path.clone(),
+            StoreConfig::UrlList(u) => format!("the URL list {}", u.list.describe()),
         }
     }
 
@@ -41,6 +44,8 @@ impl StoreConfig {
                 .join(folder)
                 .display()
                 .to_string(),
+            // Never a report location (read only): named for messages only.
+            StoreConfig::UrlList(u) => format!("{}/{folder}", u.list.describe()),
         }
     }
 }
@@ -108,6 +113,100 @@ pub struct FsConfig {
     pub path: String,
 }
 
+/// A list of URLs to copy, and how to read them.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UrlListConfig {
+    /// Where the list is.
+    pub list: UrlListLocation,
+    pub format: UrlListFormat,
+    /// How a URL becomes a key.
+    pub keys: UrlKeys,
+    /// At most this many requests per second to one host; 0: no limit.
+    #[serde(default)]
+    pub requests_per_second_per_host: u32,
+    /// URLs may resolve to loopback, link-local or private addresses.
+    #[serde(default)]
+    pub allow_private_networks: bool,
+}
+
+/// Where a URL list is read from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum UrlListLocation {
+    /// A file (on the agent's volume, or the machine of `ferry run`).
+    Path { path: String },
+    /// An object in a bucket; `s3.prefix` is unused.
+    S3 { s3: S3Config, key: String },
+    /// A key of a ConfigMap, mounted into the agents at [`url_list_mount_path`].
+    ConfigMap { name: String, key: String },
+}
+
+impl UrlListLocation {
+    /// For messages.
+    pub fn describe(&self) -> String {
+        match self {
+            UrlListLocation::Path { path } => path.clone(),
+            UrlListLocation::S3 { s3, key } => format!("s3://{}/{key}", s3.bucket),
+            UrlListLocation::ConfigMap { name, key } => format!("ConfigMap {name}, key {key}"),
+        }
+    }
+}
+
+/// The folder the operator mounts a URL list's ConfigMap in (`configMapRef`): the list is the
+/// file named after its key there. The one home of this path for the operator and the agent.
+pub const URL_LIST_MOUNT_DIR: &str = "/etc/ferry/url-list";
+
+/// The file a ConfigMap list's `key` is read from in an agent.
+pub fn url_list_mount_path(key: &str) -> String {
+    format!("{URL_LIST_MOUNT_DIR}/{key}")
+}
+
+/// The layout of a URL list.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UrlListFormat {
+    /// From the first line: `TsvHttpData-1.0` is Tsv; a first line with a comma is Csv;
+    /// anything else is Lines.
+    #[default]
+    Auto,
+    /// One URL per line; blank lines and lines starting with `#` are skipped.
+    Lines,
+    /// Google Storage Transfer's `TsvHttpData-1.0`: that header line, then per line the URL,
+    /// optionally its size in bytes and the base64 MD5 of its bytes, separated by tabs.
+    Tsv,
+    /// `URL,KEY` per line (as `rclone copyurl --urls`): an explicit key per URL; an empty or
+    /// missing KEY maps the URL as `keys` says. Fields may be double-quoted.
+    Csv,
+}
+
+/// How the key of a URL is made.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UrlKeys {
+    pub mode: UrlKeyMode,
+    /// Removed from the start of the URL's (percent-decoded) path before the key is made; a
+    /// URL whose path does not start with it cannot be copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<String>,
+}
+
+/// What of a URL makes its key. The query string is always dropped.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UrlKeyMode {
+    /// The path without its leading `/`, percent-decoded: `https://cdn/a/b%20c.jpg` is
+    /// `a/b c.jpg`.
+    #[default]
+    Path,
+    /// The host (with a port other than the scheme's), `/`, then the path as for `Path`:
+    /// `cdn/a/b c.jpg` (Storage Transfer's mapping).
+    HostAndPath,
+}
+
+/// The Secret keys of a URL-list source that are request headers carry this prefix in the
+/// side's secrets (the operator passes the whole `headersSecretRef` Secret with it; `ferry run`
+/// adds it): `HEADER_Authorization` is the header `Authorization`.
+pub const URL_LIST_HEADER_PREFIX: &str = "HEADER_";
+
 /// A key a kind of store reads from its side's Secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SecretKey {
@@ -151,6 +250,13 @@ impl SideSecrets {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The values whose key starts with `prefix`, by the rest of the key.
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.0
+            .iter()
+            .filter_map(move |(k, v)| k.strip_prefix(prefix).map(|rest| (rest, v.as_str())))
     }
 }
 

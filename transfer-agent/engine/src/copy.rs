@@ -135,6 +135,9 @@ impl Copier {
     /// Copies `info` (a source listing entry); a source that changed meanwhile is looked up
     /// again and its new version copied.
     pub async fn copy(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
+        if let Some(refused) = self.src.refuse(info) {
+            return Err(refused);
+        }
         if let Some(max) = self.dst.sink_caps().max_object_size {
             if info.size > max {
                 return Err(TransferError::new(
@@ -152,10 +155,16 @@ impl Copier {
         for _ in 0..3 {
             match self.copy_version(&info).await {
                 Err(e) if e.changed => match self.src.head(&info.key).await? {
+                    None if self.src.vanished_is_failure() => return Err(e),
                     None => return Ok(Copied::Vanished),
                     Some((now, _)) => info = now,
                 },
-                Err(e) if e.class == FailureClass::SourceVanished => return Ok(Copied::Vanished),
+                Err(e)
+                    if e.class == FailureClass::SourceVanished
+                        && !self.src.vanished_is_failure() =>
+                {
+                    return Ok(Copied::Vanished)
+                }
                 other => return other,
             }
         }

@@ -59,7 +59,7 @@ fn truncated(key: &str) -> &str {
     &key[..end]
 }
 
-/// Reservoir-samples the source listing: memory stays at `k` keys whatever the bucket size.
+/// Reservoir-samples the source listing (keys only: [`Source::list_keys`]): memory stays at `k` keys whatever the bucket size.
 /// The draw is seeded with `seed`, so the same listing always gives the same sample (a plan
 /// made again for the same job and spec cuts the same ranges).
 pub async fn sample_keys(
@@ -69,7 +69,7 @@ pub async fn sample_keys(
 ) -> Result<Vec<String>, TransferError> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut listing = src.list(None, None);
+    let mut listing = src.list_keys(None, None);
     let mut sample: Vec<String> = Vec::with_capacity(k);
     let mut seen = 0usize;
     while let Some(item) = listing.next().await {

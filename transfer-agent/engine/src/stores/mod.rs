@@ -11,6 +11,7 @@
 //! of store is one implementation of these traits and one arm there.
 
 pub mod fs;
+pub mod http;
 pub mod memory;
 pub mod s3;
 
@@ -29,6 +30,7 @@ use crate::limit::{Buffer, Limits};
 use crate::retry::RetryPolicy;
 
 pub use fs::FsStore;
+pub use http::UrlListStore;
 pub use memory::MemoryStore;
 pub use s3::S3Store;
 
@@ -157,6 +159,13 @@ pub trait Source: Send + Sync + 'static {
     /// out Ferry's own `.ferry/` folder.
     fn list(&self, after: Option<String>, until: Option<String>) -> Listing;
 
+    /// The keys of [`Source::list`], for sampling and counting: the same entries, but a store
+    /// that must ask a server for an entry's size (a URL list without sizes) may give 0
+    /// instead of asking.
+    fn list_keys(&self, after: Option<String>, until: Option<String>) -> Listing {
+        self.list(after, until)
+    }
+
     /// The entry for one key, or None when it does not exist.
     async fn head(&self, key: &str) -> Result<Option<(ObjectInfo, ObjectMeta)>, TransferError>;
 
@@ -177,6 +186,20 @@ pub trait Source: Send + Sync + 'static {
 
     /// Checks that the location exists and can be read, writing nothing.
     async fn probe(&self) -> Result<(), TransferError>;
+
+    /// Why a listed entry is not to be copied, when this source says so before any read (a
+    /// URL list: a later URL of a key already copied from an earlier line, `DuplicateKey`).
+    fn refuse(&self, info: &ObjectInfo) -> Option<TransferError> {
+        let _ = info;
+        None
+    }
+
+    /// A listed entry that cannot be found when read is a failure to report, not an object
+    /// deleted at the source meanwhile: the entries of a URL list are what the list says,
+    /// and a 404 means the list names a file the server has not got.
+    fn vanished_is_failure(&self) -> bool {
+        false
+    }
 
     /// For [`Sink::server_copy`]: lets a sink recognise a source of its own kind.
     fn as_any(&self) -> &dyn Any;
@@ -329,6 +352,9 @@ pub async fn open(
             Opened::ReadWrite(Arc::new(S3Store::connect(c, secrets, limits, retry).await?))
         }
         StoreConfig::Filesystem(c) => Opened::ReadWrite(Arc::new(FsStore::new(&c.path, limits))),
+        StoreConfig::UrlList(c) => Opened::ReadOnly(Arc::new(
+            UrlListStore::open(c, secrets, limits, retry).await?,
+        )),
     })
 }
 
