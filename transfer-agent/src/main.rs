@@ -18,11 +18,14 @@ use std::time::Duration;
 
 use clap::Parser;
 use ferry_core::planning::PlanRequest;
-use ferry_core::{JobCredentials, JobPlan, ProgressStore, ShardProgress, ShardState, Side};
+use ferry_core::{
+    JobCredentials, JobPlan, LiveLimits, ProgressStore, ShardProgress, ShardState, Side,
+};
 use ferry_engine::checkpoint::FileProgressStore;
 use ferry_engine::planner;
 use ferry_engine::{run_shard, ShardInputs};
 use ferry_k8s::env;
+use ferry_k8s::limits_configmap;
 use ferry_k8s::plan_configmap;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -82,6 +85,10 @@ struct Args {
     /// The namespace of the progress ConfigMap.
     #[arg(long, env = env::NAMESPACE, default_value = "default")]
     namespace: String,
+    /// The ConfigMap of the job's live limits (of FERRY_NAMESPACE), followed while the
+    /// shard runs; without it the plan's limits hold for the whole run.
+    #[arg(long, env = env::LIMITS_CONFIGMAP)]
+    limits_configmap: Option<String>,
     /// Seconds between checkpoints (default: max(5, shards/20)).
     #[arg(long, env = env::CHECKPOINT_SECONDS)]
     checkpoint_seconds: Option<f64>,
@@ -186,6 +193,10 @@ async fn run(args: Args) -> i32 {
         (None, Some(path)) => Arc::new(FileProgressStore { path: path.clone() }),
         (None, None) => unreachable!("clap requires one of them"),
     };
+    let limits = match &args.limits_configmap {
+        Some(name) => follow_limits(&args.namespace, name, &plan).await,
+        None => None,
+    };
     let shard = tokio::spawn(run_shard(ShardInputs {
         plan: Arc::new(plan),
         index: shard,
@@ -194,6 +205,7 @@ async fn run(args: Args) -> i32 {
         live: live_tx,
         stop: stop_rx,
         checkpoint_every: Duration::from_secs_f64(every),
+        limits,
     }));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
@@ -231,6 +243,31 @@ async fn run(args: Args) -> i32 {
             1
         }
     }
+}
+
+/// The job's live limits, followed from the ConfigMap `name` in the background; the plan's
+/// until it is read, and the last read when the API cannot be reached. A memory budget above
+/// the plan's (which the pod's memory limit was made for) is clamped to it. None when no
+/// client can be made (the plan's limits hold then).
+async fn follow_limits(
+    namespace: &str,
+    name: &str,
+    plan: &JobPlan,
+) -> Option<watch::Receiver<LiveLimits>> {
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot follow the live limits; the plan's hold");
+            return None;
+        }
+    };
+    let (tx, rx) = watch::channel(LiveLimits::of(&plan.transfer));
+    let ceiling = plan.transfer.memory_budget;
+    let (namespace, name) = (namespace.to_string(), name.to_string());
+    tokio::spawn(async move {
+        limits_configmap::follow(client, &namespace, &name, tx, ceiling).await;
+    });
+    Some(rx)
 }
 
 fn main() {

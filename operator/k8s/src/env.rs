@@ -13,6 +13,9 @@ pub const PLAN_CONFIGMAP: &str = "FERRY_PLAN_CONFIGMAP";
 /// the Job it creates: a pod refuses a file that differs (written into the ConfigMap since, by
 /// anyone who may edit ConfigMaps in the namespace).
 pub const PLAN_SHA256: &str = "FERRY_PLAN_SHA256";
+/// The ConfigMap of the job's live limits (of FERRY_NAMESPACE), which the agent follows;
+/// unset: the plan's limits for the whole run.
+pub const LIMITS_CONFIGMAP: &str = "FERRY_LIMITS_CONFIGMAP";
 /// The shard to copy (set by an Indexed Job).
 pub const SHARD: &str = "JOB_COMPLETION_INDEX";
 /// The prefix of the progress ConfigMaps; the agent's is the prefix followed by its shard.

@@ -13,6 +13,8 @@ pub const REQUEST_KEY: &str = "request.json";
 pub const OUTCOME_KEY: &str = "outcome.json";
 /// Where the plan ConfigMap is mounted in an agent.
 pub const PLAN_MOUNT: &str = "/etc/ferry/plan";
+/// The key of the live limits inside the limits ConfigMap.
+pub const LIMITS_KEY: &str = "limits.json";
 /// The key of the progress record inside a shard's ConfigMap.
 pub const PROGRESS_KEY: &str = "progress.json";
 /// The command the agents' containers run (in the one image that holds both binaries).
@@ -36,6 +38,12 @@ pub fn planner_name(job: &str) -> String {
 /// The plan ConfigMap of a job.
 pub fn plan_name(job: &str) -> String {
     format!("{job}-plan")
+}
+
+/// The ConfigMap of a job's live limits (rates, concurrency, memory budget), which the
+/// operator keeps equal to the spec and the agents follow while they run.
+pub fn limits_name(job: &str) -> String {
+    format!("{job}-limits")
 }
 
 /// The prefix of a job's shard progress ConfigMaps; shard `i` is the prefix followed by `i`.

@@ -2,6 +2,7 @@
 //! no S3 client in it:
 //!
 //! - [`plan`]: the job plan an agent runs (shard ranges, the resolved transfer settings);
+//! - [`live`]: the settings that may change while a job runs (rates, concurrency, memory);
 //! - [`planning`]: what the planner is asked and what it answers (checks, then the plan);
 //! - [`stores`]: where each side is (a serializable store configuration) and its secrets;
 //! - [`progress`]: the progress record of a shard (checkpoint, counters, failure classes);
@@ -11,6 +12,7 @@
 //! The operator translates a validated `MigrationJob` spec into these types once; the engine
 //! reads nothing else.
 
+pub mod live;
 pub mod plan;
 pub mod planning;
 pub mod policy;
@@ -18,6 +20,7 @@ pub mod progress;
 pub mod select;
 pub mod stores;
 
+pub use live::LiveLimits;
 pub use plan::{
     DeleteSettings, FailureBudget, JobPlan, MultipartSettings, ShardRange, Side, Stage, Transfer,
 };

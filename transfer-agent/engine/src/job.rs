@@ -4,22 +4,45 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_core::{FailureClass, JobCredentials, JobPlan, ProgressStore, ShardProgress};
+use ferry_core::{FailureClass, JobCredentials, JobPlan, LiveLimits, ProgressStore, ShardProgress};
 use tokio::sync::watch;
 
 use crate::error::TransferError;
-use crate::limit::Limits;
+use crate::limit::{Limits, ShardLimits};
 use crate::retry::RetryPolicy;
 use crate::shard::ShardRun;
 use crate::stores::{self, Sink, Source};
 
-/// The per-shard limits: the job's rates divided evenly across its shards.
+/// A shard's share of the job's live settings: the job's rates divided evenly across its
+/// `shards`; concurrency and the memory budget are per shard already.
+pub fn shard_share(live: &LiveLimits, shards: usize) -> ShardLimits {
+    let shards = shards.max(1) as f64;
+    ShardLimits {
+        requests_per_second: live.requests_per_second as f64 / shards,
+        bytes_per_second: live.bandwidth_limit.map_or(0.0, |b| b as f64 / shards),
+        memory_budget: live.memory_budget,
+        concurrency: live.concurrency.max(1) as usize,
+    }
+}
+
+/// The per-shard limits of the plan's own settings.
 pub fn shard_limits(plan: &JobPlan) -> Arc<Limits> {
-    let t = &plan.transfer;
-    let shards = plan.shards.len().max(1) as f64;
-    let bandwidth = t.bandwidth_limit.map_or(0.0, |b| b as f64 / shards);
-    let rps = t.requests_per_second as f64 / shards;
-    Arc::new(Limits::new(rps, bandwidth, t.memory_budget))
+    let live = LiveLimits::of(&plan.transfer);
+    Arc::new(Limits::of(&shard_share(&live, plan.shards.len())))
+}
+
+/// Applies each new value of `live` to `limits` (a shard's share of it), until the sender
+/// is gone. The current value is applied first.
+async fn follow(limits: Arc<Limits>, shards: usize, mut live: watch::Receiver<LiveLimits>) {
+    loop {
+        let now = *live.borrow_and_update();
+        let share = shard_share(&now, shards);
+        limits.set(&share);
+        tracing::debug!(?share, "the shard's limits");
+        if live.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// What a caller supplies to run one shard.
@@ -31,6 +54,9 @@ pub struct ShardInputs {
     pub live: watch::Sender<ShardProgress>,
     pub stop: watch::Receiver<bool>,
     pub checkpoint_every: Duration,
+    /// The job's live settings as they change while the shard runs (taken over the plan's
+    /// from the start); None keeps the plan's for the whole run.
+    pub limits: Option<watch::Receiver<LiveLimits>>,
 }
 
 /// Opens the stores and runs one shard to its end.
@@ -49,6 +75,11 @@ pub async fn run_shard(inp: ShardInputs) -> Result<ShardProgress, TransferError>
     }
     let t = &plan.transfer;
     let limits = shard_limits(&plan);
+    // Stops following when the shard ends (dropped with the run's scope below).
+    let _following = inp.limits.map(|rx| {
+        let task = tokio::spawn(follow(limits.clone(), plan.shards.len(), rx));
+        AbortOnDrop(task)
+    });
     let retry = RetryPolicy::default();
     let open = |config, secrets| stores::open(config, secrets, limits.clone(), retry.clone());
     let src = open(&t.source, &inp.credentials.source).await?.source();
@@ -114,6 +145,15 @@ pub async fn run_shard(inp: ShardInputs) -> Result<ShardProgress, TransferError>
         ));
     }
     Ok(record)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The keys (relative to the source, sorted, distinct) that a shard's failure report in

@@ -96,6 +96,7 @@ pub struct Pump<'a> {
     moved: Arc<AtomicU64>,
     work: mpsc::Receiver<Work>,
     inflight: FuturesUnordered<JoinHandle<Done>>,
+    /// Objects in flight at most (the live limit, looked at on each tick).
     concurrency: usize,
     /// Keys registered and not yet popped from the watermark window at most.
     window_cap: usize,
@@ -165,7 +166,7 @@ impl<'a> Pump<'a> {
             uploads: uploads.clone(),
             bytes_moved: moved.clone(),
         });
-        let concurrency = t.concurrency.max(1) as usize;
+        let concurrency = live_concurrency(run);
         let resumed_at = rec.record.counters.totals();
         Pump {
             run,
@@ -178,7 +179,7 @@ impl<'a> Pump<'a> {
             work,
             inflight: FuturesUnordered::new(),
             concurrency,
-            window_cap: (concurrency * 16).max(4096),
+            window_cap: window_cap(concurrency),
             listing_done: false,
             stopping: None,
             total: Total {
@@ -411,6 +412,18 @@ impl<'a> Pump<'a> {
     }
 
     async fn tick(&mut self) {
+        // The objects in flight may have been changed since (lowered: no new work is taken
+        // until fewer are in flight).
+        let concurrency = live_concurrency(self.run);
+        if concurrency != self.concurrency {
+            tracing::info!(
+                from = self.concurrency,
+                to = concurrency,
+                "concurrency changed"
+            );
+            self.concurrency = concurrency;
+            self.window_cap = window_cap(concurrency);
+        }
         let t = &mut self.total;
         t.queue_full_since = if self.work.capacity() == 0 {
             t.queue_full_since.or(Some(Instant::now()))
@@ -466,6 +479,19 @@ impl<'a> Pump<'a> {
     async fn checkpoint(&mut self) {
         self.run.checkpoint(&mut self.rec).await;
     }
+}
+
+/// The objects to keep in flight: the shard's live limit, else the plan's.
+fn live_concurrency(run: &ShardRun) -> usize {
+    run.limits
+        .concurrency()
+        .unwrap_or(run.plan.transfer.concurrency as usize)
+        .max(1)
+}
+
+/// Keys registered and not yet popped from the watermark window at most, for `concurrency`.
+fn window_cap(concurrency: usize) -> usize {
+    (concurrency * 16).max(4096)
 }
 
 /// Key prefixes (relative to the destination) that are never delete candidates: the backup
