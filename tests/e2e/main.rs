@@ -22,6 +22,7 @@ mod filters;
 mod integrity;
 mod keys;
 mod layering;
+mod live_limits;
 mod metadata;
 mod nemesis;
 mod operator_cluster;

@@ -2,9 +2,10 @@
 //! restart-safe): the objects come from [`super::build`].
 
 use ferry_api::{JobPlan, MigrationJob};
+use ferry_k8s::limits_configmap::limits_data;
 use ferry_k8s::names::{
-    agent_name, job_name, plan_name, planner_name, shard_name, OUTCOME_KEY, PLAN_KEY, PROGRESS_KEY,
-    REQUEST_KEY,
+    agent_name, job_name, limits_name, plan_name, planner_name, shard_name, OUTCOME_KEY, PLAN_KEY,
+    PROGRESS_KEY, REQUEST_KEY,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
@@ -107,6 +108,7 @@ pub async fn execute(
                 )
                 .await?;
         }
+        Step::SetLimits { limits } => set_limits(mj, world, limits, ctx).await?,
         Step::DeleteJob => {
             if let Some(job_uid) = &world.agents {
                 delete_job_uid(ctx, &ns, &job_name(&name), job_uid).await?;
@@ -154,6 +156,35 @@ async fn agent_access(mj: &MigrationJob, shards: u32, ctx: &Context) -> Result<(
         &uid,
     )
     .await
+}
+
+/// Writes `limits` into the job's limits ConfigMap: created when absent, else written on the
+/// version observed as the job's own (a ConfigMap replaced or edited since is not
+/// overwritten blindly: the write fails and the next pass looks again).
+async fn set_limits(
+    mj: &MigrationJob,
+    world: &World,
+    limits: &ferry_core::LiveLimits,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let ns = mj.namespace().unwrap_or_default();
+    let uid = mj.uid().unwrap_or_default();
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(version) = &world.limits_version else {
+        return create_owned(&cms, &build::limits_configmap(mj, limits), &uid).await;
+    };
+    let patch = json!({
+        "metadata": {"resourceVersion": version},
+        "data": limits_data(limits),
+    });
+    cms.patch(
+        &limits_name(&mj.name_any()),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    tracing::info!(namespace = %ns, job = %mj.name_any(), ?limits, "live limits written");
+    Ok(())
 }
 
 /// A retry builds its plan from the stored one at once; a first plan is made by the planner

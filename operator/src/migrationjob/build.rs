@@ -1,5 +1,5 @@
-//! The objects the operator creates for a MigrationJob, built as pure functions: the plan and
-//! progress ConfigMaps, the pods' ServiceAccount, Role and RoleBinding, the planner's Job and
+//! The objects the operator creates for a MigrationJob, built as pure functions: the plan,
+//! live limits and progress ConfigMaps, the pods' ServiceAccount, Role and RoleBinding, the planner's Job and
 //! the agents' Indexed Job. Every one is owned by the MigrationJob, so deleting it removes
 //! them; none holds a secret, and every pod meets the restricted Pod Security Standard.
 //! Names, keys and variables come from `ferry_k8s`, which the agent reads them with.
@@ -10,11 +10,12 @@ use ferry_api::{Endpoint, JobPlan, MigrationJob, Side, ValidatedSpec};
 use ferry_core::plan::report_prefix;
 use ferry_core::planning::{PlanRequest, RequiredVar};
 use ferry_core::stores::S3Auth;
-use ferry_core::{StoreConfig, Transfer};
+use ferry_core::{LiveLimits, StoreConfig, Transfer};
 use ferry_k8s::env;
+use ferry_k8s::limits_configmap::limits_data;
 use ferry_k8s::names::{
-    agent_name, job_name, plan_name, plan_path, planner_name, request_path, shard_name,
-    shard_prefix, AGENT_COMMAND, JOB_LABEL, PLAN_MOUNT, REQUEST_KEY,
+    agent_name, job_name, limits_name, plan_name, plan_path, planner_name, request_path,
+    shard_name, shard_prefix, AGENT_COMMAND, JOB_LABEL, PLAN_MOUNT, REQUEST_KEY,
 };
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
@@ -217,10 +218,21 @@ pub fn shard_configmap(mj: &MigrationJob, i: u32) -> ConfigMap {
     }
 }
 
+/// The live limits ConfigMap, holding `limits`; the agents follow it.
+pub fn limits_configmap(mj: &MigrationJob, limits: &LiveLimits) -> ConfigMap {
+    let name = mj.metadata.name.clone().unwrap_or_default();
+    ConfigMap {
+        metadata: meta(mj, limits_name(&name)),
+        data: Some(limits_data(limits)),
+        ..Default::default()
+    }
+}
+
 /// The identity of the job's pods and exactly the rights they need: the planner patches the
 /// plan ConfigMap (its answer); the agents get, update and patch their own shards' progress
-/// objects (by name; `create` cannot be limited that way, so the operator pre-creates them).
-/// Nothing else: no Secret (their values come by `secretKeyRef`, resolved by the kubelet).
+/// objects (by name; `create` cannot be limited that way, so the operator pre-creates them),
+/// and get, list and watch the live limits ConfigMap (by name: a list or watch is allowed
+/// with a `metadata.name` field selector). Nothing else: no Secret (their values come by `secretKeyRef`, resolved by the kubelet).
 pub fn agent_access(
     mj: &MigrationJob,
     shards: u32,
@@ -252,6 +264,13 @@ pub fn agent_access(
                 resources: Some(vec!["configmaps".into()]),
                 resource_names: Some(vec![plan_name(&name)]),
                 verbs: vec!["patch".into()],
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".into()]),
+                resource_names: Some(vec![limits_name(&name)]),
+                verbs: vec!["get".into(), "list".into(), "watch".into()],
                 ..Default::default()
             },
         ]),
@@ -518,12 +537,15 @@ pub fn agent_job(
         value_env(env::PLAN, &plan_path()),
         value_env(env::PLAN_SHA256, plan_sha256),
         value_env(env::PROGRESS_CONFIGMAP_PREFIX, &shard_prefix(&name)),
+        value_env(env::LIMITS_CONFIGMAP, &limits_name(&name)),
         namespace_env(),
     ];
     secrets_env(mj, false, &mut envs);
     let (plan_vol, plan_mount) = plan_volume(&name);
     let (mut volumes, mut mounts) = (vec![plan_vol], vec![plan_mount]);
     side_volumes(mj, &mut volumes, &mut mounts);
+    // The plan's budget: the agents never take a live budget above it (their memory limit
+    // is made for it).
     let limit_mib = plan.transfer.memory_budget / (1 << 20) + 256;
     let container = Container {
         name: "agent".into(),
@@ -647,6 +669,11 @@ mod tests {
             !env.iter().any(|e| e.name.starts_with("AWS_")),
             "the default chain must not see either side's keys"
         );
+        let limits = env
+            .iter()
+            .find(|e| e.name == env::LIMITS_CONFIGMAP)
+            .unwrap();
+        assert_eq!(limits.value.as_deref(), Some("photos-limits"));
         let mounts = pod.containers[0].volume_mounts.as_ref().unwrap();
         // The claim is mounted at Ferry's root for the side; the user's path is a folder in it.
         let backup = mounts
@@ -669,7 +696,12 @@ mod tests {
         let (sa, role, binding) = agent_access(&mj(), 3, &BTreeMap::new());
         assert_eq!(sa.automount_service_account_token, Some(false));
         let rules = role.rules.unwrap();
-        assert_eq!(rules.len(), 2);
+        assert_eq!(rules.len(), 3);
+        assert_eq!(
+            rules[2].resource_names.as_ref().unwrap(),
+            &vec!["photos-limits".to_string()]
+        );
+        assert_eq!(rules[2].verbs, vec!["get", "list", "watch"]);
         assert_eq!(
             rules[1].resource_names.as_ref().unwrap(),
             &vec!["photos-plan".to_string()]

@@ -18,6 +18,7 @@ use ferry_api::conditions::{find, ConditionType, Conditions, Reason};
 use ferry_api::deletes::{self, DeletesState, Verdict};
 use ferry_api::{validate, MigrationJob, MigrationJobStatus, Phase, ShardProgress, ShardState};
 use ferry_api::{ValidatedSpec, APPROVE_DELETES_ANNOTATION};
+use ferry_core::LiveLimits;
 use serde::{Deserialize, Serialize};
 
 use ConditionType::*;
@@ -79,6 +80,10 @@ pub struct Observed {
     /// the BucketSync that owns it. It approves a held run when it names the job.
     #[serde(default)]
     pub approval: Option<String>,
+    /// The live limits the agents are told (in a cluster the job's limits ConfigMap), when
+    /// they are told any.
+    #[serde(default)]
+    pub limits: Option<LiveLimits>,
     /// The time of the decision (RFC 3339).
     pub now: String,
 }
@@ -145,6 +150,9 @@ pub enum Step {
     CreateJob { suspend: bool },
     /// Suspend or resume the agents.
     SetSuspend { suspend: bool },
+    /// Tell the agents (running, or about to start) the spec's live limits: rates,
+    /// concurrency, memory budget.
+    SetLimits { limits: LiveLimits },
     /// Stop and remove the agents (they checkpoint and abort multipart uploads).
     DeleteJob,
     /// Tell the user (an Event on the resource).
@@ -236,7 +244,33 @@ impl<'a> Pass<'a> {
             self.planless()?;
         }
         self.track(&v);
+        self.live_limits(&v);
         ControlFlow::Continue(())
+    }
+
+    /// The agents follow the spec's live limits while they run (`bandwidthLimit`,
+    /// `requestsPerSecond`, `parallelism.concurrency`, `parallelism.memoryBudget` may change
+    /// at any time): when what they are told differs, they are told again, before agents
+    /// about to start are created.
+    fn live_limits(&mut self, v: &ValidatedSpec) {
+        let starting = self
+            .d
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::CreateJob { .. }));
+        let ended = self.d.status.phase.is_some_and(Phase::is_terminal);
+        if (self.obs.job.is_none() && starting.is_none()) || ended {
+            return;
+        }
+        let want = LiveLimits::of(&v.transfer);
+        if self.obs.limits == Some(want) {
+            return;
+        }
+        let step = Step::SetLimits { limits: want };
+        match starting {
+            Some(i) => self.d.steps.insert(i, step),
+            None => self.d.steps.push(step),
+        }
     }
 
     /// Agents that run without a plan of this spec and attempt that can be read (it was
@@ -1466,6 +1500,63 @@ mod tests {
         let d = decide(&f.job, &f.observed);
         assert_eq!(d.status.phase, Some(Phase::Cancelled));
         assert!(d.steps.contains(&Step::DeleteJob));
+    }
+
+    /// The steps but Events.
+    fn actions(d: &Decision) -> Vec<Step> {
+        d.steps
+            .iter()
+            .filter(|s| !matches!(s, Step::Event { .. }))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn changed_live_limits_are_written_for_the_running_agents() {
+        let f = load("live-limits");
+        let d = decide(&f.job, &f.observed);
+        let want = LiveLimits {
+            bandwidth_limit: Some(10 << 20),
+            requests_per_second: 200,
+            concurrency: 8,
+            memory_budget: 64 << 20,
+        };
+        assert_eq!(actions(&d), vec![Step::SetLimits { limits: want }]);
+        assert_eq!(d.status.phase, Some(Phase::Running));
+        // Once written, nothing more.
+        let mut f = f;
+        f.observed.limits = Some(want);
+        assert_eq!(actions(&decide(&f.job, &f.observed)), vec![]);
+    }
+
+    #[test]
+    fn agents_about_to_start_are_told_their_limits_first() {
+        let mut f = load("probed");
+        f.observed.plan_ready = true;
+        let d = decide(&f.job, &f.observed);
+        let steps = actions(&d);
+        let set = steps
+            .iter()
+            .position(|s| matches!(s, Step::SetLimits { .. }))
+            .expect("the limits are written");
+        let create = steps
+            .iter()
+            .position(|s| matches!(s, Step::CreateJob { .. }))
+            .unwrap();
+        assert!(set < create, "{steps:?}");
+    }
+
+    #[test]
+    fn no_limits_are_written_without_agents_or_once_ended() {
+        let f = load("probed");
+        assert!(!actions(&decide(&f.job, &f.observed))
+            .iter()
+            .any(|s| matches!(s, Step::SetLimits { .. })));
+        let mut f = load("live-limits");
+        f.job.spec.cancel = true;
+        assert!(!actions(&decide(&f.job, &f.observed))
+            .iter()
+            .any(|s| matches!(s, Step::SetLimits { .. })));
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! What the controller observes of a MigrationJob's world before deciding: its Secrets, its
-//! plan, its agents' Job and progress records (from the ConfigMap cache), planning, the queue;
+//! plan, its agents' Job and progress records (from the ConfigMap cache), the live limits its
+//! agents are told, planning, the queue;
 //! and, when the decision asks for it, both endpoints.
 
 use ferry_api::{
     validate, DeletesState, JobPlan, MigrationJob, ShardProgress, Stage, ValidatedSpec,
     APPROVE_DELETES_ANNOTATION,
 };
-use ferry_k8s::names::{job_name, plan_name, planner_name, shard_name, JOB_LABEL, PLAN_KEY};
+use ferry_k8s::limits_configmap::limits_of;
+use ferry_k8s::names::{
+    job_name, limits_name, plan_name, planner_name, shard_name, JOB_LABEL, PLAN_KEY,
+};
 use ferry_k8s::plan_configmap::{digest, outcome_of};
 use ferry_k8s::progress_configmap::record_of;
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
@@ -34,6 +38,9 @@ pub struct World {
     /// The plan ConfigMap's resourceVersion, when it exists (and is the job's own): writes
     /// to it are made on that version only.
     pub plan_version: Option<String>,
+    /// The limits ConfigMap's resourceVersion, when it exists (and is the job's own): the
+    /// limits are written on that version only.
+    pub limits_version: Option<String>,
     /// The uid of the planner's Job, when one exists (and is the job's own).
     pub planner: Option<String>,
     /// The uid of the agents' Job, when one exists (and is the job's own).
@@ -87,6 +94,13 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
     };
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let plan_cm = match cms.get_opt(&plan_name(&name)).await? {
+        Some(cm) if !owned_by(&cm.metadata, &uid) => {
+            name_taken.get_or_insert_with(|| taken("ConfigMap", &cm.metadata));
+            None
+        }
+        other => other,
+    };
+    let limits_cm = match cms.get_opt(&limits_name(&name)).await? {
         Some(cm) if !owned_by(&cm.metadata, &uid) => {
             name_taken.get_or_insert_with(|| taken("ConfigMap", &cm.metadata));
             None
@@ -183,6 +197,7 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         retry_token: mj.annotations().get(RETRY_ANNOTATION).cloned(),
         report: current.map(JobPlan::report_location),
         approval: approval_of(mj, ctx).await?,
+        limits: limits_cm.as_ref().and_then(limits_of),
         now: now(),
     };
     Ok(World {
@@ -194,6 +209,7 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
             .map(|t| digest(t.as_bytes())),
         plan,
         plan_version: plan_cm.and_then(|cm| cm.metadata.resource_version),
+        limits_version: limits_cm.and_then(|cm| cm.metadata.resource_version),
         planner: planner.and_then(|j| j.metadata.uid),
         agents: agents.and_then(|j| j.metadata.uid),
     })

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ferry_api::aggregate::aggregate;
 use ferry_api::{MigrationJob, MigrationJobStatus, ShardProgress, ShardState, ValidatedSpec};
-use ferry_core::{JobCredentials, JobPlan, ProgressStore};
+use ferry_core::{JobCredentials, JobPlan, LiveLimits, ProgressStore};
 use ferry_engine::checkpoint::FileProgressStore;
 use ferry_engine::{run_shard, ShardInputs, TransferError};
 use tokio::sync::watch;
@@ -78,6 +78,8 @@ pub struct Local {
     tasks: Option<Tasks>,
     /// The planner's last answer (its checks; why it made no plan).
     outcome: Option<PlanOutcome>,
+    /// The live limits the shards follow, once the decision set them.
+    limits: Option<watch::Sender<LiveLimits>>,
 }
 
 impl Local {
@@ -98,6 +100,7 @@ impl Local {
             credentials,
             tasks: None,
             outcome: None,
+            limits: None,
         }
     }
 
@@ -267,6 +270,7 @@ impl Local {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(APPROVE_DELETES_ANNOTATION).cloned()),
+            limits: self.limits.as_ref().map(|tx| *tx.borrow()),
             now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
     }
@@ -335,6 +339,16 @@ impl Local {
                         let _ = t.stop.send(true);
                         t.suspended = true;
                     }
+                }
+                true
+            }
+            Step::SetLimits { limits } => {
+                // The shards running follow it; shards started later begin with it.
+                match &self.limits {
+                    Some(tx) => {
+                        tx.send_replace(*limits);
+                    }
+                    None => self.limits = Some(watch::channel(*limits).0),
                 }
                 true
             }
@@ -453,6 +467,7 @@ impl Local {
                     live,
                     stop: stop_rx.clone(),
                     checkpoint_every: self.checkpoint_every,
+                    limits: self.limits.as_ref().map(watch::Sender::subscribe),
                 })));
             }
         }
