@@ -90,11 +90,13 @@ pub struct TransferSpec {
     #[serde(default)]
     pub parallelism: Parallelism,
     /// Bytes per second for the whole job, as a quantity (`200Mi`); divided evenly across
-    /// shards. Unlimited when absent.
+    /// shards. Unlimited when absent. May be changed while the job runs: its agents take the
+    /// new value within seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_limit: Option<ByteSize>,
     /// Requests per second for the whole job, divided evenly across shards. 0 means unlimited;
-    /// at most 4294967295.
+    /// at most 4294967295. May be changed while the job runs: its agents take the new value
+    /// within seconds.
     #[serde(default)]
     #[schemars(range(max = 4_294_967_295u32))]
     pub requests_per_second: u32,
@@ -324,12 +326,15 @@ pub struct Parallelism {
     pub shards: u32,
     /// Objects in flight per shard. 1 to 4096. Default 256: small objects cost a request's
     /// round trip each, so many in flight is what makes them fast; the memory budget bounds
-    /// the bytes in flight whatever this is.
+    /// the bytes in flight whatever this is. May be changed while the job runs: its agents
+    /// take the new value within seconds.
     #[serde(default = "default_concurrency")]
     #[schemars(range(min = 1, max = 4096))]
     pub concurrency: u32,
     /// Bytes buffered in memory per shard at most, whatever the object sizes (a quantity).
-    /// Default 256Mi.
+    /// Default 256Mi. May be changed while the job runs: its agents take a lower value within
+    /// seconds; in a cluster a higher one only up to the budget the job was planned with,
+    /// which its pods' memory limit is made for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = crate::cel::memory_budget)]
     pub memory_budget: Option<ByteSize>,
