@@ -24,6 +24,7 @@ mod keys;
 mod layering;
 mod live_limits;
 mod metadata;
+mod metrics;
 mod nemesis;
 mod operator_cluster;
 mod overwrite;
