@@ -11,6 +11,8 @@
 //! - [`data`]: deterministic pseudo-random data and filesystem trees.
 //! - [`scenario`]: the set-up most tests share (two sides, their contents, proxies, a Workdir
 //!   and the job between them), so a test states only what is particular to it.
+//! - [`nemesis`]: the nemesis suite's checker (every key one complete source version, the
+//!   reports a partition of the keys, counters, stuck jobs, foreign objects) and its figures.
 //! - [`cluster`]: the operator tests' Kubernetes API (a real one, or the kmock stand-in
 //!   `kapi.py`) and a harness that plays kubelet and the Job controller.
 
@@ -18,6 +20,7 @@ pub mod cluster;
 pub mod data;
 pub mod ferry;
 pub mod fixtures;
+pub mod nemesis;
 pub mod proxy;
 pub mod reports;
 pub mod s3;
