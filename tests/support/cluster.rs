@@ -192,6 +192,10 @@ pub struct Agents {
     jobs_created: Mutex<BTreeMap<String, String>>,
     /// Agent processes started so far.
     starts: std::sync::atomic::AtomicUsize,
+    /// Variables added to every agent's environment from now on ([`Self::set_env`]).
+    extra_env: Mutex<Vec<(String, String)>>,
+    /// Every agent exit the harness saw: (pod name, exit code, when it was seen).
+    exits: Mutex<Vec<(String, i32, Instant)>>,
 }
 
 impl Agents {
@@ -244,14 +248,53 @@ impl Agents {
 
     /// SIGKILLs one running agent; returns its pod name.
     pub fn kill_one(&self) -> Option<String> {
+        self.kill_where(|_| true)
+    }
+
+    /// SIGKILLs the first running agent (by pod name) that `pick` selects; returns its name.
+    pub fn kill_where(&self, pick: impl Fn(&str) -> bool) -> Option<String> {
         let mut r = self.running.lock().unwrap();
-        for (name, child) in r.iter_mut() {
+        let mut names: Vec<&String> = r.keys().filter(|k| pick(k)).collect();
+        names.sort();
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        for name in names {
+            let child = r.get_mut(&name)?;
             if matches!(child.try_wait(), Ok(None)) {
                 signal(child.id()?, "-KILL");
-                return Some(name.clone());
+                return Some(name);
             }
         }
         None
+    }
+
+    /// The pod names of the agents running now.
+    pub fn running_names(&self) -> Vec<String> {
+        let mut r = self.running.lock().unwrap();
+        let mut out: Vec<String> = r
+            .iter_mut()
+            .filter_map(|(k, c)| matches!(c.try_wait(), Ok(None)).then(|| k.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Adds `key=value` to the environment of every agent started from now on, as a mutating
+    /// admission webhook would add it to the pods (e.g. `FERRY_CHECKPOINT_SECONDS`, an agent
+    /// input of docs/agent-protocol.md).
+    pub fn set_env(&self, key: &str, value: &str) {
+        self.extra_env
+            .lock()
+            .unwrap()
+            .push((key.to_string(), value.to_string()));
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        self.extra_env.lock().unwrap().clone()
+    }
+
+    /// Every agent exit the harness has seen so far: (pod name, exit code, when).
+    pub fn exits(&self) -> Vec<(String, i32, Instant)> {
+        self.exits.lock().unwrap().clone()
     }
 
     /// Stops the agents whose names `gone` selects, as a kubelet does (SIGTERM).
@@ -259,7 +302,16 @@ impl Agents {
         let mut r = self.running.lock().unwrap();
         let names: Vec<String> = r.keys().filter(|k| gone(k)).cloned().collect();
         for k in names {
-            if let Some(child) = r.remove(&k) {
+            if let Some(mut child) = r.remove(&k) {
+                // One that exited before the harness saw it (its Job deleted at once) is an exit.
+                if let Ok(Some(status)) = child.try_wait() {
+                    let code = status.code().unwrap_or(137);
+                    self.exits
+                        .lock()
+                        .unwrap()
+                        .push((k.clone(), code, Instant::now()));
+                    continue;
+                }
                 if let Some(pid) = child.id() {
                     signal(pid, "-TERM");
                 }
@@ -280,6 +332,11 @@ impl Agents {
         for (k, _) in &out {
             r.remove(k);
         }
+        let now = Instant::now();
+        self.exits
+            .lock()
+            .unwrap()
+            .extend(out.iter().map(|(k, c)| (k.clone(), *c, now)));
         out
     }
 }
@@ -995,7 +1052,8 @@ pub async fn play_kubelet(
                 continue;
             };
             let kc = agent_kubeconfig(&client, &ns, &sa, &admin, &dir).await;
-            match start_agent(&client, &ns, &name, &spec, &index, agent, &kc, &dir).await {
+            let env = agents.env();
+            match start_agent(&client, &ns, &name, &spec, &index, agent, &kc, &dir, env).await {
                 Ok(child) => {
                     agents.add(name.clone(), child);
                     let _ = pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running", "startTime": chrono::Utc::now().to_rfc3339()}}))).await;
@@ -1137,6 +1195,7 @@ async fn play_job_controller(
                         agent,
                         &kubeconfig,
                         &dir,
+                        agents.env(),
                     )
                     .await
                     {
@@ -1217,6 +1276,7 @@ async fn start_agent(
     agent: &Path,
     kubeconfig: &Path,
     dir: &Path,
+    extra_env: Vec<(String, String)>,
 ) -> Result<tokio::process::Child, String> {
     let container = &spec.containers[0];
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -1295,6 +1355,7 @@ async fn start_agent(
         .env("KUBECONFIG", kubeconfig)
         .env("FERRY_LOG", "info")
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(extra_env)
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
