@@ -13,6 +13,8 @@
 //!   and the job between them), so a test states only what is particular to it.
 //! - [`nemesis`]: the nemesis suite's checker (every key one complete source version, the
 //!   reports a partition of the keys, counters, stuck jobs, foreign objects) and its figures.
+//! - [`postgres`]: a real PostgreSQL server (initdb in a temporary directory) for the
+//!   database-source tests, a database per test.
 //! - [`cluster`]: the operator tests' Kubernetes API (a real one, or the kmock stand-in
 //!   `kapi.py`) and a harness that plays kubelet and the Job controller.
 
@@ -21,6 +23,7 @@ pub mod data;
 pub mod ferry;
 pub mod fixtures;
 pub mod nemesis;
+pub mod postgres;
 pub mod proxy;
 pub mod reports;
 pub mod s3;

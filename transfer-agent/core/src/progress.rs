@@ -33,6 +33,10 @@ pub enum FailureClass {
     /// A second entry of a URL list that maps to the key of an earlier one: not copied (the
     /// first is), so that no URL silently overwrites another.
     DuplicateKey,
+    /// A source value that is not a valid object: a database payload that does not decode
+    /// for its encoding, is empty, or whose bytes contradict its declared content type. Never
+    /// uploaded.
+    InvalidData,
 }
 
 impl FailureClass {
@@ -51,6 +55,7 @@ impl FailureClass {
             FailureClass::InvalidRequest => "InvalidRequest",
             FailureClass::Internal => "Internal",
             FailureClass::DuplicateKey => "DuplicateKey",
+            FailureClass::InvalidData => "InvalidData",
         }
     }
 }

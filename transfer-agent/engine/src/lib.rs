@@ -5,6 +5,7 @@
 //! - [`stores`]: the `Source`/`Sink` traits and their kinds (S3, filesystem, memory);
 //! - [`shard`]: listing, sorted-merge diff, dispatch and recording of one shard;
 //! - [`copy`]: one object (single PUT, multipart, server-side), verified;
+//! - [`db`]: database tables (SQLite, PostgreSQL) as sources, one object per row;
 //! - [`job`]: opens a plan's stores and runs a shard;
 //! - [`planner`]: the Secrets and endpoints checked, then the shard ranges of a plan;
 //! - [`checkpoint`]: the watermark and the file progress store;
@@ -14,6 +15,7 @@
 
 pub mod checkpoint;
 pub mod copy;
+pub mod db;
 pub mod diff;
 pub mod error;
 pub mod job;

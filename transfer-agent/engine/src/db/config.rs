@@ -1,0 +1,252 @@
+//! What a database source reads (`docs/database-sources.md`): the table, its columns, how the
+//! payload is encoded, how keys are made, and the optional write-back. Checked once into a
+//! [`Checked`] (pure), so nothing downstream re-validates.
+
+use serde::{Deserialize, Serialize};
+
+use super::sql::{check_where, quote_ident, quote_table};
+use super::template::{Template, WriteBackTemplate};
+
+/// The largest `batchSize`: a batch is one short read transaction.
+pub const MAX_BATCH_SIZE: u32 = 10_000;
+/// The default `batchSize`.
+pub const DEFAULT_BATCH_SIZE: u32 = 500;
+
+/// A database source as a plan carries it (the connection URL is a secret, apart).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DbConfig {
+    /// `table` or `schema.table`.
+    pub table: String,
+    /// An integer or text column, unique and ordered (the primary key): paging, shard
+    /// ranges and checkpoints follow it.
+    pub id_column: String,
+    /// The column holding the payload.
+    pub data_column: String,
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// The object key, a template over column values: `images/{id:012}.{ext}`.
+    pub key: String,
+    #[serde(default)]
+    pub content_type: ContentTypeRule,
+    /// A timestamp column (or Unix seconds): the objects' modification times (filters,
+    /// `IfNewer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_column: Option<String>,
+    /// An SQL condition rows must meet, the only SQL the user writes.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub where_clause: Option<String>,
+    /// Rows per read transaction.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_back: Option<WriteBackConfig>,
+}
+
+fn default_batch_size() -> u32 {
+    DEFAULT_BATCH_SIZE
+}
+
+/// How the payload column is encoded.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Encoding {
+    /// Base64 text (standard or URL-safe alphabet, padded or not, line breaks allowed).
+    Base64,
+    /// A `data:` URI (`data:image/png;base64,...`, or percent-encoded without `;base64`).
+    DataUri,
+    /// The bytes themselves (`bytea`, `BLOB`).
+    Binary,
+    /// Per value: a `data:` URI, else base64 text, else (a binary value) the bytes.
+    #[default]
+    Auto,
+}
+
+/// Where an object's content type comes from.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentTypeRule {
+    /// A column with the declared type; NULL falls back to the data URI's type, then to
+    /// sniffing when `sniff` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// Without a declared type, the type is read from the bytes' magic numbers. (A declared
+    /// type the magic numbers contradict fails the row in any case.)
+    #[serde(default)]
+    pub sniff: bool,
+}
+
+/// After a verified upload, record where the object is.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteBackConfig {
+    /// The column that receives the value.
+    pub column: String,
+    /// A template over `{key}` and `{id}`: `https://images.example.com/{key}`.
+    pub value: String,
+    /// Also set the data column to NULL.
+    #[serde(default)]
+    pub clear_data: bool,
+}
+
+/// A configuration that is not usable, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// A checked configuration: identifiers quoted, the condition wrapped, templates parsed.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub config: DbConfig,
+    /// `"schema"."table"` (as PostgreSQL's privilege functions take it; statements quote
+    /// per dialect, [`super::sql::Queries`]).
+    pub table: String,
+    /// `(condition)`, when there is one.
+    pub condition: Option<String>,
+    pub key: Template,
+    /// The columns the key template names besides the id, unquoted, in template order.
+    pub key_columns: Vec<String>,
+    /// The write-back value's template.
+    pub write_back: Option<WriteBackTemplate>,
+}
+
+impl DbConfig {
+    /// Checks every field; the first problem found is the error.
+    pub fn check(&self) -> Result<Checked, ConfigError> {
+        let table = quote_table(&self.table).map_err(|m| ConfigError::new("table", m))?;
+        quote_ident(&self.id_column).map_err(|m| ConfigError::new("idColumn", m))?;
+        quote_ident(&self.data_column).map_err(|m| ConfigError::new("dataColumn", m))?;
+        if self.id_column == self.data_column {
+            return Err(ConfigError::new(
+                "dataColumn",
+                "must be another column than idColumn",
+            ));
+        }
+        if let Some(c) = &self.content_type.column {
+            quote_ident(c).map_err(|m| ConfigError::new("contentType.column", m))?;
+        }
+        if let Some(c) = &self.modified_column {
+            quote_ident(c).map_err(|m| ConfigError::new("modifiedColumn", m))?;
+        }
+        let condition = match &self.where_clause {
+            Some(w) => Some(check_where(w).map_err(|m| ConfigError::new("where", m))?),
+            None => None,
+        };
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
+            return Err(ConfigError::new(
+                "batchSize",
+                format!("must be between 1 and {MAX_BATCH_SIZE}"),
+            ));
+        }
+        let key =
+            Template::parse(&self.key, &self.id_column).map_err(|m| ConfigError::new("key", m))?;
+        let key_columns = key.columns();
+        for c in &key_columns {
+            quote_ident(c).map_err(|m| ConfigError::new("key", m))?;
+        }
+        let write_back = match &self.write_back {
+            None => None,
+            Some(w) => {
+                quote_ident(&w.column).map_err(|m| ConfigError::new("writeBack.column", m))?;
+                if [&self.id_column, &self.data_column].contains(&&w.column)
+                    || self.modified_column.as_ref() == Some(&w.column)
+                    || self.content_type.column.as_ref() == Some(&w.column)
+                    || key_columns.contains(&w.column)
+                {
+                    return Err(ConfigError::new(
+                        "writeBack.column",
+                        "must be a column the source does not read",
+                    ));
+                }
+                let value = WriteBackTemplate::parse(&w.value)
+                    .map_err(|m| ConfigError::new("writeBack.value", m))?;
+                Some(value)
+            }
+        };
+        Ok(Checked {
+            config: self.clone(),
+            table,
+            condition,
+            key,
+            key_columns,
+            write_back,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn config() -> DbConfig {
+        DbConfig {
+            table: "images".into(),
+            id_column: "id".into(),
+            data_column: "image_data".into(),
+            encoding: Encoding::Base64,
+            key: "images/{id}.{ext}".into(),
+            content_type: ContentTypeRule {
+                column: Some("mime_type".into()),
+                sniff: false,
+            },
+            modified_column: Some("updated_at".into()),
+            where_clause: Some("deleted_at IS NULL".into()),
+            batch_size: 500,
+            write_back: Some(WriteBackConfig {
+                column: "image_url".into(),
+                value: "https://img.example.com/{key}".into(),
+                clear_data: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_issue_example_is_accepted() {
+        let c = config().check().unwrap();
+        assert_eq!(c.table, "\"images\"");
+        assert_eq!(c.condition.as_deref(), Some("(deleted_at IS NULL)"));
+        assert!(c.key_columns.is_empty());
+        let yaml = r#"{"table":"public.images","idColumn":"id","dataColumn":"d","key":"{id}","where":"x > 1"}"#;
+        let parsed: DbConfig = serde_json::from_str(yaml).unwrap();
+        assert_eq!(parsed.batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(parsed.encoding, Encoding::Auto);
+        assert_eq!(parsed.check().unwrap().table, "\"public\".\"images\"");
+    }
+
+    #[test]
+    fn each_field_is_checked() {
+        let bad = |f: fn(&mut DbConfig), field: &str| {
+            let mut c = config();
+            f(&mut c);
+            assert_eq!(c.check().unwrap_err().field, field);
+        };
+        bad(|c| c.table = String::new(), "table");
+        bad(|c| c.id_column = "a\0b".into(), "idColumn");
+        bad(|c| c.data_column = "id".into(), "dataColumn");
+        bad(
+            |c| c.where_clause = Some("1=1; DROP TABLE images".into()),
+            "where",
+        );
+        bad(|c| c.batch_size = 0, "batchSize");
+        bad(|c| c.key = "images/{name}.png".into(), "key");
+        bad(
+            |c| c.write_back.as_mut().unwrap().column = "image_data".into(),
+            "writeBack.column",
+        );
+        bad(
+            |c| c.write_back.as_mut().unwrap().value = "{nope}".into(),
+            "writeBack.value",
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! Write-back: after objects are verified at the destination, each row records where its
+//! object is (`writeBack.column`), and optionally drops its payload (`clearData`). One write
+//! transaction per batch; each row is locked (PostgreSQL `FOR UPDATE`, SQLite `BEGIN
+//! IMMEDIATE`) and updated only if its payload still decodes to the bytes that were verified
+//! (their MD5): a row changed during the copy is not written back. No other column is
+//! touched; without `writeBack` nothing is ever written.
+
+use md5::{Digest, Md5};
+use tokio::sync::Mutex;
+
+use super::conn::{bind_id, end_transaction, on_pool, ValueRow};
+use super::item::judge;
+use super::row::Value;
+use super::sql::Columns;
+use super::store::{raw_row, DbStore};
+use crate::error::TransferError;
+use ferry_core::FailureClass;
+
+/// An object written and verified at the destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub key: String,
+    /// Hex MD5 of the bytes verified.
+    pub md5: String,
+}
+
+/// What write-back did with one row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The column was set (and the payload cleared, with `clearData`).
+    Written,
+    /// The column already held the value (a run repeated): nothing written.
+    AlreadyThere,
+    /// The payload is no longer the one copied: not written back.
+    Changed,
+    /// No row has this key any more (deleted, or no longer meeting the condition).
+    Gone,
+}
+
+/// Counts of write-back outcomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub written: u64,
+    pub already_there: u64,
+    pub changed: u64,
+    pub gone: u64,
+}
+
+impl Summary {
+    fn add(&mut self, o: Outcome) {
+        match o {
+            Outcome::Written => self.written += 1,
+            Outcome::AlreadyThere => self.already_there += 1,
+            Outcome::Changed => self.changed += 1,
+            Outcome::Gone => self.gone += 1,
+        }
+    }
+}
+
+impl DbStore {
+    /// Writes back a batch of verified objects in one transaction; an outcome per object.
+    pub async fn write_back(&self, done: &[Verified]) -> Result<Vec<Outcome>, TransferError> {
+        let c = self.checked();
+        let (Some(value), Some(update), Some(writer)) =
+            (&c.write_back, &self.queries().update, self.writer())
+        else {
+            return Err(TransferError::new(
+                FailureClass::InvalidRequest,
+                "this database source has no writeBack",
+            )
+            .fatal());
+        };
+        let clear = c.config.write_back.as_ref().is_some_and(|w| w.clear_data);
+        let q = self.queries();
+        let url = self.url();
+        let err = |e: sqlx::Error| url.error("writing back", &e);
+        let ncols = c.key_columns.len();
+        let mut out = Vec::with_capacity(done.len());
+        on_pool!(writer, p => {
+            let mut conn = p.acquire().await.map_err(err)?;
+            sqlx::query(q.begin_write).execute(&mut *conn).await.map_err(err)?;
+            let result: Result<(), sqlx::Error> = async {
+                for v in done {
+                    let mut outcome = Outcome::Gone;
+                    for id in self.candidate_ids(&v.key) {
+                        let query = bind_id!(sqlx::query(&q.lock_by_id), &id);
+                        let Some(row) = query.fetch_optional(&mut *conn).await? else {
+                            continue;
+                        };
+                        let current = row.value(Columns::KEY_COLUMNS + ncols)?;
+                        let Some(raw) = raw_row(&row, ncols)? else { continue };
+                        let item = match judge(c, raw) {
+                            Ok(item) if item.key == v.key => item,
+                            Err(f) if f.key == v.key => {
+                                outcome = Outcome::Changed;
+                                break;
+                            }
+                            // The row of this id now has another key (another type, say),
+                            // unless another candidate's row has this one.
+                            _ => {
+                                outcome = Outcome::Changed;
+                                continue;
+                            }
+                        };
+                        let md5 = hex::encode(Md5::digest(&item.bytes));
+                        let text = value.render(&v.key, &id);
+                        outcome = if !md5.eq_ignore_ascii_case(&v.md5) {
+                            Outcome::Changed
+                        } else if current == Value::Text(text.clone()) && !clear {
+                            Outcome::AlreadyThere
+                        } else {
+                            bind_id!(sqlx::query(update).bind(text), &id)
+                            .execute(&mut *conn)
+                            .await?;
+                            Outcome::Written
+                        };
+                        break;
+                    }
+                    out.push(outcome);
+                }
+                Ok(())
+            }
+            .await;
+            end_transaction!(conn, result, err);
+        });
+        Ok(out)
+    }
+
+    /// Checks, writing nothing, that write-back may write: PostgreSQL's column privileges of
+    /// the user, or that the SQLite file can be locked for writing. The error names what is
+    /// missing.
+    pub async fn probe_write_back(&self) -> Result<(), TransferError> {
+        let c = self.checked();
+        let (Some(w), Some(writer)) = (&c.config.write_back, self.writer()) else {
+            return Ok(());
+        };
+        let url = self.url();
+        let err = |e: sqlx::Error| url.error("checking the write-back permission", &e);
+        let mut columns = vec![w.column.clone()];
+        if w.clear_data {
+            columns.push(c.config.data_column.clone());
+        }
+        match writer {
+            super::conn::Pool::Postgres(p) => {
+                for col in columns {
+                    let (ok,): (bool,) =
+                        sqlx::query_as("SELECT has_column_privilege($1, $2, 'UPDATE')")
+                            .bind(&c.table)
+                            .bind(&col)
+                            .fetch_one(p)
+                            .await
+                            .map_err(err)?;
+                    if !ok {
+                        return Err(TransferError::new(
+                            FailureClass::AccessDenied,
+                            format!(
+                                "writeBack: the database user may not UPDATE the column {col} of {}",
+                                c.config.table
+                            ),
+                        )
+                        .fatal());
+                    }
+                }
+            }
+            super::conn::Pool::Sqlite(p) => {
+                let mut conn = p.acquire().await.map_err(err)?;
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| {
+                        let mut e = err(e);
+                        e.message = format!(
+                            "writeBack: the SQLite file cannot be written: {}",
+                            e.message
+                        );
+                        e
+                    })?;
+                sqlx::query("ROLLBACK")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Verified objects collected until a batch (`batchSize`) is full, then written back in one
+/// transaction; [`Queue::flush`] writes the rest (before a checkpoint, at the end).
+pub struct Queue {
+    store: DbStore,
+    pending: Mutex<Vec<Verified>>,
+    summary: std::sync::Mutex<Summary>,
+}
+
+impl Queue {
+    pub fn new(store: DbStore) -> Queue {
+        Queue {
+            store,
+            pending: Mutex::new(Vec::new()),
+            summary: std::sync::Mutex::new(Summary::default()),
+        }
+    }
+
+    /// Adds a verified object; writes the batch back when it is full.
+    pub async fn push(&self, v: Verified) -> Result<(), TransferError> {
+        let mut pending = self.pending.lock().await;
+        pending.push(v);
+        if pending.len() >= self.store.checked().config.batch_size as usize {
+            self.write(&mut pending).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes back whatever is pending.
+    pub async fn flush(&self) -> Result<Summary, TransferError> {
+        let mut pending = self.pending.lock().await;
+        self.write(&mut pending).await?;
+        Ok(*self.summary.lock().unwrap())
+    }
+
+    async fn write(&self, pending: &mut Vec<Verified>) -> Result<(), TransferError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self.store.write_back(pending).await?;
+        for (v, o) in pending.iter().zip(&outcomes) {
+            if matches!(o, Outcome::Changed | Outcome::Gone) {
+                tracing::info!(key = %v.key, outcome = ?o, "not written back");
+            }
+        }
+        let mut s = self.summary.lock().unwrap();
+        outcomes.into_iter().for_each(|o| s.add(o));
+        pending.clear();
+        Ok(())
+    }
+}
