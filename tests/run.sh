@@ -122,6 +122,23 @@ else
   cargo audit --db "$advisory_db" --no-fetch --deny warnings "${audit_ignores[@]}"
 fi
 
+# PostgreSQL for the database-source tests (tests/support/postgres.rs starts its own server
+# with initdb in a temporary directory, as the postgres user when run as root). Debian's
+# `postgresql` package brings the binaries (/usr/lib/postgresql/*/bin); without them, and not
+# root to install them, those tests print a notice and skip.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing PostgreSQL (Debian's postgresql package) for the database-source tests..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "WARNING: PostgreSQL is not installed (apt-get install postgresql): its tests are skipped" >&2
+  fi
+fi
+if [ -z "${FERRY_TEST_PG_BIN:-}" ] && ! command -v initdb >/dev/null 2>&1; then
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+  if [ -n "$pg_bin" ]; then export FERRY_TEST_PG_BIN="$pg_bin"; fi
+fi
+
 echo "== unit and end-to-end tests (moto)"
 env -u FERRY_TEST_GARAGE cargo test --workspace --locked --no-fail-fast
 
