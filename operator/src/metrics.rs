@@ -46,6 +46,8 @@ const SYNC_PHASES: [SyncPhase; 4] = [
     SyncPhase::Suspended,
     SyncPhase::Failed,
 ];
+/// The operator's controllers (the `controller` label of the reconcile metrics).
+pub const CONTROLLERS: [&str; 2] = ["migrationjob", "bucketsync"];
 /// Reconcile durations, seconds (controller-runtime's range, 5 ms to 60 s).
 const DURATION_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
@@ -125,6 +127,17 @@ impl Metrics {
             "Reconciles running now, per controller",
             active.clone(),
         );
+        // Every series of the operator's controllers exists from the start, at 0, so a rate()
+        // over it has a first sample.
+        for controller in CONTROLLERS {
+            let labels = ControllerLabels { controller };
+            let _ = errors.get_or_create(&labels);
+            let _ = active.get_or_create(&labels);
+            let _ = durations.get_or_create(&labels);
+            for result in ["success", "error"] {
+                let _ = reconciles.get_or_create(&ResultLabels { controller, result });
+            }
+        }
         let stores = Arc::new(RwLock::new(None));
         registry.register_collector(Box::new(StatusCollector {
             stores: stores.clone(),
@@ -489,6 +502,18 @@ mod tests {
         Arc::new(mj)
     }
 
+    fn sync(name: &str, status: BucketSyncStatus) -> BucketSync {
+        let mut bs: BucketSync = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "BucketSync",
+            "metadata": {"name": name, "namespace": "media"},
+            "spec": {"interval": "15m", "source": {"filesystem": {"path": "/a"}},
+                     "destination": {"filesystem": {"path": "/b"}}}
+        }))
+        .unwrap();
+        bs.status = Some(status);
+        bs
+    }
+
     fn sample(families: &[MetricFamily], name: &str, extra: &[(&str, &str)]) -> Option<u64> {
         let f = families.iter().find(|f| f.name == name)?;
         f.samples
@@ -580,20 +605,16 @@ mod tests {
 
     #[test]
     fn a_bucketsync_status_becomes_its_gauges() {
-        let mut bs: BucketSync = serde_json::from_value(serde_json::json!({
-            "apiVersion": "ferry.dev/v1alpha1", "kind": "BucketSync",
-            "metadata": {"name": "nightly", "namespace": "media"},
-            "spec": {"interval": "15m", "source": {"filesystem": {"path": "/a"}},
-                     "destination": {"filesystem": {"path": "/b"}}}
-        }))
-        .unwrap();
-        bs.status = Some(BucketSyncStatus {
-            phase: Some(SyncPhase::Idle),
-            last_successful_sync_time: Some("2026-12-03T10:00:00Z".into()),
-            consecutive_failures: 2,
-            skipped_ticks: 3,
-            ..Default::default()
-        });
+        let bs = sync(
+            "nightly",
+            BucketSyncStatus {
+                phase: Some(SyncPhase::Idle),
+                last_successful_sync_time: Some("2026-12-03T10:00:00Z".into()),
+                consecutive_failures: 2,
+                skipped_ticks: 3,
+                ..Default::default()
+            },
+        );
         let f = status_families(&[], &[Arc::new(bs)]);
         let l = [("name", "nightly"), ("kind", "BucketSync")];
         assert_eq!(
@@ -654,5 +675,63 @@ mod tests {
         }
         m.set_leader(None);
         assert!(!m.encode().contains("ferry_objects"));
+    }
+
+    /// Every metric the Grafana dashboard of the chart queries is one this operator serves.
+    #[test]
+    fn the_dashboard_queries_only_metrics_that_exist() {
+        use kube::runtime::{reflector, watcher};
+        let (jobs, mut job_writer) = reflector::store::<MigrationJob>();
+        let mut st = MigrationJobStatus {
+            phase: Some(Phase::Running),
+            ..Default::default()
+        };
+        st.progress.eta_seconds = Some(5);
+        st.progress.expected = Some(Totals::default());
+        st.failures_by_class.insert(FailureClass::Throttled, 1);
+        job_writer.apply_watcher_event(&watcher::Event::Apply(job("a", Some(st)).as_ref().clone()));
+        let (syncs, mut sync_writer) = reflector::store::<BucketSync>();
+        let bs = sync(
+            "s",
+            BucketSyncStatus {
+                phase: Some(SyncPhase::Idle),
+                last_successful_sync_time: Some("2026-12-03T10:00:00Z".into()),
+                ..Default::default()
+            },
+        );
+        sync_writer.apply_watcher_event(&watcher::Event::Apply(bs));
+        let m = Metrics::new();
+        futures::executor::block_on(m.observe("migrationjob", async { Ok::<(), ()>(()) })).unwrap();
+        m.set_leader(Some(Stores { jobs, syncs }));
+        let served: std::collections::BTreeSet<String> = m
+            .encode()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next().map(str::to_string))
+            .collect();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/ferry/dashboards/ferry.json"
+        );
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut queried = Vec::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("ferry_") || word.starts_with("controller_runtime_") {
+                        queried.push(word.to_string());
+                    }
+                }
+            }
+        }
+        assert!(queried.len() >= 15, "{queried:?}");
+        for name in queried {
+            assert!(
+                served.contains(&name),
+                "the dashboard queries {name}, not served: {served:?}"
+            );
+        }
     }
 }

@@ -18,7 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::admission::Admission;
 use crate::context::{Context, ControllerArgs, Error, MANAGER};
 use crate::lenient::{self, Undecodable};
-use crate::metrics::{instrumented, Metrics, Stores};
+use crate::metrics::{instrumented, Metrics, Stores, CONTROLLERS};
 use crate::{bucketsync, migrationjob};
 
 /// Runs the controller until SIGTERM, once this replica holds the leader Lease.
@@ -104,7 +104,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         )
         .shutdown_on_signal()
         .run(
-            instrumented(&metrics, "migrationjob", migrationjob::reconcile),
+            instrumented(&metrics, CONTROLLERS[0], migrationjob::reconcile),
             migrationjob::error_policy,
             ctx.clone(),
         )
@@ -123,7 +123,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         )))
         .shutdown_on_signal()
         .run(
-            instrumented(&metrics, "bucketsync", bucketsync::reconcile),
+            instrumented(&metrics, CONTROLLERS[1], bucketsync::reconcile),
             bucketsync::error_policy,
             ctx,
         )

@@ -108,6 +108,7 @@ fn every_value() -> Value {
         "podAnnotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "true"},
         "podDisruptionBudget": {"enabled": true, "maxUnavailable": 0},
         "serviceMonitor": {"enabled": true, "interval": "15s", "labels": {"release": "prom"}},
+        "grafanaDashboard": {"enabled": true, "annotations": {"grafana_folder": "Ferry"}},
     })
 }
 
@@ -212,6 +213,23 @@ fn the_operator_pod_meets_the_restricted_pod_security_standard() {
                 template["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"],
                 "true"
             );
+            // The dashboard, as the file, in a ConfigMap that Grafana's sidecar picks up.
+            let dashboards = of_kind::<Value>(&objects, "ConfigMap");
+            assert_eq!(dashboards.len(), 1, "{name}");
+            assert_eq!(
+                dashboards[0]["metadata"]["labels"]["grafana_dashboard"],
+                "1"
+            );
+            assert_eq!(
+                dashboards[0]["metadata"]["annotations"]["grafana_folder"],
+                "Ferry"
+            );
+            let file =
+                std::fs::read_to_string(root().join("charts/ferry/dashboards/ferry.json")).unwrap();
+            let shipped: Value =
+                serde_json::from_str(dashboards[0]["data"]["ferry.json"].as_str().unwrap())
+                    .unwrap();
+            assert_eq!(shipped, serde_json::from_str::<Value>(&file).unwrap());
             let monitors = of_kind::<Value>(&objects, "ServiceMonitor");
             assert_eq!(monitors.len(), 1, "{name}");
             assert_eq!(monitors[0]["metadata"]["labels"]["release"], "prom");
@@ -225,6 +243,7 @@ fn the_operator_pod_meets_the_restricted_pod_security_standard() {
             assert_eq!(var("FERRY_MAX_RUNNING_PER_NAMESPACE"), None);
             assert!(pod.priority_class_name.is_none() && pod.node_selector.is_none());
             assert!(of_kind::<Value>(&objects, "ServiceMonitor").is_empty());
+            assert!(of_kind::<Value>(&objects, "ConfigMap").is_empty());
         }
         // A PodDisruptionBudget and a Service select exactly the operator's pods.
         let labels =
