@@ -17,7 +17,10 @@ use super::payload::tests::{JPEG, PNG};
 use super::writeback::{Outcome, Verified};
 use super::{failure_of, DbStore};
 use crate::limit::Buffer;
-use crate::stores::{ObjectInfo, Source};
+use crate::shard::ShardRun;
+use crate::stores::{MemoryStore, ObjectInfo, Sink, Source};
+use futures::future::BoxFuture;
+use tokio::sync::watch;
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
@@ -549,12 +552,124 @@ async fn without_write_back_the_file_is_opened_read_only() {
     assert!(!std::path::Path::new(missing.trim_start_matches("sqlite://")).exists());
 }
 
+/// A progress record kept in memory (None: each run starts afresh).
+#[derive(Default)]
+struct Saved(std::sync::Mutex<Option<ferry_core::ShardProgress>>, bool);
+
+impl ferry_core::ProgressStore for Saved {
+    fn load(&self) -> BoxFuture<'_, Result<Option<ferry_core::ShardProgress>, String>> {
+        let p = self.0.lock().unwrap().clone().filter(|_| self.1);
+        Box::pin(async move { Ok(p) })
+    }
+    fn save<'a>(&'a self, p: &'a ferry_core::ShardProgress) -> BoxFuture<'a, Result<(), String>> {
+        *self.0.lock().unwrap() = Some(p.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// One shard over the whole table, to a memory store; its live record and stop switch.
+fn shard(
+    s: &DbStore,
+    dst: &MemoryStore,
+    progress: Arc<Saved>,
+    attempt: u32,
+) -> (
+    ShardRun,
+    watch::Receiver<ferry_core::ShardProgress>,
+    watch::Sender<bool>,
+) {
+    let unused = || {
+        ferry_core::StoreConfig::Filesystem(ferry_core::stores::FsConfig {
+            path: "/unused".into(),
+        })
+    };
+    let plan = ferry_core::JobPlan {
+        namespace: "ns".into(),
+        name: "job".into(),
+        uid: "u".into(),
+        spec_hash: "h".into(),
+        transfer: ferry_core::Transfer {
+            source: unused(),
+            destination: unused(),
+            report: None,
+            selection: Default::default(),
+            overwrite: ferry_core::OverwritePolicy::IfDifferent,
+            verify: ferry_core::VerifyMode::Checksum,
+            concurrency: 4,
+            memory_budget: 64 << 20,
+            bandwidth_limit: None,
+            requests_per_second: 0,
+            multipart: ferry_core::MultipartSettings {
+                threshold: 64 << 20,
+                part_size: 16 << 20,
+            },
+            max_failures: None,
+            dry_run: false,
+            cancel: false,
+            deletes: None,
+        },
+        shards: vec![ferry_core::ShardRange::default()],
+        only_keys: None,
+        report_prefix: REPORTS.into(),
+        attempt,
+        retry_failed_from: None,
+        stage: Default::default(),
+    };
+    let (live, live_rx) = watch::channel(ferry_core::ShardProgress::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let sink: Arc<dyn Sink> = Arc::new(dst.clone());
+    let run = ShardRun {
+        plan: Arc::new(plan),
+        index: 0,
+        src: Arc::new(s.clone()),
+        report: Some(sink.clone()),
+        dst: sink,
+        limits: Arc::new(crate::limit::Limits::unlimited()),
+        retry: crate::retry::RetryPolicy {
+            max_attempts: 2,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+        },
+        server: None,
+        progress,
+        live,
+        stop,
+        checkpoint_every: Duration::from_millis(100),
+        unsaved: Default::default(),
+        uploads: Default::default(),
+    };
+    (run, live_rx, stop_tx)
+}
+
+const REPORTS: &str = ".ferry/reports/u/";
+
+/// The keys of the manifests the shard wrote (each listed key once per manifest line).
+fn manifest_keys(dst: &MemoryStore) -> Vec<String> {
+    let mut keys: Vec<String> = dst
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(REPORTS) && k.contains("/manifest-"))
+        .flat_map(|k| {
+            let body = dst.bytes(&k).unwrap();
+            body.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    serde_json::from_slice::<serde_json::Value>(l).unwrap()["key"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
 /// The shard engine with a table as its source: every row copied once, failures recorded,
 /// and a second run copies nothing (the listed MD5s match the destination's).
 #[tokio::test]
 async fn the_shard_engine_copies_a_table() {
-    use crate::shard::ShardRun;
-    use crate::stores::{MemoryStore, Sink};
     let db = mixed().await;
     db.insert(6, Some(b"!!"), Some("image/png"), true).await;
     let s = DbStore::open(&config("img/{id:04}.{ext}"), &db.url)
@@ -562,65 +677,7 @@ async fn the_shard_engine_copies_a_table() {
         .unwrap();
     let dst = MemoryStore::new();
     for attempt in 0..2 {
-        let plan = ferry_core::JobPlan {
-            namespace: "ns".into(),
-            name: "job".into(),
-            uid: "u".into(),
-            spec_hash: "h".into(),
-            transfer: ferry_core::Transfer {
-                source: ferry_core::StoreConfig::Filesystem(ferry_core::stores::FsConfig {
-                    path: "/unused".into(),
-                }),
-                destination: ferry_core::StoreConfig::Filesystem(ferry_core::stores::FsConfig {
-                    path: "/unused".into(),
-                }),
-                report: None,
-                selection: Default::default(),
-                overwrite: ferry_core::OverwritePolicy::IfDifferent,
-                verify: ferry_core::VerifyMode::Checksum,
-                concurrency: 4,
-                memory_budget: 64 << 20,
-                bandwidth_limit: None,
-                requests_per_second: 0,
-                multipart: ferry_core::MultipartSettings {
-                    threshold: 64 << 20,
-                    part_size: 16 << 20,
-                },
-                max_failures: None,
-                dry_run: false,
-                cancel: false,
-                deletes: None,
-            },
-            shards: vec![ferry_core::ShardRange::default()],
-            only_keys: None,
-            report_prefix: ferry_core::plan::report_prefix("ns", "job", "u"),
-            attempt,
-            retry_failed_from: None,
-            stage: Default::default(),
-        };
-        let (live, _live_rx) = tokio::sync::watch::channel(ferry_core::ShardProgress::default());
-        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-        let sink: Arc<dyn Sink> = Arc::new(dst.clone());
-        let run = ShardRun {
-            plan: Arc::new(plan),
-            index: 0,
-            src: Arc::new(s.clone()),
-            report: Some(sink.clone()),
-            dst: sink,
-            limits: Arc::new(crate::limit::Limits::unlimited()),
-            retry: crate::retry::RetryPolicy {
-                max_attempts: 2,
-                base: Duration::from_millis(1),
-                cap: Duration::from_millis(2),
-            },
-            server: None,
-            progress: Arc::new(Fresh),
-            live,
-            stop,
-            checkpoint_every: Duration::from_millis(500),
-            unsaved: Default::default(),
-            uploads: Default::default(),
-        };
+        let (run, _live, _stop) = shard(&s, &dst, Arc::default(), attempt);
         let p = run.run().await;
         let c = &p.counters;
         if attempt == 0 {
@@ -638,19 +695,53 @@ async fn the_shard_engine_copies_a_table() {
     assert!(dst.bytes("img/0006.png").is_none());
 }
 
-/// A progress store that never has a record: each run starts afresh.
-struct Fresh;
+/// A run stopped midway resumes at its watermark (an id, through the key) and copies each
+/// row once.
+#[tokio::test]
+async fn a_stopped_table_copy_resumes_and_copies_each_row_once() {
+    const ROWS: i64 = 60;
+    let db = Db::new(SCHEMA).await;
+    for id in 1..=ROWS {
+        db.insert(
+            id,
+            Some(&[PNG, &id.to_be_bytes()].concat()),
+            Some("image/png"),
+            false,
+        )
+        .await;
+    }
+    let mut c = config("img/{id:06}.{ext}");
+    c.batch_size = 7;
+    let s = DbStore::open(&c, &db.url).await.unwrap();
+    let dst = MemoryStore::new();
+    dst.slow_writes(Duration::from_millis(20));
+    let saved = Arc::new(Saved(Default::default(), true));
+    let (run, mut live, stop) = shard(&s, &dst, saved.clone(), 0);
+    let task = tokio::spawn(run.run());
+    while live.borrow().counters.objects_copied < 15 {
+        live.changed().await.unwrap();
+    }
+    stop.send(true).unwrap();
+    let paused = task.await.unwrap();
+    assert_eq!(paused.state, ferry_core::ShardState::Paused);
+    let done = paused.checkpoint.counters.objects_copied as i64;
+    assert!((15..ROWS).contains(&done), "{done}");
+    assert_eq!(
+        paused.checkpoint.watermark,
+        Some(format!("img/{done:06}.png"))
+    );
 
-impl ferry_core::ProgressStore for Fresh {
-    fn load(
-        &self,
-    ) -> futures::future::BoxFuture<'_, Result<Option<ferry_core::ShardProgress>, String>> {
-        Box::pin(async { Ok(None) })
-    }
-    fn save<'a>(
-        &'a self,
-        _: &'a ferry_core::ShardProgress,
-    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
+    let (resumed, _live, _stop) = shard(&s, &dst, saved, 0);
+    let rec = resumed.run().await;
+    assert_eq!(rec.state, ferry_core::ShardState::Completed);
+    assert_eq!(
+        (rec.counters.objects_copied, rec.counters.objects_skipped),
+        (ROWS as u64, 0)
+    );
+    let want: Vec<String> = (1..=ROWS).map(|i| format!("img/{i:06}.png")).collect();
+    assert_eq!(manifest_keys(&dst), want, "each row once in the manifests");
+    assert_eq!(
+        dst.bytes("img/000060.png").as_deref(),
+        Some(&[PNG, &60i64.to_be_bytes()].concat()[..])
+    );
 }
