@@ -34,3 +34,4 @@ mod sizes;
 mod support_selftest;
 mod sync_local;
 mod tenancy;
+mod url_list;

@@ -540,6 +540,90 @@ impl Source for UrlListStore {
 mod tests {
     use super::*;
 
+    /// A server that answers every request with a Content-Length of 1000 and 500 bytes.
+    async fn cutting_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut b).await.unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                    .await;
+                let _ = conn.write_all(&[7u8; 500]).await;
+            }
+        });
+        (port, hits)
+    }
+
+    /// A body cut short is retried, and after the last attempt fails as ChecksumMismatch;
+    /// nothing is written.
+    #[tokio::test]
+    async fn a_body_cut_short_is_retried_then_a_checksum_mismatch() {
+        use crate::copy::{Copier, UploadRegistry};
+        use crate::stores::MemoryStore;
+        use ferry_core::stores::{UrlKeys, UrlListFormat};
+        let (port, hits) = cutting_server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("urls.tsv");
+        std::fs::write(
+            &list,
+            format!("TsvHttpData-1.0\nhttp://127.0.0.1:{port}/f\t1000\n"),
+        )
+        .unwrap();
+        let cfg = UrlListConfig {
+            list: UrlListLocation::Path {
+                path: list.display().to_string(),
+            },
+            format: UrlListFormat::Tsv,
+            keys: UrlKeys::default(),
+            requests_per_second_per_host: 0,
+            allow_private_networks: true,
+        };
+        let retry = RetryPolicy {
+            max_attempts: 3,
+            base: std::time::Duration::from_millis(1),
+            cap: std::time::Duration::from_millis(2),
+        };
+        let limits = Arc::new(Limits::unlimited());
+        let store = Arc::new(
+            UrlListStore::open(&cfg, &SideSecrets::default(), limits.clone(), retry.clone())
+                .await
+                .unwrap(),
+        );
+        let info = store.list(None, None).next().await.unwrap().unwrap();
+        assert_eq!((info.key.as_str(), info.size), ("f", 1000));
+        let dst = MemoryStore::new();
+        let copier = Copier {
+            src: store,
+            dst: Arc::new(dst.clone()),
+            threshold: 8 << 20,
+            part_size: 5 << 20,
+            verify: ferry_core::VerifyMode::Checksum,
+            server: None,
+            limits,
+            retry,
+            uploads: Arc::new(UploadRegistry::default()),
+            bytes_moved: Default::default(),
+        };
+        let e = copier.copy(&info).await.unwrap_err();
+        assert_eq!(
+            (e.class, e.attempts),
+            (FailureClass::ChecksumMismatch, 3),
+            "{e}"
+        );
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(dst.head("f").await.unwrap().is_none());
+    }
+
     #[test]
     fn content_ranges() {
         assert_eq!(
