@@ -516,3 +516,37 @@ async fn a_killed_run_resumes_and_copies_each_file_once() {
         "a key listed twice: {counts:?}"
     );
 }
+
+/// A server that ignores `Range` (answers 200 with the whole body) still gives the right bytes
+/// for each part of a large file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_ranges_still_gives_each_part() {
+    let s = Setup::new("url-noranges").await;
+    let big = bytes(21, 11 * MI + 5);
+    s.http.put(
+        "/big.bin",
+        File {
+            no_ranges: true,
+            ..File::new(big.clone())
+        },
+    );
+    let tsv = format!(
+        "TsvHttpData-1.0\n{}",
+        tsv_line(&s.http.url("/big.bin"), &big)
+    );
+    let job = s.job(&tsv, json!({})).with(
+        "multipart",
+        json!({ "threshold": "5Mi", "partSize": "5Mi" }),
+    );
+    s.run(&job)
+        .await
+        .assert_exit(0)
+        .assert_counter("objectsCopied", 1);
+    assert!(
+        s.s3.get(&s.bucket, "big.bin").await == big,
+        "big.bin differs"
+    );
+    let gets = s.http.gets("/big.bin");
+    assert_eq!(gets.len(), 3, "one GET per part: {gets:?}");
+    assert!(gets.iter().all(|g| g.headers.contains_key("range")));
+}
