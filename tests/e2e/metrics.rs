@@ -130,6 +130,27 @@ async fn wait_equal(c: &Cluster, addr: &str, name: &str) -> String {
     }
 }
 
+/// With FERRY_METRICS_RECORD=FILE: every /metrics page of the run, scraped twice a second, each
+/// after a line `# scraped <unix seconds>` (tests/support/render_dashboard.py draws the
+/// dashboard's panels from them).
+fn record(addr: &str, path: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
+    let addr = addr.to_string();
+    tokio::spawn(async move {
+        let mut file = std::fs::File::create(&path).unwrap();
+        loop {
+            if let Some((200, page)) = get(&addr, "/metrics").await {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64();
+                std::io::Write::write_all(&mut file, format!("# scraped {now}\n{page}").as_bytes())
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_equal_the_status_during_and_after_a_run_and_across_a_restart() {
     let Some(b) = backend() else { return };
@@ -140,14 +161,17 @@ async fn metrics_equal_the_status_during_and_after_a_run_and_across_a_restart() 
     assert_eq!(get_when_up(&addr, "/readyz").await.0, 200);
     assert_eq!(get_when_up(&addr, "/nothing").await.0, 404);
 
-    let (_s3, src, dst, objects) = buckets(60).await;
+    let recording = std::env::var_os("FERRY_METRICS_RECORD").map(|path| record(&addr, path.into()));
+    // Recorded for a picture: a longer copy.
+    let n = if recording.is_some() { 400 } else { 60 };
+    let (_s3, src, dst, objects) = buckets(n).await;
     c.apply(secret_yaml("creds")).await.unwrap();
     c.apply(job_yaml(
         "copy",
         &src,
         &dst,
         "creds",
-        json!({"requestsPerSecond": 10}),
+        json!({"requestsPerSecond": if recording.is_some() { 25 } else { 10 }}),
     ))
     .await
     .unwrap();
@@ -208,6 +232,10 @@ async fn metrics_equal_the_status_during_and_after_a_run_and_across_a_restart() 
         .await;
     assert_eq!(copied(&done), objects.len() as u64);
     let page = wait_equal(&c, &addr, "copy").await;
+    if let Some(recording) = recording {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        recording.abort();
+    }
     let completed = [
         ("namespace", c.ns.as_str()),
         ("name", "copy"),
