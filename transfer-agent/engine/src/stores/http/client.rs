@@ -194,6 +194,18 @@ fn refused(what: &str, r: &Refused) -> TransferError {
         .retryable(false)
 }
 
+/// The TLS error `e` is or wraps (an io::Error's `source` skips the error it wraps, and
+/// rustls's errors come wrapped in io::Errors, sometimes twice).
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut e = e;
+    loop {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
+}
+
 /// The error of a request that got no answer (or whose body broke off).
 pub fn transport_error(what: &str, e: &reqwest::Error) -> TransferError {
     let mut chain = Vec::new();
@@ -202,22 +214,15 @@ pub fn transport_error(what: &str, e: &reqwest::Error) -> TransferError {
         if let Some(r) = s.downcast_ref::<Refused>() {
             return refused(what, r);
         }
+        if let Some(t) = tls_error(s) {
+            return TransferError::new(FailureClass::Network, format!("{what}: TLS failed: {t}"))
+                .with_code("TlsError")
+                .retryable(false);
+        }
         chain.push(s.to_string());
         source = s.source();
     }
     let detail = chain.join(": ");
-    let lower = detail.to_ascii_lowercase();
-    if ["certificate", "tls", "handshake", "x509"]
-        .iter()
-        .any(|w| lower.contains(w))
-    {
-        return TransferError::new(
-            FailureClass::Network,
-            format!("{what}: TLS failed: {detail}"),
-        )
-        .with_code("TlsError")
-        .retryable(false);
-    }
     let code = if e.is_timeout() {
         "Timeout"
     } else if e.is_connect() {

@@ -184,9 +184,9 @@ impl Inner {
     }
 
     /// What the server says of `url` now: its headers from a HEAD request (or, where HEAD
-    /// is not allowed, from a GET of its first byte), retried like any request.
-    async fn look(&self, url: &Url) -> Result<Answer, TransferError> {
-        with_retry(&self.retry, "HEAD", |_| async {
+    /// is not allowed, from a GET of its first byte), with `retry`.
+    async fn look(&self, url: &Url, retry: &RetryPolicy) -> Result<Answer, TransferError> {
+        with_retry(retry, "HEAD", |_| async {
             match self.client.send(Method::HEAD, url, &HeaderMap::new()).await {
                 Ok(resp) => Ok(Answer::of(&resp, false)),
                 Err(e) if matches!(e.code.as_deref(), Some("HTTP 405" | "HTTP 501")) => {
@@ -213,9 +213,15 @@ impl Inner {
         let Ok(url) = Url::parse(&row.url) else {
             return info;
         };
-        // A URL that cannot be looked up is listed with size 0: its GET fails with the
-        // reason (a 404 is SourceVanished, a 403 AccessDenied) and is reported.
-        match self.look(&url).await {
+        // One attempt, so that the listing never waits for a server's retries: a URL that
+        // cannot be looked up is listed with size 0; its GET then fails with the reason (a
+        // 404 is SourceVanished, a 403 AccessDenied), or finds the file and sizes it again
+        // with retries (`head`).
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..self.retry.clone()
+        };
+        match self.look(&url, &once).await {
             Ok(a) => {
                 info.size = a.size.unwrap_or(0);
                 info.modified = a.meta.modified;
@@ -350,7 +356,7 @@ impl Source for UrlListStore {
             return Ok(Some((info, ObjectMeta::default())));
         };
         // A URL the server will not describe is left to its GET to fail with the reason.
-        let answer = match self.inner.look(&url).await {
+        let answer = match self.inner.look(&url, &self.inner.retry).await {
             Ok(a) => a,
             Err(_) => return Ok(Some((info, ObjectMeta::default()))),
         };
@@ -622,6 +628,37 @@ mod tests {
         );
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3);
         assert!(dst.head("f").await.unwrap().is_none());
+    }
+
+    /// https to a server that speaks plain HTTP: a TLS failure, named, not retried.
+    #[tokio::test]
+    async fn tls_failures_are_named() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let cfg = UrlListConfig {
+            list: UrlListLocation::Path {
+                path: "unused".into(),
+            },
+            format: Default::default(),
+            keys: Default::default(),
+            requests_per_second_per_host: 0,
+            allow_private_networks: true,
+        };
+        let client =
+            Client::new(&cfg, &SideSecrets::default(), Arc::new(Limits::unlimited())).unwrap();
+        let url = Url::parse(&format!("https://127.0.0.1:{port}/f")).unwrap();
+        let e = client
+            .send(Method::GET, &url, &HeaderMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("TlsError"), "{e}");
+        assert!(!e.retryable && e.message.contains("TLS failed"), "{e}");
     }
 
     #[test]
