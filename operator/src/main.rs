@@ -9,6 +9,8 @@
 
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
+use tracing::Subscriber;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 mod admission;
@@ -31,8 +33,41 @@ mod runtime;
     about = "Moves and keeps in sync the contents of object stores"
 )]
 struct Cli {
+    /// How log lines are written to stderr: `text`, or `json` (one JSON object per line, with
+    /// the fields of the event and of the span it is in, e.g. the object a reconcile is for).
+    /// The level is FERRY_LOG (a tracing filter, default `warn`).
+    #[arg(long, global = true, value_enum, env = "FERRY_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The format of log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The log subscriber: `filter`'s events, in `format`, to `writer`.
+fn logger<W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+    }
 }
 
 #[derive(Subcommand)]
@@ -74,13 +109,9 @@ fn crds() -> Vec<(&'static str, String)> {
 fn main() {
     ferry_engine::limit::return_large_buffers_to_the_system();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env(ferry_k8s::env::LOG)
-                .unwrap_or_else(|_| EnvFilter::new("warn,aws_config=error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_from_env(ferry_k8s::env::LOG)
+        .unwrap_or_else(|_| EnvFilter::new("warn,aws_config=error"));
+    logger(cli.log_format, filter, std::io::stderr).init();
     let code = match cli.command {
         Command::Crd { write } if write.is_empty() => {
             let all: Vec<String> = crds().into_iter().map(|(_, y)| y).collect();
@@ -125,6 +156,59 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// A log destination the test reads back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `format` writes for an event inside a reconcile span.
+    fn logged(format: super::LogFormat) -> String {
+        let buf = Buffer::default();
+        let out = buf.clone();
+        let logger = super::logger(
+            format,
+            tracing_subscriber::EnvFilter::new("info"),
+            move || out.clone(),
+        );
+        tracing::subscriber::with_default(logger, || {
+            let span = tracing::info_span!("reconciling object", object.ref = "MigrationJob.v1alpha1.ferry.dev/copy.media");
+            let _in = span.enter();
+            tracing::info!(shard = 3, "agents started");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn json_logs_are_one_object_per_line_with_the_span_fields() {
+        let text = logged(super::LogFormat::Json);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "agents started");
+        assert_eq!(line["shard"], 3);
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(
+            line["span"]["object.ref"],
+            "MigrationJob.v1alpha1.ferry.dev/copy.media"
+        );
+        let text = logged(super::LogFormat::Text);
+        assert!(
+            text.contains("agents started")
+                && serde_json::from_str::<serde_json::Value>(text.trim()).is_err()
+        );
+    }
+
     #[test]
     fn committed_crds_match_the_code() {
         for copy in ["crds", "charts/ferry/crds"] {

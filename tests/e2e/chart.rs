@@ -96,6 +96,8 @@ fn every_value() -> Value {
         "agent": {"imagePullSecrets": ["regcred"],
                   "serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/ferry"}},
         "http": {"port": 9090, "bindAddress": "::"},
+        "logFormat": "json",
+        "logLevel": "info,kube=debug",
         "priorityClassName": "system-cluster-critical",
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
@@ -172,6 +174,8 @@ fn the_operator_pod_meets_the_restricted_pod_security_standard() {
         if name == "every value set" {
             assert_eq!(port, 9090);
             assert_eq!(var("FERRY_HTTP_ADDR").as_deref(), Some("[::]:9090"));
+            assert_eq!(var("FERRY_LOG_FORMAT").as_deref(), Some("json"));
+            assert_eq!(var("FERRY_LOG").as_deref(), Some("info,kube=debug"));
             assert_eq!(var("FERRY_MAX_RUNNING_PER_NAMESPACE").as_deref(), Some("2"));
             assert_eq!(
                 var("FERRY_AGENT_IMAGE_PULL_SECRETS").as_deref(),
@@ -376,6 +380,7 @@ fn a_wrong_value_is_refused_by_the_schema() {
             "/tolerations/0",
         ),
         (json!({"podLabels": {"tier": 1}}), "/podLabels/tier"),
+        (json!({"logFormat": "yaml"}), "/logFormat"),
     ] {
         let err = try_render(&python, &values).expect_err(&format!("{values} was accepted"));
         assert!(err.contains(says), "{values}: {err}");
