@@ -38,12 +38,18 @@ impl Setup {
     }
 
     /// Writes `list` next to the job and returns the job copying it into the bucket, with
-    /// `url_list` fields added to `urlList` (loopback needs `allowPrivateNetworks`).
+    /// `url_list` fields added to `urlList` (null removes one; loopback needs
+    /// `allowPrivateNetworks`).
     fn job(&self, list: &str, url_list: Value) -> Job {
         std::fs::write(self.wd.path().join("urls.txt"), list).unwrap();
         let mut source = json!({ "path": "urls.txt", "allowPrivateNetworks": true });
         for (k, v) in url_list.as_object().unwrap() {
-            source[k] = v.clone();
+            match v {
+                Value::Null => {
+                    source.as_object_mut().unwrap().remove(k);
+                }
+                v => source[k] = v.clone(),
+            }
         }
         Job::new(
             &self.name,
@@ -549,4 +555,46 @@ async fn a_server_without_ranges_still_gives_each_part() {
     let gets = s.http.gets("/big.bin");
     assert_eq!(gets.len(), 3, "one GET per part: {gets:?}");
     assert!(gets.iter().all(|g| g.headers.contains_key("range")));
+}
+
+/// A CSV list (`URL,KEY`) kept as an object in a bucket, read with the Secret's credentials,
+/// in chunks of one version: each URL lands under its explicit key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csv_list_in_a_bucket_gives_explicit_keys() {
+    let s = Setup::new("url-csv-s3").await;
+    let mut csv = String::new();
+    let mut expected = BTreeMap::new();
+    for i in 0..50u64 {
+        let body = bytes(100 + i, 300 + i as usize);
+        s.http.put(&format!("/raw/{i}"), File::new(body.clone()));
+        let key = format!("photos/{i:03}, \"n\".jpg");
+        csv.push_str(&format!(
+            "{},\"{}\"\n",
+            s.http.url(&format!("/raw/{i}")),
+            key.replace('"', "\"\"")
+        ));
+        expected.insert(key, body);
+    }
+    let lists = s.s3.create_bucket("url-lists").await;
+    s.s3.put(&lists, "cdn/urls.csv", csv.into_bytes()).await;
+    let server = shared_server();
+    let job = s.job(
+        "",
+        json!({
+            "path": null,
+            "s3": {
+                "endpoint": server.endpoint, "bucket": lists, "key": "cdn/urls.csv",
+                "forcePathStyle": true, "credentialsSecretRef": { "name": "creds" }
+            },
+        }),
+    );
+    let run = s.run(&job).await;
+    run.assert_exit(0).assert_counter("objectsCopied", 50);
+    let got: BTreeMap<String, Vec<u8>> = s
+        .contents()
+        .await
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(".ferry/"))
+        .collect();
+    assert_eq!(got, expected);
 }
