@@ -598,3 +598,44 @@ async fn a_csv_list_in_a_bucket_gives_explicit_keys() {
         .collect();
     assert_eq!(got, expected);
 }
+
+/// Three shards split the list's keys (the planner samples the sorted list, sending no request
+/// to the server); every file is copied once and the server sees one GET per file.
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_split_the_list_and_copy_each_file_once() {
+    let s = Setup::new("url-shards").await;
+    let mut tsv = String::from("TsvHttpData-1.0\n");
+    let mut expected = BTreeMap::new();
+    for i in 0..90u64 {
+        let body = bytes(200 + i, 100 + i as usize);
+        let path = format!("/s/{}/{i:03}.bin", ["a", "m", "z"][i as usize % 3]);
+        s.http.put(&path, File::new(body.clone()));
+        tsv.push_str(&tsv_line(&s.http.url(&path), &body));
+        expected.insert(path[1..].to_string(), body);
+    }
+    let job = s
+        .job(&tsv, json!({}))
+        .with("parallelism", json!({ "shards": 3, "concurrency": 8 }));
+    let run = s.run(&job).await;
+    run.assert_exit(0).assert_counter("objectsCopied", 90);
+    let got: BTreeMap<String, Vec<u8>> = s
+        .contents()
+        .await
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(".ferry/"))
+        .collect();
+    assert_eq!(got, expected);
+    let log = s.http.log();
+    assert_eq!(log.len(), 90, "one GET per file, no HEAD: {log:?}");
+    let per_shard: Vec<usize> = (0..3)
+        .map(|i| {
+            s.wd.shard_state(i)
+                .and_then(|st| st["counters"]["objectsCopied"].as_u64())
+                .unwrap_or(0) as usize
+        })
+        .collect();
+    assert!(
+        per_shard.iter().filter(|&&n| n > 0).count() >= 2,
+        "the work was split: {per_shard:?}"
+    );
+}
