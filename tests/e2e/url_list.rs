@@ -639,3 +639,33 @@ async fn shards_split_the_list_and_copy_each_file_once() {
         "the work was split: {per_shard:?}"
     );
 }
+
+/// `requestsPerSecondPerHost` paces the requests to one host: 30 GETs at 10 per second (a
+/// burst of 10, then 10 a second) take at least two seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_to_one_host_are_paced() {
+    let s = Setup::new("url-paced").await;
+    let mut tsv = String::from("TsvHttpData-1.0\n");
+    for i in 0..30u64 {
+        let body = bytes(300 + i, 64);
+        let path = format!("/p/{i:02}");
+        s.http.put(&path, File::new(body.clone()));
+        tsv.push_str(&tsv_line(&s.http.url(&path), &body));
+    }
+    let job = s.job(&tsv, json!({ "requestsPerSecondPerHost": 10 }));
+    s.run(&job)
+        .await
+        .assert_exit(0)
+        .assert_counter("objectsCopied", 30);
+    let log = s.http.log();
+    assert_eq!(log.len(), 30);
+    let span = log.last().unwrap().at - log[0].at;
+    assert!(
+        span >= Duration::from_millis(1800),
+        "30 requests in {span:?}"
+    );
+    for w in log.windows(21) {
+        let t = w[20].at - w[0].at;
+        assert!(t >= Duration::from_millis(900), "21 requests within {t:?}");
+    }
+}
