@@ -21,7 +21,12 @@ const CHUNK: u64 = 4 << 20;
 /// Where the list's bytes come from.
 pub enum ListFile {
     File(String),
-    Object { store: Arc<dyn Source>, key: String },
+    /// A ConfigMap's key, mounted by the operator (a cluster only).
+    Mounted(String),
+    Object {
+        store: Arc<dyn Source>,
+        key: String,
+    },
 }
 
 impl ListFile {
@@ -32,7 +37,9 @@ impl ListFile {
                 store,
                 key: key.clone(),
             },
-            (UrlListLocation::ConfigMap { key, .. }, _) => ListFile::File(url_list_mount_path(key)),
+            (UrlListLocation::ConfigMap { key, .. }, _) => {
+                ListFile::Mounted(url_list_mount_path(key))
+            }
             (UrlListLocation::Path { path }, _) => ListFile::File(path.clone()),
             (UrlListLocation::S3 { .. }, None) => {
                 unreachable!("an s3 list is opened with its store")
@@ -43,6 +50,13 @@ impl ListFile {
     /// Checks that the list exists and can be read.
     pub async fn probe(&self) -> Result<(), TransferError> {
         match self {
+            ListFile::Mounted(path) => match tokio::fs::metadata(path).await {
+                Ok(m) if m.is_file() => Ok(()),
+                _ => Err(missing(&format!(
+                    "the URL list of a configMapRef is mounted at {path} by the operator in a \
+                     cluster; it is not there (with ferry run, give the list as a path)"
+                ))),
+            },
             ListFile::File(path) => match tokio::fs::metadata(path).await {
                 Ok(m) if m.is_file() => Ok(()),
                 Ok(_) => Err(missing(&format!("{path} is not a file"))),
@@ -105,7 +119,7 @@ impl ListFile {
 
     async fn chunks(&self, retry: &RetryPolicy) -> Result<Chunks, TransferError> {
         Ok(match self {
-            ListFile::File(path) => Chunks::File(
+            ListFile::File(path) | ListFile::Mounted(path) => Chunks::File(
                 tokio::fs::File::open(path)
                     .await
                     .map_err(|e| TransferError::io(&format!("the URL list {path}"), &e).fatal())?,
