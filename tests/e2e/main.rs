@@ -14,6 +14,7 @@ mod bucketsync_cluster;
 mod chart;
 mod containment;
 mod copy_paths;
+mod credentials;
 mod deletes;
 mod dry_run;
 mod failures;

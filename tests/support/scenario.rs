@@ -269,7 +269,7 @@ impl<'a> End<'a> {
     }
 
     /// The job's side: the bucket (through the proxy when there is one) or the directory.
-    fn side(&self) -> Side {
+    pub fn side(&self) -> Side {
         match self {
             End::Bucket {
                 server,

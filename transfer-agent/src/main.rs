@@ -7,8 +7,9 @@
 //! Exit codes: 0 when the shard is done (objects copied, skipped, vanished, or failed — object
 //! failures are in the progress record and the report, never in the exit code); 1 on a
 //! job-fatal error or an unusable plan; 3 when the shard could not start for a passing reason or
-//! its final state could not be saved (the Job runs the index again, from the last checkpoint
-//! saved); 128 + signal when stopped by SIGTERM/SIGINT (the checkpoint is saved and in-flight
+//! its final state could not be saved, or its credentials stopped working mid-run (an expired
+//! token, a key rotated away: the Job runs the index again, from the last checkpoint saved, in
+//! a pod that reads the Secret's values as they are then); 128 + signal when stopped by SIGTERM/SIGINT (the checkpoint is saved and in-flight
 //! multipart uploads are aborted).
 
 use std::collections::BTreeMap;
@@ -223,6 +224,16 @@ async fn run(args: Args) -> i32 {
             tracing::info!(state = ?p.state, copied = p.counters.objects_copied, failed = p.counters.objects_failed, "shard finished");
             match p.state {
                 ShardState::Failed => 1,
+                // Stopped because its credentials went stale: run again (the Job does, in a
+                // new pod that reads the Secret's current values), from the checkpoint.
+                ShardState::Paused
+                    if signal_code.is_none()
+                        && p.fatal.as_ref().is_some_and(|f| f.credentials_went_stale()) =>
+                {
+                    tracing::error!(error = %p.fatal.as_ref().map(|f| f.message.as_str()).unwrap_or(""),
+                        "the credentials no longer work; exiting to be run again with the Secret's current values");
+                    3
+                }
                 ShardState::Paused => signal_code.unwrap_or(143),
                 _ => 0,
             }

@@ -22,7 +22,17 @@ pub fn outcome(
     for s in shards {
         total.add(&s.counters);
     }
-    if let Some(f) = shards.iter().find_map(|s| s.fatal.as_ref()) {
+    // A shard paused because its credentials went stale has not failed: it goes on once
+    // they are rotated (any other job-fatal error ends the job).
+    let stale = |s: &&ShardProgress| {
+        s.state == ShardState::Paused
+            && s.fatal.as_ref().is_some_and(|f| f.credentials_went_stale())
+    };
+    if let Some(f) = shards
+        .iter()
+        .filter(|s| !stale(s))
+        .find_map(|s| s.fatal.as_ref())
+    {
         return (
             Phase::Failed,
             format!(
@@ -34,6 +44,9 @@ pub fn outcome(
     }
     if shards.iter().any(|s| s.state == ShardState::Cancelled) {
         return (Phase::Cancelled, "cancelled".into());
+    }
+    if let Some(f) = shards.iter().find(stale).and_then(|s| s.fatal.as_ref()) {
+        return (Phase::Paused, credentials_message(f));
     }
     let all_done =
         shards.len() == expected_shards && shards.iter().all(|s| s.state == ShardState::Completed);
@@ -77,6 +90,17 @@ pub fn outcome(
         }
         _ => (Phase::PartiallyCompleted, msg),
     }
+}
+
+/// What a shard paused on stale credentials says (the reason of a `CredentialsExpired`
+/// condition): the server's own code and message, and what to do.
+pub fn credentials_message(f: &ErrorSample) -> String {
+    format!(
+        "the credentials no longer work ({}: {}): rotate them in the Secret; the shard goes on \
+         from its checkpoint with the Secret's values when it runs again",
+        f.code.as_deref().unwrap_or(f.class.as_str()),
+        f.message
+    )
 }
 
 /// The job status the shards add up to. `elapsed_secs` is the time since the job started
@@ -298,6 +322,27 @@ mod tests {
             outcome(&spec(""), &[shard(0, ShardState::Paused, 1, 0)], 1).0,
             Phase::Paused
         );
+        // Paused on credentials that expired: not failed, and said.
+        let mut expired = shard(0, ShardState::Paused, 1, 0);
+        expired.fatal = Some(ErrorSample {
+            key: String::new(),
+            class: FailureClass::AuthExpired,
+            code: Some("ExpiredToken".into()),
+            message: "GetObject: ExpiredToken: The provided token has expired.".into(),
+        });
+        let running = shard(1, ShardState::Running, 1, 0);
+        let (p, m) = outcome(&spec(""), &[expired.clone(), running], 2);
+        assert_eq!(p, Phase::Paused);
+        assert!(m.contains("ExpiredToken") && m.contains("rotate"), "{m}");
+        // Another shard's real job-fatal error still ends the job.
+        let mut f = shard(1, ShardState::Failed, 1, 0);
+        f.fatal = Some(ErrorSample {
+            key: String::new(),
+            class: FailureClass::NoSuchBucket,
+            code: None,
+            message: "gone".into(),
+        });
+        assert_eq!(outcome(&spec(""), &[expired, f], 2).0, Phase::Failed);
     }
 
     #[test]

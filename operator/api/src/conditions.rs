@@ -104,6 +104,9 @@ pub enum Reason {
     PodsNotRunning,
     /// The agents ended, but some shard's final state was never saved.
     StateNotSaved,
+    /// A shard's credentials stopped working mid-run (a token expired, a key rotated away):
+    /// it stopped at its checkpoint and goes on when run again with the Secret's values.
+    CredentialsExpired,
 }
 
 impl Reason {
@@ -147,6 +150,7 @@ impl Reason {
             Reason::NameTaken => "NameTaken",
             Reason::PodsNotRunning => "PodsNotRunning",
             Reason::StateNotSaved => "StateNotSaved",
+            Reason::CredentialsExpired => "CredentialsExpired",
         }
     }
 

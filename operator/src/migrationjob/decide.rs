@@ -13,7 +13,7 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use ferry_api::aggregate::aggregate;
+use ferry_api::aggregate::{aggregate, credentials_message};
 use ferry_api::conditions::{find, ConditionType, Conditions, Reason};
 use ferry_api::deletes::{self, DeletesState, Verdict};
 use ferry_api::{validate, MigrationJob, MigrationJobStatus, Phase, ShardProgress, ShardState};
@@ -635,6 +635,13 @@ impl<'a> Pass<'a> {
         st.dry_run = agg.dry_run;
         let mut phase = agg.phase.unwrap_or(Phase::Running);
         let mut message = agg.message.unwrap_or_default();
+        // A shard stopped because its credentials went stale: its agent exits to be run
+        // again (a new pod reads the Secret's current values), so the job is not paused.
+        let stale = shards
+            .iter()
+            .filter(|s| s.state == ShardState::Paused)
+            .find_map(|s| s.fatal.as_ref().filter(|f| f.credentials_went_stale()))
+            .map(credentials_message);
         if let Some(job) = &self.obs.job {
             if spec.suspend != job.suspended {
                 self.d.steps.push(Step::SetSuspend {
@@ -647,6 +654,9 @@ impl<'a> Pass<'a> {
                     "the agents gave up: {}",
                     job.failed_message.clone().unwrap_or_default()
                 );
+                if let Some(why) = &stale {
+                    message = format!("{message}; {why}");
+                }
             }
             // Every agent exited 0, yet a shard's final record is missing or not final (its
             // ConfigMap deleted or emptied): waiting would never end. Given time for the
@@ -716,10 +726,11 @@ impl<'a> Pass<'a> {
         let mut c = self.conditions();
         c.set(Ready, false, reason, &message);
         c.set(Progressing, phase == Phase::Running, reason, &message);
-        match &pods {
+        match (&pods, &stale) {
             // The agents cannot run: said as it is, with the pods' own reason.
-            Some(problem) => c.set(Degraded, true, Reason::PodsNotRunning, problem),
-            None => {
+            (Some(problem), _) => c.set(Degraded, true, Reason::PodsNotRunning, problem),
+            (None, Some(why)) => c.set(Degraded, true, Reason::CredentialsExpired, why),
+            (None, None) => {
                 let why = if failed > 0 {
                     Reason::ObjectsFailed
                 } else {
@@ -742,6 +753,10 @@ impl<'a> Pass<'a> {
         if let Some(problem) = &pods {
             if was.as_deref() != Some(problem.as_str()) {
                 self.event(true, Reason::PodsNotRunning, problem.clone());
+            }
+        } else if let Some(why) = &stale {
+            if was.as_deref() != Some(why.as_str()) {
+                self.event(true, Reason::CredentialsExpired, why.clone());
             }
         }
         self.transition(phase, reason, &message);
@@ -1263,6 +1278,50 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    /// A shard whose credentials went stale mid-run (its agent exits to be run again with the
+    /// Secret's current values): the job runs on, Degraded with the server's reason and a
+    /// Warning, and says it in the message if the Job runs out of retries.
+    #[test]
+    fn credentials_that_went_stale_are_said_and_do_not_end_the_job() {
+        let mut f = load("running");
+        let shard = f.observed.shards[0].as_mut().unwrap();
+        shard.state = ShardState::Paused;
+        shard.fatal = Some(ferry_api::ErrorSample {
+            key: "photos/a.jpg".into(),
+            class: ferry_core::FailureClass::AuthExpired,
+            code: Some("ExpiredToken".into()),
+            message: "GetObject: ExpiredToken: The provided token has expired.".into(),
+        });
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Running));
+        let c = cond(&d, Degraded);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "CredentialsExpired")
+        );
+        assert!(c.message.contains("ExpiredToken") && c.message.contains("rotate"));
+        assert!(d.steps.iter().any(|a| matches!(
+            a,
+            Step::Event {
+                warning: true,
+                reason: Reason::CredentialsExpired,
+                ..
+            }
+        )));
+        assert!(!d.steps.iter().any(|a| matches!(a, Step::DeleteJob)));
+        // Out of retries: Failed, with the reason.
+        let job = f.observed.job.as_mut().unwrap();
+        job.failed = true;
+        job.failed_message = Some("Job has failed indexes".into());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+        let msg = d.status.message.unwrap_or_default();
+        assert!(
+            msg.contains("gave up") && msg.contains("ExpiredToken"),
+            "{msg}"
+        );
     }
 
     /// The agents' Job completed, yet a shard's record is not final (its ConfigMap deleted or

@@ -6,6 +6,8 @@
 //! Where the controller waits for the world to change (a missing Secret, an unreachable
 //! endpoint, a planning failure: `Pending` and `Degraded`), `ferry run` ends with the reason
 //! and exit code 1. Ctrl-C (or SIGTERM) suspends the job: it ends `Paused`, exit code 130.
+//! Credentials that stop working mid-run (an expired token, a key rotated away) end it
+//! `Paused` with the reason, exit code 1: run again with new ones, it resumes.
 
 mod executor;
 mod sync;
@@ -85,7 +87,11 @@ pub async fn run(args: RunArgs) -> i32 {
     }
     for job in &loaded.jobs {
         let status = run_job(job, &loaded, &args).await;
-        let code = status.phase.map(Phase::exit_code).unwrap_or(1);
+        let code = if credentials_expired(&status) {
+            1
+        } else {
+            status.phase.map(Phase::exit_code).unwrap_or(1)
+        };
         if args.output == Output::Json {
             println!(
                 "{}",
@@ -98,6 +104,15 @@ pub async fn run(args: RunArgs) -> i32 {
         }
     }
     worst
+}
+
+/// Whether the job's Degraded condition says its credentials went stale mid-run.
+fn credentials_expired(status: &MigrationJobStatus) -> bool {
+    status.conditions.iter().any(|c| {
+        c.type_ == "Degraded"
+            && c.status == "True"
+            && c.reason == ferry_api::Reason::CredentialsExpired.as_str()
+    })
 }
 
 pub(crate) fn severity_max(a: i32, b: i32) -> i32 {
@@ -273,6 +288,14 @@ pub(crate) async fn run_job(
         }
         if phase == Some(Phase::Paused) && local.idle() {
             break d.status;
+        }
+        // A shard whose credentials went stale stopped at its checkpoint; a cluster runs
+        // it again in a new pod, `ferry run` ends, paused, and says so (run again with the
+        // rotated Secret).
+        if credentials_expired(&d.status) && local.idle() {
+            let mut st = d.status;
+            st.phase = Some(Phase::Paused);
+            break st;
         }
         if changed {
             continue;

@@ -12,6 +12,7 @@
 //! The operator translates a validated `MigrationJob` spec into these types once; the engine
 //! reads nothing else.
 
+pub mod credentials;
 pub mod live;
 pub mod plan;
 pub mod planning;

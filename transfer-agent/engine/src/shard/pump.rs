@@ -464,7 +464,12 @@ impl<'a> Pump<'a> {
         self.rec.cp.uploads.clear();
         let unfinished = !self.listing_done || !self.rec.window.is_empty();
         self.rec.record.state = if self.rec.stopped() {
-            ShardState::Failed
+            // Stale credentials are not the job's end: a run with the Secret's current
+            // values goes on from the checkpoint.
+            match &self.rec.record.fatal {
+                Some(f) if f.credentials_went_stale() => ShardState::Paused,
+                _ => ShardState::Failed,
+            }
         } else if self.stopping.is_some() && unfinished {
             ShardState::Paused
         } else {

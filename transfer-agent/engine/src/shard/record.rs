@@ -84,14 +84,6 @@ pub enum Verdict {
     Stop,
 }
 
-/// Whether an error says the credentials the process started with no longer work: a session
-/// token past its expiry (`ExpiredToken`...), or an access key that no longer exists (rotated
-/// away). A shard stopped on it is paused, not failed: run again (a pod started again reads
-/// the Secret's values as they are then), it goes on from its checkpoint.
-pub fn credentials_went_stale(class: FailureClass, code: Option<&str>) -> bool {
-    class == FailureClass::AuthExpired || code == Some("InvalidAccessKeyId")
-}
-
 /// Tells an object's failure from the job's: a few job-fatal errors (bad credentials, a
 /// missing bucket) are counted as failures, the next stops the shard; so do access denials in
 /// a row before anything at all was copied.
@@ -109,7 +101,7 @@ impl Breaker {
     pub fn judge(&mut self, e: &TransferError, anything_copied: bool) -> Verdict {
         // Credentials that stopped working mid-run fail every object after them: none is
         // recorded, the shard stops where it is, to go on with the Secret's current values.
-        if credentials_went_stale(e.class, e.code.as_deref()) {
+        if ferry_core::credentials::went_stale(e.class, e.code.as_deref()) {
             return Verdict::Stop;
         }
         if e.fatal {
