@@ -17,7 +17,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use ferry_api::{BucketSync, MigrationJob, Phase, SyncPhase};
+use ferry_k8s::names::{job_name as agents_job_name, JOB_LABEL};
 use futures::future::BoxFuture;
+use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use prometheus_client::collector::Collector;
@@ -58,6 +60,8 @@ const DURATION_BUCKETS: [f64; 11] = [
 pub struct Stores {
     pub jobs: Store<MigrationJob>,
     pub syncs: Store<BucketSync>,
+    /// The planner and agents' Jobs of every MigrationJob (label `ferry.dev/migrationjob`).
+    pub children: Store<Job>,
 }
 
 /// The labels of the operator's reconcile metrics.
@@ -257,7 +261,12 @@ impl Collector for StatusCollector {
         else {
             return Ok(());
         };
-        for family in status_families(&stores.jobs.state(), &stores.syncs.state()) {
+        let (jobs, syncs, children) = (
+            stores.jobs.state(),
+            stores.syncs.state(),
+            stores.children.state(),
+        );
+        for family in status_families(&jobs, &syncs, &children) {
             if family.samples.is_empty() {
                 continue;
             }
@@ -319,7 +328,11 @@ fn object_labels(kind: &str, obj: &impl ResourceExt) -> Labels {
 }
 
 /// The status metrics of these MigrationJobs and BucketSyncs (pure).
-pub fn status_families(jobs: &[Arc<MigrationJob>], syncs: &[Arc<BucketSync>]) -> Vec<MetricFamily> {
+pub fn status_families(
+    jobs: &[Arc<MigrationJob>],
+    syncs: &[Arc<BucketSync>],
+    children: &[Arc<Job>],
+) -> Vec<MetricFamily> {
     let mut objects = MetricFamily::new(
         "ferry_objects",
         "Objects of a job by result (copied, skipped as up to date, vanished at the source, \
@@ -398,6 +411,13 @@ pub fn status_families(jobs: &[Arc<MigrationJob>], syncs: &[Arc<BucketSync>]) ->
         true,
     );
 
+    let mut agent_failures = MetricFamily::new(
+        "ferry_agent_pods_failed",
+        "Agent pods of a MigrationJob's agents' Job that failed and were replaced (the Job's \
+         status.failed; evictions and drains not counted); gone with the Job",
+        false,
+    );
+
     let mut counts = std::collections::BTreeMap::<String, u64>::new();
     for mj in jobs {
         let Some(st) = &mj.status else { continue };
@@ -458,6 +478,21 @@ pub fn status_families(jobs: &[Arc<MigrationJob>], syncs: &[Arc<BucketSync>]) ->
         consecutive.add(&l, &[], u64::from(st.consecutive_failures));
         skipped_ticks.add(&l, &[], st.skipped_ticks);
     }
+    for job in children {
+        let Some(owner) = job.labels().get(JOB_LABEL) else {
+            continue;
+        };
+        if job.name_any() != agents_job_name(owner) {
+            continue; // the planner's Job
+        }
+        let l = vec![
+            ("namespace", job.namespace().unwrap_or_default()),
+            ("name", owner.clone()),
+            ("kind", "MigrationJob".to_string()),
+        ];
+        let failed = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
+        agent_failures.add(&l, &[], failed.max(0) as u64);
+    }
     let phases = PHASES
         .iter()
         .map(|p| ("MigrationJob", format!("{p:?}")))
@@ -482,6 +517,7 @@ pub fn status_families(jobs: &[Arc<MigrationJob>], syncs: &[Arc<BucketSync>]) ->
         last_success,
         consecutive,
         skipped_ticks,
+        agent_failures,
     ]
 }
 
@@ -544,7 +580,7 @@ mod tests {
         });
         st.failures_by_class.insert(FailureClass::AccessDenied, 2);
         let jobs = [job("a", Some(st)), job("fresh", None)];
-        let f = status_families(&jobs, &[]);
+        let f = status_families(&jobs, &[], &[]);
         let a = [
             ("name", "a"),
             ("namespace", "media"),
@@ -615,7 +651,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let f = status_families(&[], &[Arc::new(bs)]);
+        let f = status_families(&[], &[Arc::new(bs)], &[]);
         let l = [("name", "nightly"), ("kind", "BucketSync")];
         assert_eq!(
             sample(&f, "ferry_bucketsync_last_success_timestamp_seconds", &l),
@@ -663,7 +699,12 @@ mod tests {
         writer.apply_watcher_event(&watcher::Event::Apply(job("a", Some(st)).as_ref().clone()));
         let (syncs, _sync_writer) = reflector::store::<BucketSync>();
         let m = Metrics::new();
-        m.set_leader(Some(Stores { jobs, syncs }));
+        let (children, _children_writer) = reflector::store::<Job>();
+        m.set_leader(Some(Stores {
+            jobs,
+            syncs,
+            children,
+        }));
         let text = m.encode();
         for line in [
             "ferry_leader 1",
@@ -702,7 +743,12 @@ mod tests {
         sync_writer.apply_watcher_event(&watcher::Event::Apply(bs));
         let m = Metrics::new();
         futures::executor::block_on(m.observe("migrationjob", async { Ok::<(), ()>(()) })).unwrap();
-        m.set_leader(Some(Stores { jobs, syncs }));
+        let (children, _children_writer) = reflector::store::<Job>();
+        m.set_leader(Some(Stores {
+            jobs,
+            syncs,
+            children,
+        }));
         let served: std::collections::BTreeSet<String> = m
             .encode()
             .lines()
@@ -733,5 +779,35 @@ mod tests {
                 "the dashboard queries {name}, not served: {served:?}"
             );
         }
+    }
+
+    #[test]
+    fn failed_agent_pods_come_from_the_agents_job_only() {
+        let job = |name: &str, failed: i32| -> Arc<Job> {
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "namespace": "media",
+                                 "labels": {JOB_LABEL: "photos"}},
+                    "status": {"failed": failed}
+                }))
+                .unwrap(),
+            )
+        };
+        let f = status_families(
+            &[],
+            &[],
+            &[job("photos-agents", 2), job("photos-planner", 1)],
+        );
+        let family = f
+            .iter()
+            .find(|m| m.name == "ferry_agent_pods_failed")
+            .unwrap();
+        assert_eq!(family.samples.len(), 1);
+        let l = [
+            ("name", "photos"),
+            ("namespace", "media"),
+            ("kind", "MigrationJob"),
+        ];
+        assert_eq!(sample(&f, "ferry_agent_pods_failed", &l), Some(2));
     }
 }

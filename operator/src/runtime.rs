@@ -50,6 +50,16 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     .default_backoff()
     .reflect(writer)
     .touched_objects();
+    // The planner's and agents' Jobs, cached for the metrics (agent pod failures) and
+    // triggering their MigrationJob's reconcile.
+    let (children, writer) = reflector::store::<Job>();
+    let job_events = watcher(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(JOB_LABEL),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -86,12 +96,10 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     metrics.set_leader(Some(Stores {
         jobs: mj_store.clone(),
         syncs: bs_store.clone(),
+        children,
     }));
     let controller = Controller::for_stream(mj_stream, mj_store)
-        .owns(
-            Api::<Job>::all(client.clone()),
-            watcher::Config::default().labels(JOB_LABEL),
-        )
+        .owns_stream(job_events)
         .owns_stream(cm_events)
         // A BucketSync's approval annotation names the run it approves: wake that run.
         .watches_stream(

@@ -201,6 +201,13 @@ async fn metrics_equal_the_status_during_and_after_a_run_and_across_a_restart() 
         copied(&after)
     );
     assert_eq!(sample(&page, "ferry_leader", &[]), Some(1), "{page}");
+    // The agents' Job runs: its failed pods are a series (none failed here).
+    let agents = [("namespace", c.ns.as_str()), ("name", "copy")];
+    assert_eq!(
+        sample(&page, "ferry_agent_pods_failed", &agents),
+        Some(0),
+        "{page}"
+    );
     let running = [
         ("namespace", c.ns.as_str()),
         ("name", "copy"),
