@@ -42,24 +42,9 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     })?;
     let renewing = tokio::spawn(lease.clone().keep());
 
-    let (configmaps, writer) = reflector::store::<ConfigMap>();
-    let cm_events = watcher(
-        Api::<ConfigMap>::all(client.clone()),
-        watcher::Config::default().labels(JOB_LABEL),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .touched_objects();
-    // The planner's and agents' Jobs, cached for the metrics (agent pod failures) and
-    // triggering their MigrationJob's reconcile.
-    let (children, writer) = reflector::store::<Job>();
-    let job_events = watcher(
-        Api::<Job>::all(client.clone()),
-        watcher::Config::default().labels(JOB_LABEL),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .touched_objects();
+    let (configmaps, cm_events) = children::<ConfigMap>(&client);
+    // The planner's and agents' Jobs: cached for the metrics (agent pod failures).
+    let (children, job_events) = children::<Job>(&client);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -149,6 +134,34 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     }
     lease.release().await;
     Ok(())
+}
+
+/// A cache of the `K`s the operator made for its jobs (label `ferry.dev/migrationjob`), and
+/// the stream of those that change, which wakes their MigrationJob (`owns_stream`).
+fn children<K>(
+    client: &Client,
+) -> (
+    reflector::Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let events = watcher(
+        Api::<K>::all(client.clone()),
+        watcher::Config::default().labels(JOB_LABEL),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
+    (store, events)
 }
 
 /// The admission index as the cluster is: every MigrationJob running now holds a slot.
