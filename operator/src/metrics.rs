@@ -718,9 +718,10 @@ mod tests {
         assert!(!m.encode().contains("ferry_objects"));
     }
 
-    /// Every metric the Grafana dashboard of the chart queries is one this operator serves.
+    /// Every metric the chart's Grafana dashboard and alert rules query is one this operator
+    /// serves.
     #[test]
-    fn the_dashboard_queries_only_metrics_that_exist() {
+    fn the_dashboard_and_the_alerts_query_only_metrics_that_exist() {
         use kube::runtime::{reflector, watcher};
         let (jobs, mut job_writer) = reflector::store::<MigrationJob>();
         let mut st = MigrationJobStatus {
@@ -761,18 +762,33 @@ mod tests {
         );
         let dashboard: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let mut queried = Vec::new();
+        let mut exprs: Vec<String> = Vec::new();
         for panel in dashboard["panels"].as_array().unwrap() {
             for target in panel["targets"].as_array().into_iter().flatten() {
-                let expr = target["expr"].as_str().unwrap();
-                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                    if word.starts_with("ferry_") || word.starts_with("controller_runtime_") {
-                        queried.push(word.to_string());
-                    }
+                exprs.push(target["expr"].as_str().unwrap().to_string());
+            }
+        }
+        // And the chart's alert rules.
+        let rules = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/ferry/templates/prometheusrule.yaml"
+        );
+        let rules = std::fs::read_to_string(rules).unwrap();
+        let alerts: Vec<String> = rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("expr:").map(str::to_string))
+            .collect();
+        assert_eq!(alerts.len(), 5, "{rules}");
+        exprs.extend(alerts);
+        let mut queried = Vec::new();
+        for expr in exprs {
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("ferry_") || word.starts_with("controller_runtime_") {
+                    queried.push(word.to_string());
                 }
             }
         }
-        assert!(queried.len() >= 15, "{queried:?}");
+        assert!(queried.len() >= 20, "{queried:?}");
         for name in queried {
             assert!(
                 served.contains(&name),

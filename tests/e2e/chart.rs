@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 /// (`kubeVersion` in Chart.yaml) and the one the operator's API types are built for.
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.29.0", "1.33.0"];
 /// Kinds without a built-in schema (their CRDs are not Kubernetes').
-const CUSTOM_KINDS: [&str; 1] = ["ServiceMonitor"];
+const CUSTOM_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
 /// The install manifest's release and namespace (the chart's documented defaults).
 const RELEASE: &str = "ferry";
 const NAMESPACE: &str = "ferry-system";
@@ -111,6 +111,7 @@ fn every_value() -> Value {
         "podDisruptionBudget": {"enabled": true, "maxUnavailable": 0},
         "serviceMonitor": {"enabled": true, "interval": "15s", "labels": {"release": "prom"}},
         "grafanaDashboard": {"enabled": true, "annotations": {"grafana_folder": "Ferry"}},
+        "prometheusRule": {"enabled": true, "labels": {"release": "prom"}, "bucketSyncMaxAgeSeconds": 3600},
     })
 }
 
@@ -234,6 +235,23 @@ fn the_operator_pod_meets_the_restricted_pod_security_standard() {
                 serde_json::from_str(dashboards[0]["data"]["ferry.json"].as_str().unwrap())
                     .unwrap();
             assert_eq!(shipped, serde_json::from_str::<Value>(&file).unwrap());
+            let rules = of_kind::<Value>(&objects, "PrometheusRule");
+            assert_eq!(rules.len(), 1, "{name}");
+            assert_eq!(rules[0]["metadata"]["labels"]["release"], "prom");
+            let alerts = rules[0]["spec"]["groups"][0]["rules"].as_array().unwrap();
+            let stale = alerts
+                .iter()
+                .find(|r| r["alert"] == "FerryBucketSyncStale")
+                .unwrap();
+            assert!(
+                stale["expr"].as_str().unwrap().ends_with("> 3600"),
+                "{stale}"
+            );
+            // Prometheus's own templates reach the rule unrendered by Helm.
+            assert!(stale["annotations"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("{{ $labels.namespace }}"));
             let monitors = of_kind::<Value>(&objects, "ServiceMonitor");
             assert_eq!(monitors.len(), 1, "{name}");
             assert_eq!(monitors[0]["metadata"]["labels"]["release"], "prom");
@@ -248,6 +266,7 @@ fn the_operator_pod_meets_the_restricted_pod_security_standard() {
             assert!(pod.priority_class_name.is_none() && pod.node_selector.is_none());
             assert!(of_kind::<Value>(&objects, "ServiceMonitor").is_empty());
             assert!(of_kind::<Value>(&objects, "ConfigMap").is_empty());
+            assert!(of_kind::<Value>(&objects, "PrometheusRule").is_empty());
         }
         // A PodDisruptionBudget and a Service select exactly the operator's pods.
         let labels =
