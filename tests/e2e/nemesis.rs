@@ -635,7 +635,6 @@ async fn source_churn_during_a_copy_tears_nothing() {
 /// The same with the churn going on for 15 s into the resumed run: objects changed after
 /// they were listed (a 412 on the `If-Match` GET) must still end in a bounded time.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "product bug: a 412 (source changed since listed) is retried with the same If-Match ETag by the generic retry policy, 12 attempts with backoff up to 20 s (~40 s per changed object) before the HEAD that finds the new version: the resumed run takes minutes (>180 s for ~100 mutations)"]
 async fn source_churn_into_the_resumed_run_ends_in_bounded_time() {
     churn_scenario("churnlong", "source_churn_long", Duration::from_secs(15)).await;
 }
@@ -815,7 +814,6 @@ async fn a_503_storm_at_the_destination_loses_nothing_and_touches_nothing_foreig
 /// transient, so the start-up check should wait it out (or, in a cluster, stay `Pending`
 /// like an unreachable endpoint) rather than end the job.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "product bug: the start-up check's HeadBucket gives up after 3 tries on 503 SlowDown and ends the job Failed (EndpointRefused), as if the bucket were missing"]
 async fn a_503_storm_from_the_start_is_not_job_fatal() {
     storm("stormstart", "destination_503_from_start", Vec::new()).await;
 }

@@ -423,7 +423,12 @@ impl Local {
                 check_source: true,
                 check_destination: true,
             };
-            let (plan, outcome) = planner::answer(&req, &Default::default(), &credentials, 3).await;
+            // `ferry run` cannot come back later as the controller does (Pending, asked again):
+            // a busy or failing endpoint (503 SlowDown, 500, a reset) is asked with backoff
+            // for up to the probe's deadline instead (a refusal still ends it at once).
+            let attempts = ferry_engine::retry::RetryPolicy::default().max_attempts;
+            let (plan, outcome) =
+                planner::answer(&req, &Default::default(), &credentials, attempts).await;
             self.outcome = Some(outcome);
             let Some(plan) = plan else {
                 return Ok(());

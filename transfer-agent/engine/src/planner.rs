@@ -178,7 +178,11 @@ fn problem(res: Result<(), TransferError>, side: Side) -> Option<ProbeError> {
             e.class,
             FailureClass::AccessDenied | FailureClass::AuthExpired
         ),
-        transient: e.class == FailureClass::Network,
+        // A busy or failing server (503 SlowDown, 500) is not a refusal: asked again later.
+        transient: matches!(
+            e.class,
+            FailureClass::Network | FailureClass::Throttled | FailureClass::Internal
+        ),
     })
 }
 
@@ -246,6 +250,23 @@ mod tests {
 
     fn keys(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("k{i:05}")).collect()
+    }
+
+    /// A busy or failing endpoint waits (Pending, asked again); a refusal fails the job.
+    #[test]
+    fn busy_servers_are_transient_refusals_are_not() {
+        let p = |class| problem(Err(TransferError::new(class, "x")), Side::Destination).unwrap();
+        for class in [
+            FailureClass::Network,
+            FailureClass::Throttled,
+            FailureClass::Internal,
+        ] {
+            assert!(p(class).transient, "{class:?}");
+        }
+        for class in [FailureClass::NoSuchBucket, FailureClass::AccessDenied] {
+            assert!(!p(class).transient, "{class:?}");
+        }
+        assert!(p(FailureClass::AccessDenied).credentials);
     }
 
     #[test]

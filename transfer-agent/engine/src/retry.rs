@@ -44,7 +44,8 @@ impl RetryPolicy {
 }
 
 /// Runs `op` until it succeeds, fails with an error that is not worth retrying, or runs out of
-/// attempts. `op` gets the attempt number (0-based) and must redo the whole request, re-opening
+/// attempts. A source that changed (`changed`: a 412 on If-Match, a file rewritten) is never
+/// asked again the same way: its caller looks it up again. `op` gets the attempt number (0-based) and must redo the whole request, re-opening
 /// any body it sends.
 pub async fn with_retry<T, F, Fut>(
     policy: &RetryPolicy,
@@ -59,7 +60,7 @@ where
     loop {
         match op(attempt).await {
             Ok(v) => return Ok(v),
-            Err(e) if e.retryable && attempt + 1 < policy.max_attempts => {
+            Err(e) if e.retryable && !e.changed && attempt + 1 < policy.max_attempts => {
                 let pause = policy.backoff(attempt, &e);
                 tracing::debug!(what, attempt, error = %e, pause_ms = pause.as_millis() as u64, "retrying");
                 tokio::time::sleep(pause).await;
@@ -120,6 +121,15 @@ mod tests {
         .await;
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+        // A changed source is handed back at once, even when its class is worth retrying.
+        calls.store(0, Ordering::SeqCst);
+        let r: Result<(), _> = with_retry(&fast(), "x", |_| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(TransferError::new(FailureClass::Network, "412").changed())
+        })
+        .await;
+        assert!(r.unwrap_err().changed);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]

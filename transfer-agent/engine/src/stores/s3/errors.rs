@@ -101,12 +101,14 @@ pub fn classify(op: &str, status: u16, code: Option<&str>, message: Option<&str>
         "BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch" | "InvalidChecksum" => {
             (ChecksumMismatch, true, false)
         }
-        "PreconditionFailed" => (SourceVanished, true, false),
+        // The object is not the version listed (If-Match): asking again with the same ETag
+        // cannot succeed; the copier looks it up and copies the version it finds.
+        "PreconditionFailed" => (SourceVanished, false, false),
         _ => match status {
             404 => (SourceVanished, false, false),
             401 => (AccessDenied, false, true),
             403 => (AccessDenied, false, false),
-            412 => (SourceVanished, true, false),
+            412 => (SourceVanished, false, false),
             429 | 503 => (Throttled, true, false),
             408 => (Network, true, false),
             500..=599 => (Internal, true, false),
@@ -173,7 +175,7 @@ mod tests {
         let e = classify("ListObjectsV2", 404, Some("NoSuchBucket"), None);
         assert_eq!((e.class, e.fatal), (FailureClass::NoSuchBucket, true));
         let e = classify("GetObject", 412, None, None);
-        assert!(e.changed);
+        assert!(e.changed && !e.retryable);
         let e = classify("GetObject", 403, Some("InvalidObjectState"), None);
         assert_eq!(e.class, FailureClass::Archived);
         let e = classify("PutObject", 400, Some("Weird"), None);
