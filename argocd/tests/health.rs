@@ -147,6 +147,43 @@ fn each_fixture_gets_the_health_its_test_expects() {
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), all);
 }
 
+/// A status with only some of its fields (an older operator's, or one being written) gets a
+/// health too, never a script error: every phase, with and without the optional parts.
+#[test]
+fn a_partial_status_never_fails_the_script() {
+    use serde_json::json;
+    let phases = json!({
+        "MigrationJob": ["Pending", "Running", "Paused", "Completed", "PartiallyCompleted",
+                         "Failed", "Cancelled", "Unknown"],
+        "BucketSync": ["Idle", "Syncing", "Suspended", "Failed", "Unknown"],
+    });
+    let run_phases = [
+        None,
+        Some("Completed"),
+        Some("Failed"),
+        Some("PartiallyCompleted"),
+    ];
+    for kind in KINDS {
+        let script = std::fs::read_to_string(dir(kind).join("health.lua")).unwrap();
+        for phase in phases[kind].as_array().unwrap() {
+            for run in run_phases {
+                let mut status = json!({"phase": phase, "observedGeneration": 1,
+                                        "progress": {}, "deletes": {"state": "Held"},
+                                        "conditions": [{"type": "Stalled", "status": "False"}]});
+                if let Some(r) = run {
+                    status["lastRun"] = json!({"phase": r, "deletesHeld": true});
+                }
+                let obj = json!({"metadata": {"generation": 1}, "spec": {}, "status": status});
+                let (health, _) = health(&script, &obj);
+                assert!(
+                    ["Healthy", "Progressing", "Degraded", "Suspended"].contains(&health.as_str()),
+                    "{kind} {phase} {run:?}: {health}"
+                );
+            }
+        }
+    }
+}
+
 /// The script does not lean on a library Argo CD leaves closed: `string.format` fails here.
 #[test]
 fn a_closed_library_fails_the_run() {

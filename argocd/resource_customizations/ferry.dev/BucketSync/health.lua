@@ -20,7 +20,7 @@ if st.conditions ~= nil then
   for _, c in ipairs(st.conditions) do
     if c.type == "Stalled" and c.status == "True" then
       hs.status = "Degraded"
-      hs.message = c.reason .. ": " .. c.message
+      hs.message = (c.reason or "Stalled") .. ": " .. (c.message or "")
       return hs
     end
   end
@@ -34,11 +34,12 @@ elseif st.phase == "Failed" then
   hs.message = st.message or "Failed"
 elseif run ~= nil and (run.phase == "Failed" or run.phase == "PartiallyCompleted") then
   hs.status = "Degraded"
-  hs.message = "Last run " .. run.name .. " " .. run.phase .. ": " .. run.objectsFailed ..
-    " objects failed, " .. run.objectsCopied .. " copied"
+  hs.message = "Last run " .. (run.name or "") .. " " .. run.phase .. ": " ..
+    (run.objectsFailed or 0) ..
+    " objects failed, " .. (run.objectsCopied or 0) .. " copied"
 elseif run ~= nil and run.deletesHeld == true then
   hs.status = "Suspended"
-  hs.message = "Last run " .. run.name .. " holds its deletes (more than maxDeletes): " ..
+  hs.message = "Last run " .. (run.name or "") .. " holds its deletes (more than maxDeletes): " ..
     "approve with the ferry.dev/approve-deletes annotation"
 elseif run == nil and st.phase == "Syncing" then
   hs.status = "Progressing"
@@ -48,11 +49,11 @@ elseif run == nil then
   hs.message = "No run yet; the first at " .. (st.nextSyncTime or "the next tick")
 elseif st.phase == "Syncing" then
   hs.status = "Healthy"
-  hs.message = "Run " .. (st.activeRun or "") .. " running; the last, " .. run.name ..
-    ", copied " .. run.objectsCopied .. " objects"
+  hs.message = "Run " .. (st.activeRun or "") .. " running; the last, " .. (run.name or "") ..
+    ", copied " .. (run.objectsCopied or 0) .. " objects"
 else
   hs.status = "Healthy"
-  hs.message = "Last run " .. run.name .. " copied " .. run.objectsCopied ..
+  hs.message = "Last run " .. (run.name or "") .. " copied " .. (run.objectsCopied or 0) ..
     " objects; next at " .. (st.nextSyncTime or "the next tick")
 end
 return hs

@@ -20,7 +20,7 @@ if st.conditions ~= nil then
   for _, c in ipairs(st.conditions) do
     if c.type == "Stalled" and c.status == "True" then
       hs.status = "Degraded"
-      hs.message = c.reason .. ": " .. c.message
+      hs.message = (c.reason or "Stalled") .. ": " .. (c.message or "")
       return hs
     end
   end
@@ -31,8 +31,8 @@ local phase = st.phase
 if phase == "Completed" then
   if st.deletes ~= nil and st.deletes.state == "Held" then
     hs.status = "Suspended"
-    hs.message = "Copied; " .. st.deletes.candidates .. " deletes held (maxDeletes allows " ..
-      st.deletes.allowed .. "): approve with the ferry.dev/approve-deletes annotation"
+    hs.message = "Copied; " .. (st.deletes.candidates or 0) .. " deletes held (maxDeletes allows " ..
+      (st.deletes.allowed or 0) .. "): approve with the ferry.dev/approve-deletes annotation"
     return hs
   end
   hs.status = "Healthy"
@@ -57,7 +57,7 @@ elseif phase == "Running" then
     hs.message = p.percent .. ", " .. hs.message
   end
   if p.eta ~= nil then
-    hs.message = hs.message .. ", " .. p.rate .. ", ETA " .. p.eta
+    hs.message = hs.message .. ", " .. (p.rate or "") .. ", ETA " .. p.eta
   end
 else
   hs.status = "Progressing"
