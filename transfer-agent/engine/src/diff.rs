@@ -40,6 +40,29 @@ pub fn needs_copy(
     }
 }
 
+/// Whether `needs_copy` would copy `src` only because MD5-shaped ETags differ while the source
+/// is not newer than its copy: a single object encrypted with SSE-KMS or SSE-C in a bucket
+/// without default KMS has an MD5-shaped ETag that is no MD5, which a listing cannot tell.
+/// Then the source's HEAD (its encryption headers) decides, so such an object is not copied
+/// again on every `IfDifferent` run.
+pub fn etags_in_doubt(
+    policy: OverwritePolicy,
+    src: &ObjectInfo,
+    dst: Option<&ObjectInfo>,
+    md5_etags: bool,
+) -> bool {
+    let Some(dst) = dst else { return false };
+    let src_newer = match (src.modified, dst.modified) {
+        (Some(s), Some(d)) => s.timestamp() > d.timestamp(),
+        _ => false,
+    };
+    policy == OverwritePolicy::IfDifferent
+        && md5_etags
+        && src.size == dst.size
+        && !src_newer
+        && matches!((src.plain_md5(), dst.plain_md5()), (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +145,27 @@ mod tests {
             OverwritePolicy::IfDifferent,
             &obj(1, Some("abc-2"), t),
             Some(&obj(1, Some(A), "2024-06-01T00:00:00Z"))
+        ));
+    }
+
+    #[test]
+    fn differing_md5_shaped_etags_of_an_older_source_are_in_doubt() {
+        let t = "2024-01-01T00:00:00Z";
+        let later = "2024-06-01T00:00:00Z";
+        let doubt = |s: &ObjectInfo, d: &ObjectInfo| {
+            etags_in_doubt(OverwritePolicy::IfDifferent, s, Some(d), true)
+        };
+        // Copied after the source was written, yet other ETags: the source's may be no MD5.
+        assert!(doubt(&obj(1, Some(A), t), &obj(1, Some(B), later)));
+        // Not when the source is newer, the sizes differ, the ETags agree, or not IfDifferent.
+        assert!(!doubt(&obj(1, Some(A), later), &obj(1, Some(B), t)));
+        assert!(!doubt(&obj(1, Some(A), t), &obj(2, Some(B), later)));
+        assert!(!doubt(&obj(1, Some(A), t), &obj(1, Some(A), later)));
+        assert!(!etags_in_doubt(
+            OverwritePolicy::Always,
+            &obj(1, Some(A), t),
+            Some(&obj(1, Some(B), later)),
+            true
         ));
     }
 

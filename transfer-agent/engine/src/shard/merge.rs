@@ -6,7 +6,7 @@ use futures::StreamExt;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-use crate::diff::needs_copy;
+use crate::diff::{etags_in_doubt, needs_copy};
 use crate::error::TransferError;
 use crate::stores::{Listing, ObjectInfo, Source};
 
@@ -53,6 +53,9 @@ pub struct Rules {
     /// Key prefixes (relative to the destination) that are never candidates: where backups
     /// of deleted objects go.
     pub protected: Vec<String>,
+    /// The source, asked (HEAD) about the rare object whose ETag the listing cannot judge
+    /// ([`etags_in_doubt`]); None: such objects are copied.
+    pub source: Option<Arc<dyn Source>>,
 }
 
 impl Rules {
@@ -124,7 +127,19 @@ pub async fn produce(
             continue;
         }
         let size = info.size;
-        if tx.send(decide(&rules, info, existing)).await.is_err() {
+        let opaque = match (&rules.source, &existing) {
+            (Some(src), Some(d))
+                if etags_in_doubt(rules.policy, &info, Some(d), rules.md5_etags) =>
+            {
+                matches!(src.head(&info.key).await, Ok(Some((_, m))) if m.etag_not_md5)
+            }
+            _ => false,
+        };
+        if tx
+            .send(decide(&rules, info, existing, opaque))
+            .await
+            .is_err()
+        {
             return None;
         }
         sent.objects += 1;
@@ -149,15 +164,17 @@ pub async fn produce(
     Some(sent)
 }
 
-/// What to do with one selected source entry, given the destination's entry for its key.
-fn decide(rules: &Rules, info: ObjectInfo, existing: Option<ObjectInfo>) -> Work {
+/// What to do with one selected source entry, given the destination's entry for its key;
+/// `opaque`: the source's HEAD says its ETag is no MD5.
+fn decide(rules: &Rules, info: ObjectInfo, existing: Option<ObjectInfo>, opaque: bool) -> Work {
     if let Some(why) = info.invalid.clone() {
         return Work::Invalid(info, why);
     }
     if info.archived {
         return Work::Archived(info);
     }
-    if needs_copy(rules.policy, &info, existing.as_ref(), rules.md5_etags) {
+    let md5_etags = rules.md5_etags && !opaque;
+    if needs_copy(rules.policy, &info, existing.as_ref(), md5_etags) {
         return if rules.dry_run {
             Work::WouldCopy {
                 replaced: existing.is_some(),
@@ -201,6 +218,7 @@ mod tests {
             resumed_since: None,
             deletes: false,
             protected: Vec::new(),
+            source: None,
         }
     }
 
@@ -269,6 +287,28 @@ mod tests {
                 bytes: 5
             })
         );
+    }
+
+    /// A single object encrypted with SSE-KMS in a bucket without default KMS: its listed
+    /// ETag looks like an MD5 and is not one, so it differs from its verified copy's. The
+    /// source's HEAD says so and it is up to date, instead of copied again on every run.
+    #[tokio::test]
+    async fn an_object_whose_etag_is_no_md5_is_not_copied_again() {
+        let (src, dst) = (Arc::new(MemoryStore::new()), MemoryStore::new());
+        let written = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        let copied = Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap();
+        src.encrypt_with_kms();
+        src.insert_at("kms", b"secret".to_vec(), written);
+        dst.insert_at("kms", b"secret".to_vec(), copied);
+        // Without asking the source, the ETags differ: copied.
+        let (work, _) = merged(&src, &dst, rules(Selection::default())).await;
+        assert_eq!(work, ["copy kms true"]);
+        let mut r = rules(Selection::default());
+        r.source = Some(src.clone());
+        let reads = src.reads();
+        let (work, _) = merged(&src, &dst, r).await;
+        assert_eq!(work, ["skip kms"]);
+        assert_eq!(src.reads(), reads, "a HEAD, not a GET");
     }
 
     #[tokio::test]

@@ -149,6 +149,7 @@ impl<'a> Pump<'a> {
             resumed_since,
             deletes,
             protected: protected_prefixes(run),
+            source: Some(run.src.clone()),
         };
         let (tx, work) = mpsc::channel::<Work>(1024);
         let producer = tokio::spawn(produce(src_list, dst_list, rules, tx));
@@ -407,7 +408,9 @@ impl<'a> Pump<'a> {
             .or_else(|| self.rec.cp.watermark.clone())
             .or_else(|| self.total.after.clone());
         let base = self.rec.record.counters.totals();
-        let listing = self.run.src.list(from, self.run.range().until.clone());
+        // Keys only: a store that asks a server for each size (a URL list without sizes) is
+        // not asked twice; such entries count 0 bytes until the listing itself reaches them.
+        let listing = self.run.src.list_keys(from, self.run.range().until.clone());
         self.total.census = Some(tokio::spawn(census(listing, self.selector.clone(), base)));
     }
 
