@@ -29,6 +29,7 @@ use ferry_k8s::env;
 use ferry_k8s::limits_configmap;
 use ferry_k8s::plan_configmap;
 use tokio::sync::watch;
+use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -171,6 +172,12 @@ async fn run(args: Args) -> i32 {
         );
         return 1;
     }
+    // Every line of the shard's run names it (JSON logs carry the span's fields).
+    let span = tracing::info_span!("shard", namespace = %plan.namespace, job = %plan.name, shard);
+    run_plan(args, plan, shard).instrument(span).await
+}
+
+async fn run_plan(args: Args, plan: JobPlan, shard: usize) -> i32 {
     let creds = credentials();
     let every = args
         .checkpoint_seconds
@@ -198,16 +205,19 @@ async fn run(args: Args) -> i32 {
         Some(name) => follow_limits(&args.namespace, name, &plan).await,
         None => None,
     };
-    let shard = tokio::spawn(run_shard(ShardInputs {
-        plan: Arc::new(plan),
-        index: shard,
-        credentials: creds,
-        progress: store,
-        live: live_tx,
-        stop: stop_rx,
-        checkpoint_every: Duration::from_secs_f64(every),
-        limits,
-    }));
+    let shard = tokio::spawn(
+        run_shard(ShardInputs {
+            plan: Arc::new(plan),
+            index: shard,
+            credentials: creds,
+            progress: store,
+            live: live_tx,
+            stop: stop_rx,
+            checkpoint_every: Duration::from_secs_f64(every),
+            limits,
+        })
+        .instrument(tracing::Span::current()),
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     let mut signal_code = None;
@@ -281,15 +291,34 @@ async fn follow_limits(
     Some(rx)
 }
 
-fn main() {
-    ferry_engine::limit::return_large_buffers_to_the_system();
-    tracing_subscriber::fmt()
+/// Logs to stderr, filtered by `FERRY_LOG`; one JSON object per line (with the job, namespace
+/// and shard of the span the agent runs in) when `FERRY_LOG_FORMAT` is `json`, as the
+/// operator's `--log-format json` sets for its pods, else text.
+fn init_logs() {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env(env::LOG)
                 .unwrap_or_else(|_| EnvFilter::new("info,aws_config=error")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var(LOG_FORMAT).is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The log format variable (`text` or `json`), the same as the operator's.
+const LOG_FORMAT: &str = "FERRY_LOG_FORMAT";
+
+fn main() {
+    ferry_engine::limit::return_large_buffers_to_the_system();
+    init_logs();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
