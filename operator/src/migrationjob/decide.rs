@@ -201,6 +201,7 @@ fn seconds_between(from: &str, to: &str) -> Option<i64> {
 pub fn decide(mj: &MigrationJob, obs: &Observed) -> Decision {
     let mut pass = Pass::new(mj, obs);
     let _ = pass.run();
+    pass.kstatus();
     pass.d
 }
 
@@ -293,6 +294,27 @@ impl<'a> Pass<'a> {
             false,
         );
         ControlFlow::Break(())
+    }
+
+    /// kstatus' `Reconciling` and `Stalled` (as Flux, Argo CD and `kstatus`-based tools read
+    /// them), from the phase and conditions the pass decided: stalled when the job failed or
+    /// waits for someone to fix something (a Secret, a name taken; not an endpoint that may
+    /// come back), reconciling while it works towards its end, neither once it ended or is
+    /// paused.
+    fn kstatus(&mut self) {
+        let phase = self.d.status.phase.unwrap_or(Phase::Pending);
+        let message = self.d.status.message.clone().unwrap_or_default();
+        let degraded = find(&self.d.status.conditions, Degraded)
+            .filter(|c| c.status == "True")
+            .map(|c| c.reason.clone());
+        let stalled = phase == Phase::Failed
+            || (phase == Phase::Pending
+                && degraded.is_some_and(|r| r != Reason::Unreachable.as_str()));
+        let reconciling = !stalled && !phase.is_terminal() && phase != Phase::Paused;
+        let reason = Reason::of_phase(phase);
+        let mut c = self.conditions();
+        c.set(Stalled, stalled, reason, &message);
+        c.set(Reconciling, reconciling, reason, &message);
     }
 
     fn conditions(&mut self) -> Conditions<'_> {
@@ -1278,6 +1300,29 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    /// kstatus: Reconciling while the job works, Stalled when it failed or waits on a fix,
+    /// neither once it ended.
+    #[test]
+    fn kstatus_conditions_follow_the_phase() {
+        let state = |name: &str| {
+            let d = decide_fixture(name);
+            (
+                d.status.phase,
+                cond(&d, Reconciling).status.clone(),
+                cond(&d, Stalled).status.clone(),
+            )
+        };
+        let t = || "True".to_string();
+        let f = || "False".to_string();
+        assert_eq!(state("running"), (Some(Phase::Running), t(), f()));
+        assert_eq!(state("missing-secret"), (Some(Phase::Pending), f(), t()));
+        assert_eq!(state("unreachable"), (Some(Phase::Pending), t(), f()));
+        assert_eq!(state("bad-credentials").2, t());
+        let done = decide_fixture("done");
+        assert!(done.status.phase.is_some_and(|p| p.is_terminal()));
+        assert_eq!(cond(&done, Reconciling).status, "False");
     }
 
     /// A shard whose credentials went stale mid-run (its agent exits to be run again with the
