@@ -21,7 +21,7 @@ pub enum CredentialsError {
         side: String,
         namespace: String,
         name: String,
-        key: &'static str,
+        key: String,
     },
 }
 
@@ -46,6 +46,23 @@ pub fn side_credentials<'a>(
             values.insert(format!("{URL_LIST_HEADER_PREFIX}{k}"), v.clone());
         }
     }
+    if let Some(v) = location.secret_value() {
+        let side = format!("spec.{}.{}.{}", side.field(), location.kind(), v.field);
+        let data = lookup(v.name).ok_or_else(|| CredentialsError::Missing {
+            side: side.clone(),
+            namespace: namespace.into(),
+            name: v.name.to_string(),
+        })?;
+        let value = data.0.get(v.key).filter(|x| !x.is_empty()).ok_or_else(|| {
+            CredentialsError::MissingKey {
+                side,
+                namespace: namespace.into(),
+                name: v.name.to_string(),
+                key: v.key.to_string(),
+            }
+        })?;
+        values.insert(v.as_key.to_string(), value.clone());
+    }
     let Some(secret) = location.secret() else {
         return Ok(SideSecrets::new(values));
     };
@@ -65,7 +82,7 @@ pub fn side_credentials<'a>(
                     side: field,
                     namespace: namespace.into(),
                     name: secret.name.to_string(),
-                    key: key.name,
+                    key: key.name.to_string(),
                 })
             }
             None => {}
@@ -129,6 +146,33 @@ mod tests {
         assert!(
             e.to_string().contains("has no key AWS_SECRET_ACCESS_KEY")
                 && !e.to_string().contains("AKVALUE")
+        );
+    }
+
+    /// A database's URL is read from the key the spec names and handed on as DATABASE_URL.
+    #[test]
+    fn a_database_url_comes_from_its_key() {
+        let spec: MigrationJobSpec = serde_yaml::from_str(
+            "source: {database: {connectionSecretRef: {name: db, key: URL}, table: t, idColumn: id, dataColumn: d, key: '{id}'}}\ndestination: {s3: {bucket: def}}",
+        )
+        .unwrap();
+        let secret = SecretData(BTreeMap::from([(
+            "URL".to_string(),
+            "postgres://u:pw@h/db".to_string(),
+        )]));
+        let c = job_credentials(&spec, "ns", &|n| (n == "db").then_some(&secret)).unwrap();
+        assert_eq!(
+            c.source.get(ferry_core::database::DATABASE_URL),
+            Some("postgres://u:pw@h/db")
+        );
+        let other = SecretData(BTreeMap::from([(
+            "DATABASE_URL".to_string(),
+            "postgres://u:pw@h/db".to_string(),
+        )]));
+        let e = job_credentials(&spec, "ns", &|_| Some(&other)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.source.database.connectionSecretRef: Secret ns/db has no key URL"
         );
     }
 }

@@ -15,6 +15,7 @@ mod chart;
 mod containment;
 mod copy_paths;
 mod credentials;
+mod database;
 mod deletes;
 mod dry_run;
 mod failures;

@@ -49,6 +49,11 @@ pub(crate) const TRANSFER_RULES: &[(&str, &str)] = &[
     ),
     ("!has(self.destination.s3) || !has(self.destination.s3.anonymous) || !self.destination.s3.anonymous", "anonymous access is only for sources"),
     ("!has(self.destination.urlList) && (!has(self.report) || !has(self.report.urlList))", "a URL list can only be a source"),
+    ("!has(self.destination.database) && (!has(self.report) || !has(self.report.database))", "a database can only be a source"),
+    (
+        "!has(self.source.database) || !has(self.deletes) || !has(self.deletes.policy) || self.deletes.policy != 'Propagate'",
+        "deletes.policy Propagate cannot be used with a database source: rows that leave the listing (writeBack.clearData, a where condition) would make their objects look deleted",
+    ),
     (
         "!has(self.deletes) || !has(self.deletes.policy) || self.deletes.policy != 'Propagate' || !has(self.filters) || (!has(self.filters.modifiedAfter) && !has(self.filters.modifiedBefore))",
         "deletes.policy Propagate cannot be combined with filters.modifiedAfter or modifiedBefore: a time window makes every key outside it look deleted",

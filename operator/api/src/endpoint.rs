@@ -20,6 +20,19 @@ pub struct SecretUse<'a> {
     pub field: &'static str,
 }
 
+/// One key of a Secret whose value the agents get under a name the kind reads
+/// (`as_key`), whatever the key is called in the Secret: a database's connection URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecretValueUse<'a> {
+    pub name: &'a str,
+    /// The key in the Secret.
+    pub key: &'a str,
+    /// The side secret it becomes (`DATABASE_URL`).
+    pub as_key: &'static str,
+    /// The field that names it, below the location (`connectionSecretRef`).
+    pub field: &'static str,
+}
+
 /// A volume the agents mount for a side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VolumeUse<'a> {
@@ -60,18 +73,23 @@ pub trait Location {
     fn whole_secret(&self) -> Option<&str> {
         None
     }
+    /// A Secret key whose value the agents get as a side secret of the kind's own name.
+    fn secret_value(&self) -> Option<SecretValueUse<'_>> {
+        None
+    }
 }
 
 impl Endpoint {
     /// The kinds an endpoint may hold, as spec fields. Exactly one is set.
-    pub const KINDS: &'static [&'static str] = &["s3", "filesystem", "urlList"];
+    pub const KINDS: &'static [&'static str] = &["s3", "filesystem", "urlList", "database"];
 
     /// The locations that are set (the only place that lists the kinds' fields).
     fn locations(&self) -> Vec<&dyn Location> {
-        let all: [Option<&dyn Location>; 3] = [
+        let all: [Option<&dyn Location>; 4] = [
             self.s3.as_ref().map(|l| l as &dyn Location),
             self.filesystem.as_ref().map(|l| l as &dyn Location),
             self.url_list.as_ref().map(|l| l as &dyn Location),
+            self.database.as_ref().map(|l| l as &dyn Location),
         ];
         all.into_iter().flatten().collect()
     }

@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod bucketsync;
 pub mod cel;
 pub mod conditions;
+pub mod database;
 pub mod deletes;
 pub mod endpoint;
 pub mod quantity;
@@ -25,6 +26,7 @@ pub use bucketsync::{
     BucketSync, BucketSyncSpec, BucketSyncStatus, ConcurrencyPolicy, RunSummary, SyncPhase,
 };
 pub use conditions::{ConditionType, Conditions, Reason};
+pub use database::DatabaseSource;
 pub use deletes::{DeletesState, DeletesStatus, APPROVE_DELETES_ANNOTATION};
 pub use endpoint::{Location, Side};
 pub use ferry_core::plan::{DeleteSettings, FailureBudget, JobPlan, ShardRange, Stage};

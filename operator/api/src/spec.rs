@@ -179,6 +179,10 @@ pub struct Endpoint {
     /// Sources only: files on http(s) servers (a CDN, a web server), named by a list of URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_list: Option<crate::url_list::UrlListSource>,
+    /// Sources only: images stored in the rows of a SQLite or PostgreSQL table (base64 text,
+    /// data URIs, binary blobs), one object per row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<crate::database::DatabaseSource>,
 }
 
 /// A bucket (and a key prefix in it) on an S3-compatible service.

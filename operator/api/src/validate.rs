@@ -411,6 +411,13 @@ fn check_deletes(spec: &TransferSpec, errors: &mut Vec<SpecError>) {
         }
         return;
     }
+    if spec.source.database.is_some() {
+        errors.push(err(
+            "spec.deletes.policy",
+            "Propagate cannot be used with a database source: rows that leave the listing \
+             (writeBack.clearData, a where condition) would make their objects look deleted",
+        ));
+    }
     if let Some(m) = &d.max_deletes {
         if let Err(e) = FailureBudget::parse(m) {
             errors.push(err("spec.deletes.maxDeletes", e));

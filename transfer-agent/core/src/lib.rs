@@ -5,6 +5,7 @@
 //! - [`live`]: the settings that may change while a job runs (rates, concurrency, memory);
 //! - [`planning`]: what the planner is asked and what it answers (checks, then the plan);
 //! - [`stores`]: where each side is (a serializable store configuration) and its secrets;
+//! - [`database`]: a database source's table, columns and write-back (plain data);
 //! - [`progress`]: the progress record of a shard (checkpoint, counters, failure classes);
 //! - [`select`]: which objects a job selects;
 //! - [`policy`]: the overwrite and verification policies.
@@ -13,6 +14,7 @@
 //! reads nothing else.
 
 pub mod credentials;
+pub mod database;
 pub mod live;
 pub mod plan;
 pub mod planning;

@@ -20,6 +20,9 @@ pub enum StoreConfig {
     Filesystem(FsConfig),
     /// A list of http(s) URLs (read only): each URL is one object.
     UrlList(UrlListConfig),
+    /// The rows of a database table (read only): each row is one object. The connection URL
+    /// is the side secret [`crate::database::DATABASE_URL`].
+    Database(crate::database::DbConfig),
 }
 
 impl StoreConfig {
@@ -32,6 +35,7 @@ impl StoreConfig {
             }
             StoreConfig::Filesystem(fs) => fs.path.clone(),
             StoreConfig::UrlList(u) => format!("the URL list {}", u.list.describe()),
+            StoreConfig::Database(d) => format!("the database table {}", d.table),
         }
     }
 
@@ -46,6 +50,7 @@ impl StoreConfig {
                 .to_string(),
             // Never a report location (read only): named for messages only.
             StoreConfig::UrlList(u) => format!("{}/{folder}", u.list.describe()),
+            StoreConfig::Database(d) => format!("table {}/{folder}", d.table),
         }
     }
 }

@@ -95,8 +95,9 @@ pub fn seed_of(text: &str) -> u64 {
     })
 }
 
-/// The shard ranges of `shards` shards: listing (sampling) the source only when there is
-/// more than one; the same listing and `seed` give the same ranges.
+/// The shard ranges of `shards` shards: those the source cuts itself
+/// ([`Source::own_shard_ranges`]: a database's id ranges), else from a sample of its listing
+/// when there is more than one; the same listing and `seed` give the same ranges.
 pub async fn shard_ranges(
     src: &dyn Source,
     shards: u32,
@@ -108,6 +109,12 @@ pub async fn shard_ranges(
             after: None,
             until: None,
         }]);
+    }
+    // (A source's own cut that is not one range per shard, an empty table's, is not used.)
+    if let Some(ranges) = src.own_shard_ranges(shards).await? {
+        if ranges.len() == shards as usize {
+            return Ok(ranges);
+        }
     }
     let sample = sample_keys(src, SAMPLES_PER_SHARD * shards as usize, seed).await?;
     Ok(ranges_from_sample(&sample, shards))

@@ -1,92 +1,14 @@
 //! What a database source reads (`docs/database-sources.md`): the table, its columns, how the
-//! payload is encoded, how keys are made, and the optional write-back. Checked once into a
-//! [`Checked`] (pure), so nothing downstream re-validates.
-
-use serde::{Deserialize, Serialize};
+//! payload is encoded, how keys are made, and the optional write-back (the types are
+//! `ferry_core::database`'s). Checked once into a [`Checked`] (pure), so nothing downstream
+//! re-validates.
 
 use super::sql::{check_where, quote_ident, quote_table};
 use super::template::{Template, WriteBackTemplate};
 
-/// The largest `batchSize`: a batch is one short read transaction.
-pub const MAX_BATCH_SIZE: u32 = 10_000;
-/// The default `batchSize`.
-pub const DEFAULT_BATCH_SIZE: u32 = 500;
-
-/// A database source as a plan carries it (the connection URL is a secret, apart).
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct DbConfig {
-    /// `table` or `schema.table`.
-    pub table: String,
-    /// An integer or text column, unique and ordered (the primary key): paging, shard
-    /// ranges and checkpoints follow it.
-    pub id_column: String,
-    /// The column holding the payload.
-    pub data_column: String,
-    #[serde(default)]
-    pub encoding: Encoding,
-    /// The object key, a template over column values: `images/{id:012}.{ext}`.
-    pub key: String,
-    #[serde(default)]
-    pub content_type: ContentTypeRule,
-    /// A timestamp column (or Unix seconds): the objects' modification times (filters,
-    /// `IfNewer`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub modified_column: Option<String>,
-    /// An SQL condition rows must meet, the only SQL the user writes.
-    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
-    pub where_clause: Option<String>,
-    /// Rows per read transaction.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write_back: Option<WriteBackConfig>,
-}
-
-fn default_batch_size() -> u32 {
-    DEFAULT_BATCH_SIZE
-}
-
-/// How the payload column is encoded.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Encoding {
-    /// Base64 text (standard or URL-safe alphabet, padded or not, line breaks allowed).
-    Base64,
-    /// A `data:` URI (`data:image/png;base64,...`, or percent-encoded without `;base64`).
-    DataUri,
-    /// The bytes themselves (`bytea`, `BLOB`).
-    Binary,
-    /// Per value: a `data:` URI, else base64 text, else (a binary value) the bytes.
-    #[default]
-    Auto,
-}
-
-/// Where an object's content type comes from.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ContentTypeRule {
-    /// A column with the declared type; NULL falls back to the data URI's type, then to
-    /// sniffing when `sniff` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub column: Option<String>,
-    /// Without a declared type, the type is read from the bytes' magic numbers. (A declared
-    /// type the magic numbers contradict fails the row in any case.)
-    #[serde(default)]
-    pub sniff: bool,
-}
-
-/// After a verified upload, record where the object is.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct WriteBackConfig {
-    /// The column that receives the value.
-    pub column: String,
-    /// A template over `{key}` and `{id}`: `https://images.example.com/{key}`.
-    pub value: String,
-    /// Also set the data column to NULL.
-    #[serde(default)]
-    pub clear_data: bool,
-}
+pub use ferry_core::database::{
+    ContentTypeRule, DbConfig, Encoding, WriteBackConfig, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE,
+};
 
 /// A configuration that is not usable, with the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,9 +43,14 @@ pub struct Checked {
     pub write_back: Option<WriteBackTemplate>,
 }
 
-impl DbConfig {
-    /// Checks every field; the first problem found is the error.
-    pub fn check(&self) -> Result<Checked, ConfigError> {
+/// Checks a configuration (the plain data of `ferry-core`) once, before anything is read.
+pub trait Check {
+    /// Checks every field; the first problem found is the error, with its field.
+    fn check(&self) -> Result<Checked, ConfigError>;
+}
+
+impl Check for DbConfig {
+    fn check(&self) -> Result<Checked, ConfigError> {
         let table = quote_table(&self.table).map_err(|m| ConfigError::new("table", m))?;
         quote_ident(&self.id_column).map_err(|m| ConfigError::new("idColumn", m))?;
         quote_ident(&self.data_column).map_err(|m| ConfigError::new("dataColumn", m))?;

@@ -103,7 +103,7 @@ fn fallback_key(c: &Checked, id: &Id, columns: &[Value], ext: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::config::{tests::config, ContentTypeRule, Encoding};
+    use crate::db::config::{tests::config, Check, ContentTypeRule, Encoding};
     use crate::db::payload::tests::{JPEG, PNG};
     use base64::Engine;
 

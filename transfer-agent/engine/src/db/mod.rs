@@ -25,7 +25,7 @@ pub mod store;
 pub mod template;
 pub mod writeback;
 
-pub use config::{ContentTypeRule, DbConfig, Encoding, WriteBackConfig};
+pub use config::{Check, ContentTypeRule, DbConfig, Encoding, WriteBackConfig};
 pub use listing::failure_of;
 pub use store::DbStore;
 

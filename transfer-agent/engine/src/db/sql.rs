@@ -241,7 +241,7 @@ impl Queries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::config::tests::config;
+    use crate::db::config::{tests::config, Check};
 
     #[test]
     fn identifiers_are_quoted() {

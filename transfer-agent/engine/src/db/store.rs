@@ -7,14 +7,15 @@ use std::sync::Arc;
 use futures::StreamExt;
 use md5::{Digest, Md5};
 
-use super::config::{Checked, DbConfig};
+use super::config::{Check, Checked, DbConfig};
 use super::conn::{bind_id, end_transaction, on_pool, DbUrl, Pool, ValueRow};
 use super::item::{judge, Item, RowFailure};
-use super::listing::{produce, Entry};
+use super::listing::{failure_of, produce, Entry};
 use super::ranges::{int_bounds, ranges, sample_bounds};
 use super::row::{Id, RawRow, Value};
 use super::sql::{Columns, IdKind, Queries};
 use super::template::Template;
+use super::writeback::{Queue, Verified};
 use crate::error::TransferError;
 use crate::limit::Buffer;
 use crate::stores::{channel_stream, Body, Listing, ObjectInfo, ObjectMeta, Source, SourceCaps};
@@ -39,6 +40,8 @@ struct Inner {
     queries: Queries,
     /// The one read-write connection write-back uses (the reader's are read-only).
     writer: Option<Pool>,
+    /// Verified objects waiting to be written back.
+    written_back: Queue,
 }
 
 impl std::fmt::Debug for DbStore {
@@ -131,6 +134,7 @@ impl DbStore {
                 kind,
                 queries,
                 writer,
+                written_back: Queue::new(),
             }),
         })
     }
@@ -458,6 +462,8 @@ impl Source for DbStore {
         })
     }
 
+    /// Reads the table, and with `writeBack` checks (writing nothing) that the rows may be
+    /// updated.
     async fn probe(&self) -> Result<(), TransferError> {
         let q = &self.inner.queries.probe;
         let url = &self.inner.url;
@@ -467,6 +473,45 @@ impl Source for DbStore {
                 .await
                 .map_err(|e| url.error(&format!("reading {}", self.inner.checked.config.table), &e))?;
         });
+        self.probe_write_back().await
+    }
+
+    /// A row that failed when listed fails with its own class (`InvalidData`,
+    /// `DuplicateKey`).
+    fn refuse(&self, info: &ObjectInfo) -> Option<TransferError> {
+        failure_of(info)
+    }
+
+    async fn own_shard_ranges(
+        &self,
+        shards: u32,
+    ) -> Result<Option<Vec<ShardRange>>, TransferError> {
+        self.shard_ranges(shards).await
+    }
+
+    /// Noted for write-back (with `writeBack` only).
+    fn verified(&self, key: &str, md5: &str) {
+        if self.inner.writer.is_some() {
+            self.inner.written_back.push(Verified {
+                key: key.to_string(),
+                md5: md5.to_string(),
+            });
+        }
+    }
+
+    /// Writes back what was noted, in transactions of `batchSize` rows.
+    async fn settle(&self) -> Result<(), TransferError> {
+        if self.inner.writer.is_none() {
+            return Ok(());
+        }
+        let s = self.inner.written_back.flush(self).await?;
+        tracing::debug!(
+            written = s.written,
+            already_there = s.already_there,
+            changed = s.changed,
+            gone = s.gone,
+            "write-back"
+        );
         Ok(())
     }
 

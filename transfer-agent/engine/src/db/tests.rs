@@ -496,15 +496,12 @@ async fn write_back_records_verified_objects_and_skips_changed_rows() {
         .await
         .unwrap();
     let first = list(&s, None, None).await.remove(0);
-    let queue = super::writeback::Queue::new(s.clone());
-    queue
-        .push(Verified {
-            key: first.key.clone(),
-            md5: first.etag.clone().unwrap(),
-        })
-        .await
-        .unwrap();
-    let summary = queue.flush().await.unwrap();
+    let queue = super::writeback::Queue::new();
+    queue.push(Verified {
+        key: first.key.clone(),
+        md5: first.etag.clone().unwrap(),
+    });
+    let summary = queue.flush(&s).await.unwrap();
     assert_eq!(summary.written, 1);
     let r1 = row(&db, 1).await;
     assert_eq!(
@@ -744,4 +741,52 @@ async fn a_stopped_table_copy_resumes_and_copies_each_row_once() {
         dst.bytes("img/000060.png").as_deref(),
         Some(&[PNG, &60i64.to_be_bytes()].concat()[..])
     );
+}
+
+/// Through the shard engine: a row that does not decode fails as `InvalidData` (not
+/// `Unrepresentable`); every copied row gets its URL once the checkpoint is saved; a row
+/// whose URL was lost is written back by the next run, which finds its object up to date
+/// (same MD5) and copies nothing; a dry run writes nothing back.
+#[tokio::test]
+async fn the_shard_engine_writes_back_and_fails_rows_with_their_class() {
+    let db = mixed().await;
+    db.insert(6, Some(b"!!"), Some("image/png"), true).await;
+    let s = DbStore::open(&with_write_back(false), &db.url)
+        .await
+        .unwrap();
+    let dst = MemoryStore::new();
+    let url = |id: i64, ext: &str| Some(format!("https://img.example.com/img/{id:04}.{ext}"));
+    let (run, _live, _stop) = shard(&s, &dst, Arc::default(), 0);
+    let p = run.run().await;
+    assert_eq!(
+        p.failures_by_class.get(&FailureClass::InvalidData),
+        Some(&1),
+        "{:?}",
+        p.failures_by_class
+    );
+    assert_eq!(p.counters.objects_copied, 4);
+    assert_eq!(row(&db, 1).await.3, url(1, "png"));
+    assert_eq!(row(&db, 2).await.3, url(2, "jpg"));
+    assert_eq!(row(&db, 5).await.3, url(5, "jpg"));
+    assert_eq!(
+        row(&db, 6).await.3,
+        None,
+        "a failed row is not written back"
+    );
+    sqlx::query("UPDATE images SET image_url = NULL WHERE id = 2")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // A dry run writes nothing back.
+    let (mut run, _live, _stop) = shard(&s, &dst, Arc::default(), 1);
+    Arc::get_mut(&mut run.plan).unwrap().transfer.dry_run = true;
+    run.run().await;
+    assert_eq!(row(&db, 2).await.3, None);
+    let (run, _live, _stop) = shard(&s, &dst, Arc::default(), 2);
+    let p = run.run().await;
+    assert_eq!(
+        (p.counters.objects_copied, p.counters.objects_skipped),
+        (0, 4)
+    );
+    assert_eq!(row(&db, 2).await.3, url(2, "jpg"));
 }

@@ -185,53 +185,56 @@ impl DbStore {
     }
 }
 
-/// Verified objects collected until a batch (`batchSize`) is full, then written back in one
-/// transaction; [`Queue::flush`] writes the rest (before a checkpoint, at the end).
+/// Verified objects noted as the shard records them ([`Queue::push`], no I/O), written back
+/// by [`Queue::flush`] in transactions of `batchSize` rows: before each checkpoint is saved
+/// and at the end of the shard, so no checkpoint passes a row whose write-back is not done.
+#[derive(Default)]
 pub struct Queue {
-    store: DbStore,
-    pending: Mutex<Vec<Verified>>,
+    pending: std::sync::Mutex<Vec<Verified>>,
+    /// Flushes one at a time, in the order they were asked for.
+    flushing: Mutex<()>,
     summary: std::sync::Mutex<Summary>,
 }
 
 impl Queue {
-    pub fn new(store: DbStore) -> Queue {
-        Queue {
-            store,
-            pending: Mutex::new(Vec::new()),
-            summary: std::sync::Mutex::new(Summary::default()),
-        }
+    pub fn new() -> Queue {
+        Queue::default()
     }
 
-    /// Adds a verified object; writes the batch back when it is full.
-    pub async fn push(&self, v: Verified) -> Result<(), TransferError> {
-        let mut pending = self.pending.lock().await;
-        pending.push(v);
-        if pending.len() >= self.store.checked().config.batch_size as usize {
-            self.write(&mut pending).await?;
-        }
-        Ok(())
+    /// Notes a verified object, to be written back at the next flush.
+    pub fn push(&self, v: Verified) {
+        self.pending.lock().unwrap().push(v);
     }
 
-    /// Writes back whatever is pending.
-    pub async fn flush(&self) -> Result<Summary, TransferError> {
-        let mut pending = self.pending.lock().await;
-        self.write(&mut pending).await?;
-        Ok(*self.summary.lock().unwrap())
-    }
-
-    async fn write(&self, pending: &mut Vec<Verified>) -> Result<(), TransferError> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let outcomes = self.store.write_back(pending).await?;
-        for (v, o) in pending.iter().zip(&outcomes) {
-            if matches!(o, Outcome::Changed | Outcome::Gone) {
-                tracing::info!(key = %v.key, outcome = ?o, "not written back");
+    /// Writes back whatever is pending, a batch per transaction; what a failed batch left
+    /// stays pending for the next flush. The counts of every flush so far.
+    pub async fn flush(&self, store: &DbStore) -> Result<Summary, TransferError> {
+        let _one = self.flushing.lock().await;
+        let batch = store.checked().config.batch_size.max(1) as usize;
+        loop {
+            let chunk: Vec<Verified> = {
+                let mut pending = self.pending.lock().unwrap();
+                let n = pending.len().min(batch);
+                pending.drain(..n).collect()
+            };
+            if chunk.is_empty() {
+                return Ok(*self.summary.lock().unwrap());
             }
+            let outcomes = match store.write_back(&chunk).await {
+                Ok(o) => o,
+                Err(e) => {
+                    let mut pending = self.pending.lock().unwrap();
+                    pending.splice(0..0, chunk);
+                    return Err(e);
+                }
+            };
+            for (v, o) in chunk.iter().zip(&outcomes) {
+                if matches!(o, Outcome::Changed | Outcome::Gone) {
+                    tracing::info!(key = %v.key, outcome = ?o, "not written back");
+                }
+            }
+            let mut s = self.summary.lock().unwrap();
+            outcomes.into_iter().for_each(|o| s.add(o));
         }
-        let mut s = self.summary.lock().unwrap();
-        outcomes.into_iter().for_each(|o| s.add(o));
-        pending.clear();
-        Ok(())
     }
 }

@@ -22,7 +22,9 @@ pub enum Work {
         info: ObjectInfo,
         checksum: String,
     },
-    Skip(ObjectInfo),
+    /// Up to date at the destination; with the MD5 both sides listed, when they did and it
+    /// is the same (the object is known to be there with the source's bytes).
+    Skip(ObjectInfo, Option<String>),
     WouldCopy {
         info: ObjectInfo,
         replaced: bool,
@@ -198,8 +200,17 @@ fn decide(rules: &Rules, info: ObjectInfo, existing: Option<ObjectInfo>, opaque:
                 info,
             }
         }
-        _ => Work::Skip(info),
+        existing => {
+            let md5 = existing.as_ref().and_then(|d| same_md5(&info, d));
+            Work::Skip(info, md5)
+        }
     }
+}
+
+/// The MD5 (lower-case hex) of an object both sides list with the same size and MD5.
+fn same_md5(src: &ObjectInfo, dst: &ObjectInfo) -> Option<String> {
+    let (a, b) = (src.plain_md5()?, dst.plain_md5()?);
+    (src.size == dst.size && a.eq_ignore_ascii_case(b)).then(|| a.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -239,7 +250,7 @@ mod tests {
             out.push(match w {
                 Work::Copy { info, replaced } => format!("copy {} {replaced}", info.key),
                 Work::Rewritten { info, .. } => format!("rewritten {}", info.key),
-                Work::Skip(i) => format!("skip {}", i.key),
+                Work::Skip(i, _) => format!("skip {}", i.key),
                 Work::WouldCopy { info, .. } => format!("would {}", info.key),
                 Work::Candidate(i) => format!("delete {}", i.key),
                 Work::Archived(i) => format!("archived {}", i.key),

@@ -147,9 +147,16 @@ impl ShardRun {
         }
     }
 
-    /// Writes the report segment covering the done prefix, then the checkpoint (which never
-    /// moves past keys whose report lines are not written).
+    /// Writes down what the source noted of verified objects ([`Source::settle`]: a
+    /// database's write-back), the report segment covering the done prefix, then the
+    /// checkpoint (which never moves past keys whose write-back or report lines are not
+    /// written).
     pub(crate) async fn checkpoint(&self, rec: &mut Recorder) {
+        if let Err(e) = self.src.settle().await {
+            tracing::warn!(error = %e, "could not write back to the source; keeping the old checkpoint");
+            *self.unsaved.lock().unwrap() = Some(format!("the write-back: {e}"));
+            return;
+        }
         if let Some(r) = rec.report.as_mut() {
             if let Err(e) = r.flush().await {
                 tracing::warn!(error = %e, "could not write the report segment; keeping the old checkpoint");

@@ -285,7 +285,12 @@ impl<'a> Pump<'a> {
                     result: Ok(Copied::Done { checksum }),
                 });
             }
-            Work::Skip(info) => self.record_now(&info, Outcome::Skipped, true),
+            Work::Skip(info, md5) => {
+                if let Some(md5) = md5 {
+                    self.verified(&info.key, &md5);
+                }
+                self.record_now(&info, Outcome::Skipped, true)
+            }
             Work::WouldCopy { info, replaced } => {
                 self.record_now(&info, Outcome::WouldCopy, replaced)
             }
@@ -309,7 +314,9 @@ impl<'a> Pump<'a> {
             }
             Work::Invalid(info, why) => {
                 let seq = self.rec.register(&info);
-                let e = TransferError::new(FailureClass::Unrepresentable, why).retryable(false);
+                let e = self.run.src.refuse(&info).unwrap_or_else(|| {
+                    TransferError::new(FailureClass::Unrepresentable, why).retryable(false)
+                });
                 self.fail(seq, &info, &e);
             }
             Work::ListingFailed(_) => unreachable!("handled above"),
@@ -341,6 +348,9 @@ impl<'a> Pump<'a> {
         let counted = at_destination && self.count_destination;
         match result {
             Ok(Copied::Done { checksum }) => {
+                if let Some(md5) = info.plain_md5() {
+                    self.verified(&info.key, md5);
+                }
                 let line = ManifestLine {
                     key: self.run.dst.full_key(&info.key),
                     size: info.size,
@@ -368,6 +378,13 @@ impl<'a> Pump<'a> {
                     Verdict::Fail => self.fail(seq, &info, &e),
                 }
             }
+        }
+    }
+
+    /// Tells the source that `key` is at the destination with its bytes (not in a dry run).
+    fn verified(&self, key: &str, md5: &str) {
+        if !self.run.plan.transfer.dry_run {
+            self.run.src.verified(key, md5);
         }
     }
 

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use ferry_core::database::DATABASE_URL;
 use ferry_core::stores::{SideSecrets, StoreConfig};
+use ferry_core::ShardRange;
 use futures::stream::BoxStream;
 
 use crate::error::TransferError;
@@ -201,6 +203,30 @@ pub trait Source: Send + Sync + 'static {
         false
     }
 
+    /// Shard ranges this source can cut itself without a listing (a database table: id
+    /// ranges), or None for the planner's sampling of the listing.
+    async fn own_shard_ranges(
+        &self,
+        shards: u32,
+    ) -> Result<Option<Vec<ShardRange>>, TransferError> {
+        let _ = shards;
+        Ok(None)
+    }
+
+    /// The object `key` is at the destination with the bytes of MD5 `md5` (hex): copied and
+    /// verified, or found there with the source's MD5. Never called in a dry run. A source
+    /// that records where its objects went (a database's `writeBack`) notes it, and writes it
+    /// down at [`Source::settle`].
+    fn verified(&self, key: &str, md5: &str) {
+        let _ = (key, md5);
+    }
+
+    /// Writes down what [`Source::verified`] noted. Called before each checkpoint is saved
+    /// (and so at the end of a shard): an error keeps the old checkpoint.
+    async fn settle(&self) -> Result<(), TransferError> {
+        Ok(())
+    }
+
     /// For [`Sink::server_copy`]: lets a sink recognise a source of its own kind.
     fn as_any(&self) -> &dyn Any;
 }
@@ -355,6 +381,16 @@ pub async fn open(
         StoreConfig::UrlList(c) => Opened::ReadOnly(Arc::new(
             UrlListStore::open(c, secrets, limits, retry).await?,
         )),
+        StoreConfig::Database(c) => {
+            let url = secrets.get(DATABASE_URL).ok_or_else(|| {
+                TransferError::new(
+                    ferry_core::FailureClass::InvalidRequest,
+                    format!("database source: no connection URL ({DATABASE_URL}) was given"),
+                )
+                .fatal()
+            })?;
+            Opened::ReadOnly(Arc::new(crate::db::DbStore::open(c, url).await?))
+        }
     })
 }
 
