@@ -35,7 +35,7 @@ async fn sqlite_file(dir: &std::path::Path) -> SqlitePool {
     .await
     .unwrap();
     let jpeg_uri = format!("data:image/jpeg;base64,{}", b64(JPEG));
-    let rows: [(i64, Option<String>, Option<&str>, Option<&str>); 6] = [
+    let rows = [
         (1, Some(b64(PNG)), Some("image/png"), None),
         (2, Some(jpeg_uri), None, None),
         (
