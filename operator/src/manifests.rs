@@ -43,6 +43,9 @@ pub struct Manifests {
     pub syncs: Vec<LoadedSync>,
     /// By (namespace, name).
     pub secrets: BTreeMap<(String, String), SecretData>,
+    /// The `data` of ConfigMaps (price tables, `spec.pricing.configMapRef`), by (namespace,
+    /// name).
+    pub config_maps: BTreeMap<(String, String), BTreeMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,13 @@ struct SecretDoc {
     data: BTreeMap<String, String>,
     #[serde(default, rename = "stringData")]
     string_data: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct ConfigMapDoc {
+    metadata: Meta,
+    #[serde(default)]
+    data: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -176,9 +186,18 @@ fn load_file(path: &Path, out: &mut Manifests) -> Result<(), ManifestError> {
                     .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
                 out.secrets.insert((ns, s.metadata.name), SecretData(data));
             }
+            ("v1", "ConfigMap") => {
+                let c: ConfigMapDoc = serde_yaml::from_value(value)
+                    .map_err(|e| perr(format!("invalid ConfigMap: {e}")))?;
+                let ns = c
+                    .metadata
+                    .namespace
+                    .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+                out.config_maps.insert((ns, c.metadata.name), c.data);
+            }
             (_, kind) => tracing::debug!(
                 kind,
-                "ignoring a document that is not a MigrationJob, a BucketSync or a Secret"
+                "ignoring a document that is not a MigrationJob, a BucketSync, a Secret or a ConfigMap"
             ),
         }
     }
@@ -197,7 +216,8 @@ mod tests {
             &f,
             "apiVersion: v1\nkind: Secret\nmetadata: {name: a, namespace: media}\ndata: {AWS_ACCESS_KEY_ID: QUtJRA==}\nstringData: {AWS_SECRET_ACCESS_KEY: s3cr3t}\n---\n\
              apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {name: j, namespace: media}\nspec:\n  source: {filesystem: {path: src}}\n  destination: {filesystem: {path: dst}}\n---\n\
-             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ignored}\n",
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: prices}\ndata: {prices.yaml: 'free: {}'}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: ignored}\n",
         )
         .unwrap();
         let m = load(&[d.path().to_path_buf()]).unwrap();
@@ -206,6 +226,8 @@ mod tests {
         let s = &m.secrets[&("media".to_string(), "a".to_string())];
         assert_eq!(s.0["AWS_ACCESS_KEY_ID"], "AKID");
         assert_eq!(s.0["AWS_SECRET_ACCESS_KEY"], "s3cr3t");
+        let prices = &m.config_maps[&("default".to_string(), "prices".to_string())];
+        assert_eq!(prices["prices.yaml"], "free: {}");
         assert!(
             !format!("{s:?}").contains("s3cr3t"),
             "Debug must not show secret values"

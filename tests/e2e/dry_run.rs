@@ -2,6 +2,7 @@
 //! was, without even a `.ferry/` report.
 
 use ferry_tests::data::all_paths;
+use ferry_tests::ferry::run_ferry;
 use ferry_tests::fixtures::tree;
 use ferry_tests::*;
 use serde_json::json;
@@ -95,4 +96,124 @@ async fn dry_run_to_fs_writes_nothing() {
     );
     sc.assert_destination_eq(&seeded(), "destination directory after a dry run")
         .await;
+}
+
+/// Price tables for the estimate test, steep enough that every line shows in cents.
+const STEEP: &str = "steep:\n  description: test prices\n  effectiveDate: '2026-12-03'\n  \
+    storagePerGBMonth: '100'\n  classAPerMillion: '10000'\n  classBPerMillion: '5000'\n  \
+    egressPerGB: [{price: '1000'}]\n";
+
+/// The estimate of a dry run, for a bucket counted by hand (`source()` against `seeded()`,
+/// streamed between two servers): 4 objects to copy (100 + 100 + 6 MiB + 0 bytes), 1 up to
+/// date; one LIST page on each side, a GET and a PUT per object. Priced with the `steep`
+/// table of a ConfigMap given to `ferry run` beside the job, to the cent. A real run then
+/// makes exactly the GETs and PUTs the estimate counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_estimates_requests_bytes_and_cost() {
+    let sc = Scenario::two_servers("dry-estimate")
+        .source_tree(&source())
+        .destination_tree(&seeded())
+        .source_proxy(FaultSchedule::none())
+        .destination_proxy(FaultSchedule::none())
+        .with("dryRun", json!(true))
+        .with(
+            "pricing",
+            json!({"source": "steep", "destination": "steep", "configMapRef": {"name": "prices"}}),
+        )
+        .build()
+        .await;
+    let job_file = sc.job.write(sc.wd.path());
+    let cm = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "prices", "namespace": sc.job.namespace},
+        "data": {"prices.yaml": STEEP},
+    });
+    let cm_file = sc.wd.path().join("prices.yaml");
+    std::fs::write(&cm_file, serde_yaml::to_string(&cm).unwrap()).unwrap();
+
+    let run = run_ferry(
+        &[&job_file, &cm_file],
+        &sc.wd.state_dir(),
+        &[],
+        std::time::Duration::from_secs(240),
+    )
+    .await;
+    run.assert_exit(0).assert_phase("Completed");
+    let e = &run.status().0["estimate"];
+    let n = |path: &str| {
+        e.pointer(path)
+            .and_then(|v| v.as_u64())
+            .unwrap_or_else(|| panic!("estimate{path} missing\n{}", run.describe()))
+    };
+    let to_copy = 100 + 100 + 6 * MI as u64;
+    assert_eq!((n("/objectsToCopy"), n("/bytesToCopy")), (4, to_copy));
+    assert_eq!((n("/objectsToSkip"), n("/bytesToSkip")), (1, 100));
+    assert_eq!(
+        (n("/objectsToDelete"), n("/objectsInParts"), n("/parts")),
+        (0, 0, 0)
+    );
+    assert_eq!(e["transport"], "Streamed", "{}", run.describe());
+    let src = &e["sourceRequests"];
+    let dst = &e["destinationRequests"];
+    assert_eq!(
+        src,
+        &json!({"list": 1, "head": 0, "get": 4, "put": 0, "createMultipart": 0, "uploadPart": 0,
+                "completeMultipart": 0, "copyObject": 0, "delete": 0})
+    );
+    assert_eq!(
+        dst,
+        &json!({"list": 1, "head": 0, "get": 0, "put": 4, "createMultipart": 0, "uploadPart": 0,
+                "completeMultipart": 0, "copyObject": 0, "delete": 0})
+    );
+    assert_eq!(n("/egressBytes"), to_copy);
+    assert!(
+        e.get("notes")
+            .is_none_or(|n| !n.to_string().contains("parts")),
+        "{e}"
+    );
+
+    // By hand: egress 6,291,656 B = 0.0058596 GB × 1000 = 5.86; source 1 LIST × 0.01 + 4 GET
+    // × 0.005 = 0.03; destination 5 Class A × 0.01 = 0.05; storage 6,291,756 B × 100 = 0.59.
+    let cost = &e["cost"];
+    let usd = |item: &str| {
+        cost["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["item"] == item)
+            .unwrap_or_else(|| panic!("no cost line {item}: {cost}"))["usd"]
+            .clone()
+    };
+    assert_eq!(usd("source egress"), "5.86");
+    assert_eq!(usd("source requests"), "0.03");
+    assert_eq!(usd("destination requests"), "0.05");
+    assert_eq!(cost["total"], "5.94", "{cost}");
+    assert_eq!(cost["storagePerMonth"], "0.59");
+    assert_eq!(cost["tables"][0], "source: steep (2026-12-03)");
+    assert!(
+        run.stderr.contains("estimate of a real run") && run.stderr.contains("5.94"),
+        "the summary shows the estimate\n{}",
+        run.describe()
+    );
+
+    // A real run of the same job: exactly the GETs and PUTs of objects counted.
+    sc.src_proxy().clear();
+    sc.dst_proxy().clear();
+    let real = sc
+        .job
+        .clone()
+        .with("dryRun", json!(false))
+        .without("pricing");
+    let real_file = real.write(sc.wd.path());
+    run_ferry(
+        &[&real_file],
+        &sc.wd.path().join("state-real"),
+        &[],
+        std::time::Duration::from_secs(240),
+    )
+    .await
+    .assert_exit(0)
+    .assert_counter("objectsCopied", 4);
+    assert_eq!(sc.src_proxy().object_gets().len(), 4, "GETs of objects");
+    assert_eq!(sc.dst_proxy().data_puts().len(), 4, "PUTs of objects");
 }

@@ -34,6 +34,7 @@ pub(crate) const IMMUTABLE_FIELDS: &[&str] = &[
     "dryRun",
     "report",
     "deletes",
+    "pricing",
 ];
 
 fn unchanged(field: &str) -> String {

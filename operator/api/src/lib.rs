@@ -13,6 +13,8 @@ pub mod conditions;
 pub mod database;
 pub mod deletes;
 pub mod endpoint;
+pub mod estimate;
+pub mod pricing;
 pub mod quantity;
 pub mod schedule;
 #[cfg(test)]

@@ -48,6 +48,12 @@ pub struct MigrationJobSpec {
     /// End the job for good (`Cancelled`); multipart uploads in flight are aborted.
     #[serde(default)]
     pub cancel: bool,
+    /// The price tables a dry run's cost estimate (`status.estimate.cost`) uses, by name for
+    /// each side (`aws-s3`, `cloudflare-r2`, `google-cloud-storage`, `free`), and a ConfigMap
+    /// of tables that replace or add to the built-in ones. Default: each side's table follows
+    /// from its endpoint. Only read in a dry run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<crate::pricing::Pricing>,
 }
 
 impl std::ops::Deref for MigrationJobSpec {

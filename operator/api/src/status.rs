@@ -179,6 +179,11 @@ pub struct MigrationJobStatus {
     /// verdict, what was deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletes: Option<crate::deletes::DeletesStatus>,
+    /// A dry run's estimate of a real run: objects and bytes to copy, skip and delete,
+    /// requests by class on each side, egress, duration, and cost (`docs/estimates.md`). Set
+    /// when a dry run has completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::estimate::Estimate>,
     /// A one-line explanation of the phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

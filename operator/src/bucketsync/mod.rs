@@ -158,6 +158,7 @@ pub fn run_job(
             dry_run: false,
             suspend: bs.spec.suspend,
             cancel: false,
+            pricing: None,
         },
         status: None,
     }

@@ -655,6 +655,10 @@ impl<'a> Pass<'a> {
         st.verified = agg.verified;
         st.transport = agg.transport;
         st.dry_run = agg.dry_run;
+        // A dry run that has completed says what a real run would do and cost.
+        st.estimate = (agg.dry_run && agg.phase == Some(Phase::Completed)).then(|| {
+            ferry_api::estimate::priced(&v.transfer, &shards, spec.pricing.as_ref(), None)
+        });
         let mut phase = agg.phase.unwrap_or(Phase::Running);
         let mut message = agg.message.unwrap_or_default();
         // A shard stopped because its credentials went stale: its agent exits to be run

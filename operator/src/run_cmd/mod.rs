@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use ferry_api::{
     validate, DeletesState, MigrationJob, MigrationJobSpec, MigrationJobStatus, Phase,
-    APPROVE_DELETES_ANNOTATION,
+    ValidatedSpec, APPROVE_DELETES_ANNOTATION,
 };
 
 use crate::credentials::job_credentials;
@@ -158,6 +158,46 @@ pub(crate) fn resolve_paths(spec: &mut MigrationJobSpec, dir: &Path) {
     spec.destination.resolve_relative_paths(&base);
     if let Some(r) = spec.report.as_mut() {
         r.resolve_relative_paths(&base);
+    }
+}
+
+/// Prices a dry run's estimate with the tables of `spec.pricing.configMapRef`, which `ferry
+/// run` reads from the YAML files given, like Secrets (of the job's namespace only).
+fn price_with_config_map(
+    job: &MigrationJob,
+    v: &ValidatedSpec,
+    all: &Manifests,
+    namespace: &str,
+    e: &mut ferry_api::estimate::Estimate,
+) {
+    let Some(pricing) = &job.spec.pricing else {
+        return;
+    };
+    let Some(r) = &pricing.config_map_ref else {
+        return;
+    };
+    let key = r.key.as_deref().unwrap_or(ferry_api::pricing::DEFAULT_KEY);
+    let tables = all
+        .config_maps
+        .get(&(namespace.to_string(), r.name.clone()))
+        .and_then(|data| data.get(key));
+    let Some(tables) = tables else {
+        e.notes.push(format!(
+            "no cost: spec.pricing.configMapRef: no ConfigMap {namespace}/{} with the key {key} in the files given",
+            r.name
+        ));
+        e.cost = None;
+        return;
+    };
+    let mut unpriced = e.clone();
+    unpriced.cost = None;
+    match ferry_api::pricing::cost(&unpriced, &v.transfer, Some(pricing), Some(tables)) {
+        Ok(c) => e.cost = Some(c),
+        Err(why) => {
+            e.notes
+                .push(format!("no cost: ConfigMap {}: {why}", r.name));
+            e.cost = None;
+        }
     }
 }
 
@@ -316,10 +356,13 @@ pub(crate) async fn run_job(
     if let Some(ui) = &ui {
         ui.finish();
     }
-    let status = match (&validated, &ui) {
+    let mut status = match (&validated, &ui) {
         (Some(v), Some(_)) => local.with_final_records(v, status).await,
         _ => status,
     };
+    if let (Some(v), Some(e)) = (&validated, status.estimate.as_mut()) {
+        price_with_config_map(&job, v, all, &namespace, e);
+    }
     if ui.is_some() || ended_before {
         ui::summary(&status, started);
     } else {

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use ferry_api::aggregate::human_duration;
+use ferry_api::estimate::Estimate;
 use ferry_api::quantity::human_bytes;
 use ferry_api::{MigrationJobStatus, Transport};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -121,4 +122,93 @@ pub fn summary(s: &MigrationJobStatus, started: Instant) {
     if let Some(r) = &s.report {
         eprintln!("  report: {r}");
     }
+    if let Some(e) = &s.estimate {
+        eprint!("{}", estimate_table(e));
+    }
+}
+
+/// A dry run's estimate as a table, for the summary.
+pub fn estimate_table(e: &Estimate) -> String {
+    let mut out = String::from("  estimate of a real run (docs/estimates.md):\n");
+    let mut line = |s: String| {
+        out.push_str("    ");
+        out.push_str(&s);
+        out.push('\n');
+    };
+    for (what, objects, bytes) in [
+        ("copy", e.objects_to_copy, e.bytes_to_copy),
+        ("skip", e.objects_to_skip, e.bytes_to_skip),
+        ("delete", e.objects_to_delete, e.bytes_to_delete),
+    ] {
+        line(format!(
+            "{what:<7}{objects:>12} objects {:>12}",
+            human_bytes(bytes)
+        ));
+    }
+    if e.objects_in_parts > 0 {
+        line(format!(
+            "in parts: {} objects, {} parts",
+            e.objects_in_parts, e.parts
+        ));
+    }
+    line(format!(
+        "{:<13}{:>8}{:>8}{:>10}{:>10}{:>8}{:>8}{:>10}{:>8}{:>8}",
+        "requests", "LIST", "HEAD", "GET", "PUT", "CREATE", "PART", "COMPLETE", "COPY", "DELETE"
+    ));
+    for (side, r) in [
+        ("source", &e.source_requests),
+        ("destination", &e.destination_requests),
+    ] {
+        line(format!(
+            "{side:<13}{:>8}{:>8}{:>10}{:>10}{:>8}{:>8}{:>10}{:>8}{:>8}",
+            r.list,
+            r.head,
+            r.get,
+            r.put,
+            r.create_multipart,
+            r.upload_part,
+            r.complete_multipart,
+            r.copy_object,
+            r.delete
+        ));
+    }
+    let transport = match e.transport {
+        Some(Transport::ServerSide) => " (server-side copy)",
+        _ => "",
+    };
+    line(format!(
+        "egress: {} from the source{transport}{}",
+        human_bytes(e.egress_bytes),
+        if e.destination_egress_bytes > 0 {
+            format!(
+                ", {} read back from the destination",
+                human_bytes(e.destination_egress_bytes)
+            )
+        } else {
+            String::new()
+        }
+    ));
+    line(format!("duration: {} at {}", e.duration, e.assumption));
+    if let Some(c) = &e.cost {
+        line(format!("cost ({}):", c.currency));
+        for l in &c.lines {
+            line(format!(
+                "  {:<31}{:<36}{:<22}{:>12}",
+                l.item, l.quantity, l.table, l.usd
+            ));
+        }
+        line(format!("  {:<89}{:>12}", "total, one time", c.total));
+        line(format!(
+            "  {:<89}{:>12}",
+            "storage, per month", c.storage_per_month
+        ));
+        line(format!("  prices: {}", c.tables.join(", ")));
+        for n in &c.notes {
+            line(format!("  note: {n}"));
+        }
+    }
+    for n in &e.notes {
+        line(format!("note: {n}"));
+    }
+    out
 }

@@ -104,6 +104,22 @@ counters! {
         /// In a dry run: bytes that would be copied.
         #[serde(default, skip_serializing_if = "is_zero")]
         pub bytes_would_copy: u64,
+        /// In a dry run: of the objects that would be copied, those that would go in one
+        /// request (a PUT, or one CopyObject server-side). Together with
+        /// `objects_would_copy_in_parts` it tells how requests add up (`docs/estimates.md`);
+        /// when the two do not add up to `objects_would_copy`, the shard did not count them
+        /// and the estimate assumes objects of the mean size.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_would_copy_whole: u64,
+        /// In a dry run: of the objects that would be copied, those that would go in parts (a
+        /// multipart upload above `multipart.threshold`, or UploadPartCopy above 5 GiB
+        /// server-side).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_would_copy_in_parts: u64,
+        /// In a dry run: the parts those objects would be copied in (the part size raised as a
+        /// copy raises it, so that no object needs more than 10,000 parts).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub parts_would_copy: u64,
         /// Archived objects (Glacier classes) skipped, counted among the failures by class.
         #[serde(default, skip_serializing_if = "is_zero")]
         pub objects_archived: u64,
@@ -157,6 +173,24 @@ impl Counters {
 
     pub fn bytes_done(&self) -> u64 {
         self.bytes_copied + self.bytes_skipped + self.bytes_failed + self.bytes_would_copy
+    }
+
+    /// What a dry run counts for an object of `size` bytes that it would copy in `parts`
+    /// parts (0: in one request, a PUT or a CopyObject). The shard gives `parts` by the rule
+    /// its copy follows, so that the estimate's request counts are exact.
+    pub fn would_copy(size: u64, parts: u64) -> Counters {
+        let mut c = Counters {
+            objects_would_copy: 1,
+            bytes_would_copy: size,
+            parts_would_copy: parts,
+            ..Default::default()
+        };
+        if parts == 0 {
+            c.objects_would_copy_whole = 1;
+        } else {
+            c.objects_would_copy_in_parts = 1;
+        }
+        c
     }
 }
 
@@ -362,4 +396,23 @@ impl ShardProgress {
 pub trait ProgressStore: Send + Sync {
     fn load(&self) -> BoxFuture<'_, Result<Option<ShardProgress>, String>>;
     fn save<'a>(&'a self, p: &'a ShardProgress) -> BoxFuture<'a, Result<(), String>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn would_copy_counts_whole_objects_apart_from_objects_in_parts() {
+        let mut c = Counters::would_copy(10, 0);
+        c.add(&Counters::would_copy(100, 7));
+        assert_eq!(
+            (c.objects_would_copy, c.bytes_would_copy),
+            (2, 110),
+            "both are objects that would be copied"
+        );
+        assert_eq!(c.objects_would_copy_whole, 1);
+        assert_eq!((c.objects_would_copy_in_parts, c.parts_would_copy), (1, 7));
+        assert_eq!(c.objects_done(), 2);
+    }
 }
