@@ -1,8 +1,10 @@
 //! URL-list sources (issue 14) end to end: `ferry run` of a `urlList` job against a real HTTP
 //! server the test starts (`url_list/server.rs`, with injected faults) into a real S3 server.
 //! Every test checks bytes (the destination equals what was served), and the failure report
-//! for the classes the faults must end as.
+//! for the classes the faults must end as. `url_list/cluster.rs`: the same sources run by the
+//! operator.
 
+mod cluster;
 mod server;
 
 use std::collections::BTreeMap;

@@ -712,7 +712,8 @@ impl Cluster {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    /// Server-side apply of a Secret or a MigrationJob, as `kubectl apply --server-side`.
+    /// Server-side apply of a Secret, a ConfigMap, a BucketSync or a MigrationJob, as
+    /// `kubectl apply --server-side`.
     pub async fn apply(&self, v: Value) -> Result<(), kube::Error> {
         let kind = v["kind"].as_str().unwrap().to_string();
         let name = v["metadata"]["name"].as_str().unwrap().to_string();
@@ -720,6 +721,11 @@ impl Cluster {
         match kind.as_str() {
             "Secret" => self
                 .api::<Secret>()
+                .patch(&name, &pp, &Patch::Apply(&v))
+                .await
+                .map(|_| ()),
+            "ConfigMap" => self
+                .api::<ConfigMap>()
                 .patch(&name, &pp, &Patch::Apply(&v))
                 .await
                 .map(|_| ()),
@@ -1264,8 +1270,12 @@ async fn play_job_controller(
 }
 
 /// Runs one agent pod as a local process: the container's environment (literal values,
-/// `secretKeyRef` read from the API, `fieldRef` as the namespace), the completion index, and
-/// ConfigMap volumes written to a directory that stands in for the mount.
+/// `secretKeyRef` read from the API, `fieldRef` as the namespace, `envFrom` Secrets with their
+/// prefix), the completion index, and its volumes: a ConfigMap's keys (or its `items`) written
+/// to a directory that stands in for the mount (an `optional` one that is missing: empty), an
+/// `emptyDir` as an empty directory. A process cannot see them at their mount paths, so every
+/// variable whose value is a path under a mount (`FERRY_PLAN`, `FERRY_URL_LIST_DIR`, `TMPDIR`)
+/// is pointed at the stand-in directory instead. Other kinds of volume are not mounted.
 #[allow(clippy::too_many_arguments)]
 async fn start_agent(
     client: &Client,
@@ -1315,27 +1325,69 @@ async fn start_agent(
             env.insert(e.name, v);
         }
     }
-    env.insert("JOB_COMPLETION_INDEX".into(), index.to_string());
-    for v in spec.volumes.clone().unwrap_or_default() {
-        if let Some(cmv) = v.config_map {
-            let cm = cms.get(&cmv.name).await.map_err(|e| e.to_string())?;
-            let mount = container
-                .volume_mounts
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .find(|m| m.name == v.name)
-                .ok_or("no mount")?;
-            let local = dir.join(format!("{pod}-{}", v.name));
-            std::fs::create_dir_all(&local).unwrap();
-            for (k, val) in cm.data.unwrap_or_default() {
-                std::fs::write(local.join(&k), val).unwrap();
-            }
-            if let Some(plan) = env.get("FERRY_PLAN").cloned() {
-                if let Some(rest) = plan.strip_prefix(&mount.mount_path) {
-                    env.insert("FERRY_PLAN".into(), format!("{}{rest}", local.display()));
+    for from in container.env_from.clone().unwrap_or_default() {
+        let Some(sr) = from.secret_ref else { continue };
+        let prefix = from.prefix.unwrap_or_default();
+        match secrets.get_opt(&sr.name).await.map_err(|e| e.to_string())? {
+            Some(s) => {
+                for (k, v) in s.data.unwrap_or_default() {
+                    env.insert(
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v.0).into_owned(),
+                    );
                 }
             }
+            None if sr.optional == Some(true) => {}
+            None => return Err(format!("secret {} is missing (envFrom)", sr.name)),
+        }
+    }
+    env.insert("JOB_COMPLETION_INDEX".into(), index.to_string());
+    // (mount path, the directory standing in for it)
+    let mut mounted: Vec<(String, PathBuf)> = Vec::new();
+    for v in spec.volumes.clone().unwrap_or_default() {
+        let Some(mount) = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == v.name)
+        else {
+            continue;
+        };
+        let local = dir.join(format!("{pod}-{}", v.name));
+        if let Some(cmv) = &v.config_map {
+            std::fs::create_dir_all(&local).unwrap();
+            let data = match cms.get_opt(&cmv.name).await.map_err(|e| e.to_string())? {
+                Some(cm) => cm.data.unwrap_or_default(),
+                None if cmv.optional == Some(true) => BTreeMap::new(),
+                None => return Err(format!("configmap {} is missing", cmv.name)),
+            };
+            let files: Vec<(String, String)> = match &cmv.items {
+                Some(items) => items
+                    .iter()
+                    .filter_map(|i| Some((i.path.clone(), data.get(&i.key)?.clone())))
+                    .collect(),
+                None => data.into_iter().collect(),
+            };
+            for (path, val) in files {
+                std::fs::write(local.join(path), val).unwrap();
+            }
+        } else if v.empty_dir.is_some() {
+            std::fs::create_dir_all(&local).unwrap();
+        } else {
+            continue;
+        }
+        mounted.push((mount.mount_path.trim_end_matches('/').to_string(), local));
+    }
+    // Each value once, by the deepest mount it is under (the stand-ins may themselves lie
+    // under another mount path, such as /tmp).
+    mounted.sort_by_key(|(at, _)| std::cmp::Reverse(at.len()));
+    for value in env.values_mut() {
+        let under = mounted.iter().find_map(|(at, local)| {
+            let rest = value.strip_prefix(at.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then(|| format!("{}{rest}", local.display()))
+        });
+        if let Some(v) = under {
+            *value = v;
         }
     }
     let log = std::fs::File::create(dir.join(format!("{pod}.log"))).unwrap();

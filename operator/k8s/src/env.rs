@@ -29,6 +29,13 @@ pub const CHECKPOINT_SECONDS: &str = "FERRY_CHECKPOINT_SECONDS";
 /// The log filter of both binaries (a `tracing` filter: `info`, `ferry_engine=debug`...).
 pub const LOG: &str = "FERRY_LOG";
 
+/// The folder a URL list's ConfigMap is mounted in (`ferry_core::stores::URL_LIST_DIR_VAR`),
+/// set by the operator to where it mounts it.
+pub const URL_LIST_DIR: &str = ferry_core::stores::URL_LIST_DIR_VAR;
+/// The folder for temporary files (the URL list's sorted runs), on a writable `emptyDir`:
+/// the pods' root filesystem is read-only.
+pub const TMPDIR: &str = "TMPDIR";
+
 /// The prefix of one side's secret variables: `FERRY_SOURCE_`.
 pub fn secret_prefix(side: Side) -> String {
     format!("FERRY_{}_", side.field().to_ascii_uppercase())

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use ferry_api::{Endpoint, JobPlan, MigrationJob, Side, ValidatedSpec};
 use ferry_core::plan::report_prefix;
 use ferry_core::planning::{PlanRequest, RequiredVar};
-use ferry_core::stores::S3Auth;
+use ferry_core::stores::{
+    S3Auth, UrlListConfig, UrlListLocation, URL_LIST_HEADER_PREFIX, URL_LIST_MOUNT_DIR,
+};
 use ferry_core::{LiveLimits, StoreConfig, Transfer};
 use ferry_k8s::env;
 use ferry_k8s::limits_configmap::limits_data;
@@ -22,10 +24,11 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
-    LocalObjectReference, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecurityContext, ServiceAccount, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource,
+    EnvVar, EnvVarSource, KeyToPath, LocalObjectReference, ObjectFieldSelector,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext,
+    ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -91,22 +94,39 @@ fn sides(mj: &MigrationJob) -> [(Side, Option<&Endpoint>); 3] {
     ]
 }
 
-/// The filesystem sides without a volume: in a cluster a path would be the agents' own
-/// filesystem (their image, their ServiceAccount token), so each must name a claim.
+/// The paths without a volume: in a cluster a path would be the agents' own filesystem
+/// (their image, their ServiceAccount token), so a filesystem side must name a claim, and a
+/// URL list cannot be a file (no volume is mounted for it).
 pub fn volume_refusals(mj: &MigrationJob) -> Vec<String> {
     sides(mj)
         .into_iter()
         .filter_map(|(side, ep)| {
             let l = ep?.location().ok()?;
-            (l.kind() == "filesystem" && l.volume().is_none()).then(|| {
+            let field = side.field();
+            if l.kind() == "filesystem" && l.volume().is_none() {
+                return Some(format!(
+                    "spec.{field}.filesystem: in a cluster a filesystem side must name a \
+                     persistentVolumeClaim (its path is then a folder inside that volume)"
+                ));
+            }
+            let config = l.store_config();
+            let list = url_list_of(&config)?;
+            matches!(list.list, UrlListLocation::Path { .. }).then(|| {
                 format!(
-                    "spec.{}.filesystem: in a cluster a filesystem side must name a \
-                     persistentVolumeClaim (its path is then a folder inside that volume)",
-                    side.field()
+                    "spec.{field}.urlList.path: in a cluster no volume is mounted for a list \
+                     file; give the list as configMapRef (up to 1 MiB, mounted into the pods) \
+                     or as s3 (an object in a bucket)"
                 )
             })
         })
         .collect()
+}
+
+fn url_list_of(c: &StoreConfig) -> Option<&UrlListConfig> {
+    match c {
+        StoreConfig::UrlList(u) => Some(u),
+        _ => None,
+    }
 }
 
 /// The S3 sides that would use the pods' own cloud identity (no Secret, not anonymous), as
@@ -232,7 +252,8 @@ pub fn limits_configmap(mj: &MigrationJob, limits: &LiveLimits) -> ConfigMap {
 /// plan ConfigMap (its answer); the agents get, update and patch their own shards' progress
 /// objects (by name; `create` cannot be limited that way, so the operator pre-creates them),
 /// and get, list and watch the live limits ConfigMap (by name: a list or watch is allowed
-/// with a `metadata.name` field selector). Nothing else: no Secret (their values come by `secretKeyRef`, resolved by the kubelet).
+/// with a `metadata.name` field selector). Nothing else: no Secret (their values come by
+/// `secretKeyRef` or `envFrom`, resolved by the kubelet).
 pub fn agent_access(
     mj: &MigrationJob,
     shards: u32,
@@ -375,6 +396,101 @@ fn side_volumes(mj: &MigrationJob, volumes: &mut Vec<Volume>, mounts: &mut Vec<V
     }
 }
 
+/// Where the pods' scratch `emptyDir` is mounted; `TMPDIR` names it (the root filesystem is
+/// read-only).
+pub const SCRATCH_MOUNT: &str = "/tmp";
+
+/// The most the scratch `emptyDir` of a planner or agent pod may hold: a URL list is sorted
+/// there, in about as much disk as the list (a 4-million-line list takes some hundreds of
+/// MiB). A pod that writes more is evicted by the kubelet.
+pub const SCRATCH_SIZE_LIMIT: &str = "2Gi";
+
+/// What a URL-list source needs in the planner and the agents: its ConfigMap (a
+/// `configMapRef`) mounted read-only at [`URL_LIST_MOUNT_DIR`], the key as the file of its
+/// name, and [`FERRY_URL_LIST_DIR`](env::URL_LIST_DIR) naming that folder; a scratch
+/// `emptyDir` with `TMPDIR` naming it, where the list is sorted. Nothing for other sources.
+///
+/// The ConfigMap volume is optional: a missing ConfigMap or key leaves the folder empty and the
+/// planner says so on the job, where a required one would keep its pod from starting
+/// (nothing said until its deadline).
+fn url_list_volumes(
+    mj: &MigrationJob,
+    volumes: &mut Vec<Volume>,
+    mounts: &mut Vec<VolumeMount>,
+    envs: &mut Vec<EnvVar>,
+) {
+    let Some(list) = mj
+        .spec
+        .source
+        .location()
+        .ok()
+        .map(|l| l.store_config())
+        .and_then(|c| url_list_of(&c).cloned())
+    else {
+        return;
+    };
+    if let UrlListLocation::ConfigMap { name, key } = &list.list {
+        volumes.push(Volume {
+            name: "url-list".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.clone(),
+                items: Some(vec![KeyToPath {
+                    key: key.clone(),
+                    path: key.clone(),
+                    ..Default::default()
+                }]),
+                optional: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "url-list".into(),
+            mount_path: URL_LIST_MOUNT_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        envs.push(value_env(env::URL_LIST_DIR, URL_LIST_MOUNT_DIR));
+    }
+    volumes.push(Volume {
+        name: "scratch".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(SCRATCH_SIZE_LIMIT.into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    mounts.push(VolumeMount {
+        name: "scratch".into(),
+        mount_path: SCRATCH_MOUNT.into(),
+        ..Default::default()
+    });
+    envs.push(value_env(env::TMPDIR, SCRATCH_MOUNT));
+}
+
+/// The Secrets the agents get whole (a URL list's request headers), by reference only: each
+/// key becomes a variable with the side's prefix and
+/// [`URL_LIST_HEADER_PREFIX`] (`FERRY_SOURCE_HEADER_Authorization`), which
+/// `ferry_k8s::env::secrets_from` maps back. Not optional: without its headers an agent
+/// would send requests the server refuses; a missing Secret keeps the pod from starting, which
+/// the job reports (`CreateContainerConfigError`).
+fn whole_secrets(mj: &MigrationJob) -> Vec<EnvFromSource> {
+    sides(mj)
+        .into_iter()
+        .filter_map(|(side, ep)| {
+            let name = ep?.location().ok()?.whole_secret()?.to_string();
+            Some(EnvFromSource {
+                prefix: Some(env::secret_var(side, URL_LIST_HEADER_PREFIX)),
+                secret_ref: Some(SecretEnvSource {
+                    name,
+                    optional: None,
+                }),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
 /// The plan ConfigMap, mounted read-only where the pods read their plan (or request).
 fn plan_volume(name: &str) -> (Volume, VolumeMount) {
     (
@@ -494,6 +610,8 @@ pub fn planner_job(mj: &MigrationJob, pods: &Pods, request_sha256: &str) -> Job 
     let (plan_vol, plan_mount) = plan_volume(&name);
     let (mut volumes, mut mounts) = (vec![plan_vol], vec![plan_mount]);
     side_volumes(mj, &mut volumes, &mut mounts);
+    // The planner samples a URL list (no request to its servers: no headers).
+    url_list_volumes(mj, &mut volumes, &mut mounts, &mut envs);
     let container = Container {
         name: "planner".into(),
         command: Some(vec![AGENT_COMMAND.into(), "plan".into()]),
@@ -544,6 +662,8 @@ pub fn agent_job(
     let (plan_vol, plan_mount) = plan_volume(&name);
     let (mut volumes, mut mounts) = (vec![plan_vol], vec![plan_mount]);
     side_volumes(mj, &mut volumes, &mut mounts);
+    url_list_volumes(mj, &mut volumes, &mut mounts, &mut envs);
+    let env_from = whole_secrets(mj);
     // The plan's budget: the agents never take a live budget above it (their memory limit
     // is made for it).
     let limit_mib = plan.transfer.memory_budget / (1 << 20) + 256;
@@ -551,6 +671,7 @@ pub fn agent_job(
         name: "agent".into(),
         command: Some(vec![AGENT_COMMAND.into()]),
         env: Some(envs),
+        env_from: (!env_from.is_empty()).then_some(env_from),
         volume_mounts: Some(mounts),
         resources: Some(resources("500m", limit_mib / 2, limit_mib)),
         ..Default::default()
@@ -810,6 +931,132 @@ mod tests {
         assert_eq!(ambient_sides(&m), vec!["spec.destination.s3"]);
         assert!(volume_refusals(&mj()).is_empty());
         assert!(ambient_sides(&mj()).is_empty());
+    }
+
+    fn url_list_job(list: &str) -> MigrationJob {
+        serde_yaml::from_str(&format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {{name: cdn, namespace: media, uid: u2}}\nspec:\n  source: {{urlList: {{{list}, headersSecretRef: {{name: cdn-auth}}}}}}\n  destination: {{s3: {{bucket: dst, credentialsSecretRef: {{name: aws-creds}}}}}}\n"
+        ))
+        .unwrap()
+    }
+
+    fn plan_of(m: &MigrationJob) -> JobPlan {
+        let v = ferry_api::validate(&m.spec).unwrap();
+        let mut plan = plan_request(m, &v).plan;
+        plan.shards = vec![ferry_api::ShardRange::default()];
+        plan
+    }
+
+    /// A ConfigMap URL list is mounted read-only in the planner and the agents where the
+    /// engine reads it, both get a bounded scratch emptyDir as TMPDIR (the root filesystem
+    /// stays read-only), and only the agents get the headers Secret, whole, by reference
+    /// under the source's header prefix.
+    #[test]
+    fn a_configmap_list_is_mounted_and_its_headers_come_by_reference() {
+        let m = url_list_job("configMapRef: {name: cdn-urls, key: urls.tsv}");
+        assert!(volume_refusals(&m).is_empty());
+        let planner = planner_job(&m, &pods(), "d1");
+        let agents = agent_job(&m, &plan_of(&m), "d2", &pods(), false);
+        for job in [&planner, &agents] {
+            let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            assert_eq!(
+                ferry_k8s::pss::restricted_violations(pod),
+                Vec::<String>::new()
+            );
+            let volumes = pod.volumes.as_ref().unwrap();
+            let list = volumes.iter().find(|v| v.name == "url-list").unwrap();
+            let cm = list.config_map.as_ref().unwrap();
+            assert_eq!(cm.name, "cdn-urls");
+            let items = cm.items.as_ref().unwrap();
+            assert_eq!(
+                (items[0].key.as_str(), items[0].path.as_str()),
+                ("urls.tsv", "urls.tsv")
+            );
+            let scratch = volumes.iter().find(|v| v.name == "scratch").unwrap();
+            assert_eq!(
+                scratch.empty_dir.as_ref().unwrap().size_limit,
+                Some(Quantity(SCRATCH_SIZE_LIMIT.into()))
+            );
+            let c = &pod.containers[0];
+            let mounts = c.volume_mounts.as_ref().unwrap();
+            let at = |name: &str| mounts.iter().find(|m| m.name == name).unwrap();
+            assert_eq!(at("url-list").mount_path, "/etc/ferry/url-list");
+            assert_eq!(at("url-list").read_only, Some(true));
+            assert_eq!(at("scratch").mount_path, SCRATCH_MOUNT);
+            let env = c.env.as_ref().unwrap();
+            let value = |n: &str| {
+                env.iter()
+                    .find(|e| e.name == n)
+                    .and_then(|e| e.value.clone())
+            };
+            assert_eq!(value("TMPDIR").as_deref(), Some(SCRATCH_MOUNT));
+            assert_eq!(
+                value("FERRY_URL_LIST_DIR").as_deref(),
+                Some(URL_LIST_MOUNT_DIR)
+            );
+            // The engine reads `<dir>/<key>`: the mount and the item's path give that file.
+            assert_eq!(
+                format!("{}/{}", at("url-list").mount_path, items[0].path),
+                ferry_core::stores::url_list_mount_path("urls.tsv")
+            );
+        }
+        let planner_c = &planner.spec.unwrap().template.spec.unwrap().containers[0];
+        assert!(planner_c.env_from.is_none(), "the planner sends no HTTP");
+        let agent_c = &agents.spec.unwrap().template.spec.unwrap().containers[0];
+        let from = agent_c.env_from.as_ref().unwrap();
+        assert_eq!(from.len(), 1);
+        assert_eq!(from[0].prefix.as_deref(), Some("FERRY_SOURCE_HEADER_"));
+        let secret = from[0].secret_ref.as_ref().unwrap();
+        assert_eq!((secret.name.as_str(), secret.optional), ("cdn-auth", None));
+        assert!(from[0].config_map_ref.is_none());
+        // Variables named after a Secret carry references, never values.
+        let env = agent_c.env.as_ref().unwrap();
+        assert!(env
+            .iter()
+            .filter(
+                |e| e.name.starts_with("FERRY_SOURCE_") || e.name.starts_with("FERRY_DESTINATION_")
+            )
+            .all(|e| e.value.is_none() && e.value_from.is_some()));
+        // What the agents read back: the header under its own name.
+        let vars = [(
+            format!("{}Authorization", from[0].prefix.as_deref().unwrap()),
+            "Bearer t".to_string(),
+        )];
+        let secrets = env::secrets_from(Side::Source, vars);
+        assert_eq!(
+            secrets
+                .with_prefix(URL_LIST_HEADER_PREFIX)
+                .collect::<Vec<_>>(),
+            vec![("Authorization", "Bearer t")]
+        );
+    }
+
+    /// A list in a bucket needs no volume of its own, only the scratch space; a list as a
+    /// file is refused in a cluster (no volume is mounted for it).
+    #[test]
+    fn a_list_in_a_bucket_needs_scratch_only_and_a_list_file_is_refused() {
+        let m = url_list_job("s3: {bucket: lists, key: urls.tsv, credentialsSecretRef: {name: l}}");
+        assert!(volume_refusals(&m).is_empty());
+        let job = agent_job(&m, &plan_of(&m), "d", &pods(), false);
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let names: Vec<_> = pod
+            .volumes
+            .unwrap()
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
+        assert_eq!(names, vec!["plan", "scratch"]);
+        let file = url_list_job("path: /lists/urls.tsv");
+        let refused = volume_refusals(&file);
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].starts_with("spec.source.urlList.path: in a cluster no volume"),
+            "{refused:?}"
+        );
+        // Other sources get no scratch space.
+        let s3 = planner_job(&mj(), &pods(), "d");
+        let pod = s3.spec.unwrap().template.spec.unwrap();
+        assert!(pod.volumes.unwrap().iter().all(|v| v.empty_dir.is_none()));
     }
 
     /// A plan edited in its ConfigMap (the tenant's namespace) to use the pods' own identity

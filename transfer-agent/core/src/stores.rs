@@ -162,9 +162,20 @@ impl UrlListLocation {
 /// file named after its key there. The one home of this path for the operator and the agent.
 pub const URL_LIST_MOUNT_DIR: &str = "/etc/ferry/url-list";
 
-/// The file a ConfigMap list's `key` is read from in an agent.
+/// The variable that names the folder a ConfigMap list is mounted in, when set: the operator
+/// sets it to [`URL_LIST_MOUNT_DIR`] in the pods it makes (so the pod spec says where the list
+/// is); a stand-in kubelet that materializes the volume elsewhere (the e2e harness, which runs
+/// pods as local processes) points it there. Unset: [`URL_LIST_MOUNT_DIR`].
+pub const URL_LIST_DIR_VAR: &str = "FERRY_URL_LIST_DIR";
+
+/// The file a ConfigMap list's `key` is read from in an agent: `key` in the folder of
+/// [`URL_LIST_DIR_VAR`], else in [`URL_LIST_MOUNT_DIR`].
 pub fn url_list_mount_path(key: &str) -> String {
-    format!("{URL_LIST_MOUNT_DIR}/{key}")
+    let dir = std::env::var(URL_LIST_DIR_VAR)
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| URL_LIST_MOUNT_DIR.to_string());
+    format!("{}/{key}", dir.trim_end_matches('/'))
 }
 
 /// The layout of a URL list.

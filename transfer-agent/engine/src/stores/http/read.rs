@@ -21,8 +21,9 @@ const CHUNK: u64 = 4 << 20;
 /// Where the list's bytes come from.
 pub enum ListFile {
     File(String),
-    /// A ConfigMap's key, mounted by the operator (a cluster only).
-    Mounted(String),
+    /// A ConfigMap's key, mounted by the operator (a cluster only): the file, and the
+    /// ConfigMap and key for messages.
+    Mounted(String, String),
     Object {
         store: Arc<dyn Source>,
         key: String,
@@ -38,7 +39,7 @@ impl ListFile {
                 key: key.clone(),
             },
             (UrlListLocation::ConfigMap { key, .. }, _) => {
-                ListFile::Mounted(url_list_mount_path(key))
+                ListFile::Mounted(url_list_mount_path(key), cfg.list.describe())
             }
             (UrlListLocation::Path { path }, _) => ListFile::File(path.clone()),
             (UrlListLocation::S3 { .. }, None) => {
@@ -50,11 +51,12 @@ impl ListFile {
     /// Checks that the list exists and can be read.
     pub async fn probe(&self) -> Result<(), TransferError> {
         match self {
-            ListFile::Mounted(path) => match tokio::fs::metadata(path).await {
+            ListFile::Mounted(path, what) => match tokio::fs::metadata(path).await {
                 Ok(m) if m.is_file() => Ok(()),
                 _ => Err(missing(&format!(
                     "the URL list of a configMapRef is mounted at {path} by the operator in a \
-                     cluster; it is not there (with ferry run, give the list as a path)"
+                     cluster; it is not there: {what} does not exist in the job's namespace or \
+                     has no such key (with ferry run, give the list as a path)"
                 ))),
             },
             ListFile::File(path) => match tokio::fs::metadata(path).await {
@@ -119,7 +121,7 @@ impl ListFile {
 
     async fn chunks(&self, retry: &RetryPolicy) -> Result<Chunks, TransferError> {
         Ok(match self {
-            ListFile::File(path) | ListFile::Mounted(path) => Chunks::File(
+            ListFile::File(path) | ListFile::Mounted(path, _) => Chunks::File(
                 tokio::fs::File::open(path)
                     .await
                     .map_err(|e| TransferError::io(&format!("the URL list {path}"), &e).fatal())?,
