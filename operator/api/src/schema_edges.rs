@@ -50,10 +50,20 @@ fn all_leaves(root: &Value) -> Vec<Leaf> {
     out
 }
 
-/// A resource that deserializes, with both kinds of location set on every side, so a value can
+/// A resource that deserializes, with every kind of location set on every side, so a value can
 /// be put anywhere below `spec`.
 fn base(kind: &str) -> Value {
-    let side = json!({"s3": {"bucket": "abc"}, "filesystem": {"path": "/data"}});
+    // Every kind of location, each with its required fields, so a leaf below any of them has
+    // a place to go.
+    let side = json!({
+        "s3": {"bucket": "abc"},
+        "filesystem": {"path": "/data"},
+        "database": {
+            "connectionSecretRef": {"name": "db"},
+            "table": "t", "idColumn": "id", "dataColumn": "d", "key": "{id}",
+            "writeBack": {"column": "url", "value": "{key}"},
+        },
+    });
     let mut spec = json!({"source": side, "destination": side, "report": side});
     if kind == "BucketSync" {
         spec["interval"] = json!("1h");
