@@ -21,8 +21,8 @@ use crate::validate::{
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::cel::url_list)]
 pub struct UrlListSource {
-    /// The list as a file: on the machine of `ferry run` (relative to the YAML file), or in
-    /// a cluster a path the agents can read.
+    /// The list as a file on the machine of `ferry run` (relative to the YAML file). Refused
+    /// in a cluster, where no volume is mounted for it: use `configMapRef` or `s3` there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub path: Option<String>,
@@ -31,7 +31,7 @@ pub struct UrlListSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<UrlListObject>,
     /// The list as a key of a ConfigMap in the job's namespace (lists up to 1 MiB), mounted
-    /// into the agents. Clusters only.
+    /// read-only into the planner and the agents. Clusters only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<ConfigMapKeyRef>,
     /// The layout of the list: `Tsv` (Google Storage Transfer's `TsvHttpData-1.0`: that
