@@ -28,6 +28,9 @@ pub const PROGRESS_FILE: &str = "FERRY_PROGRESS_FILE";
 pub const CHECKPOINT_SECONDS: &str = "FERRY_CHECKPOINT_SECONDS";
 /// The log filter of both binaries (a `tracing` filter: `info`, `ferry_engine=debug`...).
 pub const LOG: &str = "FERRY_LOG";
+/// The log format of the agent and the planner: `text` (the default) or `json`, one object per
+/// line; the operator passes its own on.
+pub const LOG_FORMAT: &str = "FERRY_LOG_FORMAT";
 
 /// The folder a URL list's ConfigMap is mounted in (`ferry_core::stores::URL_LIST_DIR_VAR`),
 /// set by the operator to where it mounts it.

@@ -31,6 +31,7 @@ pub fn pods(ctx: &Context) -> Pods {
             .clone()
             .unwrap_or_default(),
         planner_deadline_seconds: ctx.args.planner_deadline_seconds,
+        log_format: std::env::var(ferry_k8s::env::LOG_FORMAT).ok(),
     }
 }
 

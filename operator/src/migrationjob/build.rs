@@ -62,6 +62,9 @@ pub struct Pods {
     pub service_account_annotations: BTreeMap<String, String>,
     /// The longest a planner pod may run.
     pub planner_deadline_seconds: i64,
+    /// The operator's log format (`FERRY_LOG_FORMAT`), passed on to the pods so that all of
+    /// Ferry logs alike; None: their default (text).
+    pub log_format: Option<String>,
 }
 
 /// Where a side's volume is mounted in the agents and the planner: a fixed root chosen by
@@ -313,6 +316,12 @@ pub fn agent_access(
     (sa, role, binding)
 }
 
+fn log_format_env(pods: &Pods) -> Option<EnvVar> {
+    pods.log_format
+        .as_deref()
+        .map(|f| value_env(env::LOG_FORMAT, f))
+}
+
 fn value_env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -355,6 +364,19 @@ fn secret_env(name: String, secret: &str, key: &str, optional: bool) -> EnvVar {
 /// reference would keep its pod from starting, with nothing said on the job).
 fn secrets_env(mj: &MigrationJob, all_optional: bool, out: &mut Vec<EnvVar>) {
     for (side, ep) in sides(mj) {
+        // A single value of a Secret, under the side secret it becomes (a database's
+        // connection URL as DATABASE_URL).
+        if let Some(v) = ep
+            .and_then(|e| e.location().ok())
+            .and_then(|l| l.secret_value())
+        {
+            out.push(secret_env(
+                env::secret_var(side, v.as_key),
+                v.name,
+                v.key,
+                all_optional,
+            ));
+        }
         let Some(secret) = ep.and_then(|e| e.location().ok()).and_then(|l| l.secret()) else {
             continue;
         };
@@ -606,6 +628,7 @@ pub fn planner_job(mj: &MigrationJob, pods: &Pods, request_sha256: &str) -> Job 
         value_env(env::PLAN_CONFIGMAP, &plan_name(&name)),
         namespace_env(),
     ];
+    envs.extend(log_format_env(pods));
     secrets_env(mj, true, &mut envs);
     let (plan_vol, plan_mount) = plan_volume(&name);
     let (mut volumes, mut mounts) = (vec![plan_vol], vec![plan_mount]);
@@ -658,6 +681,7 @@ pub fn agent_job(
         value_env(env::LIMITS_CONFIGMAP, &limits_name(&name)),
         namespace_env(),
     ];
+    envs.extend(log_format_env(pods));
     secrets_env(mj, false, &mut envs);
     let (plan_vol, plan_mount) = plan_volume(&name);
     let (mut volumes, mut mounts) = (vec![plan_vol], vec![plan_mount]);
@@ -852,6 +876,7 @@ mod tests {
             image_pull_secrets: vec!["regcred".into()],
             service_account_annotations: BTreeMap::new(),
             planner_deadline_seconds: 600,
+            log_format: Some("json".into()),
         }
     }
 
@@ -1029,6 +1054,47 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![("Authorization", "Bearer t")]
         );
+    }
+
+    /// A database's connection URL reaches the pods by reference to the Secret key the spec
+    /// names, as the source's DATABASE_URL (optional for the planner, which says what is
+    /// missing itself); the operator's log format is passed on.
+    #[test]
+    fn a_database_url_comes_by_reference_and_the_log_format_is_passed_on() {
+        let m: MigrationJob = serde_yaml::from_str(
+            "apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {name: blobs, namespace: app, uid: u3}\nspec:\n  source: {database: {connectionSecretRef: {name: app-db, key: URL}, table: images, idColumn: id, dataColumn: data, key: 'img/{id}'}}\n  destination: {s3: {bucket: dst, credentialsSecretRef: {name: aws-creds}}}\n",
+        )
+        .unwrap();
+        let planner = planner_job(&m, &pods(), "d1");
+        let agents = agent_job(&m, &plan_of(&m), "d2", &pods(), false);
+        for (job, optional) in [(&planner, Some(true)), (&agents, None)] {
+            let c = &job
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0];
+            let env = c.env.as_ref().unwrap();
+            let url = env
+                .iter()
+                .find(|e| e.name == "FERRY_SOURCE_DATABASE_URL")
+                .expect("the connection URL");
+            assert!(url.value.is_none());
+            let r = url
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            assert_eq!((r.name.as_str(), r.key.as_str()), ("app-db", "URL"));
+            assert_eq!(r.optional, optional);
+            let format = env.iter().find(|e| e.name == "FERRY_LOG_FORMAT").unwrap();
+            assert_eq!(format.value.as_deref(), Some("json"));
+        }
     }
 
     /// A list in a bucket needs no volume of its own, only the scratch space; a list as a
