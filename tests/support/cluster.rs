@@ -73,6 +73,17 @@ pub struct StandIn {
     _dir: tempfile::TempDir,
 }
 
+impl StandIn {
+    /// An API-server outage of `d`: the stand-in SIGSTOPped (the kernel still accepts
+    /// connections, nothing is answered), then SIGCONTed; requests made meanwhile are answered
+    /// late, or time out on the client's side.
+    pub async fn pause_api(&self, d: Duration) {
+        signal(self.process.id(), "-STOP");
+        tokio::time::sleep(d).await;
+        signal(self.process.id(), "-CONT");
+    }
+}
+
 impl Drop for StandIn {
     fn drop(&mut self) {
         let _ = self.process.kill();
@@ -710,6 +721,18 @@ impl Cluster {
         &self,
     ) -> Api<K> {
         Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// An API-server outage of `d` ([`StandIn::pause_api`]); false (nothing done) on a real
+    /// API server, which a test cannot pause.
+    pub async fn pause_api(&self, d: Duration) -> bool {
+        match &self.backend {
+            Backend::StandIn(s) => {
+                s.pause_api(d).await;
+                true
+            }
+            Backend::Real(_) => false,
+        }
     }
 
     /// Server-side apply of a Secret, a ConfigMap, a BucketSync or a MigrationJob, as

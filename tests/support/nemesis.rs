@@ -206,13 +206,22 @@ impl Foreign {
         f
     }
 
+    /// `tree`'s objects as they are in a bucket the job must not change (its source, or a
+    /// bystander bucket): [`Self::touched`] then says which changed or are gone.
+    pub fn of_tree(tree: &Tree) -> Foreign {
+        Foreign {
+            objects: tree.clone(),
+            uploads: Vec::new(),
+        }
+    }
+
     fn is_foreign(&self, key: &str) -> bool {
         self.objects.contains_key(key)
     }
 
     /// What of the seeds was changed or removed. Completes the foreign uploads to read their
     /// part back (so call it once, after everything else is checked).
-    async fn touched(&self, s3: &S3, bucket: &str) -> Vec<String> {
+    pub async fn touched(&self, s3: &S3, bucket: &str) -> Vec<String> {
         let mut out = Vec::new();
         for (k, v) in &self.objects {
             match s3.try_get(bucket, k).await {
@@ -223,13 +232,7 @@ impl Foreign {
         }
         // Each foreign upload still open (moto's ListParts answer does not parse in the SDK,
         // so the listing, then a completion of the one part and a read of it).
-        let open = s3
-            .client
-            .list_multipart_uploads()
-            .bucket(bucket)
-            .send()
-            .await
-            .expect("list multipart uploads");
+        let open = open_uploads(s3, bucket).await;
         for (k, id, etag, size) in &self.uploads {
             if !open
                 .uploads()
@@ -278,6 +281,19 @@ impl Foreign {
             .map(|(_, id, _, _)| id.clone())
             .collect()
     }
+}
+
+/// The multipart uploads open in `bucket` (the first page: the scenarios leave few).
+pub async fn open_uploads(
+    s3: &S3,
+    bucket: &str,
+) -> aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsOutput {
+    s3.client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("list multipart uploads")
 }
 
 /// What one scenario gives the checker.
@@ -575,22 +591,9 @@ impl Check<'_> {
         }
 
         // Terminal within the bound after the agents exited.
-        let terminal = matches!(
-            phase,
-            "Completed" | "PartiallyCompleted" | "Failed" | "Cancelled"
-        );
-        match self.terminal_after {
-            Some(d) if terminal && d <= TERMINAL_BOUND => {}
-            _ => {
-                f.stuck = 1;
-                note(
-                    &mut f.problems,
-                    format!(
-                        "phase {phase:?}, terminal {:?} after the agents exited (bound {TERMINAL_BOUND:?})",
-                        self.terminal_after
-                    ),
-                );
-            }
+        if let Some(p) = stuck(phase, self.terminal_after) {
+            f.stuck = 1;
+            note(&mut f.problems, p);
         }
 
         // Foreign objects and uploads, and the job's own uploads left open.
@@ -601,15 +604,8 @@ impl Check<'_> {
             }
         }
         let ours = foreign.upload_ids();
-        let uploads = self
-            .s3
-            .client
-            .list_multipart_uploads()
-            .bucket(self.bucket)
-            .send()
+        f.leftover_uploads = open_uploads(self.s3, self.bucket)
             .await
-            .expect("list multipart uploads");
-        f.leftover_uploads = uploads
             .uploads()
             .iter()
             .filter(|u| !ours.contains(u.upload_id().unwrap_or_default()))
@@ -640,6 +636,21 @@ impl Check<'_> {
             f.rework_bytes = Some(sent.saturating_sub(once));
         }
         f
+    }
+}
+
+/// Why a job in `phase`, seen terminal `terminal_after` its agents exited (None: never), counts
+/// as stuck; None when it does not (terminal within [`TERMINAL_BOUND`]).
+pub fn stuck(phase: &str, terminal_after: Option<Duration>) -> Option<String> {
+    let terminal = matches!(
+        phase,
+        "Completed" | "PartiallyCompleted" | "Failed" | "Cancelled"
+    );
+    match terminal_after {
+        Some(d) if terminal && d <= TERMINAL_BOUND => None,
+        _ => Some(format!(
+            "phase {phase:?}, terminal {terminal_after:?} after the agents exited (bound {TERMINAL_BOUND:?})"
+        )),
     }
 }
 
