@@ -21,11 +21,21 @@ pub struct ConfigMapProgressStore {
     version: std::sync::Mutex<Option<String>>,
 }
 
+/// How long one request for the progress record may take.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl ConfigMapProgressStore {
     /// The record in the ConfigMap `name` of `namespace`, through the in-cluster client (or
-    /// the kubeconfig outside a cluster).
+    /// the kubeconfig outside a cluster). A request to the API gives up after
+    /// [`REQUEST_TIMEOUT`] (kube's default is 295 s): a save that hangs through an API outage
+    /// fails in time for the agent to exit and be run again, instead of holding it for minutes.
     pub async fn connect(namespace: &str, name: String) -> Result<Self, kube::Error> {
-        Ok(Self::new(Client::try_default().await?, namespace, name))
+        let mut config = kube::Config::infer()
+            .await
+            .map_err(kube::Error::InferConfig)?;
+        config.read_timeout = Some(REQUEST_TIMEOUT);
+        config.write_timeout = Some(REQUEST_TIMEOUT);
+        Ok(Self::new(Client::try_from(config)?, namespace, name))
     }
 
     /// The record in the ConfigMap `name` of `namespace`.
