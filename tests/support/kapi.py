@@ -204,7 +204,10 @@ class FerryKubeApi(kmock.KubernetesScaffold):
     objects: dict = attrs.field(factory=dict)  # (group, plural, ns, name) -> object
     rv: int = 0
     history: list = attrs.field(factory=list)  # (rv, group, plural, event)
-    changed: asyncio.Condition = attrs.field(factory=asyncio.Condition)
+    # Set (and replaced by a fresh one) on every write. An Event, not a Condition: a watch
+    # whose wait times out as its client goes away (a cancellation racing the timeout in
+    # asyncio.wait_for) could leave a Condition's lock held, and every write then hung.
+    changed: asyncio.Event = attrs.field(factory=asyncio.Event)
     # The most seconds a watch event waits before it is sent (a random part of it, drawn
     # anew for each batch of each watch, so events keep their order within a watch but not
     # across watches). The API server's watch caches lag its writes, each resource by its
@@ -294,8 +297,8 @@ class FerryKubeApi(kmock.KubernetesScaffold):
     async def _emit(self, key: tuple, kind: str, obj: dict) -> None:
         self.history.append((self.rv, key[0], key[1], {"type": kind, "object": copy.deepcopy(obj)}))
         del self.history[:-HISTORY]
-        async with self.changed:
-            self.changed.notify_all()
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
 
     def _bump(self, obj: dict) -> None:
         self.rv += 1
@@ -369,12 +372,12 @@ class FerryKubeApi(kmock.KubernetesScaffold):
                 left = deadline - loop.time()
                 if left <= 0:
                     break
-                async with self.changed:
-                    if self.rv == cursor:  # nothing was written while this watch was sending
-                        try:
-                            await asyncio.wait_for(self.changed.wait(), timeout=min(left, 5))
-                        except asyncio.TimeoutError:
-                            pass
+                changed = self.changed
+                if self.rv == cursor:  # nothing was written while this watch was sending
+                    try:
+                        await asyncio.wait_for(changed.wait(), timeout=min(left, 5))
+                    except asyncio.TimeoutError:
+                        pass
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return response
