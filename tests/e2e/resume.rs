@@ -115,7 +115,12 @@ async fn sigkill_then_resume_copies_each_object_once() {
     let (s3, dst) = (sc.dst_s3(), sc.dst_bucket());
 
     // First run, throttled to 20 requests/s: kill -9 once a third is checkpointed.
-    let mut child = wd.spawn(&sc.job.clone().with("requestsPerSecond", json!(20)), &[]);
+    // Checkpoints every 0.5 s, so the kill lands soon after a third, not up to 5 s later
+    // (under load the run could end first: CI saw it exit 0 before the kill).
+    let mut child = wd.spawn(
+        &sc.job.clone().with("requestsPerSecond", json!(20)),
+        &["--checkpoint-interval", "0.5"],
+    );
     let (watermark, idx) = wait_for_watermark(wd, &mut child, &keys, N / 3).await;
     child.start_kill().expect("SIGKILL ferry");
     let killed = child.wait().await.expect("wait");
