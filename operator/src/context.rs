@@ -41,6 +41,10 @@ pub struct ControllerArgs {
     /// "..."}`): the cloud identity of ambient credentials (IRSA, Workload Identity).
     #[arg(long, env = "FERRY_AGENT_SERVICE_ACCOUNT_ANNOTATIONS", value_parser = parse_annotations)]
     pub agent_service_account_annotations: Option<std::collections::BTreeMap<String, String>>,
+    /// Where the planner and agent pods may run, as JSON: `{"nodeSelector": {...},
+    /// "tolerations": [...], "affinity": {...}, "priorityClassName": "..."}` (each optional).
+    #[arg(long, env = "FERRY_AGENT_SCHEDULING", value_parser = parse_scheduling)]
+    pub agent_scheduling: Option<crate::migrationjob::build::Scheduling>,
     /// The Lease used for leader election, as namespace/name.
     #[arg(
         long,
@@ -55,6 +59,12 @@ pub struct ControllerArgs {
     /// Helm chart sets it). Unset: no HTTP port.
     #[arg(long, env = "FERRY_HTTP_ADDR")]
     pub http_addr: Option<std::net::SocketAddr>,
+}
+
+fn parse_scheduling(s: &str) -> Result<crate::migrationjob::build::Scheduling, String> {
+    serde_json::from_str(s).map_err(|e| {
+        format!("a JSON object of nodeSelector, tolerations, affinity, priorityClassName: {e}")
+    })
 }
 
 fn parse_annotations(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {

@@ -94,7 +94,12 @@ fn every_value() -> Value {
         "allowAmbientCredentials": true,
         "imagePullSecrets": ["regcred"],
         "agent": {"imagePullSecrets": ["regcred"],
-                  "serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/ferry"}},
+                  "serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/ferry"},
+                  "nodeSelector": {"pool": "transfer"},
+                  "tolerations": [{"key": "transfer", "operator": "Exists", "effect": "NoSchedule"}],
+                  "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                      "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+                  "priorityClassName": "batch-low"},
         "http": {"port": 9090, "bindAddress": "::"},
         "logFormat": "json",
         "logLevel": "info,kube=debug",
@@ -182,6 +187,14 @@ fn the_operator_pod_meets_the_restricted_pod_security_standard() {
                 var("FERRY_AGENT_IMAGE_PULL_SECRETS").as_deref(),
                 Some("regcred")
             );
+            // The agents' scheduling, as the operator reads it (its parser refuses unknown
+            // fields).
+            let scheduling: Value =
+                serde_json::from_str(&var("FERRY_AGENT_SCHEDULING").unwrap()).unwrap();
+            assert_eq!(scheduling["nodeSelector"]["pool"], "transfer");
+            assert_eq!(scheduling["tolerations"][0]["key"], "transfer");
+            assert_eq!(scheduling["priorityClassName"], "batch-low");
+            assert!(scheduling["affinity"]["nodeAffinity"].is_object());
             let annotations: Value =
                 serde_json::from_str(&var("FERRY_AGENT_SERVICE_ACCOUNT_ANNOTATIONS").unwrap())
                     .unwrap();

@@ -65,6 +65,24 @@ pub struct Pods {
     /// The operator's log format (`FERRY_LOG_FORMAT`), passed on to the pods so that all of
     /// Ferry logs alike; None: their default (text).
     pub log_format: Option<String>,
+    /// Where the planner and agent pods may run (the chart's `agent.nodeSelector`,
+    /// `tolerations`, `affinity`, `priorityClassName`).
+    pub scheduling: Scheduling,
+}
+
+/// Where the pods of a job may run: the fields of a PodSpec a platform team sets for all of
+/// Ferry's pods (`--agent-scheduling` / `FERRY_AGENT_SCHEDULING`, a JSON object).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scheduling {
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    #[serde(default)]
+    pub affinity: Option<k8s_openapi::api::core::v1::Affinity>,
+    #[serde(default)]
+    pub priority_class_name: Option<String>,
 }
 
 /// Where a side's volume is mounted in the agents and the planner: a fixed root chosen by
@@ -552,6 +570,12 @@ fn restricted_pod(
         enable_service_links: Some(false),
         restart_policy: Some("Never".into()),
         termination_grace_period_seconds: Some(30),
+        node_selector: (!pods.scheduling.node_selector.is_empty())
+            .then(|| pods.scheduling.node_selector.clone()),
+        tolerations: (!pods.scheduling.tolerations.is_empty())
+            .then(|| pods.scheduling.tolerations.clone()),
+        affinity: pods.scheduling.affinity.clone(),
+        priority_class_name: pods.scheduling.priority_class_name.clone(),
         image_pull_secrets: (!pods.image_pull_secrets.is_empty()).then(|| {
             pods.image_pull_secrets
                 .iter()
@@ -877,7 +901,40 @@ mod tests {
             service_account_annotations: BTreeMap::new(),
             planner_deadline_seconds: 600,
             log_format: Some("json".into()),
+            scheduling: Scheduling::default(),
         }
+    }
+
+    /// The chart's agent scheduling values reach both kinds of pod, and pods stay restricted.
+    #[test]
+    fn agent_scheduling_reaches_the_planner_and_the_agents() {
+        let scheduling: Scheduling = serde_json::from_str(
+            r#"{"nodeSelector": {"pool": "transfer"},
+                "tolerations": [{"key": "transfer", "operator": "Exists", "effect": "NoSchedule"}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                  {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+                "priorityClassName": "batch-low"}"#,
+        )
+        .unwrap();
+        let p = Pods {
+            scheduling: scheduling.clone(),
+            ..pods()
+        };
+        let m = mj();
+        let jobs = [
+            planner_job(&m, &p, "d1"),
+            agent_job(&m, &plan_of(&m), "d2", &p, false),
+        ];
+        for job in jobs {
+            let pod = job.spec.unwrap().template.spec.unwrap();
+            assert_eq!(pod.node_selector.as_ref(), Some(&scheduling.node_selector));
+            assert_eq!(pod.tolerations.as_ref(), Some(&scheduling.tolerations));
+            assert_eq!(pod.affinity, scheduling.affinity);
+            assert_eq!(pod.priority_class_name.as_deref(), Some("batch-low"));
+            assert!(ferry_k8s::pss::restricted_violations(&pod).is_empty());
+        }
+        // An unknown field is refused rather than ignored.
+        assert!(serde_json::from_str::<Scheduling>(r#"{"nodeSelektor": {}}"#).is_err());
     }
 
     /// The planner runs the agent image as `transfer-agent plan`, under a deadline and a memory
