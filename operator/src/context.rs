@@ -44,7 +44,7 @@ pub struct ControllerArgs {
     /// Where the planner and agent pods may run, as JSON: `{"nodeSelector": {...},
     /// "tolerations": [...], "affinity": {...}, "priorityClassName": "..."}` (each optional).
     #[arg(long, env = "FERRY_AGENT_SCHEDULING", value_parser = parse_scheduling)]
-    pub agent_scheduling: Option<crate::migrationjob::build::Scheduling>,
+    pub agent_scheduling: Option<Box<crate::migrationjob::build::Scheduling>>,
     /// The Lease used for leader election, as namespace/name.
     #[arg(
         long,
@@ -61,7 +61,7 @@ pub struct ControllerArgs {
     pub http_addr: Option<std::net::SocketAddr>,
 }
 
-fn parse_scheduling(s: &str) -> Result<crate::migrationjob::build::Scheduling, String> {
+fn parse_scheduling(s: &str) -> Result<Box<crate::migrationjob::build::Scheduling>, String> {
     serde_json::from_str(s).map_err(|e| {
         format!("a JSON object of nodeSelector, tolerations, affinity, priorityClassName: {e}")
     })

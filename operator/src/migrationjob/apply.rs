@@ -32,7 +32,12 @@ pub fn pods(ctx: &Context) -> Pods {
             .unwrap_or_default(),
         planner_deadline_seconds: ctx.args.planner_deadline_seconds,
         log_format: std::env::var(ferry_k8s::env::LOG_FORMAT).ok(),
-        scheduling: ctx.args.agent_scheduling.clone().unwrap_or_default(),
+        scheduling: ctx
+            .args
+            .agent_scheduling
+            .as_deref()
+            .cloned()
+            .unwrap_or_default(),
     }
 }
 
