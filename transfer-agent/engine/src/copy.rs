@@ -175,12 +175,27 @@ impl Copier {
         .retryable(false))
     }
 
+    /// How many parts an object of `size` bytes is copied in (0: in one request). Server-side:
+    /// one CopyObject up to the 5 GiB it allows (services copy inside, often by reference),
+    /// UploadPartCopy in parts only above; streamed: in parts above the threshold when the
+    /// source reads ranges. A dry run counts with it what a real run would send.
+    pub fn parts_of(&self, size: u64) -> u64 {
+        let in_parts = if self.server.is_some() {
+            size > MAX_SINGLE_COPY
+        } else {
+            size > self.threshold && self.src.caps().ranged_reads
+        };
+        if in_parts {
+            size.div_ceil(effective_part_size(size, self.part_size))
+        } else {
+            0
+        }
+    }
+
     async fn copy_version(&self, info: &ObjectInfo) -> Result<Copied, TransferError> {
-        let multipart = info.size > self.threshold && self.src.caps().ranged_reads;
+        let multipart = self.parts_of(info.size) > 0;
         if let Some(server) = &self.server {
-            // One CopyObject up to the 5 GiB it allows (services copy inside, often by
-            // reference); UploadPartCopy in parts only above.
-            return if info.size > MAX_SINGLE_COPY {
+            return if multipart {
                 self.server_multipart(server.as_ref(), info).await
             } else {
                 self.server_single(server.as_ref(), info).await

@@ -292,7 +292,8 @@ impl<'a> Pump<'a> {
                 self.record_now(&info, Outcome::Skipped, true)
             }
             Work::WouldCopy { info, replaced } => {
-                self.record_now(&info, Outcome::WouldCopy, replaced)
+                let parts = self.copier.parts_of(info.size);
+                self.record_now(&info, Outcome::WouldCopy { parts }, replaced)
             }
             Work::Candidate(info) => {
                 let seq = self.rec.register_key(&info.key);

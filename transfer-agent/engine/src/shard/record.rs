@@ -23,7 +23,8 @@ pub enum Outcome {
     /// Already up to date at the destination.
     Skipped,
     /// A dry run would copy it.
-    WouldCopy,
+    /// A dry run would copy it, in this many parts (0: in one request).
+    WouldCopy { parts: u64 },
     /// Deleted at the source before it could be read.
     Vanished,
     /// In an archive storage class: skipped, reported, not counted as failed.
@@ -47,7 +48,7 @@ impl Outcome {
         match self {
             Outcome::Copied(_) => (c.objects_copied, c.bytes_copied) = (1, size),
             Outcome::Skipped => (c.objects_skipped, c.bytes_skipped) = (1, size),
-            Outcome::WouldCopy => (c.objects_would_copy, c.bytes_would_copy) = (1, size),
+            Outcome::WouldCopy { parts } => c = Counters::would_copy(size, *parts),
             Outcome::Vanished => c.objects_vanished = 1,
             Outcome::Archived(_) => c.objects_archived = 1,
             Outcome::Failed(_) => (c.objects_failed, c.bytes_failed) = (1, size),

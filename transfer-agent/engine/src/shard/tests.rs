@@ -380,6 +380,33 @@ async fn a_dry_run_counts_the_candidates_and_deletes_nothing() {
     assert!(h.dst.bytes("gone").is_some());
 }
 
+/// A dry run counts the objects a real run would copy in parts, and their parts, by the
+/// copier's own rule (the estimate's requests are then exact).
+#[tokio::test]
+async fn a_dry_run_counts_objects_in_parts_and_their_parts() {
+    const MIB: usize = 1 << 20;
+    let h = Harness::new(1);
+    h.src.insert("big", vec![1u8; 10 * MIB]);
+    h.src.insert("mid", vec![2u8; 3 * MIB + 1]);
+    let mut p = plan(2);
+    p.transfer.dry_run = true;
+    p.transfer.multipart.threshold = 2 * MIB as u64;
+    p.transfer.multipart.part_size = MIB as u64;
+    let (mut run, _live, _stop) = h.shard(p);
+    run.report = None;
+    let c = run.run().await.counters;
+    assert_eq!(c.objects_would_copy, 3);
+    assert_eq!(
+        (
+            c.objects_would_copy_whole,
+            c.objects_would_copy_in_parts,
+            c.parts_would_copy
+        ),
+        (1, 2, 10 + 4)
+    );
+    assert!(h.dst.bytes("big").is_none(), "a dry run writes nothing");
+}
+
 /// A progress store that is gone (an API outage at the end, a deleted ConfigMap).
 struct Gone;
 
