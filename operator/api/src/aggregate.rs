@@ -24,13 +24,9 @@ pub fn outcome(
     }
     // A shard paused because its credentials went stale has not failed: it goes on once
     // they are rotated (any other job-fatal error ends the job).
-    let stale = |s: &&ShardProgress| {
-        s.state == ShardState::Paused
-            && s.fatal.as_ref().is_some_and(|f| f.credentials_went_stale())
-    };
     if let Some(f) = shards
         .iter()
-        .filter(|s| !stale(s))
+        .filter(|s| stale_credentials(s).is_none())
         .find_map(|s| s.fatal.as_ref())
     {
         return (
@@ -45,7 +41,7 @@ pub fn outcome(
     if shards.iter().any(|s| s.state == ShardState::Cancelled) {
         return (Phase::Cancelled, "cancelled".into());
     }
-    if let Some(f) = shards.iter().find(stale).and_then(|s| s.fatal.as_ref()) {
+    if let Some(f) = shards.iter().find_map(stale_credentials) {
         return (Phase::Paused, credentials_message(f));
     }
     let all_done =
@@ -90,6 +86,14 @@ pub fn outcome(
         }
         _ => (Phase::PartiallyCompleted, msg),
     }
+}
+
+/// The error of a shard paused because its credentials went stale (expired, rotated away).
+pub fn stale_credentials(s: &ShardProgress) -> Option<&ErrorSample> {
+    (s.state == ShardState::Paused)
+        .then_some(s.fatal.as_ref())
+        .flatten()
+        .filter(|f| f.credentials_went_stale())
 }
 
 /// What a shard paused on stale credentials says (the reason of a `CredentialsExpired`

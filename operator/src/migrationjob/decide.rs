@@ -13,7 +13,7 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use ferry_api::aggregate::{aggregate, credentials_message};
+use ferry_api::aggregate::{aggregate, credentials_message, stale_credentials};
 use ferry_api::conditions::{find, ConditionType, Conditions, Reason};
 use ferry_api::deletes::{self, DeletesState, Verdict};
 use ferry_api::{validate, MigrationJob, MigrationJobStatus, Phase, ShardProgress, ShardState};
@@ -665,8 +665,7 @@ impl<'a> Pass<'a> {
         // again (a new pod reads the Secret's current values), so the job is not paused.
         let stale = shards
             .iter()
-            .filter(|s| s.state == ShardState::Paused)
-            .find_map(|s| s.fatal.as_ref().filter(|f| f.credentials_went_stale()))
+            .find_map(stale_credentials)
             .map(credentials_message);
         if let Some(job) = &self.obs.job {
             if spec.suspend != job.suspended {
