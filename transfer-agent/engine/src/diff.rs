@@ -18,10 +18,7 @@ pub fn needs_copy(
     md5_etags: bool,
 ) -> bool {
     let Some(dst) = dst else { return true };
-    let newer = match (src.modified, dst.modified) {
-        (Some(s), Some(d)) => s.timestamp() > d.timestamp(),
-        _ => false,
-    };
+    let newer = newer_than(src, dst);
     match policy {
         OverwritePolicy::Skip => false,
         OverwritePolicy::Always => true,
@@ -40,6 +37,14 @@ pub fn needs_copy(
     }
 }
 
+/// Whether `src` was modified in a later second than `dst` (false when a time is missing).
+fn newer_than(src: &ObjectInfo, dst: &ObjectInfo) -> bool {
+    match (src.modified, dst.modified) {
+        (Some(s), Some(d)) => s.timestamp() > d.timestamp(),
+        _ => false,
+    }
+}
+
 /// Whether `needs_copy` would copy `src` only because MD5-shaped ETags differ while the source
 /// is not newer than its copy: a single object encrypted with SSE-KMS or SSE-C in a bucket
 /// without default KMS has an MD5-shaped ETag that is no MD5, which a listing cannot tell.
@@ -52,10 +57,7 @@ pub fn etags_in_doubt(
     md5_etags: bool,
 ) -> bool {
     let Some(dst) = dst else { return false };
-    let src_newer = match (src.modified, dst.modified) {
-        (Some(s), Some(d)) => s.timestamp() > d.timestamp(),
-        _ => false,
-    };
+    let src_newer = newer_than(src, dst);
     policy == OverwritePolicy::IfDifferent
         && md5_etags
         && src.size == dst.size
