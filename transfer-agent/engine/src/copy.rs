@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_core::{FailureClass, PendingUpload, VerifyMode};
@@ -106,6 +107,18 @@ impl UploadRegistry {
     }
 }
 
+/// How many versions of one object a copy tries before it fails the object as "kept
+/// changing": the listed one (often stale by the time its turn comes) and five it looked up
+/// itself. Only a change during a read counts (the GET with `If-Match` answers 412): a hot
+/// object written every few seconds is still copied, one rewritten all the time is failed.
+const VERSIONS_TRIED: u32 = 6;
+
+/// The wait before looking up again an object that changed while Ferry read it (`tried` ≥ 1
+/// versions already tried): 200 ms, doubling, at most 2 s.
+fn settle_wait(tried: u32) -> Duration {
+    Duration::from_millis(200 << (tried - 1).min(4)).min(Duration::from_secs(2))
+}
+
 /// Everything needed to copy objects of one shard.
 pub struct Copier {
     pub src: Arc<dyn Source>,
@@ -152,13 +165,20 @@ impl Copier {
             }
         }
         let mut info = info.clone();
-        for _ in 0..3 {
+        for tried in 0..VERSIONS_TRIED {
             match self.copy_version(&info).await {
-                Err(e) if e.changed => match self.src.head(&info.key).await? {
-                    None if self.src.vanished_is_failure() => return Err(e),
-                    None => return Ok(Copied::Vanished),
-                    Some((now, _)) => info = now,
-                },
+                Err(e) if e.changed => {
+                    // The listed version is often just stale: look again at once. A version
+                    // Ferry looked up itself changed while it was read: let the writer settle.
+                    if tried > 0 {
+                        tokio::time::sleep(settle_wait(tried)).await;
+                    }
+                    match self.src.head(&info.key).await? {
+                        None if self.src.vanished_is_failure() => return Err(e),
+                        None => return Ok(Copied::Vanished),
+                        Some((now, _)) => info = now,
+                    }
+                }
                 Err(e)
                     if e.class == FailureClass::SourceVanished
                         && !self.src.vanished_is_failure() =>
@@ -506,8 +526,6 @@ impl Copier {
 mod tests {
     use super::*;
 
-    use std::time::Duration;
-
     use crate::stores::MemoryStore;
 
     fn copier(src: &MemoryStore, dst: &MemoryStore, verify: VerifyMode) -> Copier {
@@ -567,6 +585,31 @@ mod tests {
                     let parts = if key == "big" { 2 } else { 1 };
                     assert_eq!(src.reads() - reads, parts, "{what}: the source read once");
                 }
+            }
+        }
+    }
+
+    /// An object rewritten while it is read (the GET's `If-Match` fails) is looked up and
+    /// copied again in the version found, up to [`VERSIONS_TRIED`] versions, then failed as
+    /// "kept changing"; nothing is written at the destination for a version not read whole.
+    #[tokio::test(start_paused = true)]
+    async fn a_hot_object_is_copied_in_a_version_read_whole_or_failed_as_changing() {
+        for (changes, copied) in [(VERSIONS_TRIED - 1, true), (VERSIONS_TRIED, false)] {
+            let (src, dst) = (MemoryStore::new(), MemoryStore::new());
+            src.insert("hot", Bytes::from_static(b"v1"));
+            let info = listed(&src, "hot").await;
+            src.change_before_reads("hot", changes);
+            let c = copier(&src, &dst, VerifyMode::Checksum);
+            let res = c.copy(&info).await;
+            assert_eq!(src.reads(), u64::from(VERSIONS_TRIED.min(changes + 1)));
+            if copied {
+                assert!(matches!(res, Ok(Copied::Done { .. })), "{res:?}");
+                assert_eq!(dst.bytes("hot"), src.bytes("hot"));
+            } else {
+                let e = res.expect_err("a writer that never stops");
+                assert_eq!(e.class, FailureClass::SourceVanished);
+                assert!(e.message.contains("kept changing"), "{e}");
+                assert_eq!(dst.bytes("hot"), None);
             }
         }
     }

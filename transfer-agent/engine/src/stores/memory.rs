@@ -40,6 +40,9 @@ struct State {
     write_delay: Option<Duration>,
     /// Objects are encrypted as with SSE-KMS: their ETags are 32 hex digits but not MD5s.
     kms: bool,
+    /// Keys that a writer changes just before each of their next reads, with how many more
+    /// times: a hot object rewritten while it is copied.
+    changes_before_read: BTreeMap<String, u32>,
 }
 
 /// A map of keys to objects. Clones share the same objects.
@@ -110,6 +113,17 @@ impl MemoryStore {
         self.state.lock().unwrap().denied.insert(full);
     }
 
+    /// Changes `key` (a byte appended, so a new ETag) just before each of its next `times`
+    /// reads, as a writer that keeps rewriting an object would.
+    pub fn change_before_reads(&self, key: &str, times: u32) {
+        let full = self.full(key);
+        self.state
+            .lock()
+            .unwrap()
+            .changes_before_read
+            .insert(full, times);
+    }
+
     /// From now on objects behave as SSE-KMS objects of S3 do: every ETag (single-part or
     /// multipart) is 32 hex digits that are not the MD5 of the content, and reads say so.
     pub fn encrypt_with_kms(&self) {
@@ -145,6 +159,26 @@ impl MemoryStore {
     /// Object reads served so far.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Rewrites `full` if a writer is set to change it before this read.
+    fn change_if_hot(&self, full: &str) {
+        let mut st = self.state.lock().unwrap();
+        let Some(left) = st.changes_before_read.get_mut(full).filter(|n| **n > 0) else {
+            return;
+        };
+        *left -= 1;
+        let Some(o) = st.objects.get(full).cloned() else {
+            return;
+        };
+        let mut bytes = o.bytes.to_vec();
+        bytes.push(b'+');
+        let bytes = Bytes::from(bytes);
+        drop(st);
+        let etag = self.etag_for(md5_hex(&bytes));
+        let mut st = self.state.lock().unwrap();
+        st.objects
+            .insert(full.to_string(), Object { bytes, etag, ..o });
     }
 
     fn full(&self, key: &str) -> String {
@@ -238,8 +272,9 @@ impl Source for MemoryStore {
         mut buf: Buffer,
     ) -> Result<Body, TransferError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        let st = self.state.lock().unwrap();
         let full = self.full(key);
+        self.change_if_hot(&full);
+        let st = self.state.lock().unwrap();
         if st.denied.contains(&full) {
             return Err(
                 TransferError::new(FailureClass::AccessDenied, "GetObject: AccessDenied")
