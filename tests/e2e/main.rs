@@ -12,6 +12,7 @@
 
 mod bucketsync_cluster;
 mod chart;
+mod check;
 mod containment;
 mod copy_paths;
 mod credentials;

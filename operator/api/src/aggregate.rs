@@ -66,6 +66,9 @@ pub fn outcome(
             ),
         );
     }
+    if transfer.mode == ferry_core::Mode::Check {
+        return crate::check::outcome(transfer, &total);
+    }
     if total.objects_failed == 0 {
         return (
             Phase::Completed,
@@ -142,6 +145,8 @@ pub fn aggregate(
         None
     };
     let (phase, message) = outcome(transfer, shards, expected_shards);
+    let check = (transfer.mode == ferry_core::Mode::Check)
+        .then(|| crate::check::CheckStatus::of(&counters));
     let progress = progress(counters, rate, listing_complete, expected, phase);
     MigrationJobStatus {
         phase: Some(phase),
@@ -160,6 +165,7 @@ pub fn aggregate(
         verified: Some(transfer.verify.reported().to_string()),
         transport: shards.iter().find_map(|s| s.transport),
         dry_run: transfer.dry_run,
+        check,
         message: (!message.is_empty()).then_some(message),
         ..Default::default()
     }

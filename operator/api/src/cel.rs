@@ -35,6 +35,24 @@ pub(crate) const IMMUTABLE_FIELDS: &[&str] = &[
     "report",
     "deletes",
     "pricing",
+    "mode",
+    "inventory",
+];
+
+/// The rules of a MigrationJob's own fields (not a BucketSync's).
+pub(crate) const JOB_RULES: &[(&str, &str)] = &[
+    (
+        "!has(self.mode) || self.mode != 'Check' || !has(self.dryRun) || !self.dryRun",
+        "mode Check cannot be a dry run: a check writes nothing but its report already",
+    ),
+    (
+        "!has(self.mode) || self.mode != 'Check' || !has(self.deletes) || !has(self.deletes.policy) || self.deletes.policy != 'Propagate'",
+        "mode Check cannot be combined with deletes.policy Propagate: a check deletes nothing (extra destination keys are reported)",
+    ),
+    (
+        "!has(self.inventory) || (has(self.dryRun) && self.dryRun)",
+        "inventory is written by a dry run: set dryRun: true",
+    ),
 ];
 
 fn unchanged(field: &str) -> String {
@@ -161,6 +179,7 @@ pub fn spec(schema: &mut Schema) {
     immutable.push("(has(self.parallelism) && has(oldSelf.parallelism) ? self.parallelism.shards == oldSelf.parallelism.shards : true)".into());
     let immutable = immutable.join(" && ");
     let mut rules: Vec<(&str, &str)> = TRANSFER_RULES.to_vec();
+    rules.extend_from_slice(JOB_RULES);
     rules.push((&immutable, "the spec is immutable once created, except suspend, cancel, bandwidthLimit, requestsPerSecond, parallelism.concurrency and parallelism.memoryBudget (delete and recreate the MigrationJob to change it)"));
     add(schema, &rules);
     add_memory_rules(schema);

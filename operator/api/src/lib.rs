@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod bucketsync;
 pub mod cel;
+pub mod check;
 pub mod conditions;
 pub mod database;
 pub mod deletes;
@@ -27,6 +28,7 @@ pub mod validate;
 pub use bucketsync::{
     BucketSync, BucketSyncSpec, BucketSyncStatus, ConcurrencyPolicy, RunSummary, SyncPhase,
 };
+pub use check::CheckStatus;
 pub use conditions::{ConditionType, Conditions, Reason};
 pub use database::DatabaseSource;
 pub use deletes::{DeletesState, DeletesStatus, APPROVE_DELETES_ANNOTATION};

@@ -9,7 +9,7 @@ use crate::quantity::ByteSize;
 use crate::status::MigrationJobStatus;
 
 pub use ferry_core::stores::ServerSideEncryption;
-pub use ferry_core::{OverwritePolicy, VerifyMode};
+pub use ferry_core::{Inventory, InventoryChecksums, Mode, OverwritePolicy, VerifyMode};
 
 /// One bulk copy of objects from a source to a destination. Its name is at most 46 characters
 /// and has no dots: the names of the objects the operator makes for it add to it.
@@ -54,6 +54,22 @@ pub struct MigrationJobSpec {
     /// from its endpoint. Only read in a dry run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<crate::pricing::Pricing>,
+    /// `Copy` (the default) or `Check`: audit the destination against the source, writing
+    /// nothing but the report (`check-NNNNNN.jsonl`: every key that is not identical, with
+    /// the difference). Each selected key is identical, missing at the destination, different
+    /// (size; ETag where both are MD5s; with `verify: ReRead` the bytes of both sides, read
+    /// and hashed) or extra at the destination; counted in `status.check`. Ends `Completed`
+    /// when all are identical, `PartiallyCompleted` when any differs. Not with `dryRun`
+    /// (a check writes nothing already) nor with `deletes.policy: Propagate` (a check
+    /// deletes nothing: extra keys are reported).
+    #[serde(default, skip_serializing_if = "Mode::is_copy")]
+    pub mode: Mode,
+    /// A dry run's inventory: every selected source object (key, size, ETag, modification
+    /// time, storage class, planned action `copy`, `skip`, `delete` or `archived`) in the
+    /// report folder, `inventory-NNNNNN.jsonl` and `.csv` per shard; `checksums: Sha256`
+    /// also reads every object and records its SHA-256. Only with `dryRun: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Inventory>,
 }
 
 impl std::ops::Deref for MigrationJobSpec {

@@ -184,6 +184,10 @@ pub struct MigrationJobStatus {
     /// when a dry run has completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<crate::estimate::Estimate>,
+    /// `mode: Check`: how many keys are identical, missing at the destination, different,
+    /// extra at the destination, or could not be compared. Set while and after a check runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::check::CheckStatus>,
     /// A one-line explanation of the phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -165,7 +165,11 @@ pub fn validate(spec: &MigrationJobSpec) -> Result<ValidatedSpec, Vec<SpecError>
     Ok(ValidatedSpec {
         shards: spec.parallelism.shards,
         spec_hash: spec_hash(spec),
-        transfer: resolve(&spec.transfer, spec.dry_run, spec.cancel),
+        transfer: Transfer {
+            mode: spec.mode,
+            inventory: spec.inventory,
+            ..resolve(&spec.transfer, spec.dry_run, spec.cancel)
+        },
     })
 }
 
@@ -220,6 +224,8 @@ pub fn resolve(spec: &TransferSpec, dry_run: bool, cancel: bool) -> Transfer {
             .expect("checked"),
             backup_prefix: spec.deletes.backup_prefix.clone(),
         }),
+        mode: ferry_core::Mode::Copy,
+        inventory: None,
     }
 }
 
@@ -250,7 +256,36 @@ pub const RUNTIME_KNOBS: &[&str] = &[
 
 /// Every problem found in `spec`; empty when it is valid.
 pub fn problems(spec: &MigrationJobSpec) -> Vec<SpecError> {
-    transfer_problems(&spec.transfer)
+    let mut errors = transfer_problems(&spec.transfer);
+    errors.extend(mode_problems(spec));
+    errors
+}
+
+/// The combinations of `mode`, `inventory`, `dryRun` and `deletes` that make no sense (the
+/// CEL rules `crate::cel::JOB_RULES` say the same).
+fn mode_problems(spec: &MigrationJobSpec) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    if spec.mode == ferry_core::Mode::Check {
+        if spec.dry_run {
+            errors.push(err(
+                "spec.dryRun",
+                "mode Check cannot be a dry run: a check writes nothing but its report already",
+            ));
+        }
+        if spec.deletes.propagate() {
+            errors.push(err(
+                "spec.deletes.policy",
+                "mode Check cannot be combined with deletes.policy Propagate: a check deletes nothing (extra destination keys are reported)",
+            ));
+        }
+    }
+    if spec.inventory.is_some() && !spec.dry_run {
+        errors.push(err(
+            "spec.inventory",
+            "inventory is written by a dry run: set dryRun: true",
+        ));
+    }
+    errors
 }
 
 /// Every problem found in the transfer fields (shared by MigrationJob and BucketSync).

@@ -159,6 +159,8 @@ pub fn run_job(
             suspend: bs.spec.suspend,
             cancel: false,
             pricing: None,
+            mode: Default::default(),
+            inventory: None,
         },
         status: None,
     }

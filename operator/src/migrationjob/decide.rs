@@ -641,7 +641,7 @@ impl<'a> Pass<'a> {
     /// Stage 4. Agents exist (or are being created): their progress makes the status.
     fn track(&mut self, v: &ValidatedSpec) {
         let spec = &self.mj.spec;
-        if self.obs.plan_ready && !v.transfer.dry_run {
+        if self.obs.plan_ready && (!v.transfer.dry_run || v.transfer.inventory.is_some()) {
             self.d.status.report = self.obs.report.clone();
         }
         let shards: Vec<ShardProgress> = self.obs.shards.iter().flatten().cloned().collect();
@@ -655,6 +655,7 @@ impl<'a> Pass<'a> {
         st.verified = agg.verified;
         st.transport = agg.transport;
         st.dry_run = agg.dry_run;
+        st.check = agg.check;
         // A dry run that has completed says what a real run would do and cost.
         st.estimate = (agg.dry_run && agg.phase == Some(Phase::Completed)).then(|| {
             ferry_api::estimate::priced(&v.transfer, &shards, spec.pricing.as_ref(), None)

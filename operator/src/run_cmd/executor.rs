@@ -207,7 +207,7 @@ impl Local {
         }
         st.attempt = plan.attempt;
         st.last_retry_token = Some(retry_token(plan.attempt));
-        if !v.transfer.dry_run {
+        if !v.transfer.dry_run || v.transfer.inventory.is_some() {
             st.report = Some(plan.report_location());
         }
         Some(st)

@@ -125,6 +125,38 @@ pub fn summary(s: &MigrationJobStatus, started: Instant) {
     if let Some(e) = &s.estimate {
         eprint!("{}", estimate_table(e));
     }
+    if let Some(ch) = &s.check {
+        eprint!("{}", check_table(ch, s.report.as_deref()));
+    }
+}
+
+/// A check's counts as a table, for the summary, with where its differences are listed.
+pub fn check_table(ch: &ferry_api::CheckStatus, report: Option<&str>) -> String {
+    let mut out = String::from(
+        "  check:
+",
+    );
+    for (what, n) in [
+        ("identical", ch.identical),
+        ("missing at destination", ch.missing),
+        ("different", ch.different),
+        ("extra at destination", ch.extra),
+        ("not compared (failed)", ch.failed),
+    ] {
+        out.push_str(&format!(
+            "    {what:<24}{n:>12}
+"
+        ));
+    }
+    if ch.differences() > 0 {
+        if let Some(r) = report {
+            out.push_str(&format!(
+                "  differences: {r}shard-*/check-*.jsonl
+"
+            ));
+        }
+    }
+    out
 }
 
 /// A dry run's estimate as a table, for the summary.

@@ -8,11 +8,13 @@
 //! - [`database`]: a database source's table, columns and write-back (plain data);
 //! - [`progress`]: the progress record of a shard (checkpoint, counters, failure classes);
 //! - [`select`]: which objects a job selects;
-//! - [`policy`]: the overwrite and verification policies.
+//! - [`policy`]: the overwrite and verification policies;
+//! - [`audit`]: the job's mode (copy or check) and the dry run's inventory.
 //!
 //! The operator translates a validated `MigrationJob` spec into these types once; the engine
 //! reads nothing else.
 
+pub mod audit;
 pub mod credentials;
 pub mod database;
 pub mod live;
@@ -23,6 +25,7 @@ pub mod progress;
 pub mod select;
 pub mod stores;
 
+pub use audit::{Inventory, InventoryChecksums, Mode};
 pub use live::LiveLimits;
 pub use plan::{
     DeleteSettings, FailureBudget, JobPlan, MultipartSettings, ShardRange, Side, Stage, Transfer,

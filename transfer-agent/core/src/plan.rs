@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{Inventory, Mode};
 use crate::policy::{OverwritePolicy, VerifyMode};
 use crate::select::Selection;
 use crate::stores::StoreConfig;
@@ -86,6 +87,12 @@ pub struct Transfer {
     /// stage, and only when the guard allows). None keeps every destination key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletes: Option<DeleteSettings>,
+    /// Copy, or check the two sides against each other (writing only the report).
+    #[serde(default, skip_serializing_if = "Mode::is_copy")]
+    pub mode: Mode,
+    /// A dry run's inventory of the selected source objects; None writes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Inventory>,
 }
 
 /// How destination keys absent at the source are deleted.
@@ -341,6 +348,8 @@ mod tests {
                 dry_run: false,
                 cancel: false,
                 deletes: None,
+                mode: Mode::Copy,
+                inventory: None,
             },
             shards: vec![ShardRange::default()],
             only_keys: None,

@@ -146,6 +146,22 @@ counters! {
         /// Candidates whose delete (or backup) failed.
         #[serde(default, skip_serializing_if = "is_zero")]
         pub objects_delete_failed: u64,
+        /// Check mode: selected source objects the destination holds with the same content
+        /// (as far as the check can tell: size, ETag, or the bytes with `verify: ReRead`).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_identical: u64,
+        /// Check mode: selected source objects absent at the destination.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_missing: u64,
+        /// Check mode: selected source objects the destination holds with other content.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_different: u64,
+        /// Check mode: selected destination keys the source does not hold.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_extra: u64,
+        /// Check mode: bytes of the source objects compared (identical, missing or different).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub bytes_checked: u64,
     }
 }
 
@@ -161,6 +177,12 @@ impl Counters {
             + self.objects_vanished
             + self.objects_failed
             + self.objects_would_copy
+            + self.objects_checked()
+    }
+
+    /// Check mode: selected source objects compared (identical, missing or different).
+    pub fn objects_checked(&self) -> u64 {
+        self.objects_identical + self.objects_missing + self.objects_different
     }
 
     /// The objects and bytes counted (selected so far).
@@ -172,7 +194,11 @@ impl Counters {
     }
 
     pub fn bytes_done(&self) -> u64 {
-        self.bytes_copied + self.bytes_skipped + self.bytes_failed + self.bytes_would_copy
+        self.bytes_copied
+            + self.bytes_skipped
+            + self.bytes_failed
+            + self.bytes_would_copy
+            + self.bytes_checked
     }
 
     /// What a dry run counts for an object of `size` bytes that it would copy in `parts`

@@ -15,6 +15,10 @@ pub struct Recorded {
     pub failure: Option<FailureLine>,
     pub written: Option<ManifestLine>,
     pub candidate: Option<DeleteLine>,
+    /// Check mode: a key that is not identical on both sides.
+    pub check: Option<crate::audit::CheckLine>,
+    /// A dry run's inventory line of the object.
+    pub inventory: Option<crate::audit::InventoryLine>,
     /// Of a selected source object (as opposed to a delete candidate).
     pub source: bool,
 }

@@ -86,7 +86,8 @@ pub async fn run_shard(inp: ShardInputs) -> Result<ShardProgress, TransferError>
     let dst = open(&t.destination, &inp.credentials.destination)
         .await?
         .sink()?;
-    let report = if t.dry_run {
+    // A dry run writes no report, but for the inventory when one is asked for.
+    let report = if t.dry_run && t.inventory.is_none() {
         None
     } else {
         match &t.report {

@@ -10,9 +10,11 @@
 //! - [`planner`]: the Secrets and endpoints checked, then the shard ranges of a plan;
 //! - [`checkpoint`]: the watermark and the file progress store;
 //! - [`report`]: the failure report and the manifest of written keys;
+//! - [`audit`]: Check mode's classification and the dry run's inventory;
 //! - [`error`], [`retry`], [`limit`], [`diff`]: classification, backoff, rate and memory
 //!   limits, the overwrite policy.
 
+pub mod audit;
 pub mod checkpoint;
 pub mod copy;
 pub mod db;

@@ -83,6 +83,11 @@ pub struct ReportWriter {
     failures: Vec<u8>,
     manifest: Vec<u8>,
     candidates: Vec<u8>,
+    /// Check mode's differences (`check-NNNNNN.jsonl`).
+    checks: Vec<u8>,
+    /// A dry run's inventory (`inventory-NNNNNN.jsonl` and `inventory-NNNNNN.csv`).
+    inventory: Vec<u8>,
+    inventory_csv: Vec<u8>,
 }
 
 impl ReportWriter {
@@ -100,7 +105,25 @@ impl ReportWriter {
             failures: Vec::new(),
             manifest: Vec::new(),
             candidates: Vec::new(),
+            checks: Vec::new(),
+            inventory: Vec::new(),
+            inventory_csv: Vec::new(),
         }
+    }
+
+    pub fn check(&mut self, line: &crate::audit::CheckLine) {
+        serde_json::to_writer(&mut self.checks, line).expect("serializes");
+        self.checks.push(b'\n');
+    }
+
+    pub fn inventory(&mut self, line: &crate::audit::InventoryLine) {
+        serde_json::to_writer(&mut self.inventory, line).expect("serializes");
+        self.inventory.push(b'\n');
+        if self.inventory_csv.is_empty() {
+            self.inventory_csv
+                .extend_from_slice(crate::audit::INVENTORY_CSV_HEADER.as_bytes());
+        }
+        self.inventory_csv.extend_from_slice(line.csv().as_bytes());
     }
 
     pub fn candidate(&mut self, line: &DeleteLine) {
@@ -121,7 +144,12 @@ impl ReportWriter {
     /// Writes what was added since the last flush as the next segment. The lines stay
     /// buffered until both files of the segment are written, so a retry rewrites both.
     pub async fn flush(&mut self) -> Result<(), TransferError> {
-        if self.failures.is_empty() && self.manifest.is_empty() && self.candidates.is_empty() {
+        if self.failures.is_empty()
+            && self.manifest.is_empty()
+            && self.candidates.is_empty()
+            && self.checks.is_empty()
+            && self.inventory.is_empty()
+        {
             return Ok(());
         }
         let meta = ObjectMeta {
@@ -129,16 +157,27 @@ impl ReportWriter {
             ..Default::default()
         };
         let [f, m, c] = self.segments.names();
-        for (kind, buf) in [
-            (f, &self.failures),
-            (m, &self.manifest),
-            (c, &self.candidates),
+        for (kind, ext, buf) in [
+            (f, "jsonl", &self.failures),
+            (m, "jsonl", &self.manifest),
+            (c, "jsonl", &self.candidates),
+            ("check", "jsonl", &self.checks),
+            ("inventory", "jsonl", &self.inventory),
+            ("inventory", "csv", &self.inventory_csv),
         ] {
             if buf.is_empty() {
                 continue;
             }
-            let key = format!("{kind}-{:06}.jsonl", self.segment);
+            let key = format!("{kind}-{:06}.{ext}", self.segment);
             let body = Bytes::copy_from_slice(buf);
+            let meta = if ext == "csv" {
+                ObjectMeta {
+                    content_type: Some("text/csv".into()),
+                    ..Default::default()
+                }
+            } else {
+                meta.clone()
+            };
             with_retry(&RetryPolicy::default(), "PutObject", |_| {
                 self.store.put(&key, body.clone(), &meta, None)
             })
@@ -147,9 +186,24 @@ impl ReportWriter {
         self.failures.clear();
         self.manifest.clear();
         self.candidates.clear();
+        self.checks.clear();
+        self.inventory.clear();
+        self.inventory_csv.clear();
         self.segment += 1;
         Ok(())
     }
+}
+
+/// Reads the check report of a shard's report folder: every key that is not identical.
+pub async fn read_checks(dir: &dyn Source) -> Result<Vec<crate::audit::CheckLine>, TransferError> {
+    read_lines(dir, "check-", true).await
+}
+
+/// Reads the inventory of a shard's report folder, in key order.
+pub async fn read_inventory(
+    dir: &dyn Source,
+) -> Result<Vec<crate::audit::InventoryLine>, TransferError> {
+    read_lines(dir, "inventory-", true).await
 }
 
 /// Reads every failure line of a shard's report folder (for retries of failed objects).
@@ -174,7 +228,7 @@ async fn read_lines<T: serde::de::DeserializeOwned>(
     let mut listing = dir.list(None, None);
     while let Some(item) = listing.next().await {
         let item = item?;
-        if item.key.starts_with(prefix) {
+        if item.key.starts_with(prefix) && item.key.ends_with(".jsonl") {
             keys.push((item.key, item.size));
         }
     }

@@ -604,6 +604,8 @@ fn shard(
             dry_run: false,
             cancel: false,
             deletes: None,
+            mode: Default::default(),
+            inventory: None,
         },
         shards: vec![ferry_core::ShardRange::default()],
         only_keys: None,

@@ -1,11 +1,12 @@
 //! The listing side of a shard: merges the sorted source and destination listings and decides
 //! about each selected key, in key order. Pure over two streams.
 
-use ferry_core::{OverwritePolicy, Selector, Totals};
+use ferry_core::{OverwritePolicy, Selector, Totals, VerifyMode};
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+use crate::audit::{classify, etags_differ, Listed};
 use crate::diff::{etags_in_doubt, needs_copy};
 use crate::error::TransferError;
 use crate::stores::{Listing, ObjectInfo, Source};
@@ -34,6 +35,15 @@ pub enum Work {
     Candidate(ObjectInfo),
     Archived(ObjectInfo),
     Invalid(ObjectInfo, String),
+    /// Check mode: a selected source key, what the listings say of it, and the destination's
+    /// entry for it.
+    Check {
+        info: ObjectInfo,
+        existing: Option<ObjectInfo>,
+        listed: Listed,
+    },
+    /// Check mode: a selected destination key the source does not hold.
+    Extra(ObjectInfo),
     ListingFailed(TransferError),
 }
 
@@ -58,11 +68,24 @@ pub struct Rules {
     /// The source, asked (HEAD) about the rare object whose ETag the listing cannot judge
     /// ([`etags_in_doubt`]); None: such objects are copied.
     pub source: Option<Arc<dyn Source>>,
+    /// Check mode: classify each key ([`Work::Check`], [`Work::Extra`]) instead of deciding
+    /// about a copy; `verify` says how far the comparison goes.
+    pub check: bool,
+    pub verify: VerifyMode,
 }
 
 impl Rules {
+    /// The work for a selected destination key the source lacks.
+    fn only_here(&self, d: ObjectInfo) -> Work {
+        if self.check {
+            Work::Extra(d)
+        } else {
+            Work::Candidate(d)
+        }
+    }
+
     fn candidate(&self, d: &ObjectInfo) -> bool {
-        self.deletes
+        (self.deletes || self.check)
             && !self.protected.iter().any(|p| d.key.starts_with(p.as_str()))
             && self.selector.selects(&d.key, d.size, d.modified)
     }
@@ -107,7 +130,7 @@ pub async fn produce(
             match std::pin::Pin::new(&mut dst).peek().await {
                 Some(Ok(d)) if d.key < info.key => {
                     if let Some(Ok(d)) = dst.next().await {
-                        if rules.candidate(&d) && tx.send(Work::Candidate(d)).await.is_err() {
+                        if rules.candidate(&d) && tx.send(rules.only_here(d)).await.is_err() {
                             return None;
                         }
                     }
@@ -131,7 +154,11 @@ pub async fn produce(
         let size = info.size;
         let opaque = match (&rules.source, &existing) {
             (Some(src), Some(d))
-                if etags_in_doubt(rules.policy, &info, Some(d), rules.md5_etags) =>
+                if etags_in_doubt(rules.policy, &info, Some(d), rules.md5_etags)
+                    || (rules.check
+                        && rules.md5_etags
+                        && info.size == d.size
+                        && etags_differ(&info, d)) =>
             {
                 matches!(src.head(&info.key).await, Ok(Some((_, m))) if m.etag_not_md5)
             }
@@ -148,10 +175,10 @@ pub async fn produce(
         sent.bytes += size;
     }
     // The source has ended: what is left of the destination exists only there.
-    if rules.deletes {
+    if rules.deletes || rules.check {
         while let Some(item) = dst.next().await {
             let work = match item {
-                Ok(d) if rules.candidate(&d) => Work::Candidate(d),
+                Ok(d) if rules.candidate(&d) => rules.only_here(d),
                 Ok(_) => continue,
                 Err(e) => {
                     let _ = tx.send(Work::ListingFailed(e)).await;
@@ -171,6 +198,19 @@ pub async fn produce(
 fn decide(rules: &Rules, info: ObjectInfo, existing: Option<ObjectInfo>, opaque: bool) -> Work {
     if let Some(why) = info.invalid.clone() {
         return Work::Invalid(info, why);
+    }
+    if rules.check {
+        let listed = classify(
+            &info,
+            existing.as_ref(),
+            rules.verify,
+            rules.md5_etags && !opaque,
+        );
+        return Work::Check {
+            info,
+            existing,
+            listed,
+        };
     }
     if info.archived {
         return Work::Archived(info);
@@ -230,6 +270,8 @@ mod tests {
             deletes: false,
             protected: Vec::new(),
             source: None,
+            check: false,
+            verify: VerifyMode::Checksum,
         }
     }
 
@@ -256,6 +298,8 @@ mod tests {
                 Work::Archived(i) => format!("archived {}", i.key),
                 Work::Invalid(i, _) => format!("invalid {}", i.key),
                 Work::ListingFailed(e) => format!("failed {e}"),
+                Work::Check { info, listed, .. } => format!("check {} {listed:?}", info.key),
+                Work::Extra(i) => format!("extra {}", i.key),
             });
         }
         (out, task.await.unwrap())
@@ -389,5 +433,54 @@ mod tests {
         let mut r = rules(Selection::default());
         r.dry_run = true;
         assert_eq!(merged(&src, &dst, r).await.0, ["would a"]);
+    }
+
+    #[tokio::test]
+    async fn a_check_classifies_every_selected_key_of_both_sides() {
+        let (src, dst) = (MemoryStore::new(), MemoryStore::new());
+        for (k, v) in [
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+            ("d", "44"),
+            ("x.tmp", "5"),
+        ] {
+            src.insert(k, v.as_bytes().to_vec());
+        }
+        // `b` is identical, `c` differs in content (same size), `d` in size, `a` is missing;
+        // `0` and `z` exist only at the destination, `y.tmp` too but is not selected.
+        for (k, v) in [
+            ("0", "x"),
+            ("b", "2"),
+            ("c", "9"),
+            ("d", "4"),
+            ("y.tmp", "x"),
+            ("z", "x"),
+        ] {
+            dst.insert(k, v.as_bytes().to_vec());
+        }
+        let mut r = rules(Selection {
+            exclude: vec!["*.tmp".into()],
+            ..Default::default()
+        });
+        r.check = true;
+        let (work, total) = merged(&src, &dst, r.clone()).await;
+        assert_eq!(
+            work,
+            [
+                "extra 0",
+                "check a Different(Missing)",
+                "check b Identical",
+                "check c Different(Etag)",
+                "check d Different(Size)",
+                "extra z"
+            ]
+        );
+        assert_eq!(total.map(|t| t.objects), Some(4));
+        // With `verify: ReRead` the keys the listings cannot tell apart are read.
+        r.verify = VerifyMode::ReRead;
+        r.md5_etags = false;
+        let (work, _) = merged(&src, &dst, r).await;
+        assert_eq!(work[2..4], ["check b Read", "check c Read"]);
     }
 }

@@ -6,9 +6,11 @@
 //! - [`census`]: the count-only listing that makes the total known early;
 //! - [`record`]: outcomes into the live record, the checkpoint and the report;
 //! - [`pump`]: the loop that moves work from the listing to copies and records what ends;
-//! - [`delete`]: the delete stage, over the candidates the copy stage recorded.
+//! - [`delete`]: the delete stage, over the candidates the copy stage recorded;
+//! - [`check`]: the reads of Check mode (`verify: ReRead`) and of an inventory's SHA-256s.
 
 pub mod census;
+pub mod check;
 pub mod delete;
 pub mod merge;
 pub mod pump;

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_core::{FailureClass, Selector, ShardProgress, ShardState, Totals};
+use ferry_core::{
+    FailureClass, InventoryChecksums, Mode, Selector, ShardProgress, ShardState, Totals,
+};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -17,9 +19,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::census::census;
+use super::check::{Read, Reader};
 use super::merge::{keys_listing, produce, Rules, Work};
 use super::record::{Outcome, Recorder, Verdict};
 use super::ShardRun;
+use crate::audit::{Action, InventoryLine, Listed};
 use crate::copy::{Copied, Copier, UploadRegistry};
 use crate::error::TransferError;
 use crate::report::{DeleteLine, ManifestLine};
@@ -40,6 +44,12 @@ struct Done {
     /// The destination held the key when it was listed.
     at_destination: bool,
     result: Result<Copied, TransferError>,
+}
+
+/// A task of the pump that ended: a copy, or a read of Check mode or of the inventory.
+enum Ended {
+    Copy(Done),
+    Read(Box<Read>),
 }
 
 /// Throughput over the last few seconds.
@@ -95,7 +105,11 @@ pub struct Pump<'a> {
     uploads: Arc<UploadRegistry>,
     moved: Arc<AtomicU64>,
     work: mpsc::Receiver<Work>,
-    inflight: FuturesUnordered<JoinHandle<Done>>,
+    inflight: FuturesUnordered<JoinHandle<Ended>>,
+    /// Check mode's and the inventory's reads.
+    reader: Reader,
+    /// A dry run's inventory (None: none is written), and whether it reads the SHA-256s.
+    inventory: Option<InventoryChecksums>,
     /// Objects in flight at most (the live limit, looked at on each tick).
     concurrency: usize,
     /// Keys registered and not yet popped from the watermark window at most.
@@ -150,6 +164,8 @@ impl<'a> Pump<'a> {
             deletes,
             protected: protected_prefixes(run),
             source: Some(run.src.clone()),
+            check: t.mode == Mode::Check,
+            verify: t.verify,
         };
         let (tx, work) = mpsc::channel::<Work>(1024);
         let producer = tokio::spawn(produce(src_list, dst_list, rules, tx));
@@ -167,6 +183,18 @@ impl<'a> Pump<'a> {
             uploads: uploads.clone(),
             bytes_moved: moved.clone(),
         });
+        let reader = Reader {
+            src: run.src.clone(),
+            dst: run.dst.clone(),
+            limits: run.limits.clone(),
+            retry: run.retry.clone(),
+            piece: t.multipart.part_size,
+            moved: moved.clone(),
+        };
+        let inventory = t
+            .inventory
+            .filter(|_| t.dry_run && run.report.is_some())
+            .map(|i| i.checksums);
         let concurrency = live_concurrency(run);
         let resumed_at = rec.record.counters.totals();
         Pump {
@@ -179,6 +207,8 @@ impl<'a> Pump<'a> {
             moved,
             work,
             inflight: FuturesUnordered::new(),
+            reader,
+            inventory,
             concurrency,
             window_cap: window_cap(concurrency),
             listing_done: false,
@@ -227,7 +257,8 @@ impl<'a> Pump<'a> {
                 }
                 Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
                     match done {
-                        Ok(done) => self.ended(done),
+                        Ok(Ended::Copy(done)) => self.ended(done),
+                        Ok(Ended::Read(read)) => self.read(*read),
                         Err(e) => tracing::error!(error = %e, "a copy task failed"),
                     }
                 }
@@ -266,13 +297,13 @@ impl<'a> Pump<'a> {
                 let copier = self.copier.clone();
                 self.inflight.push(tokio::spawn(async move {
                     let result = copier.copy(&info).await;
-                    Done {
+                    Ended::Copy(Done {
                         seq,
                         info,
                         replaced,
                         at_destination: replaced,
                         result,
-                    }
+                    })
                 }));
             }
             Work::Rewritten { info, checksum } => {
@@ -289,21 +320,37 @@ impl<'a> Pump<'a> {
                 if let Some(md5) = md5 {
                     self.verified(&info.key, &md5);
                 }
-                self.record_now(&info, Outcome::Skipped, true)
+                self.listed_now(info, Outcome::Skipped, true, Action::Skip)
             }
             Work::WouldCopy { info, replaced } => {
                 let parts = self.copier.parts_of(info.size);
-                self.record_now(&info, Outcome::WouldCopy { parts }, replaced)
+                self.listed_now(info, Outcome::WouldCopy { parts }, replaced, Action::Copy)
+            }
+            Work::Check {
+                info,
+                existing,
+                listed,
+            } => self.check(info, existing, listed),
+            Work::Extra(d) => {
+                let seq = self.rec.register_key(&d.key);
+                let line = self
+                    .reader
+                    .line(crate::audit::Difference::Extra, None, Some(&d));
+                self.rec.settle(seq, d.size, Outcome::Differs(line));
             }
             Work::Candidate(info) => {
                 let seq = self.rec.register_key(&info.key);
+                let inventory = self.inventory.map(|_| {
+                    InventoryLine::of(self.run.dst.full_key(&info.key), &info, Action::Delete)
+                });
                 let line = DeleteLine {
                     key: self.run.dst.full_key(&info.key),
                     size: info.size,
                     etag: info.etag.clone(),
                     modified: info.modified.map(|m| m.to_rfc3339()),
                 };
-                self.rec.settle(seq, info.size, Outcome::Candidate(line));
+                self.rec
+                    .settle_listed(seq, info.size, Outcome::Candidate(line), false, inventory);
             }
             Work::Archived(info) => {
                 let e = TransferError::new(
@@ -311,7 +358,10 @@ impl<'a> Pump<'a> {
                     "skipped: the object is in an archive storage class (restore it first)",
                 );
                 let line = e.report_line(self.run.src.full_key(&info.key), &info);
-                self.record_now(&info, Outcome::Archived(line), false);
+                let inventory = self.inventory_line(&info, Action::Archived);
+                let seq = self.rec.register(&info);
+                self.rec
+                    .settle_listed(seq, info.size, Outcome::Archived(line), false, inventory);
             }
             Work::Invalid(info, why) => {
                 let seq = self.rec.register(&info);
@@ -328,6 +378,92 @@ impl<'a> Pump<'a> {
         let seq = self.rec.register(info);
         let counted = at_destination && self.count_destination;
         self.rec.settle_at(seq, info.size, outcome, counted);
+    }
+
+    /// The inventory line of a selected source object, when the dry run writes one.
+    fn inventory_line(&self, info: &ObjectInfo, action: Action) -> Option<InventoryLine> {
+        self.inventory
+            .map(|_| InventoryLine::of(self.run.src.full_key(&info.key), info, action))
+    }
+
+    /// Records a decision the listings made (skip, would copy) with its inventory line; with
+    /// `inventory.checksums: Sha256` the object is read for its SHA-256 first.
+    fn listed_now(
+        &mut self,
+        info: ObjectInfo,
+        outcome: Outcome,
+        at_destination: bool,
+        action: Action,
+    ) {
+        let Some(line) = self.inventory_line(&info, action) else {
+            return self.record_now(&info, outcome, at_destination);
+        };
+        let seq = self.rec.register(&info);
+        if self.inventory != Some(InventoryChecksums::Sha256) {
+            let counted = at_destination && self.count_destination;
+            return self
+                .rec
+                .settle_listed(seq, info.size, outcome, counted, Some(line));
+        }
+        let reader = self.reader.clone();
+        self.inflight.push(tokio::spawn(async move {
+            let line = reader.hashed(&info, line).await;
+            Ended::Read(Box::new(Read {
+                seq,
+                info,
+                at_destination,
+                result: Ok((outcome, Some(line))),
+            }))
+        }));
+    }
+
+    /// Check mode: records what the listings tell of a key, or reads both sides first.
+    fn check(&mut self, info: ObjectInfo, existing: Option<ObjectInfo>, listed: Listed) {
+        let at_destination = existing.is_some();
+        match (listed, existing) {
+            (Listed::Read, Some(dst)) if !info.archived => {
+                let seq = self.rec.register(&info);
+                let reader = self.reader.clone();
+                self.inflight.push(tokio::spawn(async move {
+                    let result = reader.compare(&info, &dst).await.map(|o| (o, None));
+                    Ended::Read(Box::new(Read {
+                        seq,
+                        info,
+                        at_destination,
+                        result,
+                    }))
+                }));
+            }
+            (Listed::Read, _) => {
+                let e = TransferError::new(
+                    FailureClass::Archived,
+                    "not compared: the object is in an archive storage class (restore it first)",
+                );
+                let line = e.report_line(self.run.src.full_key(&info.key), &info);
+                self.record_now(&info, Outcome::Archived(line), at_destination);
+            }
+            (listed, existing) => {
+                let outcome = self.reader.listed(listed, &info, existing.as_ref());
+                self.record_now(&info, outcome, at_destination);
+            }
+        }
+    }
+
+    /// Records a read of Check mode or of the inventory that ended.
+    fn read(&mut self, read: Read) {
+        let Read {
+            seq,
+            info,
+            at_destination,
+            result,
+        } = read;
+        let counted = at_destination && self.count_destination;
+        match result {
+            Ok((outcome, line)) => self
+                .rec
+                .settle_listed(seq, info.size, outcome, counted, line),
+            Err(e) => self.failed(seq, info, e),
+        }
     }
 
     fn fail(&mut self, seq: u64, info: &ObjectInfo, e: &TransferError) {
@@ -365,20 +501,24 @@ impl<'a> Pump<'a> {
             Ok(Copied::Vanished) => self
                 .rec
                 .settle_at(seq, info.size, Outcome::Vanished, counted),
-            Err(e) => {
-                let anything_copied = self.rec.record.counters.objects_copied > 0;
-                let key = self.run.src.full_key(&info.key);
-                if e.fatal {
-                    tracing::warn!(key = %key, error = %e, "job-fatal error");
-                } else {
-                    tracing::debug!(key = %key, error = %e, "object failed");
-                }
-                match self.rec.breaker.judge(&e, anything_copied) {
-                    // Not recorded: the checkpoint stays before this key.
-                    Verdict::Stop => self.rec.stop(e.sample(&key)),
-                    Verdict::Fail => self.fail(seq, &info, &e),
-                }
-            }
+            Err(e) => self.failed(seq, info, e),
+        }
+    }
+
+    /// Records an object that failed, or stops the shard (the circuit breaker).
+    fn failed(&mut self, seq: u64, info: ObjectInfo, e: TransferError) {
+        let c = &self.rec.record.counters;
+        let anything_copied = c.objects_copied > 0 || c.objects_checked() > 0;
+        let key = self.run.src.full_key(&info.key);
+        if e.fatal {
+            tracing::warn!(key = %key, error = %e, "job-fatal error");
+        } else {
+            tracing::debug!(key = %key, error = %e, "object failed");
+        }
+        match self.rec.breaker.judge(&e, anything_copied) {
+            // Not recorded: the checkpoint stays before this key.
+            Verdict::Stop => self.rec.stop(e.sample(&key)),
+            Verdict::Fail => self.fail(seq, &info, &e),
         }
     }
 

@@ -5,6 +5,7 @@
 use ferry_core::progress::MAX_FIRST_ERRORS;
 use ferry_core::{Checkpoint, Counters, ErrorSample, FailureClass, ShardProgress};
 
+use crate::audit::{CheckLine, Difference, InventoryLine};
 use crate::checkpoint::{Recorded, Watermark};
 use crate::error::TransferError;
 use crate::report::{DeleteLine, FailureLine, ManifestLine, ReportWriter};
@@ -39,6 +40,11 @@ pub enum Outcome {
     Kept,
     /// A candidate whose delete failed; `line` goes to the delete stage's failure report.
     DeleteFailed(FailureLine),
+    /// Check mode: the destination holds the same object.
+    Identical,
+    /// Check mode: a key that is not identical on both sides (an extra destination key
+    /// too); `line` goes to the check report.
+    Differs(CheckLine),
 }
 
 impl Outcome {
@@ -62,6 +68,12 @@ impl Outcome {
             Outcome::Deleted(_) => (c.objects_deleted, c.bytes_deleted) = (1, size),
             Outcome::Kept => c.objects_delete_kept = 1,
             Outcome::DeleteFailed(_) => c.objects_delete_failed = 1,
+            Outcome::Identical => (c.objects_identical, c.bytes_checked) = (1, size),
+            Outcome::Differs(line) => match line.difference {
+                Difference::Missing => (c.objects_missing, c.bytes_checked) = (1, size),
+                Difference::Extra => c.objects_extra = 1,
+                _ => (c.objects_different, c.bytes_checked) = (1, size),
+            },
         }
         c
     }
@@ -71,7 +83,7 @@ impl Outcome {
         !matches!(
             self,
             Outcome::Candidate(_) | Outcome::Deleted(_) | Outcome::Kept | Outcome::DeleteFailed(_)
-        )
+        ) && !matches!(self, Outcome::Differs(l) if l.difference == Difference::Extra)
     }
 }
 
@@ -179,13 +191,25 @@ impl Recorder {
     /// [`Recorder::settle`], counting the key among the destination's objects when
     /// `at_destination` (delete propagation's percentage base).
     pub fn settle_at(&mut self, seq: u64, size: u64, outcome: Outcome, at_destination: bool) {
+        self.settle_listed(seq, size, outcome, at_destination, None)
+    }
+
+    /// [`Recorder::settle_at`] with the object's line of a dry run's inventory.
+    pub fn settle_listed(
+        &mut self,
+        seq: u64,
+        size: u64,
+        outcome: Outcome,
+        at_destination: bool,
+        inventory: Option<InventoryLine>,
+    ) {
         let mut counters = outcome.counters(size);
         if at_destination {
             counters.destination_objects += 1;
         }
         self.record.counters.add(&counters);
         let source = outcome.of_source();
-        let (mut failure, mut written, mut candidate) = (None, None, None);
+        let (mut failure, mut written, mut candidate, mut check) = (None, None, None, None);
         match outcome {
             Outcome::Copied(line) => {
                 self.breaker.copied();
@@ -198,6 +222,7 @@ impl Recorder {
             Outcome::Deleted(line) => written = Some(line),
             Outcome::DeleteFailed(line) => failure = Some(line),
             Outcome::Candidate(line) => candidate = Some(line),
+            Outcome::Differs(line) => check = Some(line),
             _ => {}
         }
         let delta = if source {
@@ -216,6 +241,8 @@ impl Recorder {
                 failure,
                 written,
                 candidate,
+                check,
+                inventory,
                 source,
             },
         );
@@ -254,6 +281,12 @@ impl Recorder {
                 }
                 if let Some(c) = &rec.candidate {
                     r.candidate(c);
+                }
+                if let Some(c) = &rec.check {
+                    r.check(c);
+                }
+                if let Some(i) = &rec.inventory {
+                    r.inventory(i);
                 }
             }
             self.cp.watermark = Some(key);

@@ -67,6 +67,8 @@ fn plan(concurrency: u32) -> JobPlan {
             dry_run: false,
             cancel: false,
             deletes: None,
+            mode: Default::default(),
+            inventory: None,
         },
         shards: vec![ShardRange::default()],
         only_keys: None,
