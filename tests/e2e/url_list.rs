@@ -2,9 +2,10 @@
 //! server the test starts (`url_list/server.rs`, with injected faults) into a real S3 server.
 //! Every test checks bytes (the destination equals what was served), and the failure report
 //! for the classes the faults must end as. `url_list/cluster.rs`: the same sources run by the
-//! operator.
+//! operator. `url_list/collect.rs`: lists collected from a paginated JSON API.
 
 mod cluster;
+mod collect;
 mod server;
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@ use serde_json::json;
 
 /// Appends `rules` to the schema's `x-kubernetes-validations` (a type's own rules, such as a
 /// quantity's bound, stay).
-fn add(schema: &mut Schema, rules: &[(&str, &str)]) {
+pub(crate) fn add(schema: &mut Schema, rules: &[(&str, &str)]) {
     let list = schema
         .ensure_object()
         .entry("x-kubernetes-validations")
@@ -274,8 +274,8 @@ pub fn url_list(schema: &mut Schema) {
         schema,
         &[
             (
-                "(has(self.path) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) == 1",
-                "set exactly one of path, s3 or configMapRef",
+                "(has(self.path) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) + (has(self.collect) ? 1 : 0) == 1",
+                "set exactly one of path, s3, configMapRef or collect",
             ),
             (
                 "!has(self.stripPrefix) || self.stripPrefix.startsWith('/')",

@@ -63,6 +63,10 @@ fn base(kind: &str) -> Value {
             "table": "t", "idColumn": "id", "dataColumn": "d", "key": "{id}",
             "writeBack": {"column": "url", "value": "{key}"},
         },
+        "urlList": {"collect": {
+            "url": "https://h/", "fields": {"url": "/u"},
+            "pagination": {"page": {"param": "p"}},
+        }},
     });
     let mut spec = json!({"source": side, "destination": side, "report": side});
     if kind == "BucketSync" {

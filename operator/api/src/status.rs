@@ -188,6 +188,10 @@ pub struct MigrationJobStatus {
     /// extra at the destination, or could not be compared. Set while and after a check runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::check::CheckStatus>,
+    /// The URL-list collector of a `source.urlList.collect` job: pages read, URLs listed,
+    /// where the list is. Set once the planner has collected it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect: Option<crate::url_list::CollectStatus>,
     /// A one-line explanation of the phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -2,6 +2,9 @@
 //! URLs. Its spec types, their checks and their translation into the plan's
 //! [`UrlListConfig`], as one [`Location`].
 
+use ferry_core::collect::{
+    CollectConfig, CollectFields, CursorPagination, OffsetPagination, PagePagination, Pagination,
+};
 use ferry_core::stores::{
     S3Config, S3WriteOptions, StoreConfig, UrlKeyMode, UrlKeys, UrlListConfig, UrlListFormat,
     UrlListLocation, S3_SECRET_KEYS,
@@ -16,7 +19,7 @@ use crate::validate::{
 };
 
 /// A list of http(s) URLs to copy (sources only): each line names one file; its key is the
-/// URL's path (see `keys`). Set exactly one of `path`, `s3` and `configMapRef`.
+/// URL's path (see `keys`). Set exactly one of `path`, `s3`, `configMapRef` and `collect`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::cel::url_list)]
@@ -34,6 +37,13 @@ pub struct UrlListSource {
     /// read-only into the planner and the agents. Clusters only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<ConfigMapKeyRef>,
+    /// The list collected first from a paginated JSON API, by the planner (in `ferry run`,
+    /// in process), into the job's report folder (`collect/urls.list`; the report location
+    /// must be a bucket or, with `ferry run`, a directory); the copy then reads it. The
+    /// collector resumes at its last page when killed. `format` is then ignored (the
+    /// collector writes Tsv, or Csv when `fields.key` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect: Option<CollectSpec>,
     /// The layout of the list: `Tsv` (Google Storage Transfer's `TsvHttpData-1.0`: that
     /// header line, then URL, optional size in bytes and optional base64 MD5, tab-separated),
     /// `Lines` (one URL per line; `#` comments), `Csv` (`URL,KEY`: an explicit key per URL),
@@ -74,6 +84,270 @@ fn is_zero(v: &u32) -> bool {
 
 fn is_false(v: &bool) -> bool {
     !*v
+}
+
+/// A paginated JSON API that names the files: each page holds an array of items, each
+/// item a file's URL (and optionally its size, MD5 and key).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectSpec {
+    /// The first page, an http(s) URL (query parameters of the pagination are added or
+    /// replaced on it). Requests send the headers of `headersSecretRef` and are refused to
+    /// private addresses unless `allowPrivateNetworks`, like the files' requests.
+    #[schemars(length(min = 1, max = 4096), transform = crate::cel::http_url)]
+    pub url: String,
+    /// JSON pointer (RFC 6901) to the array of items in a page, for example `/data`; `""`
+    /// when the page is the array itself.
+    #[serde(default)]
+    #[schemars(length(max = 1024), regex(pattern = r"^(/.*)?$"))]
+    pub items: String,
+    /// JSON pointers within an item to its fields.
+    pub fields: CollectFieldsSpec,
+    /// How the next page is found: exactly one of `cursor`, `page`, `offset`, `linkHeader`
+    /// and `nextUrl`. An empty page always ends the collection.
+    pub pagination: PaginationSpec,
+    /// Pages requested per second at most; 0 or absent: no limit. A 429 or 503 answer is
+    /// retried after its `Retry-After` in any case.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = 10000))]
+    pub requests_per_second: u32,
+    /// Read at most this many pages (the list then holds what they named); 0 or absent:
+    /// no limit.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub max_pages: u64,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+/// JSON pointers (RFC 6901) within one item.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectFieldsSpec {
+    /// The file's URL: absolute, or relative to the page's URL. Required; an item without
+    /// one stops the collection with its page and position.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/.*$"))]
+    pub url: String,
+    /// The file's size in bytes (a number or a string of digits), checked against what the
+    /// server sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/.*$"))]
+    pub size: Option<String>,
+    /// The MD5 of the file's bytes, base64 or 32 hex digits, checked against the bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/.*$"))]
+    pub md5: Option<String>,
+    /// An explicit key for the file (else it comes from the URL as `keys` says). The list
+    /// is then written as `Csv` (`URL,KEY`), which has no size or MD5 column: `size` and
+    /// `md5` are not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/.*$"))]
+    pub key: Option<String>,
+}
+
+/// How the next page is found. Set exactly one field.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = pagination_rules)]
+pub struct PaginationSpec {
+    /// The page names a cursor (at `from`) that the next request sends in the query
+    /// parameter `param`; absent, null or empty: the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<CursorSpec>,
+    /// Numbered pages: the query parameter `param` counts up from `start` (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<PageSpec>,
+    /// The query parameter `param` is the number of items before the page: 0 first, then
+    /// advanced by the number of items each page held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<OffsetSpec>,
+    /// `true`: the next page is the response's `Link` header with `rel="next"`
+    /// (RFC 8288, as GitHub's API); none: the last page.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub link_header: bool,
+    /// JSON pointer to the next page's URL (absolute or relative) in the page; absent,
+    /// null or empty: the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/.*$"))]
+    pub next_url: Option<String>,
+}
+
+fn pagination_rules(schema: &mut schemars::Schema) {
+    crate::cel::add(
+        schema,
+        &[(
+            "(has(self.cursor) ? 1 : 0) + (has(self.page) ? 1 : 0) + (has(self.offset) ? 1 : 0) + (has(self.linkHeader) && self.linkHeader ? 1 : 0) + (has(self.nextUrl) ? 1 : 0) == 1",
+            "set exactly one of cursor, page, offset, linkHeader or nextUrl",
+        )],
+    );
+}
+
+/// Cursor pagination.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CursorSpec {
+    /// JSON pointer to the next cursor in a page, for example `/meta/next_cursor`.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/.*$"))]
+    pub from: String,
+    /// The query parameter the cursor is sent in, for example `cursor`.
+    #[schemars(length(min = 1, max = 256))]
+    pub param: String,
+}
+
+/// Page-number pagination.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageSpec {
+    /// The query parameter holding the page number, for example `page`.
+    #[schemars(length(min = 1, max = 256))]
+    pub param: String,
+    /// The number of the first page (used when the first URL does not name one).
+    #[serde(default = "first_page")]
+    pub start: u64,
+}
+
+fn first_page() -> u64 {
+    1
+}
+
+/// Offset pagination.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetSpec {
+    /// The query parameter holding the offset, for example `offset`.
+    #[schemars(length(min = 1, max = 256))]
+    pub param: String,
+}
+
+impl CollectSpec {
+    /// The collector's settings in the plan.
+    pub fn config(&self) -> CollectConfig {
+        let p = &self.pagination;
+        let pagination = if let Some(c) = &p.cursor {
+            Pagination::Cursor(CursorPagination {
+                from: c.from.clone(),
+                param: c.param.clone(),
+            })
+        } else if let Some(pg) = &p.page {
+            Pagination::Page(PagePagination {
+                param: pg.param.clone(),
+                start: pg.start,
+            })
+        } else if let Some(o) = &p.offset {
+            Pagination::Offset(OffsetPagination {
+                param: o.param.clone(),
+            })
+        } else if let Some(n) = &p.next_url {
+            Pagination::NextUrl(n.clone())
+        } else {
+            Pagination::LinkHeader
+        };
+        CollectConfig {
+            url: self.url.clone(),
+            items: self.items.clone(),
+            fields: CollectFields {
+                url: self.fields.url.clone(),
+                size: self.fields.size.clone(),
+                md5: self.fields.md5.clone(),
+                key: self.fields.key.clone(),
+            },
+            pagination,
+            requests_per_second: self.requests_per_second,
+            max_pages: self.max_pages,
+        }
+    }
+
+    fn check(&self, p: &str, errors: &mut Vec<SpecError>) {
+        let url = &self.url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains('@') {
+            errors.push(err(
+                format!("{p}.url"),
+                "must be an http(s) URL without credentials",
+            ));
+        }
+        let pointer = |field: String, v: &str, errors: &mut Vec<SpecError>| {
+            if !v.starts_with('/') {
+                errors.push(err(field, "must be a JSON pointer starting with '/'"));
+            }
+        };
+        if !self.items.is_empty() {
+            pointer(format!("{p}.items"), &self.items, errors);
+        }
+        let f = &self.fields;
+        pointer(format!("{p}.fields.url"), &f.url, errors);
+        for (name, v) in [("size", &f.size), ("md5", &f.md5), ("key", &f.key)] {
+            if let Some(v) = v {
+                pointer(format!("{p}.fields.{name}"), v, errors);
+            }
+        }
+        let pg = &self.pagination;
+        let set = [
+            pg.cursor.is_some(),
+            pg.page.is_some(),
+            pg.offset.is_some(),
+            pg.link_header,
+            pg.next_url.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        if set != 1 {
+            errors.push(err(
+                format!("{p}.pagination"),
+                "set exactly one of cursor, page, offset, linkHeader or nextUrl",
+            ));
+        }
+        if let Some(c) = &pg.cursor {
+            pointer(format!("{p}.pagination.cursor.from"), &c.from, errors);
+        }
+        if let Some(n) = &pg.next_url {
+            pointer(format!("{p}.pagination.nextUrl"), n, errors);
+        }
+        for (name, param) in [
+            ("cursor", pg.cursor.as_ref().map(|c| &c.param)),
+            ("page", pg.page.as_ref().map(|c| &c.param)),
+            ("offset", pg.offset.as_ref().map(|c| &c.param)),
+        ] {
+            if param.is_some_and(|v| v.is_empty()) {
+                errors.push(err(
+                    format!("{p}.pagination.{name}.param"),
+                    "must not be empty",
+                ));
+            }
+        }
+    }
+}
+
+/// What the collector of a `collect` source did (`status.collect`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectStatus {
+    /// Pages of the API read.
+    pub pages: u64,
+    /// URLs written to the list.
+    pub urls: u64,
+    /// The list is complete (the copy reads it).
+    #[serde(default)]
+    pub done: bool,
+    /// Why the collector stopped before the end of the pages (`maxPages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// Where the collected list is (`s3://bucket/.ferry/reports/.../collect/urls.list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<String>,
+}
+
+impl From<&ferry_core::collect::CollectProgress> for CollectStatus {
+    fn from(p: &ferry_core::collect::CollectProgress) -> Self {
+        CollectStatus {
+            pages: p.pages,
+            urls: p.urls,
+            done: p.done,
+            stopped: p.stopped.clone(),
+            list: p.list.clone(),
+        }
+    }
 }
 
 /// A URL list kept as an object in a bucket.
@@ -126,6 +400,7 @@ impl UrlListSource {
             (self.path.is_some(), "path"),
             (self.s3.is_some(), "s3"),
             (self.config_map_ref.is_some(), "configMapRef"),
+            (self.collect.is_some(), "collect"),
         ]
         .into_iter()
         .filter_map(|(set, name)| set.then_some(name))
@@ -144,7 +419,13 @@ impl Location for UrlListSource {
             errors.push(err(&p, "a URL list can only be a source"));
         }
         if self.where_().len() != 1 {
-            errors.push(err(&p, "set exactly one of path, s3 or configMapRef"));
+            errors.push(err(
+                &p,
+                "set exactly one of path, s3, configMapRef or collect",
+            ));
+        }
+        if let Some(c) = &self.collect {
+            c.check(&format!("{p}.collect"), errors);
         }
         if self.path.as_deref() == Some("") {
             errors.push(err(format!("{p}.path"), "must not be empty"));
@@ -204,6 +485,9 @@ impl Location for UrlListSource {
 
     fn store_config(&self) -> StoreConfig {
         let list = match (&self.path, &self.s3, &self.config_map_ref) {
+            _ if self.collect.is_some() => UrlListLocation::Collect {
+                collect: self.collect.as_ref().expect("matched").config(),
+            },
             (_, Some(s3), _) => UrlListLocation::S3 {
                 s3: S3Config {
                     endpoint: s3.endpoint.clone(),
@@ -318,5 +602,45 @@ mod tests {
             .any(|p| p.contains("stripPrefix")));
         let insecure = source("{s3: {endpoint: 'http://s3.example.com', bucket: lists, key: a, credentialsSecretRef: {name: c}}}");
         assert!(!problems(&insecure, Side::Source).is_empty());
+    }
+
+    #[test]
+    fn a_collect_source_translates_and_bad_ones_are_refused() {
+        let u = source(
+            "{collect: {url: 'https://api.example.com/v1?per_page=2', items: /data, \
+             fields: {url: /url, size: /bytes}, pagination: {page: {param: page}}, maxPages: 9}}",
+        );
+        assert!(problems(&u, Side::Source).is_empty());
+        let StoreConfig::UrlList(c) = u.store_config() else {
+            panic!()
+        };
+        let UrlListLocation::Collect { collect } = c.list else {
+            panic!("{:?}", c.list)
+        };
+        assert_eq!(
+            collect.pagination,
+            Pagination::Page(PagePagination {
+                param: "page".into(),
+                start: 1
+            })
+        );
+        assert_eq!(
+            (collect.max_pages, collect.fields.size.as_deref()),
+            (9, Some("/bytes"))
+        );
+        for bad in [
+            // Two places for the list.
+            "{path: /a, collect: {url: 'https://h/', fields: {url: /u}, pagination: {linkHeader: true}}}",
+            // No pagination, and two.
+            "{collect: {url: 'https://h/', fields: {url: /u}, pagination: {}}}",
+            "{collect: {url: 'https://h/', fields: {url: /u}, pagination: {linkHeader: true, nextUrl: /n}}}",
+            // Not pointers, not a URL.
+            "{collect: {url: 'https://h/', items: data, fields: {url: /u}, pagination: {linkHeader: true}}}",
+            "{collect: {url: 'https://h/', fields: {url: u}, pagination: {linkHeader: true}}}",
+            "{collect: {url: 'ftp://h/', fields: {url: /u}, pagination: {linkHeader: true}}}",
+            "{collect: {url: 'https://h/', fields: {url: /u}, pagination: {cursor: {from: /c, param: ''}}}}",
+        ] {
+            assert!(!problems(&source(bad), Side::Source).is_empty(), "{bad}");
+        }
     }
 }

@@ -140,7 +140,31 @@ pub fn volume_refusals(mj: &MigrationJob) -> Vec<String> {
                 )
             })
         })
+        .chain(collect_refusal(mj))
         .collect()
+}
+
+/// Whether the source is a URL list the planner collects from an API first.
+fn collects(mj: &MigrationJob) -> bool {
+    let Ok(l) = mj.spec.source.location() else {
+        return false;
+    };
+    url_list_of(&l.store_config())
+        .is_some_and(|u| matches!(u.list, UrlListLocation::Collect { .. }))
+}
+
+/// A collected URL list is written to the report location, where the agents read it: in a
+/// cluster that must be a bucket (a volume is not mounted into the planner and every agent).
+fn collect_refusal(mj: &MigrationJob) -> Option<String> {
+    let report = mj.spec.report.as_ref().unwrap_or(&mj.spec.destination);
+    let kind = report.location().ok()?.kind();
+    (collects(mj) && kind != "s3").then(|| {
+        format!(
+            "spec.source.urlList.collect: in a cluster the collected list is written to the \
+             report location for the agents to read, which must be a bucket; it is {kind} \
+             (set spec.report to an s3 location)"
+        )
+    })
 }
 
 fn url_list_of(c: &StoreConfig) -> Option<&UrlListConfig> {
@@ -657,12 +681,19 @@ pub fn planner_job(mj: &MigrationJob, pods: &Pods, request_sha256: &str) -> Job 
     let (plan_vol, plan_mount) = plan_volume(&name);
     let (mut volumes, mut mounts) = (vec![plan_vol], vec![plan_mount]);
     side_volumes(mj, &mut volumes, &mut mounts);
-    // The planner samples a URL list (no request to its servers: no headers).
+    // The planner samples a URL list (no request to its servers: no headers), but collects
+    // a `collect` list from its API first (with the headers).
     url_list_volumes(mj, &mut volumes, &mut mounts, &mut envs);
+    let env_from = if collects(mj) {
+        whole_secrets(mj)
+    } else {
+        Vec::new()
+    };
     let container = Container {
         name: "planner".into(),
         command: Some(vec![AGENT_COMMAND.into(), "plan".into()]),
         env: Some(envs),
+        env_from: (!env_from.is_empty()).then_some(env_from),
         volume_mounts: Some(mounts),
         resources: Some(resources(
             "100m",

@@ -76,6 +76,9 @@ pub struct Observed {
     /// Where the current plan writes its reports, once planned.
     #[serde(default)]
     pub report: Option<String>,
+    /// What the planner's URL-list collector did (a `collect` source).
+    #[serde(default)]
+    pub collect: Option<ferry_api::url_list::CollectStatus>,
     /// The `ferry.dev/approve-deletes` annotation that concerns this job: its own, or that of
     /// the BucketSync that owns it. It approves a held run when it names the job.
     #[serde(default)]
@@ -218,6 +221,9 @@ impl<'a> Pass<'a> {
         let prev = mj.status.clone().unwrap_or_default();
         let mut status = prev.clone();
         status.observed_generation = mj.metadata.generation;
+        if let Some(c) = &obs.collect {
+            status.collect = Some(c.clone());
+        }
         Pass {
             mj,
             obs,

@@ -265,6 +265,11 @@ impl Local {
                 .as_ref()
                 .and_then(|a| a.get(RETRY_ANNOTATION).cloned()),
             report: current.as_ref().map(JobPlan::report_location),
+            collect: self
+                .outcome
+                .as_ref()
+                .and_then(|o| o.collect.as_ref())
+                .map(Into::into),
             approval: job
                 .metadata
                 .annotations
@@ -427,8 +432,13 @@ impl Local {
             // a busy or failing endpoint (503 SlowDown, 500, a reset) is asked with backoff
             // for up to the probe's deadline instead (a refusal still ends it at once).
             let attempts = ferry_engine::retry::RetryPolicy::default().max_attempts;
+            // A `collect` source's list is collected first, its pages and URLs shown.
+            let collecting = super::ui::CollectUi::new();
             let (plan, outcome) =
-                planner::answer(&req, &Default::default(), &credentials, attempts).await;
+                planner::answer_with(&req, &Default::default(), &credentials, attempts, &|p| {
+                    collecting.update(p)
+                })
+                .await;
             self.outcome = Some(outcome);
             let Some(plan) = plan else {
                 return Ok(());
@@ -448,7 +458,10 @@ impl Local {
             return;
         };
         // The runtime knobs (bandwidth, concurrency...) may have changed since it was made.
+        // The source stays the planner's: a collected URL list is read where it was written.
+        let source = plan.transfer.source.clone();
         plan.transfer = v.transfer.clone();
+        plan.transfer.source = source;
         let plan = Arc::new(plan);
         let (stop, stop_rx) = watch::channel(suspend);
         let mut tasks = Tasks {

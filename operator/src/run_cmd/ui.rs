@@ -79,6 +79,58 @@ impl Ui {
     }
 }
 
+/// What `ferry run` shows while the planner collects a URL list (`collect`): a spinner with
+/// the pages and URLs so far on a terminal, a line every few seconds otherwise, and a line
+/// when it ends.
+pub struct CollectUi {
+    bar: Option<ProgressBar>,
+    last_line: std::sync::Mutex<Instant>,
+}
+
+impl CollectUi {
+    pub fn new() -> CollectUi {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner:.green} [{elapsed_precise}] collecting the URL list: {msg}",
+                )
+                .expect("valid template"),
+            );
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        CollectUi {
+            bar,
+            last_line: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn update(&self, p: &ferry_core::collect::CollectProgress) {
+        let msg = format!("{} pages, {} URLs", p.pages, p.urls);
+        if p.done {
+            if let Some(b) = &self.bar {
+                b.finish_and_clear();
+            }
+            eprintln!(
+                "collected the URL list: {msg}{}",
+                p.stopped
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            );
+        } else if let Some(b) = &self.bar {
+            b.set_message(msg);
+        } else {
+            let mut last = self.last_line.lock().unwrap();
+            if last.elapsed() >= Duration::from_secs(5) {
+                *last = Instant::now();
+                eprintln!("collecting the URL list: {msg}");
+            }
+        }
+    }
+}
+
 /// The summary of a job that ran (or had run to its end before).
 pub fn summary(s: &MigrationJobStatus, started: Instant) {
     let c = &s.progress.counters;

@@ -3,6 +3,8 @@
 //! `Retry-After`), a Content-Length that lies, a body cut short, a slow body, redirects, no
 //! Range support. It serves GET and HEAD with keep-alive, answers ranges (`bytes=a-b`) with
 //! 206 and honours `If-Match` against its ETag (the body's MD5), and logs every request.
+//! Pages of a JSON API are served at a path with its query string ([`FileServer::put_page`]),
+//! with the same faults.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -76,6 +78,8 @@ pub struct Logged {
     pub method: String,
     /// The decoded path.
     pub path: String,
+    /// The request target as sent (path and query, not decoded).
+    pub target: String,
     pub headers: BTreeMap<String, String>,
     pub at: Instant,
 }
@@ -126,6 +130,20 @@ impl FileServer {
     /// Serves `file` at `path` (decoded, starting with `/`).
     pub fn put(&self, path: &str, file: File) {
         self.state.lock().unwrap().files.insert(path.into(), file);
+    }
+
+    /// Serves `file` at exactly `target` (a path with its query string, as the client
+    /// sends it): a page of a JSON API.
+    pub fn put_page(&self, target: &str, file: File) {
+        self.state.lock().unwrap().files.insert(target.into(), file);
+    }
+
+    /// Requests of exactly `target` logged.
+    pub fn requests_of(&self, target: &str) -> Vec<Logged> {
+        self.log()
+            .into_iter()
+            .filter(|l| l.target == target)
+            .collect()
     }
 
     pub fn log(&self) -> Vec<Logged> {
@@ -193,17 +211,24 @@ async fn serve(conn: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
             s.log.push(Logged {
                 method: method.clone(),
                 path: path.clone(),
+                target: target.clone(),
                 headers: headers.clone(),
                 at: Instant::now(),
             });
+            // A page served at its exact target first, else the file at the path.
+            let key = if s.files.contains_key(&target) {
+                target.clone()
+            } else {
+                path.clone()
+            };
             let n = if method == "GET" {
-                let n = s.gets.entry(path.clone()).or_default();
+                let n = s.gets.entry(key.clone()).or_default();
                 *n += 1;
                 *n
             } else {
                 0
             };
-            (s.files.get(&path).cloned(), n)
+            (s.files.get(&key).cloned(), n)
         };
         let Some(file) = file else {
             respond(&mut write, 404, &[], b"", true).await?;

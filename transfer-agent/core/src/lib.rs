@@ -4,6 +4,7 @@
 //! - [`plan`]: the job plan an agent runs (shard ranges, the resolved transfer settings);
 //! - [`live`]: the settings that may change while a job runs (rates, concurrency, memory);
 //! - [`planning`]: what the planner is asked and what it answers (checks, then the plan);
+//! - [`collect`]: the URL-list collector's settings and progress;
 //! - [`stores`]: where each side is (a serializable store configuration) and its secrets;
 //! - [`database`]: a database source's table, columns and write-back (plain data);
 //! - [`progress`]: the progress record of a shard (checkpoint, counters, failure classes);
@@ -15,6 +16,7 @@
 //! reads nothing else.
 
 pub mod audit;
+pub mod collect;
 pub mod credentials;
 pub mod database;
 pub mod live;

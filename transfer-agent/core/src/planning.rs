@@ -82,9 +82,12 @@ pub struct PlanOutcome {
     /// The endpoints, when the Secrets were fine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<Probe>,
-    /// Why planning failed after the checks passed (listing the source).
+    /// Why planning failed after the checks passed (collecting or listing the source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the URL-list collector did, for a `collect` source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect: Option<crate::collect::CollectProgress>,
 }
 
 impl PlanOutcome {

@@ -145,6 +145,15 @@ pub enum UrlListLocation {
     S3 { s3: S3Config, key: String },
     /// A key of a ConfigMap, mounted into the agents at [`url_list_mount_path`].
     ConfigMap { name: String, key: String },
+    /// To be collected from a paginated JSON API by the planner, which then replaces it
+    /// with [`UrlListLocation::Collected`] in the plan it answers.
+    Collect {
+        collect: crate::collect::CollectConfig,
+    },
+    /// The list the collector wrote: the object `key` of the report location `at` (its
+    /// root, not its prefix), read with the report location's secrets
+    /// ([`crate::collect::source_secrets`]).
+    Collected { at: Box<StoreConfig>, key: String },
 }
 
 impl UrlListLocation {
@@ -154,7 +163,24 @@ impl UrlListLocation {
             UrlListLocation::Path { path } => path.clone(),
             UrlListLocation::S3 { s3, key } => format!("s3://{}/{key}", s3.bucket),
             UrlListLocation::ConfigMap { name, key } => format!("ConfigMap {name}, key {key}"),
+            UrlListLocation::Collect { collect } => {
+                format!("to be collected from {}", loggable_url(&collect.url))
+            }
+            UrlListLocation::Collected { at, key } => at.location_of(key),
         }
+    }
+}
+
+/// `url` without its query string or user info (for messages: signed URLs).
+pub fn loggable_url(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or_default();
+    match no_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = host.rsplit('@').next().unwrap_or(host);
+            format!("{scheme}://{host}/{path}")
+        }
+        None => no_query.to_string(),
     }
 }
 

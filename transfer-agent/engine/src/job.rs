@@ -82,7 +82,9 @@ pub async fn run_shard(inp: ShardInputs) -> Result<ShardProgress, TransferError>
     });
     let retry = RetryPolicy::default();
     let open = |config, secrets| stores::open(config, secrets, limits.clone(), retry.clone());
-    let src = open(&t.source, &inp.credentials.source).await?.source();
+    // A collected URL list is read with the report location's secrets too.
+    let source_secrets = ferry_core::collect::source_secrets(t, &inp.credentials);
+    let src = open(&t.source, &source_secrets).await?.source();
     let dst = open(&t.destination, &inp.credentials.destination)
         .await?
         .sink()?;

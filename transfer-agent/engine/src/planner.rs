@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_core::collect::{collect_of, source_secrets, CollectProgress};
 use ferry_core::planning::{missing_vars, PlanOutcome, PlanRequest, Probe, ProbeError};
 use ferry_core::{FailureClass, JobCredentials, JobPlan, ShardRange, Side, Transfer};
 use futures::StreamExt;
@@ -201,6 +202,18 @@ pub async fn answer(
     credentials: &JobCredentials,
     attempts: u32,
 ) -> (Option<JobPlan>, PlanOutcome) {
+    answer_with(req, vars, credentials, attempts, &|_| {}).await
+}
+
+/// [`answer`], which for a `collect` source first collects the URL list into the report
+/// location (calling `on_collect` after each page) and plans the copy of that list.
+pub async fn answer_with(
+    req: &PlanRequest,
+    vars: &std::collections::BTreeMap<String, String>,
+    credentials: &JobCredentials,
+    attempts: u32,
+    on_collect: &(dyn Fn(&CollectProgress) + Send + Sync),
+) -> (Option<JobPlan>, PlanOutcome) {
     let mut outcome = PlanOutcome {
         uid: req.plan.uid.clone(),
         spec_hash: req.plan.spec_hash.clone(),
@@ -226,10 +239,24 @@ pub async fn answer(
     if !fine {
         return (None, stamp(outcome));
     }
+    let mut plan = req.plan.clone();
+    if collect_of(t).is_some() {
+        match crate::stores::http::collect::collect_plan(&plan, credentials, on_collect).await {
+            Ok((source, progress)) => {
+                plan.transfer.source = source;
+                outcome.collect = Some(progress);
+            }
+            Err(e) => {
+                outcome.error = Some(e.to_string());
+                return (None, stamp(outcome));
+            }
+        }
+    }
+    let t = &plan.transfer;
     let ranges = async {
         let src = stores::open(
             &t.source,
-            &credentials.source,
+            &source_secrets(t, credentials),
             Arc::new(Limits::unlimited()),
             RetryPolicy::default(),
         )
@@ -240,7 +267,6 @@ pub async fn answer(
     };
     match ranges.await {
         Ok(shards) => {
-            let mut plan = req.plan.clone();
             plan.shards = shards;
             (Some(plan), stamp(outcome))
         }

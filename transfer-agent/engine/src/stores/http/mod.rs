@@ -12,6 +12,7 @@
 
 pub mod classify;
 pub mod client;
+pub mod collect;
 pub mod guard;
 pub mod keys;
 pub mod list;
@@ -80,6 +81,21 @@ impl UrlListStore {
                 super::S3Store::connect(s3, secrets, Arc::new(Limits::unlimited()), retry.clone())
                     .await?,
             )),
+            UrlListLocation::Collected { at, key } => match at.as_ref() {
+                StoreConfig::S3(s3) => {
+                    let bucket = super::S3Store::connect(
+                        s3,
+                        secrets,
+                        Arc::new(Limits::unlimited()),
+                        retry.clone(),
+                    )
+                    .await?;
+                    let folder: Arc<dyn Source> =
+                        super::Sink::folder(&bucket, collect::list_folder(key));
+                    Some(folder)
+                }
+                _ => None,
+            },
             _ => None,
         };
         Ok(UrlListStore {

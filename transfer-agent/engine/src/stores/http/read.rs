@@ -28,6 +28,9 @@ pub enum ListFile {
         store: Arc<dyn Source>,
         key: String,
     },
+    /// A list still to be collected (`collect`), or one that cannot be read where the
+    /// collector put it: why.
+    Unreadable(String),
 }
 
 impl ListFile {
@@ -45,12 +48,33 @@ impl ListFile {
             (UrlListLocation::S3 { .. }, None) => {
                 unreachable!("an s3 list is opened with its store")
             }
+            (UrlListLocation::Collect { .. }, _) => ListFile::Unreadable(
+                "the URL list has not been collected yet (the planner collects it first)".into(),
+            ),
+            (UrlListLocation::Collected { key, .. }, Some(store)) => ListFile::Object {
+                store,
+                key: super::collect::list_name(key).to_string(),
+            },
+            (UrlListLocation::Collected { at, key }, None) => match at.as_ref() {
+                ferry_core::StoreConfig::Filesystem(fs) => ListFile::File(
+                    std::path::Path::new(&fs.path)
+                        .join(key)
+                        .display()
+                        .to_string(),
+                ),
+                other => ListFile::Unreadable(format!(
+                    "a collected URL list cannot be read from {}",
+                    other.describe()
+                )),
+            },
         }
     }
 
     /// Checks that the list exists and can be read.
     pub async fn probe(&self) -> Result<(), TransferError> {
         match self {
+            // The collector's own requests check its API.
+            ListFile::Unreadable(_) => Ok(()),
             ListFile::Mounted(path, what) => match tokio::fs::metadata(path).await {
                 Ok(m) if m.is_file() => Ok(()),
                 _ => Err(missing(&format!(
@@ -121,6 +145,7 @@ impl ListFile {
 
     async fn chunks(&self, retry: &RetryPolicy) -> Result<Chunks, TransferError> {
         Ok(match self {
+            ListFile::Unreadable(why) => return Err(missing(why)),
             ListFile::File(path) | ListFile::Mounted(path, _) => Chunks::File(
                 tokio::fs::File::open(path)
                     .await
