@@ -191,7 +191,7 @@ pub struct MigrationJobStatus {
     /// The URL-list collector of a `source.urlList.collect` job: pages read, URLs listed,
     /// where the list is. Set once the planner has collected it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub collect: Option<crate::url_list::CollectStatus>,
+    pub collect: Option<ferry_core::collect::CollectProgress>,
     /// A one-line explanation of the phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

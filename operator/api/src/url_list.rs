@@ -319,37 +319,6 @@ impl CollectSpec {
     }
 }
 
-/// What the collector of a `collect` source did (`status.collect`).
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CollectStatus {
-    /// Pages of the API read.
-    pub pages: u64,
-    /// URLs written to the list.
-    pub urls: u64,
-    /// The list is complete (the copy reads it).
-    #[serde(default)]
-    pub done: bool,
-    /// Why the collector stopped before the end of the pages (`maxPages`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stopped: Option<String>,
-    /// Where the collected list is (`s3://bucket/.ferry/reports/.../collect/urls.list`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub list: Option<String>,
-}
-
-impl From<&ferry_core::collect::CollectProgress> for CollectStatus {
-    fn from(p: &ferry_core::collect::CollectProgress) -> Self {
-        CollectStatus {
-            pages: p.pages,
-            urls: p.urls,
-            done: p.done,
-            stopped: p.stopped.clone(),
-            list: p.list.clone(),
-        }
-    }
-}
-
 /// A URL list kept as an object in a bucket.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -78,7 +78,7 @@ pub struct Observed {
     pub report: Option<String>,
     /// What the planner's URL-list collector did (a `collect` source).
     #[serde(default)]
-    pub collect: Option<ferry_api::url_list::CollectStatus>,
+    pub collect: Option<ferry_core::collect::CollectProgress>,
     /// The `ferry.dev/approve-deletes` annotation that concerns this job: its own, or that of
     /// the BucketSync that owns it. It approves a held run when it names the job.
     #[serde(default)]

@@ -196,10 +196,7 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         max_running_per_namespace: ctx.args.max_running_per_namespace,
         retry_token: mj.annotations().get(RETRY_ANNOTATION).cloned(),
         report: current.map(JobPlan::report_location),
-        collect: outcome
-            .as_ref()
-            .and_then(|o| o.collect.as_ref())
-            .map(Into::into),
+        collect: outcome.as_ref().and_then(|o| o.collect.clone()),
         approval: approval_of(mj, ctx).await?,
         limits: limits_cm.as_ref().and_then(limits_of),
         now: now(),

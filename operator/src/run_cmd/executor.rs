@@ -265,11 +265,7 @@ impl Local {
                 .as_ref()
                 .and_then(|a| a.get(RETRY_ANNOTATION).cloned()),
             report: current.as_ref().map(JobPlan::report_location),
-            collect: self
-                .outcome
-                .as_ref()
-                .and_then(|o| o.collect.as_ref())
-                .map(Into::into),
+            collect: self.outcome.as_ref().and_then(|o| o.collect.clone()),
             approval: job
                 .metadata
                 .annotations

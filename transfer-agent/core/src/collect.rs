@@ -99,21 +99,21 @@ pub struct OffsetPagination {
     pub param: String,
 }
 
-/// What the collector has done: in the planner's answer and, for a job, its status.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+/// What the collector has done: in the planner's answer and a job's `status.collect`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectProgress {
-    /// Pages read.
+    /// Pages of the API read.
     pub pages: u64,
     /// URLs written to the list.
     pub urls: u64,
-    /// The list is complete.
+    /// The list is complete (the copy reads it).
     #[serde(default)]
     pub done: bool,
-    /// Why it stopped when it was not the end of the pages (`maxPages`).
+    /// Why the collector stopped before the end of the pages (`maxPages`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
-    /// Where the list is.
+    /// Where the collected list is (`s3://bucket/.ferry/reports/.../collect/urls.list`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list: Option<String>,
 }
