@@ -17,6 +17,8 @@ mod containment;
 mod copy_paths;
 mod credentials;
 mod database;
+mod database_postgres;
+mod database_resume;
 mod deletes;
 mod dry_run;
 mod failures;

@@ -25,6 +25,10 @@ pub struct RowFailure {
     pub key: String,
     pub class: FailureClass,
     pub message: String,
+    /// The row's modification time when its column could be read: the filters
+    /// (`modifiedAfter`/`Before`) select a failed row as they would its object, so a bad row
+    /// they select is reported rather than silently left out.
+    pub modified: Option<DateTime<Utc>>,
 }
 
 /// The class of rows whose payload or columns cannot make an object.
@@ -45,6 +49,7 @@ pub fn judge(c: &Checked, row: RawRow) -> Result<Item, RowFailure> {
         id: id.clone(),
         class: INVALID,
         message: format!("row {id}: {message}"),
+        modified: None,
     };
     let declared_col = match declared_col {
         Value::Null => None,
@@ -57,6 +62,11 @@ pub fn judge(c: &Checked, row: RawRow) -> Result<Item, RowFailure> {
     let modified = modified
         .into_time()
         .map_err(|m| fail(format!("the modified column: {m}"), decl_ext.as_deref()))?;
+    // From here on a failure carries the row's time.
+    let fail = |message: String, ext: Option<&str>| RowFailure {
+        modified,
+        ..fail(message, ext)
+    };
     let mut texts = Vec::with_capacity(columns.len());
     for (name, v) in c.key_columns.iter().zip(columns.iter().cloned()) {
         texts.push(
@@ -184,6 +194,20 @@ mod tests {
             assert!(f.message.contains(why), "{}", f.message);
             assert!(f.key.starts_with("images/"), "{}", f.key);
         }
+        // A bad payload keeps the row's time, for the filters to select it as they would
+        // its object.
+        let f = judge(
+            &c,
+            RawRow {
+                modified: Value::Text("2024-01-02 03:04:05".into()),
+                ..row(6, Vec::new(), Some("image/png"))
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            f.modified.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2024-01-02T03:04:05+00:00")
+        );
         // A key column that is NULL.
         let mut cfg = config();
         cfg.key = "{owner}/{id}.{ext}".into();

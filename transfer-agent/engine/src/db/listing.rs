@@ -61,7 +61,7 @@ impl Entry {
                 id: f.id,
                 size: 0,
                 md5: String::new(),
-                modified: None,
+                modified: f.modified,
                 failure: Some((f.class, f.message)),
             },
         }
@@ -235,6 +235,7 @@ mod tests {
             key: "k/3.bin".into(),
             class: FailureClass::InvalidData,
             message: "row 3: the payload is empty".into(),
+            modified: None,
         }));
         let info = e.info();
         assert_eq!(
