@@ -17,6 +17,7 @@ mod containment;
 mod copy_paths;
 mod credentials;
 mod database;
+mod database_cluster;
 mod database_postgres;
 mod database_resume;
 mod deletes;

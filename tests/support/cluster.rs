@@ -821,6 +821,36 @@ impl Cluster {
             .unwrap()
     }
 
+    /// The directory standing in for the PersistentVolumeClaim `claim` in every pod (created):
+    /// a test puts the files the claim should hold there.
+    pub fn claim_dir(&self, claim: &str) -> PathBuf {
+        let d = claim_dir(self.tmp.path(), claim);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// The whole text of every log of the controllers and the agents (planners included), by
+    /// file name.
+    pub fn full_logs(&self) -> Vec<(String, String)> {
+        std::fs::read_dir(self.tmp.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .map(|p| {
+                let text =
+                    String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).into_owned();
+                (
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    text,
+                )
+            })
+            .collect()
+    }
+
     /// The tails of the controllers', the agents' and the stand-in's logs.
     pub fn logs(&self) -> String {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.tmp.path())
@@ -1292,13 +1322,20 @@ async fn play_job_controller(
     }
 }
 
+/// The directory standing in for a PersistentVolumeClaim, under the harness's directory.
+fn claim_dir(dir: &Path, claim: &str) -> PathBuf {
+    dir.join("claims").join(claim)
+}
+
 /// Runs one agent pod as a local process: the container's environment (literal values,
 /// `secretKeyRef` read from the API, `fieldRef` as the namespace, `envFrom` Secrets with their
 /// prefix), the completion index, and its volumes: a ConfigMap's keys (or its `items`) written
 /// to a directory that stands in for the mount (an `optional` one that is missing: empty), an
-/// `emptyDir` as an empty directory. A process cannot see them at their mount paths, so every
-/// variable whose value is a path under a mount (`FERRY_PLAN`, `FERRY_URL_LIST_DIR`, `TMPDIR`)
-/// is pointed at the stand-in directory instead. Other kinds of volume are not mounted.
+/// `emptyDir` as an empty directory, a PersistentVolumeClaim as the directory of the claim
+/// ([`Cluster::claim_dir`]). A process cannot see them at their mount paths, so every
+/// variable whose value is a path under a mount (`FERRY_PLAN`, `FERRY_URL_LIST_DIR`, `TMPDIR`,
+/// a `sqlite://` URL) is pointed at the stand-in directory instead. Other kinds of volume are
+/// not mounted.
 #[allow(clippy::too_many_arguments)]
 async fn start_agent(
     client: &Client,
@@ -1396,6 +1433,16 @@ async fn start_agent(
             }
         } else if v.empty_dir.is_some() {
             std::fs::create_dir_all(&local).unwrap();
+        } else if let Some(pvc) = &v.persistent_volume_claim {
+            // One directory per claim, shared by every pod (as a ReadWriteMany volume), the
+            // mount's subPath inside it; a read-only mount is not enforced.
+            let mut at = claim_dir(dir, &pvc.claim_name);
+            if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                at = at.join(sub);
+            }
+            std::fs::create_dir_all(&at).unwrap();
+            mounted.push((mount.mount_path.trim_end_matches('/').to_string(), at));
+            continue;
         } else {
             continue;
         }
@@ -1405,9 +1452,15 @@ async fn start_agent(
     // under another mount path, such as /tmp).
     mounted.sort_by_key(|(at, _)| std::cmp::Reverse(at.len()));
     for value in env.values_mut() {
+        // A SQLite URL names a file under a mount too (`sqlite:///data/app.db`).
+        let (scheme, path) = match value.strip_prefix("sqlite://") {
+            Some(path) => ("sqlite://", path),
+            None => ("", value.as_str()),
+        };
         let under = mounted.iter().find_map(|(at, local)| {
-            let rest = value.strip_prefix(at.as_str())?;
-            (rest.is_empty() || rest.starts_with('/')).then(|| format!("{}{rest}", local.display()))
+            let rest = path.strip_prefix(at.as_str())?;
+            (rest.is_empty() || rest.starts_with('/'))
+                .then(|| format!("{scheme}{}{rest}", local.display()))
         });
         if let Some(v) = under {
             *value = v;

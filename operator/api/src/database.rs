@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{Location, Scope, SecretUse, SecretValueUse, Side, VolumeUse};
-use crate::validate::{dns_subdomain_problem, err, SpecError};
+use crate::validate::{dns_subdomain_problem, err, has_dot_segment, SpecError};
 
 /// A table of a SQLite file or a PostgreSQL database whose rows hold images (base64 text, a
 /// `data:` URI, or `bytea`/`BLOB` bytes), copied as one object per row (sources only). Ferry
@@ -75,6 +75,116 @@ pub struct DatabaseSource {
     /// it Ferry never writes to the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_back: Option<WriteBackSpec>,
+    /// In a cluster, for a SQLite file: the PersistentVolumeClaim that holds it, mounted at
+    /// `mountPath` in the planner and agent pods, so that a URL such as
+    /// `sqlite:///data/app.db` names the file. Ignored by `ferry run` (which reads local
+    /// files) and not needed for PostgreSQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<DatabaseVolume>,
+}
+
+/// The volume a SQLite file is on, mounted into the planner and the agents.
+///
+/// Mounted read-only unless `writeBack` is set. With `writeBack` the job must have one shard:
+/// SQLite's file locks are not reliable on network filesystems (NFS, CephFS, most
+/// ReadWriteMany volumes), so writers in several pods could corrupt the file; one agent is
+/// one process, whose writes SQLite serialises itself.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseVolume {
+    /// The claim's name, in the job's namespace. ReadWriteMany (or ReadOnlyMany) when the
+    /// job has several shards: every agent pod mounts it.
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::validate::DNS_SUBDOMAIN_PATTERN))]
+    pub claim_name: String,
+    /// Where the pods mount the claim: an absolute directory, default `/data`. Not `/` and
+    /// not a system directory (`/dev`, `/etc`, `/proc`, `/sys`, `/usr`, `/tmp`, `/run`,
+    /// `/var/run`, `/bin`, `/sbin`, `/lib*`, `/mnt/ferry`, or inside one of them).
+    #[serde(default = "default_mount_path")]
+    #[schemars(length(min = 2, max = 1024))]
+    pub mount_path: String,
+    /// A folder inside the claim to mount instead of its root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub sub_path: Option<String>,
+    /// Mount read-only. Default: read-only unless `writeBack` is set (which writes the file,
+    /// and its journal beside it); `true` with `writeBack` is refused. A database in WAL mode
+    /// read through a read-only mount needs its `-wal` and `-shm` files to exist (they do
+    /// while the application has it open); otherwise set `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+/// The directory a SQLite volume is mounted at by default.
+pub const DEFAULT_DATABASE_MOUNT: &str = "/data";
+
+fn default_mount_path() -> String {
+    DEFAULT_DATABASE_MOUNT.to_string()
+}
+
+/// Directories a database volume may not be mounted at or inside: the system's, and where
+/// Ferry mounts its own volumes (sides, scratch, URL lists, the ServiceAccount token).
+const RESERVED_MOUNTS: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/mnt/ferry",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var/run",
+];
+
+impl DatabaseVolume {
+    /// Whether the pods mount it read-only: as asked, else unless `write_back`.
+    pub fn read_only(&self, write_back: bool) -> bool {
+        self.read_only.unwrap_or(!write_back)
+    }
+
+    fn check(&self, p: &str, write_back: bool, errors: &mut Vec<SpecError>) {
+        if let Some(why) = dns_subdomain_problem(&self.claim_name) {
+            errors.push(err(
+                format!("{p}.claimName"),
+                format!("not a valid claim name: {why}"),
+            ));
+        }
+        let m = self.mount_path.trim_end_matches('/');
+        let reserved = RESERVED_MOUNTS
+            .iter()
+            .find(|r| m == **r || m.starts_with(&format!("{r}/")));
+        if !m.starts_with('/') || m.is_empty() || has_dot_segment(m) || m.contains("//") {
+            errors.push(err(
+                format!("{p}.mountPath"),
+                "must be an absolute directory other than / without '.', '..' or empty segments",
+            ));
+        } else if let Some(r) = reserved {
+            errors.push(err(
+                format!("{p}.mountPath"),
+                format!("{r} is a system or Ferry directory: mount the volume elsewhere (default /data)"),
+            ));
+        }
+        if let Some(sub) = &self.sub_path {
+            if sub.starts_with('/') || has_dot_segment(sub) {
+                errors.push(err(
+                    format!("{p}.subPath"),
+                    "must be a relative folder without '..' segments",
+                ));
+            }
+        }
+        if write_back && self.read_only == Some(true) {
+            errors.push(err(
+                format!("{p}.readOnly"),
+                "writeBack writes to the SQLite file: the volume cannot be read-only",
+            ));
+        }
+    }
 }
 
 fn default_batch_size() -> u32 {
@@ -211,6 +321,9 @@ impl Location for DatabaseSource {
                 format!("{p}.dataColumn"),
                 "must be another column than idColumn",
             ));
+        }
+        if let Some(v) = &self.volume {
+            v.check(&format!("{p}.volume"), self.write_back.is_some(), errors);
         }
     }
 

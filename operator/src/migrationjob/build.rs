@@ -117,7 +117,8 @@ fn sides(mj: &MigrationJob) -> [(Side, Option<&Endpoint>); 3] {
 
 /// The paths without a volume: in a cluster a path would be the agents' own filesystem
 /// (their image, their ServiceAccount token), so a filesystem side must name a claim, and a
-/// URL list cannot be a file (no volume is mounted for it).
+/// URL list cannot be a file (no volume is mounted for it); a SQLite file on a volume is
+/// written back by one shard only.
 pub fn volume_refusals(mj: &MigrationJob) -> Vec<String> {
     sides(mj)
         .into_iter()
@@ -141,6 +142,7 @@ pub fn volume_refusals(mj: &MigrationJob) -> Vec<String> {
             })
         })
         .chain(collect_refusal(mj))
+        .chain(sqlite_volume_refusal(mj))
         .collect()
 }
 
@@ -165,6 +167,49 @@ fn collect_refusal(mj: &MigrationJob) -> Option<String> {
              (set spec.report to an s3 location)"
         )
     })
+}
+
+/// A SQLite file on a volume is written back by one agent only: its locks are not reliable
+/// on network filesystems, so writers in several pods could corrupt it.
+fn sqlite_volume_refusal(mj: &MigrationJob) -> Option<String> {
+    let db = mj.spec.source.database.as_ref()?;
+    (db.volume.is_some() && db.write_back.is_some() && mj.spec.parallelism.shards > 1).then(|| {
+        "spec.parallelism.shards: a database on a volume (a SQLite file) with writeBack is \
+         copied by one shard: SQLite's file locks are not reliable on network filesystems, so \
+         writers in several pods could corrupt it"
+            .to_string()
+    })
+}
+
+/// The claim of a database source on a volume (a SQLite file), mounted at its `mountPath`
+/// in the planner and agent pods: read-only unless `writeBack` writes the file.
+fn database_volume(mj: &MigrationJob, volumes: &mut Vec<Volume>, mounts: &mut Vec<VolumeMount>) {
+    let Some(db) = mj.spec.source.database.as_ref() else {
+        return;
+    };
+    let Some(v) = &db.volume else {
+        return;
+    };
+    let read_only = v.read_only(db.write_back.is_some());
+    let name = "database-data".to_string();
+    volumes.push(Volume {
+        name: name.clone(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: v.claim_name.clone(),
+            read_only: Some(read_only),
+        }),
+        ..Default::default()
+    });
+    mounts.push(VolumeMount {
+        name,
+        mount_path: v.mount_path.trim_end_matches('/').to_string(),
+        sub_path: v
+            .sub_path
+            .clone()
+            .filter(|s| !s.trim_matches('/').is_empty()),
+        read_only: Some(read_only),
+        ..Default::default()
+    });
 }
 
 fn url_list_of(c: &StoreConfig) -> Option<&UrlListConfig> {
@@ -681,6 +726,7 @@ pub fn planner_job(mj: &MigrationJob, pods: &Pods, request_sha256: &str) -> Job 
     let (plan_vol, plan_mount) = plan_volume(&name);
     let (mut volumes, mut mounts) = (vec![plan_vol], vec![plan_mount]);
     side_volumes(mj, &mut volumes, &mut mounts);
+    database_volume(mj, &mut volumes, &mut mounts);
     // The planner samples a URL list (no request to its servers: no headers), but collects
     // a `collect` list from its API first (with the headers).
     url_list_volumes(mj, &mut volumes, &mut mounts, &mut envs);
@@ -741,6 +787,7 @@ pub fn agent_job(
     let (plan_vol, plan_mount) = plan_volume(&name);
     let (mut volumes, mut mounts) = (vec![plan_vol], vec![plan_mount]);
     side_volumes(mj, &mut volumes, &mut mounts);
+    database_volume(mj, &mut volumes, &mut mounts);
     url_list_volumes(mj, &mut volumes, &mut mounts, &mut envs);
     let env_from = whole_secrets(mj);
     // The plan's budget: the agents never take a live budget above it (their memory limit
@@ -1182,6 +1229,136 @@ mod tests {
             assert_eq!(r.optional, optional);
             let format = env.iter().find(|e| e.name == "FERRY_LOG_FORMAT").unwrap();
             assert_eq!(format.value.as_deref(), Some("json"));
+        }
+    }
+
+    fn sqlite_job(volume: &str, extra: &str) -> MigrationJob {
+        serde_yaml::from_str(&format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {{name: lite, namespace: app, uid: u4}}\nspec:\n  source: {{database: {{connectionSecretRef: {{name: app-db}}, table: images, idColumn: id, dataColumn: data, key: 'img/{{id}}', volume: {volume}{extra}}}}}\n  destination: {{s3: {{bucket: dst, credentialsSecretRef: {{name: aws-creds}}}}}}\n"
+        ))
+        .unwrap()
+    }
+
+    /// The mount of a database volume in the planner or the agents.
+    fn database_mount(job: &Job) -> (Volume, VolumeMount) {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(
+            ferry_k8s::pss::restricted_violations(pod),
+            Vec::<String>::new()
+        );
+        let v = pod.volumes.as_ref().unwrap();
+        let m = pod.containers[0].volume_mounts.as_ref().unwrap();
+        (
+            v.iter()
+                .find(|v| v.name == "database-data")
+                .unwrap()
+                .clone(),
+            m.iter()
+                .find(|m| m.name == "database-data")
+                .unwrap()
+                .clone(),
+        )
+    }
+
+    /// A SQLite file on a claim: mounted at the volume's mountPath (default /data, so that
+    /// `sqlite:///data/app.db` names it) in the planner and the agents, read-only unless
+    /// writeBack writes it, the pods still restricted; with writeBack, one shard only.
+    #[test]
+    fn a_sqlite_volume_is_mounted_read_only_unless_written_back() {
+        let m = sqlite_job("{claimName: app-data}", "");
+        assert!(ferry_api::validate(&m.spec).is_ok());
+        assert!(volume_refusals(&m).is_empty());
+        for job in [
+            planner_job(&m, &pods(), "d1"),
+            agent_job(&m, &plan_of(&m), "d2", &pods(), false),
+        ] {
+            let (v, mount) = database_mount(&job);
+            let pvc = v.persistent_volume_claim.unwrap();
+            assert_eq!(
+                (pvc.claim_name.as_str(), pvc.read_only),
+                ("app-data", Some(true))
+            );
+            assert_eq!(mount.mount_path, "/data");
+            assert_eq!((mount.sub_path, mount.read_only), (None, Some(true)));
+        }
+
+        let w = sqlite_job(
+            "{claimName: app-data, mountPath: /srv/db/, subPath: tenants/a}",
+            ", writeBack: {column: url, value: '/{key}'}",
+        );
+        assert!(ferry_api::validate(&w.spec).is_ok());
+        assert!(volume_refusals(&w).is_empty());
+        let (v, mount) = database_mount(&agent_job(&w, &plan_of(&w), "d", &pods(), false));
+        assert_eq!(v.persistent_volume_claim.unwrap().read_only, Some(false));
+        assert_eq!(mount.mount_path, "/srv/db");
+        assert_eq!(mount.sub_path.as_deref(), Some("tenants/a"));
+        assert_eq!(mount.read_only, Some(false));
+
+        // Several shards writing one SQLite file over a network filesystem: refused.
+        let mut many = w.clone();
+        many.spec.parallelism.shards = 4;
+        let refused = volume_refusals(&many);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].starts_with("spec.parallelism.shards:"),
+            "{refused:?}"
+        );
+        // Reading only, several shards are fine.
+        let mut readers = m.clone();
+        readers.spec.parallelism.shards = 4;
+        assert!(volume_refusals(&readers).is_empty());
+        // No volume, no mount (PostgreSQL).
+        let mut pg = m;
+        pg.spec.source.database.as_mut().unwrap().volume = None;
+        let pod = planner_job(&pg, &pods(), "d")
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert!(pod
+            .volumes
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "database-data"));
+    }
+
+    /// Mount paths over system or Ferry directories, escaping subPaths, and a read-only
+    /// volume with writeBack are refused with their field.
+    #[test]
+    fn bad_sqlite_volumes_are_refused_with_their_field() {
+        for (volume, extra, field) in [
+            ("{claimName: d, mountPath: /}", "", "mountPath"),
+            ("{claimName: d, mountPath: data}", "", "mountPath"),
+            ("{claimName: d, mountPath: /etc/app}", "", "mountPath"),
+            (
+                "{claimName: d, mountPath: /var/run/secrets}",
+                "",
+                "mountPath",
+            ),
+            ("{claimName: d, mountPath: /tmp}", "", "mountPath"),
+            (
+                "{claimName: d, mountPath: /mnt/ferry/source}",
+                "",
+                "mountPath",
+            ),
+            ("{claimName: d, mountPath: /data/../etc}", "", "mountPath"),
+            ("{claimName: d, subPath: ../other}", "", "subPath"),
+            ("{claimName: d, subPath: /abs}", "", "subPath"),
+            ("{claimName: Not_A_Claim}", "", "claimName"),
+            (
+                "{claimName: d, readOnly: true}",
+                ", writeBack: {column: url, value: '/{key}'}",
+                "readOnly",
+            ),
+        ] {
+            let m = sqlite_job(volume, extra);
+            let errors = ferry_api::validate(&m.spec).expect_err(volume);
+            let text = format!("{errors:?}");
+            assert!(
+                text.contains(&format!("spec.source.database.volume.{field}")),
+                "{volume}: {text}"
+            );
         }
     }
 
