@@ -74,6 +74,9 @@ where
 enum Command {
     /// Run MigrationJobs in this process, without a cluster.
     Run(run_cmd::RunArgs),
+    /// Take back what `ferry run` of MigrationJobs wrote: delete each object it wrote that is
+    /// still what it wrote, put back what it replaced (from `backupReplaced` backups).
+    Rollback(run_cmd::rollback::RollbackArgs),
     /// Print the CustomResourceDefinitions as YAML (or write one file per CRD into a folder).
     Crd {
         /// Write `<plural>.ferry.dev.yaml` files into this folder instead of printing.
@@ -149,6 +152,13 @@ fn main() {
                 .build()
                 .expect("a tokio runtime");
             rt.block_on(run_cmd::run(args))
+        }
+        Command::Rollback(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(run_cmd::rollback::rollback(args))
         }
     };
     std::process::exit(code);

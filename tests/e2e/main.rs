@@ -36,6 +36,7 @@ mod operator_cluster;
 mod overwrite;
 mod progress;
 mod resume;
+mod rollback;
 mod sizes;
 mod support_selftest;
 mod sync_local;

@@ -1283,7 +1283,7 @@ async fn a_destination_bucket_deleted_mid_run_fails_the_job_not_stuck() {
         &src,
         &proxy.endpoint(),
         &dst,
-        json!({"requestsPerSecond": 20}),
+        json!({"requestsPerSecond": 8}),
     );
     c.apply(job).await.unwrap();
     c.wait_for(name, "some progress", Duration::from_secs(90), |mj| {

@@ -328,6 +328,21 @@ impl Workdir {
         spawn_ferry(&[&file], &self.state_dir(), extra)
     }
 
+    /// Write the job and run `ferry rollback -f JOB --state-dir STATE --output json
+    /// [extra...]` to its end: what the runs of [`Workdir::run`] wrote is taken back.
+    pub async fn rollback(&self, job: &Job, extra: &[&str]) -> Run {
+        let file = job.write(self.path());
+        let started = Instant::now();
+        let child = ferry_subcommand("rollback", &[&file], &self.state_dir(), extra)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", ferry_bin().display()));
+        let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
+            .await
+            .expect("ferry rollback did not finish within 240 s")
+            .expect("wait for ferry rollback");
+        Run::from_output(out, started.elapsed())
+    }
+
     /// Read `shard-<i>.json` from the state directory, if it exists and parses.
     pub fn shard_state(&self, shard: u32) -> Option<Value> {
         let p = self.state_dir().join(format!("shard-{shard}.json"));
@@ -337,8 +352,19 @@ impl Workdir {
 }
 
 fn ferry_command(files: &[&Path], state_dir: &Path, extra: &[&str]) -> tokio::process::Command {
+    ferry_subcommand("run", files, state_dir, extra)
+}
+
+/// `ferry <sub> -f FILES --state-dir STATE --output json [extra...]`, with no cloud
+/// credentials from the environment.
+fn ferry_subcommand(
+    sub: &str,
+    files: &[&Path],
+    state_dir: &Path,
+    extra: &[&str],
+) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(ferry_bin());
-    cmd.arg("run");
+    cmd.arg(sub);
     for f in files {
         cmd.arg("-f").arg(f);
     }

@@ -37,6 +37,7 @@ pub(crate) const IMMUTABLE_FIELDS: &[&str] = &[
     "pricing",
     "mode",
     "inventory",
+    "backupReplaced",
 ];
 
 /// The rules of a MigrationJob's own fields (not a BucketSync's).
@@ -76,6 +77,10 @@ pub(crate) const TRANSFER_RULES: &[(&str, &str)] = &[
     (
         "!has(self.deletes) || !has(self.deletes.policy) || self.deletes.policy != 'Propagate' || !has(self.filters) || (!has(self.filters.modifiedAfter) && !has(self.filters.modifiedBefore))",
         "deletes.policy Propagate cannot be combined with filters.modifiedAfter or modifiedBefore: a time window makes every key outside it look deleted",
+    ),
+    (
+        "!has(self.backupReplaced) || !self.backupReplaced || has(self.destination.s3)",
+        "backupReplaced needs an S3 destination (backups are copies inside its bucket)",
     ),
     (
         "!has(self.deletes) || !has(self.deletes.backupPrefix) || has(self.destination.s3)",

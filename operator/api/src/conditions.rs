@@ -107,6 +107,9 @@ pub enum Reason {
     /// A shard's credentials stopped working mid-run (a token expired, a key rotated away):
     /// it stopped at its checkpoint and goes on when run again with the Secret's values.
     CredentialsExpired,
+    RollingBack,
+    RolledBack,
+    PartiallyRolledBack,
 }
 
 impl Reason {
@@ -151,6 +154,9 @@ impl Reason {
             Reason::PodsNotRunning => "PodsNotRunning",
             Reason::StateNotSaved => "StateNotSaved",
             Reason::CredentialsExpired => "CredentialsExpired",
+            Reason::RollingBack => "RollingBack",
+            Reason::RolledBack => "RolledBack",
+            Reason::PartiallyRolledBack => "PartiallyRolledBack",
         }
     }
 
@@ -164,6 +170,9 @@ impl Reason {
             Phase::PartiallyCompleted => Reason::PartiallyCompleted,
             Phase::Failed => Reason::Failed,
             Phase::Cancelled => Reason::Cancelled,
+            Phase::RollingBack => Reason::RollingBack,
+            Phase::RolledBack => Reason::RolledBack,
+            Phase::PartiallyRolledBack => Reason::PartiallyRolledBack,
         }
     }
 }

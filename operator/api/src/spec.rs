@@ -139,6 +139,14 @@ pub struct TransferSpec {
     /// the guard on how many. Default: `Keep` (never delete).
     #[serde(default, skip_serializing_if = "Deletes::is_default")]
     pub deletes: Deletes,
+    /// S3 destinations only: before an existing destination object is overwritten (or, with
+    /// delete propagation, deleted), copy it inside the bucket to
+    /// `.ferry/backups/<namespace>/<name>/<uid>/<key>`, so that a rollback
+    /// (`ferry.dev/rollback`, `ferry rollback`) can put it back. Costs one CopyObject per
+    /// replaced object and the storage of the copies. Without it a rollback reports replaced
+    /// objects as `NotRestorable` and keeps them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backup_replaced: bool,
 }
 
 /// Delete propagation: what happens to destination keys that the source does not hold.

@@ -28,21 +28,34 @@ pub enum Phase {
     Failed,
     /// Ended by `cancel: true`.
     Cancelled,
+    /// Taking back what the job wrote (`ferry.dev/rollback`, `ferry rollback`).
+    RollingBack,
+    /// Every object the job wrote is gone again, and every object it replaced or deleted is
+    /// back (from its backup).
+    RolledBack,
+    /// Rolled back but for some keys (changed since the copy, or not restorable without a
+    /// backup); see the rollback's report.
+    PartiallyRolledBack,
 }
 
 impl Phase {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Phase::Completed | Phase::PartiallyCompleted | Phase::Failed | Phase::Cancelled
+            Phase::Completed
+                | Phase::PartiallyCompleted
+                | Phase::Failed
+                | Phase::Cancelled
+                | Phase::RolledBack
+                | Phase::PartiallyRolledBack
         )
     }
 
     /// The exit code of `ferry run` for a job that ended in this phase.
     pub fn exit_code(self) -> i32 {
         match self {
-            Phase::Completed => 0,
-            Phase::PartiallyCompleted => 2,
+            Phase::Completed | Phase::RolledBack => 0,
+            Phase::PartiallyCompleted | Phase::PartiallyRolledBack => 2,
             Phase::Paused => 130,
             _ => 1,
         }

@@ -224,6 +224,7 @@ pub fn resolve(spec: &TransferSpec, dry_run: bool, cancel: bool) -> Transfer {
             .expect("checked"),
             backup_prefix: spec.deletes.backup_prefix.clone(),
         }),
+        backup_replaced: spec.backup_replaced,
         mode: ferry_core::Mode::Copy,
         inventory: None,
     }
@@ -436,6 +437,12 @@ fn check_memory(spec: &TransferSpec, errors: &mut Vec<SpecError>) {
 }
 
 fn check_deletes(spec: &TransferSpec, errors: &mut Vec<SpecError>) {
+    if spec.backup_replaced && spec.destination.s3.is_none() {
+        errors.push(err(
+            "spec.backupReplaced",
+            "needs an S3 destination (backups are copies inside its bucket)",
+        ));
+    }
     let d = &spec.deletes;
     if !d.propagate() {
         if d.max_deletes.is_some() || d.backup_prefix.is_some() {

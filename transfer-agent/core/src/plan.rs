@@ -87,6 +87,11 @@ pub struct Transfer {
     /// stage, and only when the guard allows). None keeps every destination key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletes: Option<DeleteSettings>,
+    /// Before an existing destination object is overwritten, it is copied (inside the
+    /// service) under the job's backup folder ([`JobPlan::backup_prefix`]), so a rollback can
+    /// put it back. S3 destinations only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backup_replaced: bool,
     /// Copy, or check the two sides against each other (writing only the report).
     #[serde(default, skip_serializing_if = "Mode::is_copy")]
     pub mode: Mode,
@@ -115,6 +120,8 @@ pub enum Stage {
     #[default]
     Copy,
     Delete,
+    /// Undoes what the job's copy and delete stages wrote, from their manifests.
+    Rollback,
 }
 
 impl Stage {
@@ -209,6 +216,41 @@ impl JobPlan {
             && self.retry_failed_from.is_none()
     }
 
+    /// The rollback of this job: the same shards, over the manifests of every attempt up to
+    /// this plan's, with a report folder of its own (`<report folder>rollback/`).
+    pub fn rollback(&self) -> JobPlan {
+        JobPlan {
+            stage: Stage::Rollback,
+            report_prefix: format!("{}rollback/", self.job_report_prefix()),
+            retry_failed_from: None,
+            only_keys: None,
+            ..self.clone()
+        }
+    }
+
+    /// The job's report folder (of its first attempt).
+    pub fn job_report_prefix(&self) -> String {
+        report_prefix(&self.namespace, &self.name, &self.uid)
+    }
+
+    /// The report folders of the job's attempts up to this plan's (first attempt, then its
+    /// retries): where a rollback finds what the job wrote.
+    pub fn attempt_report_prefixes(&self) -> Vec<String> {
+        let base = self.job_report_prefix();
+        let mut out = vec![base.clone()];
+        out.extend((1..=self.attempt).map(|n| format!("{base}retry-{n}/")));
+        out
+    }
+
+    /// Where the destination objects the job replaced are kept (`backupReplaced`), in the
+    /// destination's bucket: `.ferry/backups/<namespace>/<name>/<uid>/` then the full key.
+    pub fn backup_prefix(&self) -> String {
+        format!(
+            "{BACKUPS_ROOT}{}/{}/{}/",
+            self.namespace, self.name, self.uid
+        )
+    }
+
     /// The report folder of shard `index`.
     pub fn shard_report_folder(&self, index: u32) -> String {
         shard_folder(&self.report_prefix, index)
@@ -250,6 +292,8 @@ pub fn report_prefix(namespace: &str, name: &str, uid: &str) -> String {
 /// The top folder Ferry writes its reports under; it is left out of every listing.
 pub const FERRY_DIR: &str = ".ferry/";
 const REPORTS_ROOT: &str = ".ferry/reports/";
+/// Where the objects jobs replaced are kept (`backupReplaced`), in the destination bucket.
+const BACKUPS_ROOT: &str = ".ferry/backups/";
 
 /// `maxFailures`: a count or a percentage of the selected objects.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
@@ -348,6 +392,7 @@ mod tests {
                 dry_run: false,
                 cancel: false,
                 deletes: None,
+                backup_replaced: false,
                 mode: Mode::Copy,
                 inventory: None,
             },

@@ -37,6 +37,13 @@ pub enum FailureClass {
     /// for its encoding, is empty, or whose bytes contradict its declared content type. Never
     /// uploaded.
     InvalidData,
+    /// Rollback: the object at the destination is no longer what the job wrote (written to
+    /// since): kept.
+    ChangedSinceCopy,
+    /// Rollback: the job overwrote (or deleted) an object and kept no backup of it
+    /// (`backupReplaced` was off): the object the job wrote is kept, the old one cannot
+    /// come back.
+    NotRestorable,
 }
 
 impl FailureClass {
@@ -56,6 +63,8 @@ impl FailureClass {
             FailureClass::Internal => "Internal",
             FailureClass::DuplicateKey => "DuplicateKey",
             FailureClass::InvalidData => "InvalidData",
+            FailureClass::ChangedSinceCopy => "ChangedSinceCopy",
+            FailureClass::NotRestorable => "NotRestorable",
         }
     }
 }
@@ -146,6 +155,19 @@ counters! {
         /// Candidates whose delete (or backup) failed.
         #[serde(default, skip_serializing_if = "is_zero")]
         pub objects_delete_failed: u64,
+        /// Rollback: objects the job wrote, deleted again (they were still what it wrote).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_rolled_back: u64,
+        /// Rollback: objects the job replaced or deleted, put back from their backups.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_restored: u64,
+        /// Rollback: objects the job wrote that were already gone (nothing to undo).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_rollback_gone: u64,
+        /// Rollback: objects not undone (changed since the copy, not restorable, or an
+        /// error; by class in the failures and the rollback's failure report).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub objects_rollback_kept: u64,
         /// Check mode: selected source objects the destination holds with the same content
         /// (as far as the check can tell: size, ETag, or the bytes with `verify: ReRead`).
         #[serde(default, skip_serializing_if = "is_zero")]
@@ -177,6 +199,10 @@ impl Counters {
             + self.objects_vanished
             + self.objects_failed
             + self.objects_would_copy
+            + self.objects_rolled_back
+            + self.objects_restored
+            + self.objects_rollback_gone
+            + self.objects_rollback_kept
             + self.objects_checked()
     }
 

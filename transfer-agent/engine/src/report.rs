@@ -64,6 +64,7 @@ pub struct DeleteLine {
 pub enum Segments {
     Copy,
     Delete,
+    Rollback,
 }
 
 impl Segments {
@@ -71,6 +72,8 @@ impl Segments {
         match self {
             Segments::Copy => ["failures", "manifest", "deletes"],
             Segments::Delete => ["delete-failures", "manifest-deletes", "unused"],
+            // Not `manifest-…`: a rollback's own lines are never taken for what the job wrote.
+            Segments::Rollback => ["rollback-kept", "rolled-back", "unused"],
         }
     }
 }
@@ -209,6 +212,13 @@ pub async fn read_inventory(
 /// Reads every failure line of a shard's report folder (for retries of failed objects).
 pub async fn read_failures(dir: &dyn Source) -> Result<Vec<FailureLine>, TransferError> {
     read_lines(dir, "failures-", false).await
+}
+
+/// Reads every manifest line of a shard's report folder: the keys the copy stage wrote and
+/// those the delete stage deleted (`manifest-deletes-…`), segment after segment. A line that
+/// cannot be read is an error: a rollback must not act on part of what the job wrote.
+pub async fn read_manifest(dir: &dyn Source) -> Result<Vec<ManifestLine>, TransferError> {
+    read_lines(dir, "manifest-", true).await
 }
 
 /// Reads the delete candidates of a shard's report folder, in key order (the copy stage wrote

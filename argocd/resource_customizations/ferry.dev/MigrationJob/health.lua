@@ -47,6 +47,13 @@ elseif phase == "Failed" then
 elseif phase == "Cancelled" then
   hs.status = "Degraded"
   hs.message = "Cancelled (spec.cancel) at " .. (p.summary or "0/0") .. " objects"
+elseif phase == "RolledBack" then
+  hs.status = "Healthy"
+  hs.message = "Rolled back: what the job wrote is taken back"
+elseif phase == "PartiallyRolledBack" then
+  hs.status = "Degraded"
+  hs.message = "Rolled back but for some keys (changed since the copy, or not restorable); " ..
+    "see the rollback's report"
 elseif phase == "Paused" or obj.spec.suspend == true then
   hs.status = "Suspended"
   hs.message = "Paused at " .. (p.summary or "0/0") .. " objects; resumes when spec.suspend is false"

@@ -604,6 +604,7 @@ fn shard(
             dry_run: false,
             cancel: false,
             deletes: None,
+            backup_replaced: false,
             mode: Default::default(),
             inventory: None,
         },

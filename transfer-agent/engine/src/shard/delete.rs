@@ -42,7 +42,14 @@ pub async fn run(run: &ShardRun, mut rec: Recorder, candidates: Vec<DeleteLine>)
         .transfer
         .deletes
         .as_ref()
-        .and_then(|d| d.backup_prefix.clone());
+        .and_then(|d| d.backup_prefix.clone())
+        // `backupReplaced` keeps what the job deletes too, for a rollback to put back.
+        .or_else(|| {
+            run.plan
+                .transfer
+                .backup_replaced
+                .then(|| run.plan.backup_prefix())
+        });
     let in_flight = (run.plan.transfer.concurrency as usize).clamp(1, DELETES_IN_FLIGHT);
     let mut fates = futures::stream::iter(todo)
         .map(|(rel, line)| {

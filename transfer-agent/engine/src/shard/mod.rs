@@ -7,6 +7,7 @@
 //! - [`record`]: outcomes into the live record, the checkpoint and the report;
 //! - [`pump`]: the loop that moves work from the listing to copies and records what ends;
 //! - [`delete`]: the delete stage, over the candidates the copy stage recorded;
+//! - [`rollback`]: the rollback stage, over what the job's stages wrote;
 //! - [`check`]: the reads of Check mode (`verify: ReRead`) and of an inventory's SHA-256s.
 
 pub mod census;
@@ -15,6 +16,7 @@ pub mod delete;
 pub mod merge;
 pub mod pump;
 pub mod record;
+pub mod rollback;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,8 +91,10 @@ impl ShardRun {
             self.save(&record).await;
             return record;
         }
-        if self.plan.stage == Stage::Delete {
-            return self.run_deletes(record).await;
+        match self.plan.stage {
+            Stage::Delete => return self.run_deletes(record).await,
+            Stage::Rollback => return self.run_rollback(record).await,
+            Stage::Copy => {}
         }
         record.transport = Some(if self.server.is_some() {
             Transport::ServerSide
@@ -184,6 +188,20 @@ impl ShardRun {
         };
         let rec = self.recorder(record, Segments::Delete);
         delete::run(self, rec, candidates).await
+    }
+
+    /// The rollback stage: what the job wrote, taken back where it is still what it wrote.
+    async fn run_rollback(&self, record: ShardProgress) -> ShardProgress {
+        let record = resumed(record);
+        let lines = match rollback::written(self).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read what the job wrote; undoing nothing");
+                return self.failed_at_start(record, &e).await;
+            }
+        };
+        let rec = self.recorder(record, Segments::Rollback);
+        rollback::run(self, rec, lines).await
     }
 
     /// Loads the shard's record, cleans up what an earlier run left (multipart uploads), and

@@ -295,8 +295,19 @@ impl<'a> Pump<'a> {
             Work::Copy { info, replaced } => {
                 let seq = self.rec.register(&info);
                 let copier = self.copier.clone();
+                let keep = (replaced && self.run.plan.transfer.backup_replaced)
+                    .then(|| (self.run.dst.clone(), self.run.plan.backup_prefix()));
                 self.inflight.push(tokio::spawn(async move {
-                    let result = copier.copy(&info).await;
+                    let kept = match keep {
+                        Some((dst, root)) => {
+                            super::rollback::keep_replaced(dst.as_ref(), &root, &info.key).await
+                        }
+                        None => Ok(()),
+                    };
+                    let result = match kept {
+                        Ok(()) => copier.copy(&info).await,
+                        Err(e) => Err(e),
+                    };
                     Ended::Copy(Done {
                         seq,
                         info,

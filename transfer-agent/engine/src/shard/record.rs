@@ -40,6 +40,15 @@ pub enum Outcome {
     Kept,
     /// A candidate whose delete failed; `line` goes to the delete stage's failure report.
     DeleteFailed(FailureLine),
+    /// Rollback: an object the job wrote, deleted; `line` (the job's) goes to the rollback's
+    /// manifest.
+    RolledBack(ManifestLine),
+    /// Rollback: an object the job replaced or deleted, put back from its backup.
+    Restored(ManifestLine),
+    /// Rollback: nothing to undo (already gone, or already restored).
+    RollbackGone,
+    /// Rollback: not undone; `line` says why (its class) in the rollback's report.
+    RollbackKept(FailureLine),
     /// Check mode: the destination holds the same object.
     Identical,
     /// Check mode: a key that is not identical on both sides (an extra destination key
@@ -68,6 +77,10 @@ impl Outcome {
             Outcome::Deleted(_) => (c.objects_deleted, c.bytes_deleted) = (1, size),
             Outcome::Kept => c.objects_delete_kept = 1,
             Outcome::DeleteFailed(_) => c.objects_delete_failed = 1,
+            Outcome::RolledBack(_) => c.objects_rolled_back = 1,
+            Outcome::Restored(_) => c.objects_restored = 1,
+            Outcome::RollbackGone => c.objects_rollback_gone = 1,
+            Outcome::RollbackKept(_) => c.objects_rollback_kept = 1,
             Outcome::Identical => (c.objects_identical, c.bytes_checked) = (1, size),
             Outcome::Differs(line) => match line.difference {
                 Difference::Missing => (c.objects_missing, c.bytes_checked) = (1, size),
@@ -221,6 +234,11 @@ impl Recorder {
             }
             Outcome::Deleted(line) => written = Some(line),
             Outcome::DeleteFailed(line) => failure = Some(line),
+            Outcome::RolledBack(line) | Outcome::Restored(line) => written = Some(line),
+            Outcome::RollbackKept(line) => {
+                *self.record.failures_by_class.entry(line.class).or_insert(0) += 1;
+                failure = Some(line);
+            }
             Outcome::Candidate(line) => candidate = Some(line),
             Outcome::Differs(line) => check = Some(line),
             _ => {}

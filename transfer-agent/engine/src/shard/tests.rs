@@ -67,6 +67,7 @@ fn plan(concurrency: u32) -> JobPlan {
             dry_run: false,
             cancel: false,
             deletes: None,
+            backup_replaced: false,
             mode: Default::default(),
             inventory: None,
         },

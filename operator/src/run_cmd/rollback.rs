@@ -1,0 +1,325 @@
+//! `ferry rollback`: takes back what a MigrationJob run by `ferry run` wrote, from its
+//! manifests (the engine's rollback stage, [`ferry_engine::shard::rollback`]), shard by shard,
+//! resumable: progress records `rollback-shard-<i>.json` beside the run's own under the state
+//! directory. Ends `RolledBack` (exit 0), `PartiallyRolledBack` (exit 2: some keys kept, said
+//! by class and in the rollback's report), `Paused` (Ctrl-C, exit 130: run it again to go on)
+//! or `Failed` (exit 1).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_api::{validate, Phase, ShardProgress, ShardState};
+use ferry_core::{Counters, FailureClass, JobPlan};
+use ferry_engine::checkpoint::FileProgressStore;
+use ferry_engine::{run_shard, ShardInputs};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::executor::Local;
+use super::{received, resolve_paths, Output};
+use crate::credentials::job_credentials;
+use crate::manifests::{self, LoadedJob, Manifests, DEFAULT_NAMESPACE};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RollbackArgs {
+    /// YAML files or directories with the MigrationJobs to roll back and the Secrets they
+    /// reference (the same files `ferry run` was given).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Where `ferry run` kept the job's state (default: ./.ferry/<namespace>/<name>/).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// `json` prints the outcome as JSON on standard output.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Seconds between checkpoints.
+    #[arg(long, default_value_t = 2.0)]
+    pub checkpoint_interval: f64,
+}
+
+/// What a rollback did, for people and for `--output json`.
+#[derive(Serialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackOutcome {
+    pub phase: Option<Phase>,
+    /// Why it did not run or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Objects deleted again (still what the job wrote).
+    pub rolled_back: u64,
+    /// Objects put back from their backups.
+    pub restored: u64,
+    /// Keys with nothing left to undo (already gone or already restored).
+    pub already_undone: u64,
+    /// Keys not undone, by class (`ChangedSinceCopy`, `NotRestorable`, errors).
+    pub kept: u64,
+    pub kept_by_class: BTreeMap<FailureClass, u64>,
+    /// The rollback's report folder (kept keys with the reason, undone keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+}
+
+impl RollbackOutcome {
+    fn refused(message: String) -> Self {
+        RollbackOutcome {
+            phase: Some(Phase::Failed),
+            message: Some(message),
+            ..Default::default()
+        }
+    }
+
+    fn exit_code(&self) -> i32 {
+        self.phase.map(Phase::exit_code).unwrap_or(1)
+    }
+}
+
+/// Rolls back every MigrationJob given and returns the worst exit code.
+pub async fn rollback(args: RollbackArgs) -> i32 {
+    let loaded = match manifests::load(&args.files) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if loaded.jobs.is_empty() {
+        eprintln!(
+            "error: no MigrationJob (apiVersion ferry.dev/v1alpha1) found in the given files"
+        );
+        return 1;
+    }
+    let mut worst = 0;
+    for job in &loaded.jobs {
+        let outcome = rollback_job(job, &loaded, &args).await;
+        if let Some(m) = &outcome.message {
+            eprintln!("error: {m}");
+        }
+        if args.output == Output::Json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&outcome).expect("serializes")
+            );
+        }
+        let code = outcome.exit_code();
+        worst = super::severity_max(worst, code);
+        if code == 130 {
+            break;
+        }
+    }
+    worst
+}
+
+async fn rollback_job(loaded: &LoadedJob, all: &Manifests, args: &RollbackArgs) -> RollbackOutcome {
+    let mut job = loaded.job.clone();
+    let namespace = job
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let Some(name) = job.metadata.name.clone() else {
+        return RollbackOutcome::refused(format!(
+            "{}: the MigrationJob has no metadata.name",
+            loaded.file.display()
+        ));
+    };
+    resolve_paths(&mut job.spec, &loaded.dir);
+    let v = match validate(&job.spec) {
+        Ok(v) => v,
+        Err(errors) => {
+            let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return RollbackOutcome::refused(format!(
+                "{namespace}/{name}: the spec is not valid: {}",
+                all.join("; ")
+            ));
+        }
+    };
+    let lookup = |n: &str| all.secrets.get(&(namespace.clone(), n.to_string()));
+    let credentials = match job_credentials(&job.spec, &namespace, &lookup) {
+        Ok(c) => c,
+        Err(e) => return RollbackOutcome::refused(format!("{namespace}/{name}: {e}")),
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".ferry").join(&namespace).join(&name));
+    let uid = job.metadata.uid.clone().unwrap_or_else(|| "local".into());
+    let local = Local::new(
+        namespace.clone(),
+        name.clone(),
+        uid,
+        state_dir.clone(),
+        Duration::ZERO,
+        Err(String::new()),
+    );
+    let Some(plan) = local.stored_plan(&v) else {
+        return RollbackOutcome::refused(format!(
+            "{namespace}/{name}: nothing to roll back: no run of this spec under {}",
+            state_dir.display()
+        ));
+    };
+    if let Some(why) = refusal(&plan) {
+        return RollbackOutcome::refused(format!("{namespace}/{name}: {why}"));
+    }
+    let plan = Arc::new(plan.rollback());
+    eprintln!(
+        "{namespace}/{name}: rolling back what the job wrote to {}",
+        v.transfer.destination.describe()
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    for i in 0..plan.shards.len() {
+        let store = FileProgressStore {
+            path: state_dir.join(format!("rollback-shard-{i}.json")),
+        };
+        let (live, _) = watch::channel(ShardProgress::default());
+        handles.push(tokio::spawn(run_shard(ShardInputs {
+            plan: plan.clone(),
+            index: i,
+            credentials: credentials.clone(),
+            progress: Arc::new(store),
+            live,
+            stop: stop_rx.clone(),
+            checkpoint_every: Duration::from_secs_f64(args.checkpoint_interval.max(0.1)),
+            limits: None,
+        })));
+    }
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigint = signal(SignalKind::interrupt()).ok();
+    let mut sigterm = signal(SignalKind::terminate()).ok();
+    let all_done = futures::future::join_all(handles);
+    tokio::pin!(all_done);
+    let results = loop {
+        tokio::select! {
+            r = &mut all_done => break r,
+            _ = received(&mut sigint) => {
+                eprintln!("\nstopping: saving the rollback's checkpoint...");
+                let _ = stop_tx.send(true);
+            }
+            _ = received(&mut sigterm) => { let _ = stop_tx.send(true); }
+        }
+    };
+    let mut records = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(Ok(p)) => records.push(p),
+            Ok(Err(e)) => return RollbackOutcome::refused(format!("shard {i}: {e}")),
+            Err(e) => return RollbackOutcome::refused(format!("shard {i} crashed: {e}")),
+        }
+    }
+    let mut outcome = outcome_of(&records);
+    outcome.report = Some(plan.report_location());
+    summary(&outcome);
+    outcome
+}
+
+/// Why a run's plan cannot be rolled back, if it cannot.
+fn refusal(plan: &JobPlan) -> Option<String> {
+    if plan.transfer.dry_run {
+        return Some("a dry run writes nothing: there is nothing to roll back".into());
+    }
+    if plan.transfer.mode == ferry_core::Mode::Check {
+        return Some("a Check writes nothing but its report: there is nothing to roll back".into());
+    }
+    if plan.stage == ferry_core::Stage::Rollback {
+        return Some("the stored plan is a rollback's".into());
+    }
+    None
+}
+
+/// The outcome of the shards' final records (pure).
+pub fn outcome_of(records: &[ShardProgress]) -> RollbackOutcome {
+    let mut c = Counters::default();
+    let mut by_class = BTreeMap::new();
+    for r in records {
+        c.add(&r.counters);
+        for (class, n) in &r.failures_by_class {
+            *by_class.entry(*class).or_insert(0) += n;
+        }
+    }
+    let fatal = records.iter().find_map(|r| r.fatal.as_ref());
+    let phase = if let Some(f) = fatal {
+        return RollbackOutcome {
+            phase: Some(Phase::Failed),
+            message: Some(format!("the rollback stopped: {}", f.message)),
+            ..counted(&c, by_class)
+        };
+    } else if records.iter().any(|r| r.state != ShardState::Completed) {
+        Phase::Paused
+    } else if c.objects_rollback_kept > 0 {
+        Phase::PartiallyRolledBack
+    } else {
+        Phase::RolledBack
+    };
+    RollbackOutcome {
+        phase: Some(phase),
+        ..counted(&c, by_class)
+    }
+}
+
+fn counted(c: &Counters, kept_by_class: BTreeMap<FailureClass, u64>) -> RollbackOutcome {
+    RollbackOutcome {
+        rolled_back: c.objects_rolled_back,
+        restored: c.objects_restored,
+        already_undone: c.objects_rollback_gone,
+        kept: c.objects_rollback_kept,
+        kept_by_class,
+        ..Default::default()
+    }
+}
+
+fn summary(o: &RollbackOutcome) {
+    let phase = o.phase.map_or("unknown".to_string(), |p| format!("{p:?}"));
+    eprintln!("{phase}");
+    eprintln!("  deleted (as the job wrote them)   {}", o.rolled_back);
+    eprintln!("  restored from backups             {}", o.restored);
+    eprintln!("  nothing left to undo              {}", o.already_undone);
+    eprintln!("  kept                              {}", o.kept);
+    for (class, n) in &o.kept_by_class {
+        eprintln!("    {:<31} {n}", class.as_str());
+    }
+    if let Some(r) = &o.report {
+        eprintln!("  report                            {r}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: ShardState, rolled: u64, kept: u64) -> ShardProgress {
+        let mut r = ShardProgress {
+            state,
+            ..Default::default()
+        };
+        r.counters.objects_rolled_back = rolled;
+        r.counters.objects_rollback_kept = kept;
+        if kept > 0 {
+            r.failures_by_class
+                .insert(FailureClass::ChangedSinceCopy, kept);
+        }
+        r
+    }
+
+    #[test]
+    fn the_phase_says_whether_anything_was_kept_or_left() {
+        let done = outcome_of(&[
+            record(ShardState::Completed, 3, 0),
+            record(ShardState::Completed, 2, 0),
+        ]);
+        assert_eq!((done.phase, done.rolled_back), (Some(Phase::RolledBack), 5));
+        let partial = outcome_of(&[
+            record(ShardState::Completed, 3, 1),
+            record(ShardState::Completed, 2, 0),
+        ]);
+        assert_eq!(partial.phase, Some(Phase::PartiallyRolledBack));
+        assert_eq!(partial.kept_by_class[&FailureClass::ChangedSinceCopy], 1);
+        let stopped = outcome_of(&[
+            record(ShardState::Paused, 1, 0),
+            record(ShardState::Completed, 2, 0),
+        ]);
+        assert_eq!(stopped.phase, Some(Phase::Paused));
+        assert_eq!(stopped.exit_code(), 130);
+    }
+}
