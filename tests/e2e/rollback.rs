@@ -165,3 +165,71 @@ async fn a_dry_run_has_nothing_to_roll_back() {
         run.describe()
     );
 }
+
+/// A rollback killed part-way (SIGKILL) goes on from its checkpoint: the second run deletes
+/// the rest, and the job's keys are all gone, the foreign object kept. The rollback runs at 20
+/// requests per second and 2 keys at a time (runtime knobs taken from the spec as it is now)
+/// so it can be killed.
+#[tokio::test]
+async fn a_killed_rollback_resumes_from_its_checkpoint() {
+    let many: Tree = (0..120)
+        .map(|i| (format!("k/{i:04}"), bytes(i as u64, 100)))
+        .collect();
+    let sc = Scenario::one_server("rollback_kill")
+        .source_tree(&many)
+        .destination_tree(&tree([("foreign", bytes(60, 10))]))
+        .build()
+        .await;
+    sc.run().await.assert_exit(0).assert_phase("Completed");
+    let slow = sc
+        .job
+        .clone()
+        .with("requestsPerSecond", json!(20))
+        .with("parallelism", json!({"concurrency": 2}));
+    let file = slow.write(sc.wd.path());
+    let mut child = ferry_tests::ferry::spawn_ferry_sub(
+        "rollback",
+        &[&file],
+        &sc.wd.state_dir(),
+        &["--checkpoint-interval", "0.3"],
+    );
+    // Killed once a good part (not all) of the keys is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sc.dst_s3().list(sc.dst_bucket()).await.len() > 80 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollback made no progress"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the rollback ended before the kill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let left = sc.dst_s3().contents(sc.dst_bucket()).await.len();
+    assert!(
+        left > 1 && left < 121,
+        "killed part-way: {left} objects left"
+    );
+    let run = sc.wd.rollback(&sc.job, &[]).await;
+    run.assert_exit(0);
+    let o = outcome(&run);
+    eprintln!("FIGURE rollback_killed left_at_kill={left} resumed={o}");
+    assert_eq!(o["phase"], "RolledBack", "{o}");
+    assert_eq!(
+        count(&o, "rolledBack") + count(&o, "alreadyUndone"),
+        120,
+        "every key once: {o}"
+    );
+    assert!(
+        count(&o, "alreadyUndone") < 120 - (left as u64 - 1),
+        "the resumed run went on from the checkpoint, not from the start: {o}"
+    );
+    sc.assert_destination_eq(
+        &tree([("foreign", bytes(60, 10))]),
+        "after the resumed rollback",
+    )
+    .await;
+}

@@ -389,6 +389,19 @@ fn ferry_subcommand(
     cmd
 }
 
+/// Start `ferry <sub>` (`rollback`...) with the arguments of [`spawn_ferry`], without
+/// waiting for it.
+pub fn spawn_ferry_sub(
+    sub: &str,
+    files: &[&Path],
+    state_dir: &Path,
+    extra: &[&str],
+) -> tokio::process::Child {
+    ferry_subcommand(sub, files, state_dir, extra)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", ferry_bin().display()))
+}
+
 /// Start `ferry run` without waiting for it.
 pub fn spawn_ferry(files: &[&Path], state_dir: &Path, extra: &[&str]) -> tokio::process::Child {
     ferry_command(files, state_dir, extra)

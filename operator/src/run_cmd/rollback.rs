@@ -162,7 +162,7 @@ async fn rollback_job(loaded: &LoadedJob, all: &Manifests, args: &RollbackArgs) 
     if let Some(why) = refusal(&plan) {
         return RollbackOutcome::refused(format!("{namespace}/{name}: {why}"));
     }
-    let plan = Arc::new(plan.rollback());
+    let plan = Arc::new(with_knobs(plan.rollback(), &v.transfer));
     eprintln!(
         "{namespace}/{name}: rolling back what the job wrote to {}",
         v.transfer.destination.describe()
@@ -212,6 +212,17 @@ async fn rollback_job(loaded: &LoadedJob, all: &Manifests, args: &RollbackArgs) 
     outcome.report = Some(plan.report_location());
     summary(&outcome);
     outcome
+}
+
+/// `plan` with the runtime knobs of the spec as it is now (concurrency, memory budget,
+/// bandwidth and request rate: a rollback may be run gentler or faster than the copy was).
+fn with_knobs(mut plan: JobPlan, now: &ferry_core::Transfer) -> JobPlan {
+    let t = &mut plan.transfer;
+    t.concurrency = now.concurrency;
+    t.memory_budget = now.memory_budget;
+    t.bandwidth_limit = now.bandwidth_limit;
+    t.requests_per_second = now.requests_per_second;
+    plan
 }
 
 /// Why a run's plan cannot be rolled back, if it cannot.
