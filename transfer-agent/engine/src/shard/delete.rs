@@ -4,9 +4,8 @@
 //! a backup prefix the object is copied there before it is deleted. Deleted keys go into the
 //! manifest (`manifest-deletes-NNNNNN.jsonl`, with `"deleted": true`).
 
-use ferry_core::{FailureClass, ShardProgress, ShardState};
+use ferry_core::{FailureClass, ShardProgress};
 use futures::StreamExt;
-use tokio::time::Instant;
 
 use super::record::{Outcome, Recorder};
 use super::ShardRun;
@@ -26,7 +25,7 @@ enum Fate {
 
 /// Runs the delete stage of the shard over `candidates` (in key order) from the checkpoint
 /// on, and returns the final record (also saved).
-pub async fn run(run: &ShardRun, mut rec: Recorder, candidates: Vec<DeleteLine>) -> ShardProgress {
+pub async fn run(run: &ShardRun, rec: Recorder, candidates: Vec<DeleteLine>) -> ShardProgress {
     let prefix = run.dst.full_key("");
     let after = rec.cp.watermark.clone();
     let todo: Vec<(String, DeleteLine)> = candidates
@@ -51,7 +50,7 @@ pub async fn run(run: &ShardRun, mut rec: Recorder, candidates: Vec<DeleteLine>)
                 .then(|| run.plan.backup_prefix())
         });
     let in_flight = (run.plan.transfer.concurrency as usize).clamp(1, DELETES_IN_FLIGHT);
-    let mut fates = futures::stream::iter(todo)
+    let fates = futures::stream::iter(todo)
         .map(|(rel, line)| {
             let backup = backup.clone();
             async move {
@@ -60,22 +59,7 @@ pub async fn run(run: &ShardRun, mut rec: Recorder, candidates: Vec<DeleteLine>)
             }
         })
         .buffered(in_flight);
-    let mut stop = run.stop.clone();
-    let mut last_save = Instant::now();
-    let mut stopped = false;
-    loop {
-        let next = tokio::select! {
-            n = fates.next() => n,
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    stopped = true;
-                    break;
-                }
-                continue;
-            }
-        };
-        let Some((rel, line, fate)) = next else { break };
-        let seq = rec.register_key(&rel);
+    super::settle_in_order(run, rec, fates, |rec, (rel, line, fate)| {
         let outcome = match fate {
             Fate::Deleted => Outcome::Deleted(ManifestLine {
                 key: line.key.clone(),
@@ -101,22 +85,9 @@ pub async fn run(run: &ShardRun, mut rec: Recorder, candidates: Vec<DeleteLine>)
                 })
             }
         };
-        rec.settle(seq, line.size, outcome);
-        if last_save.elapsed() >= run.checkpoint_every {
-            run.checkpoint(&mut rec).await;
-            run.live.send_replace(rec.record.clone());
-            last_save = Instant::now();
-        }
-    }
-    rec.record.state = if stopped {
-        ShardState::Paused
-    } else {
-        ShardState::Completed
-    };
-    rec.record.listing_complete = true;
-    run.checkpoint(&mut rec).await;
-    run.live.send_replace(rec.record.clone());
-    rec.record
+        (rel, line.size, outcome)
+    })
+    .await
 }
 
 /// Looks at one candidate again and deletes it if it is still absent at the source and

@@ -281,6 +281,53 @@ impl ShardRun {
     }
 }
 
+/// Settles the results of a stage that walks a list of keys (the delete and rollback stages),
+/// in key order as `results` yields them: `outcome` makes each result a key, its size and its
+/// outcome; checkpoints every `checkpoint_every`; a stop ends it `Paused` at its checkpoint,
+/// the end of the list `Completed`. Returns the final record (also saved).
+pub(crate) async fn settle_in_order<T>(
+    run: &ShardRun,
+    mut rec: Recorder,
+    results: impl futures::Stream<Item = T>,
+    mut outcome: impl FnMut(&mut Recorder, T) -> (String, u64, record::Outcome),
+) -> ShardProgress {
+    use futures::StreamExt;
+    let mut results = std::pin::pin!(results);
+    let mut stop = run.stop.clone();
+    let mut last_save = tokio::time::Instant::now();
+    let mut stopped = false;
+    loop {
+        let next = tokio::select! {
+            n = results.next() => n,
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    stopped = true;
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(result) = next else { break };
+        let (key, size, out) = outcome(&mut rec, result);
+        let seq = rec.register_key(&key);
+        rec.settle(seq, size, out);
+        if last_save.elapsed() >= run.checkpoint_every {
+            run.checkpoint(&mut rec).await;
+            run.live.send_replace(rec.record.clone());
+            last_save = tokio::time::Instant::now();
+        }
+    }
+    rec.record.state = if stopped {
+        ShardState::Paused
+    } else {
+        ShardState::Completed
+    };
+    rec.record.listing_complete = true;
+    run.checkpoint(&mut rec).await;
+    run.live.send_replace(rec.record.clone());
+    rec.record
+}
+
 /// A record going on from its checkpoint: counters and failures are those of the checkpoint;
 /// what ran past it is redone.
 fn resumed(mut record: ShardProgress) -> ShardProgress {

@@ -15,10 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use ferry_core::{FailureClass, ShardProgress, ShardState};
+use ferry_core::{FailureClass, ShardProgress};
 use futures::StreamExt;
 use md5::{Digest, Md5};
-use tokio::time::Instant;
 
 use super::record::{Outcome, Recorder};
 use super::ShardRun;
@@ -116,7 +115,7 @@ pub async fn written(run: &ShardRun) -> Result<BTreeMap<String, ManifestLine>, T
 /// checkpoint on, and returns the final record (also saved).
 pub async fn run(
     run: &ShardRun,
-    mut rec: Recorder,
+    rec: Recorder,
     lines: BTreeMap<String, ManifestLine>,
 ) -> ShardProgress {
     let after = rec.cp.watermark.clone();
@@ -125,72 +124,40 @@ pub async fn run(
         .filter(|(rel, _)| after.as_deref().is_none_or(|a| rel.as_str() > a))
         .collect();
     let in_flight = (run.plan.transfer.concurrency as usize).clamp(1, UNDOS_IN_FLIGHT);
-    let mut fates = futures::stream::iter(todo)
+    let fates = futures::stream::iter(todo)
         .map(|(rel, line)| async move {
             let fate = undo_one(run, &rel, &line).await;
             (rel, line, fate)
         })
         .buffered(in_flight);
-    let mut stop = run.stop.clone();
-    let mut last_save = Instant::now();
-    let mut stopped = false;
-    loop {
-        let next = tokio::select! {
-            n = fates.next() => n,
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    stopped = true;
-                    break;
-                }
-                continue;
-            }
+    super::settle_in_order(run, rec, fates, |rec, (rel, line, fate)| {
+        let kept = |class, code, attempts, message| {
+            Outcome::RollbackKept(FailureLine {
+                key: line.key.clone(),
+                size: line.size,
+                class,
+                code,
+                attempts,
+                message,
+            })
         };
-        let Some((rel, line, fate)) = next else { break };
-        let seq = rec.register_key(&rel);
         let outcome = match fate {
             Ok(Undo::Delete) => Outcome::RolledBack(line.clone()),
             Ok(Undo::Restore) => Outcome::Restored(line.clone()),
             Ok(Undo::Nothing) => Outcome::RollbackGone,
             Ok(Undo::Keep(class, why)) => {
                 tracing::info!(key = %line.key, why, "not undoing a key");
-                Outcome::RollbackKept(FailureLine {
-                    key: line.key.clone(),
-                    size: line.size,
-                    class,
-                    code: None,
-                    attempts: 1,
-                    message: why.to_string(),
-                })
+                kept(class, None, 1, why.to_string())
             }
             Err(e) => {
                 tracing::warn!(key = %line.key, error = %e, "undoing a key failed");
                 rec.note_error(e.sample(&line.key));
-                Outcome::RollbackKept(FailureLine {
-                    key: line.key.clone(),
-                    size: line.size,
-                    class: e.class,
-                    code: e.code.clone(),
-                    attempts: e.attempts,
-                    message: e.message.clone(),
-                })
+                kept(e.class, e.code.clone(), e.attempts, e.message.clone())
             }
         };
-        rec.settle(seq, line.size, outcome);
-        if last_save.elapsed() >= run.checkpoint_every {
-            run.checkpoint(&mut rec).await;
-            run.live.send_replace(rec.record.clone());
-            last_save = Instant::now();
-        }
-    }
-    rec.record.state = if stopped {
-        ShardState::Paused
-    } else {
-        ShardState::Completed
-    };
-    rec.record.listing_complete = true;
-    run.checkpoint(&mut rec).await;
-    run.live.send_replace(rec.record.clone());
-    rec.record
+        (rel, line.size, outcome)
+    })
+    .await
 }
 
 /// Where the object a manifest line names was kept before the job replaced or deleted it,
