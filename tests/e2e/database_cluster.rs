@@ -5,12 +5,11 @@
 //! never in a Job, the status, an Event or a log); a SQLite file lies on a claim mounted at
 //! the volume's mountPath (the harness stands a directory in for the claim).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_tests::cluster::{backend, Cluster};
 use ferry_tests::postgres::PASSWORD;
 use ferry_tests::{shared_server, S3};
-use k8s_openapi::api::batch::v1::Job;
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
@@ -38,30 +37,6 @@ fn job_yaml(name: &str, db: Value, bucket: &str, extra: Value) -> Value {
 fn url_secret(url: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-db"},
            "stringData": {"DATABASE_URL": url}})
-}
-
-/// The planner's and the agents' Jobs, serialized, once both were seen (the copy is slowed
-/// so that the agents' Job, removed at the end, is seen).
-async fn jobs_seen(c: &Cluster, name: &str) -> Vec<(String, Job)> {
-    let jobs = c.api::<Job>();
-    let start = Instant::now();
-    let (mut planner, mut agents) = (None, None);
-    loop {
-        planner = planner.or(jobs.get_opt(&format!("{name}-planner")).await.unwrap());
-        agents = agents.or(jobs.get_opt(&format!("{name}-agents")).await.unwrap());
-        if let (Some(p), Some(a)) = (&planner, &agents) {
-            return [p.clone(), a.clone()]
-                .into_iter()
-                .map(|j| (serde_json::to_string(&j).unwrap(), j))
-                .collect();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no planner and agents' Jobs\n{}",
-            c.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits for a terminal phase and asserts Completed.
@@ -138,7 +113,7 @@ async fn a_postgres_table_is_copied_by_the_operator_and_written_back() {
     ))
     .await
     .unwrap();
-    for (text, job) in jobs_seen(&c, "pgrows").await {
+    for (text, job) in c.planner_and_agents_jobs("pgrows").await {
         let name = job.metadata.name.clone().unwrap_or_default();
         assert!(
             !text.contains(PASSWORD) && !text.contains(&url) && !text.contains("postgres://"),

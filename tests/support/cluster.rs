@@ -852,6 +852,31 @@ impl Cluster {
     }
 
     /// The tails of the controllers', the agents' and the stand-in's logs.
+    /// A job's planner and agents' Jobs as the API held them, each with its serialized form,
+    /// once both were seen (each is kept from when it was first seen: the agents' Job is
+    /// removed when the job completes, so a test slows the copy down to see it).
+    pub async fn planner_and_agents_jobs(&self, name: &str) -> Vec<(String, Job)> {
+        let jobs = self.api::<Job>();
+        let start = Instant::now();
+        let (mut planner, mut agents) = (None, None);
+        loop {
+            planner = planner.or(jobs.get_opt(&format!("{name}-planner")).await.unwrap());
+            agents = agents.or(jobs.get_opt(&format!("{name}-agents")).await.unwrap());
+            if let (Some(p), Some(a)) = (&planner, &agents) {
+                return [p.clone(), a.clone()]
+                    .into_iter()
+                    .map(|j| (serde_json::to_string(&j).unwrap(), j))
+                    .collect();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no planner and agents' Jobs\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn logs(&self) -> String {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.tmp.path())
             .unwrap()

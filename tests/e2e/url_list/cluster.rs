@@ -5,11 +5,10 @@
 //! into a bucket of the real S3 server.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_tests::cluster::{backend, Cluster};
 use ferry_tests::{bytes, shared_server, S3};
-use k8s_openapi::api::batch::v1::Job;
 use serde_json::{json, Value};
 
 use super::server::{File, FileServer};
@@ -33,29 +32,6 @@ fn job_yaml(name: &str, url_list: Value, bucket: &str, extra: Value) -> Value {
 
 fn phase(mj: &ferry_api::MigrationJob) -> Option<ferry_api::Phase> {
     mj.status.as_ref().and_then(|s| s.phase)
-}
-
-/// The job's Jobs as the API holds them, serialized, once both exist (the agents' Job is
-/// removed when the job completes: the copy is slowed so that it is seen).
-async fn jobs_seen(c: &Cluster, name: &str) -> Vec<(String, Job)> {
-    let jobs = c.api::<Job>();
-    let start = Instant::now();
-    loop {
-        let planner = jobs.get_opt(&format!("{name}-planner")).await.unwrap();
-        let agents = jobs.get_opt(&format!("{name}-agents")).await.unwrap();
-        if let (Some(p), Some(a)) = (planner, agents) {
-            return [p, a]
-                .into_iter()
-                .map(|j| (serde_json::to_string(&j).unwrap(), j))
-                .collect();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no planner and agents' Jobs\n{}",
-            c.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A TSV list in a ConfigMap (lines with size and MD5, and lines with neither), with an
@@ -111,7 +87,7 @@ async fn a_configmap_list_with_secret_headers_copies_into_a_bucket() {
     ))
     .await
     .unwrap();
-    for (text, job) in jobs_seen(&c, "cdn").await {
+    for (text, job) in c.planner_and_agents_jobs("cdn").await {
         let name = job.metadata.name.clone().unwrap_or_default();
         assert!(
             !text.contains(&token) && !text.contains("e2e-"),
