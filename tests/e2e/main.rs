@@ -20,6 +20,7 @@ mod database;
 mod database_cluster;
 mod database_postgres;
 mod database_resume;
+mod database_rollback;
 mod deletes;
 mod dry_run;
 mod failures;

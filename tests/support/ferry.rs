@@ -331,9 +331,16 @@ impl Workdir {
     /// Write the job and run `ferry rollback -f JOB --state-dir STATE --output json
     /// [extra...]` to its end: what the runs of [`Workdir::run`] wrote is taken back.
     pub async fn rollback(&self, job: &Job, extra: &[&str]) -> Run {
+        self.rollback_with(job, &[], extra).await
+    }
+
+    /// [`Workdir::rollback`] with more files beside the job's (the Secrets it references).
+    pub async fn rollback_with(&self, job: &Job, files: &[&Path], extra: &[&str]) -> Run {
         let file = job.write(self.path());
+        let mut all: Vec<&Path> = vec![file.as_path()];
+        all.extend_from_slice(files);
         let started = Instant::now();
-        let child = ferry_subcommand("rollback", &[&file], &self.state_dir(), extra)
+        let child = ferry_subcommand("rollback", &all, &self.state_dir(), extra)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", ferry_bin().display()));
         let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())

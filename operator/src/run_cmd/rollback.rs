@@ -56,6 +56,13 @@ pub struct RollbackOutcome {
     /// Keys not undone, by class (`ChangedSinceCopy`, `NotRestorable`, errors).
     pub kept: u64,
     pub kept_by_class: BTreeMap<FailureClass, u64>,
+    /// Database rows whose `writeBack` column holds its value from before the job again.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows_reverted: u64,
+    /// Database rows written back that were not set back (changed since, or their payload
+    /// cleared), counted in `kept_by_class` too.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows_not_reverted: u64,
     /// The rollback's report folder (kept keys with the reason, undone keys).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
@@ -258,7 +265,7 @@ pub fn outcome_of(records: &[ShardProgress]) -> RollbackOutcome {
         };
     } else if records.iter().any(|r| r.state != ShardState::Completed) {
         Phase::Paused
-    } else if c.objects_rollback_kept > 0 {
+    } else if c.objects_rollback_kept + c.rows_not_reverted > 0 {
         Phase::PartiallyRolledBack
     } else {
         Phase::RolledBack
@@ -269,6 +276,10 @@ pub fn outcome_of(records: &[ShardProgress]) -> RollbackOutcome {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn counted(c: &Counters, kept_by_class: BTreeMap<FailureClass, u64>) -> RollbackOutcome {
     RollbackOutcome {
         rolled_back: c.objects_rolled_back,
@@ -276,6 +287,8 @@ fn counted(c: &Counters, kept_by_class: BTreeMap<FailureClass, u64>) -> Rollback
         already_undone: c.objects_rollback_gone,
         kept: c.objects_rollback_kept,
         kept_by_class,
+        rows_reverted: c.rows_reverted,
+        rows_not_reverted: c.rows_not_reverted,
         ..Default::default()
     }
 }
@@ -287,6 +300,13 @@ fn summary(o: &RollbackOutcome) {
     eprintln!("  restored from backups             {}", o.restored);
     eprintln!("  nothing left to undo              {}", o.already_undone);
     eprintln!("  kept                              {}", o.kept);
+    if o.rows_reverted + o.rows_not_reverted > 0 {
+        eprintln!("  rows set back (writeBack)         {}", o.rows_reverted);
+        eprintln!(
+            "  rows not set back                 {}",
+            o.rows_not_reverted
+        );
+    }
     for (class, n) in &o.kept_by_class {
         eprintln!("    {:<31} {n}", class.as_str());
     }
@@ -326,6 +346,15 @@ mod tests {
         ]);
         assert_eq!(partial.phase, Some(Phase::PartiallyRolledBack));
         assert_eq!(partial.kept_by_class[&FailureClass::ChangedSinceCopy], 1);
+        let mut row_kept = record(ShardState::Completed, 3, 0);
+        row_kept.counters.rows_reverted = 2;
+        row_kept.counters.rows_not_reverted = 1;
+        let rows = outcome_of(&[row_kept]);
+        assert_eq!(
+            (rows.phase, rows.rows_reverted, rows.rows_not_reverted),
+            (Some(Phase::PartiallyRolledBack), 2, 1),
+            "a row not set back is something kept"
+        );
         let stopped = outcome_of(&[
             record(ShardState::Paused, 1, 0),
             record(ShardState::Completed, 2, 0),

@@ -168,6 +168,15 @@ counters! {
         /// error; by class in the failures and the rollback's failure report).
         #[serde(default, skip_serializing_if = "is_zero")]
         pub objects_rollback_kept: u64,
+        /// Rollback of a database source: rows whose `writeBack` column holds its value from
+        /// before the job again.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub rows_reverted: u64,
+        /// Rollback of a database source: rows written back that were not set back (changed
+        /// since, or their payload cleared by `clearData`; by class in the failures and the
+        /// rollback's report).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pub rows_not_reverted: u64,
         /// Check mode: selected source objects the destination holds with the same content
         /// (as far as the check can tell: size, ETag, or the bytes with `verify: ReRead`).
         #[serde(default, skip_serializing_if = "is_zero")]

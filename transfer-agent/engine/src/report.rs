@@ -197,6 +197,64 @@ impl ReportWriter {
     }
 }
 
+/// Where a source writes down what it changes at the source itself (a database's
+/// write-back: each row's value before), in the shard's report folder, before it commits the
+/// change: `{kind}-{time}-{n}.jsonl`, never overwritten (a resumed shard writes its report
+/// from its checkpoint's segment on again, but the changes an earlier run committed past
+/// that checkpoint must stay on record). The rollback reads every one, in the order written.
+pub struct SourceJournal {
+    store: Arc<dyn Sink>,
+}
+
+impl SourceJournal {
+    /// A journal in `store`, the shard's report folder.
+    pub fn new(store: Arc<dyn Sink>) -> SourceJournal {
+        SourceJournal { store }
+    }
+
+    /// Writes `lines` (JSON Lines) as a new segment of `kind`, retried; Ok once it is stored.
+    pub async fn write<T: Serialize>(&self, kind: &str, lines: &[T]) -> Result<(), TransferError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut body = Vec::new();
+        for l in lines {
+            serde_json::to_writer(&mut body, l).expect("serializes");
+            body.push(b'\n');
+        }
+        let key = format!("{kind}-{}.jsonl", unique_suffix());
+        let body = Bytes::from(body);
+        let meta = ObjectMeta {
+            content_type: Some("application/x-ndjson".into()),
+            ..Default::default()
+        };
+        with_retry(&RetryPolicy::default(), "PutObject", |_| {
+            self.store.put(&key, body.clone(), &meta, None)
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+/// A suffix no other journal segment has: the time in microseconds and a counter of this
+/// process (names sort in the order they were written).
+fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let micros = chrono::Utc::now().timestamp_micros();
+    format!("{micros:017}-{n:06}")
+}
+
+/// Reads every line of a source journal's `kind` segments in a shard's report folder, in the
+/// order they were written. A line that cannot be read is an error: a rollback must not act
+/// on part of what was changed.
+pub async fn read_journal<T: serde::de::DeserializeOwned>(
+    dir: &dyn Source,
+    kind: &str,
+) -> Result<Vec<T>, TransferError> {
+    read_lines(dir, &format!("{kind}-"), true).await
+}
+
 /// Reads the check report of a shard's report folder: every key that is not identical.
 pub async fn read_checks(dir: &dyn Source) -> Result<Vec<crate::audit::CheckLine>, TransferError> {
     read_lines(dir, "check-", true).await

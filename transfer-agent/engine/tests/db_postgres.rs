@@ -259,7 +259,7 @@ async fn postgres_write_back_after_verification_only_for_unchanged_rows() {
         ),
     )
     .unwrap();
-    let out = s.write_back(&verified).await.unwrap();
+    let out = s.write_back(&verified, None).await.unwrap();
     assert_eq!(out, [Outcome::Written, Outcome::Changed, Outcome::Written]);
     let rows = pg
         .psql(

@@ -10,7 +10,8 @@
 //! - [`conn`]: sqlx pools, values, classified and scrubbed errors, the redacted URL;
 //! - [`store`]: [`DbStore`], the engine's [`crate::stores::Source`] over a table;
 //! - [`listing`], [`sort`]: listing in key order (streamed, or sorted on disk);
-//! - [`writeback`]: recording the objects' locations in their rows, conditionally.
+//! - [`writeback`]: recording the objects' locations in their rows, conditionally, journaled;
+//! - [`revert`]: the rollback of write-back, from its journal.
 
 pub mod config;
 pub mod conn;
@@ -18,6 +19,7 @@ pub mod item;
 pub mod listing;
 pub mod payload;
 pub mod ranges;
+pub mod revert;
 pub mod row;
 pub mod sort;
 pub mod sql;

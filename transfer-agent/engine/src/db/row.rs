@@ -22,8 +22,10 @@ impl fmt::Display for Id {
     }
 }
 
-/// One value of a row, whatever its database type.
-#[derive(Clone, Debug, PartialEq)]
+/// One value of a row, whatever its database type (in a write-back journal as
+/// `"null"`, `{"text": "..."}`, `{"int": 3}`...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Value {
     Null,
     Int(i64),

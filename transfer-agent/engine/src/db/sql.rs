@@ -151,6 +151,11 @@ pub struct Queries {
     pub lock_by_id: String,
     /// Bound: the value, the id. Sets the write-back column (and clears the data).
     pub update: Option<String>,
+    /// Bound: an id. The write-back column of the row, whatever the condition, locked until
+    /// the end of the transaction (a rollback's revert).
+    pub written_by_id: Option<String>,
+    /// Bound: the value from before, the id. Sets the write-back column back.
+    pub revert: Option<String>,
 }
 
 /// Positions of the columns in every select list.
@@ -234,6 +239,19 @@ impl Queries {
                 };
                 format!("UPDATE {t} SET {wb} = {p1}{clear} WHERE {id_col} = {p2}")
             }),
+            written_by_id: cfg.write_back.as_ref().map(|_| {
+                format!(
+                    "SELECT {wb} FROM {t} WHERE {id_col} = {p1}{}",
+                    match dialect {
+                        Dialect::Sqlite => "",
+                        Dialect::Postgres => " FOR UPDATE",
+                    }
+                )
+            }),
+            revert: cfg
+                .write_back
+                .as_ref()
+                .map(|_| format!("UPDATE {t} SET {wb} = {p1} WHERE {id_col} = {p2}")),
         }
     }
 }
@@ -317,5 +335,14 @@ mod tests {
             )
         );
         assert!(q.lock_by_id.ends_with("FOR UPDATE"));
+        // The revert sets the one column back, and never the data.
+        assert_eq!(
+            q.written_by_id.as_deref(),
+            Some("SELECT \"image_url\" FROM \"images\" WHERE \"id\" = $1 FOR UPDATE")
+        );
+        assert_eq!(
+            q.revert.as_deref(),
+            Some("UPDATE \"images\" SET \"image_url\" = $1 WHERE \"id\" = $2")
+        );
     }
 }

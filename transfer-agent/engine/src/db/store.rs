@@ -18,7 +18,10 @@ use super::template::Template;
 use super::writeback::{Queue, Verified};
 use crate::error::TransferError;
 use crate::limit::Buffer;
-use crate::stores::{channel_stream, Body, Listing, ObjectInfo, ObjectMeta, Source, SourceCaps};
+use crate::report::SourceJournal;
+use crate::stores::{
+    channel_stream, Body, Listing, ObjectInfo, ObjectMeta, Sink, Source, SourceCaps, TakeBack,
+};
 use ferry_core::{FailureClass, ShardRange};
 
 /// Entries a listing holds ready for the engine.
@@ -499,12 +502,12 @@ impl Source for DbStore {
         }
     }
 
-    /// Writes back what was noted, in transactions of `batchSize` rows.
-    async fn settle(&self) -> Result<(), TransferError> {
+    /// Writes back what was noted, in transactions of `batchSize` rows, each journaled.
+    async fn settle(&self, journal: Option<&SourceJournal>) -> Result<(), TransferError> {
         if self.inner.writer.is_none() {
             return Ok(());
         }
-        let s = self.inner.written_back.flush(self).await?;
+        let s = self.inner.written_back.flush(self, journal).await?;
         tracing::debug!(
             written = s.written,
             already_there = s.already_there,
@@ -513,6 +516,11 @@ impl Source for DbStore {
             "write-back"
         );
         Ok(())
+    }
+
+    /// Sets back the write-back column of the rows the journals name ([`super::revert`]).
+    async fn take_back(&self, folders: &[Arc<dyn Sink>]) -> Result<TakeBack, TransferError> {
+        super::revert::take_back(self, folders).await
     }
 
     fn as_any(&self) -> &dyn Any {

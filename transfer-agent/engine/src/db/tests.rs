@@ -455,7 +455,7 @@ async fn write_back_records_verified_objects_and_skips_changed_rows() {
         b64(&other_jpeg)
     ))
     .await;
-    let out = s.write_back(&verified).await.unwrap();
+    let out = s.write_back(&verified, None).await.unwrap();
     assert_eq!(
         out,
         [
@@ -479,7 +479,7 @@ async fn write_back_records_verified_objects_and_skips_changed_rows() {
     assert_eq!(row(&db, 4).await.3, None);
     // Again: nothing to write; a deleted row is gone.
     db.exec("DELETE FROM images WHERE id = 2").await;
-    let out = s.write_back(&verified).await.unwrap();
+    let out = s.write_back(&verified, None).await.unwrap();
     assert_eq!(
         out,
         [
@@ -501,7 +501,7 @@ async fn write_back_records_verified_objects_and_skips_changed_rows() {
         key: first.key.clone(),
         md5: first.etag.clone().unwrap(),
     });
-    let summary = queue.flush(&s).await.unwrap();
+    let summary = queue.flush(&s, None).await.unwrap();
     assert_eq!(summary.written, 1);
     let r1 = row(&db, 1).await;
     assert_eq!(
@@ -511,10 +511,13 @@ async fn write_back_records_verified_objects_and_skips_changed_rows() {
     assert!(row(&db, 3).await.0.is_some());
     // A verified MD5 that is not the row's is never written back.
     let out = s
-        .write_back(&[Verified {
-            key: "img/0003.png".into(),
-            md5: "0".repeat(32),
-        }])
+        .write_back(
+            &[Verified {
+                key: "img/0003.png".into(),
+                md5: "0".repeat(32),
+            }],
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(out, [Outcome::Changed]);
@@ -532,7 +535,7 @@ async fn without_write_back_the_file_is_opened_read_only() {
     let s = DbStore::open(&config("img/{id:04}.{ext}"), &db.url)
         .await
         .unwrap();
-    assert!(s.write_back(&[]).await.is_err());
+    assert!(s.write_back(&[], None).await.is_err());
     // A missing column is found by the probe, fatally (the write-back column too).
     let mut c = with_write_back(false);
     c.write_back.as_mut().unwrap().column = "no_such_column".into();
@@ -792,4 +795,94 @@ async fn the_shard_engine_writes_back_and_fails_rows_with_their_class() {
         (0, 4)
     );
     assert_eq!(row(&db, 2).await.3, url(2, "jpg"));
+}
+
+/// A copy of the whole table into `dst` with its report in the job's own folder (where a
+/// rollback looks).
+async fn copy_for_rollback(s: &DbStore, dst: &MemoryStore) -> ferry_core::ShardProgress {
+    let (mut run, _live, _stop) = shard(s, dst, Arc::default(), 0);
+    let plan = Arc::get_mut(&mut run.plan).unwrap();
+    plan.report_prefix = plan.job_report_prefix();
+    run.run().await
+}
+
+/// The rollback of [`copy_for_rollback`], from the start.
+async fn rollback(s: &DbStore, dst: &MemoryStore) -> ferry_core::ShardProgress {
+    let (mut run, _live, _stop) = shard(s, dst, Arc::default(), 0);
+    run.plan = Arc::new(run.plan.rollback());
+    run.run().await
+}
+
+/// The rollback stage of a table copy with write-back: each row's column is set back to what
+/// it held before the job (NULL, or a value of its own) from the journal the copy wrote,
+/// before the objects are deleted; a column someone changed since is kept as it is and said;
+/// a second rollback finds nothing left to do.
+#[tokio::test]
+async fn the_rollback_sets_written_back_rows_back_from_the_journal() {
+    let db = mixed().await;
+    db.exec("UPDATE images SET image_url = 'legacy://1' WHERE id = 1")
+        .await;
+    let s = DbStore::open(&with_write_back(false), &db.url)
+        .await
+        .unwrap();
+    let dst = MemoryStore::new();
+    assert_eq!(copy_for_rollback(&s, &dst).await.counters.objects_copied, 4);
+    let journals: Vec<String> = dst
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains("/shard-0/writeback-"))
+        .collect();
+    assert!(!journals.is_empty(), "the write-back keeps a journal");
+    db.exec("UPDATE images SET image_url = 'https://elsewhere/5' WHERE id = 5")
+        .await;
+
+    let p = rollback(&s, &dst).await;
+    let c = &p.counters;
+    assert_eq!(p.state, ferry_core::ShardState::Completed);
+    assert_eq!((c.rows_reverted, c.rows_not_reverted), (3, 1), "{c:?}");
+    assert_eq!(
+        p.failures_by_class.get(&FailureClass::ChangedSinceCopy),
+        Some(&1)
+    );
+    assert_eq!(row(&db, 1).await.3.as_deref(), Some("legacy://1"));
+    assert_eq!(row(&db, 2).await.3, None);
+    assert_eq!(row(&db, 3).await.3, None);
+    assert_eq!(row(&db, 5).await.3.as_deref(), Some("https://elsewhere/5"));
+    assert!(row(&db, 1).await.0.is_some(), "the payload is untouched");
+    assert_eq!(c.objects_rolled_back, 4);
+    assert!(dst.bytes("img/0001.png").is_none());
+
+    // Again: every row holds its value from before (or the changed one); nothing is deleted.
+    let c = rollback(&s, &dst).await.counters;
+    assert_eq!((c.rows_reverted, c.rows_not_reverted), (3, 1), "{c:?}");
+    assert_eq!((c.objects_rolled_back, c.objects_rollback_gone), (0, 4));
+    assert_eq!(row(&db, 1).await.3.as_deref(), Some("legacy://1"));
+}
+
+/// With `clearData` the rows' payloads are gone from the database: the rollback keeps both
+/// the rows (their references) and the objects (the only copies of those bytes), each said as
+/// `NotRestorable`.
+#[tokio::test]
+async fn the_rollback_keeps_objects_whose_rows_were_cleared() {
+    let db = mixed().await;
+    let s = DbStore::open(&with_write_back(true), &db.url)
+        .await
+        .unwrap();
+    let dst = MemoryStore::new();
+    assert_eq!(copy_for_rollback(&s, &dst).await.counters.objects_copied, 4);
+    assert_eq!(row(&db, 1).await.0, None);
+    let p = rollback(&s, &dst).await;
+    let c = &p.counters;
+    assert_eq!((c.rows_reverted, c.rows_not_reverted), (0, 4), "{c:?}");
+    assert_eq!((c.objects_rolled_back, c.objects_rollback_kept), (0, 4));
+    assert_eq!(
+        p.failures_by_class.get(&FailureClass::NotRestorable),
+        Some(&8),
+        "each row and each object"
+    );
+    assert_eq!(dst.bytes("img/0001.png").as_deref(), Some(PNG));
+    assert_eq!(
+        row(&db, 1).await.3.as_deref(),
+        Some("https://img.example.com/img/0001.png")
+    );
 }

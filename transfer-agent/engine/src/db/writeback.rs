@@ -3,18 +3,40 @@
 //! transaction per batch; each row is locked (PostgreSQL `FOR UPDATE`, SQLite `BEGIN
 //! IMMEDIATE`) and updated only if its payload still decodes to the bytes that were verified
 //! (their MD5): a row changed during the copy is not written back. No other column is
-//! touched; without `writeBack` nothing is ever written.
+//! touched; without `writeBack` nothing is ever written. Before each transaction commits,
+//! the rows it changes, with the column's value before, are written down in the shard's
+//! journal (`writeback-….jsonl`, [`WriteBackLine`]): what a rollback sets back
+//! ([`super::revert`]).
 
 use md5::{Digest, Md5};
 use tokio::sync::Mutex;
 
 use super::conn::{bind_id, end_transaction, on_pool, ValueRow};
 use super::item::judge;
-use super::row::Value;
+use super::row::{Id, Value};
 use super::sql::Columns;
 use super::store::{raw_row, DbStore};
 use crate::error::TransferError;
+use crate::report::SourceJournal;
 use ferry_core::FailureClass;
+
+/// The kind of the write-back's journal segments (`writeback-….jsonl`).
+pub const JOURNAL: &str = "writeback";
+
+/// One row changed by write-back, as its journal line.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WriteBackLine {
+    /// The object's key.
+    pub key: String,
+    pub id: Id,
+    /// The write-back column's value before.
+    pub before: Value,
+    /// The value written.
+    pub written: String,
+    /// The payload was cleared too (`clearData`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleared: bool,
+}
 
 /// An object written and verified at the destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,8 +80,13 @@ impl Summary {
 }
 
 impl DbStore {
-    /// Writes back a batch of verified objects in one transaction; an outcome per object.
-    pub async fn write_back(&self, done: &[Verified]) -> Result<Vec<Outcome>, TransferError> {
+    /// Writes back a batch of verified objects in one transaction, the rows it changes
+    /// written down in `journal` before it commits; an outcome per object.
+    pub async fn write_back(
+        &self,
+        done: &[Verified],
+        journal: Option<&SourceJournal>,
+    ) -> Result<Vec<Outcome>, TransferError> {
         let c = self.checked();
         let (Some(value), Some(update), Some(writer)) =
             (&c.write_back, &self.queries().update, self.writer())
@@ -76,6 +103,7 @@ impl DbStore {
         let err = |e: sqlx::Error| url.error("writing back", &e);
         let ncols = c.key_columns.len();
         let mut out = Vec::with_capacity(done.len());
+        let mut lines = Vec::new();
         on_pool!(writer, p => {
             let mut conn = p.acquire().await.map_err(err)?;
             sqlx::query(q.begin_write).execute(&mut *conn).await.map_err(err)?;
@@ -109,9 +137,16 @@ impl DbStore {
                         } else if current == Value::Text(text.clone()) && !clear {
                             Outcome::AlreadyThere
                         } else {
-                            bind_id!(sqlx::query(update).bind(text), &id)
+                            bind_id!(sqlx::query(update).bind(text.clone()), &id)
                             .execute(&mut *conn)
                             .await?;
+                            lines.push(WriteBackLine {
+                                key: v.key.clone(),
+                                id: id.clone(),
+                                before: current,
+                                written: text,
+                                cleared: clear,
+                            });
                             Outcome::Written
                         };
                         break;
@@ -121,6 +156,14 @@ impl DbStore {
                 Ok(())
             }
             .await;
+            // On record before it is committed: a rollback must find every change made.
+            if let (Ok(()), Some(j)) = (&result, journal) {
+                if let Err(e) = j.write(JOURNAL, &lines).await {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    conn.close_on_drop();
+                    return Err(e);
+                }
+            }
             end_transaction!(conn, result, err);
         });
         Ok(out)
@@ -206,9 +249,14 @@ impl Queue {
         self.pending.lock().unwrap().push(v);
     }
 
-    /// Writes back whatever is pending, a batch per transaction; what a failed batch left
-    /// stays pending for the next flush. The counts of every flush so far.
-    pub async fn flush(&self, store: &DbStore) -> Result<Summary, TransferError> {
+    /// Writes back whatever is pending, a batch per transaction (journaled in `journal`);
+    /// what a failed batch left stays pending for the next flush. The counts of every flush
+    /// so far.
+    pub async fn flush(
+        &self,
+        store: &DbStore,
+        journal: Option<&SourceJournal>,
+    ) -> Result<Summary, TransferError> {
         let _one = self.flushing.lock().await;
         let batch = store.checked().config.batch_size.max(1) as usize;
         loop {
@@ -220,7 +268,7 @@ impl Queue {
             if chunk.is_empty() {
                 return Ok(*self.summary.lock().unwrap());
             }
-            let outcomes = match store.write_back(&chunk).await {
+            let outcomes = match store.write_back(&chunk, journal).await {
                 Ok(o) => o,
                 Err(e) => {
                     let mut pending = self.pending.lock().unwrap();

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use crate::checkpoint::Watermark;
 use crate::error::TransferError;
 use crate::limit::Limits;
-use crate::report::{ReportWriter, Segments};
+use crate::report::{ReportWriter, Segments, SourceJournal};
 use crate::retry::RetryPolicy;
 use crate::stores::{ServerCopy, Sink, Source};
 use record::{Breaker, Recorder};
@@ -158,7 +158,7 @@ impl ShardRun {
     /// checkpoint (which never moves past keys whose write-back or report lines are not
     /// written).
     pub(crate) async fn checkpoint(&self, rec: &mut Recorder) {
-        if let Err(e) = self.src.settle().await {
+        if let Err(e) = self.src.settle(self.journal().as_ref()).await {
             tracing::warn!(error = %e, "could not write back to the source; keeping the old checkpoint");
             *self.unsaved.lock().unwrap() = Some(format!("the write-back: {e}"));
             return;
@@ -174,6 +174,14 @@ impl ShardRun {
         rec.record.checkpoint = rec.cp.clone();
         rec.record.updated_at = Some(chrono::Utc::now().to_rfc3339());
         self.save(&rec.record).await;
+    }
+
+    /// Where the source writes down what it changes at the source (the shard's report
+    /// folder), if the run writes a report.
+    fn journal(&self) -> Option<SourceJournal> {
+        let root = self.report.as_ref()?;
+        let folder = self.plan.shard_report_folder(self.range().index);
+        Some(SourceJournal::new(root.folder(&folder)))
     }
 
     /// The delete stage: the candidates the copy stage recorded, deleted where still due.
@@ -200,8 +208,17 @@ impl ShardRun {
                 return self.failed_at_start(record, &e).await;
             }
         };
-        let rec = self.recorder(record, Segments::Rollback);
-        rollback::run(self, rec, lines).await
+        let mut rec = self.recorder(record, Segments::Rollback);
+        // What the job changed at the source first (a database row's reference to its
+        // object), so that no row points at an object the rollback deleted.
+        let keep = match rollback::take_back_at_source(self, &mut rec).await {
+            Ok(keep) => keep,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set back what the job changed at the source; deleting nothing");
+                return self.failed_at_start(rec.record, &e).await;
+            }
+        };
+        rollback::run(self, rec, lines, keep).await
     }
 
     /// Loads the shard's record, cleans up what an earlier run left (multipart uploads), and

@@ -267,6 +267,25 @@ impl Recorder {
         self.drain();
     }
 
+    /// Records what the source set back of its own changes (a rollback, before any key):
+    /// `undone` rows, and `kept` ones with why; in the live record and the checkpoint at once.
+    pub fn taken_back_at_source(&mut self, undone: u64, kept: Vec<FailureLine>) {
+        let c = Counters {
+            rows_reverted: undone,
+            rows_not_reverted: kept.len() as u64,
+            ..Default::default()
+        };
+        self.record.counters.add(&c);
+        self.cp.counters.add(&c);
+        for line in kept {
+            *self.record.failures_by_class.entry(line.class).or_insert(0) += 1;
+            *self.cp.failures_by_class.entry(line.class).or_insert(0) += 1;
+            if let Some(r) = self.report.as_mut() {
+                r.failure(&line);
+            }
+        }
+    }
+
     /// Keeps `sample` among the first errors of the record (at most [`MAX_FIRST_ERRORS`]).
     pub fn note_error(&mut self, sample: ErrorSample) {
         if self.record.first_errors.len() < MAX_FIRST_ERRORS {

@@ -111,12 +111,41 @@ pub async fn written(run: &ShardRun) -> Result<BTreeMap<String, ManifestLine>, T
     Ok(out)
 }
 
+/// Sets back what the job changed at the source ([`crate::stores::Source::take_back`]: a
+/// database's write-back), once per rollback: a resumed rollback that did it already (its
+/// checkpoint counts the rows) does not count them again. Saves a checkpoint, and returns
+/// the keys whose objects must be kept, and why.
+pub async fn take_back_at_source(
+    run: &ShardRun,
+    rec: &mut Recorder,
+) -> Result<BTreeMap<String, &'static str>, TransferError> {
+    let Some(root) = &run.report else {
+        return Ok(BTreeMap::new());
+    };
+    let index = run.range().index;
+    let folders: Vec<_> = run
+        .plan
+        .attempt_report_prefixes()
+        .iter()
+        .map(|a| root.folder(&ferry_core::plan::shard_folder(a, index)))
+        .collect();
+    let t = run.src.take_back(&folders).await?;
+    let c = &rec.cp.counters;
+    if c.rows_reverted + c.rows_not_reverted == 0 {
+        rec.taken_back_at_source(t.undone, t.kept);
+        run.checkpoint(rec).await;
+    }
+    Ok(t.keep_objects)
+}
+
 /// Runs the rollback over `lines` (relative key → manifest line, in key order) from the
-/// checkpoint on, and returns the final record (also saved).
+/// checkpoint on, keeping the objects of `keep` (relative key → why), and returns the final
+/// record (also saved).
 pub async fn run(
     run: &ShardRun,
     rec: Recorder,
     lines: BTreeMap<String, ManifestLine>,
+    keep: BTreeMap<String, &'static str>,
 ) -> ShardProgress {
     let after = rec.cp.watermark.clone();
     let todo: Vec<(String, ManifestLine)> = lines
@@ -125,9 +154,15 @@ pub async fn run(
         .collect();
     let in_flight = (run.plan.transfer.concurrency as usize).clamp(1, UNDOS_IN_FLIGHT);
     let fates = futures::stream::iter(todo)
-        .map(|(rel, line)| async move {
-            let fate = undo_one(run, &rel, &line).await;
-            (rel, line, fate)
+        .map(|(rel, line)| {
+            let kept = keep.get(&rel).copied();
+            async move {
+                let fate = match kept {
+                    Some(why) => Ok(Undo::Keep(FailureClass::NotRestorable, why)),
+                    None => undo_one(run, &rel, &line).await,
+                };
+                (rel, line, fate)
+            }
         })
         .buffered(in_flight);
     super::settle_in_order(run, rec, fates, |rec, (rel, line, fate)| {

@@ -29,6 +29,7 @@ use futures::stream::BoxStream;
 
 use crate::error::TransferError;
 use crate::limit::{Buffer, Limits};
+use crate::report::SourceJournal;
 use crate::retry::RetryPolicy;
 
 pub use fs::FsStore;
@@ -146,6 +147,18 @@ pub struct SinkCaps {
     pub etags_are_md5: bool,
 }
 
+/// What a source set back of its own changes at a rollback ([`Source::take_back`]).
+#[derive(Debug, Default, PartialEq)]
+pub struct TakeBack {
+    /// Changes undone: the source holds what it held before the job again.
+    pub undone: u64,
+    /// Changes not undone, each with why (its class), under the object's key.
+    pub kept: Vec<crate::report::FailureLine>,
+    /// Keys whose objects the rollback must keep, and why: the source gave up its own copy
+    /// of their bytes (a payload cleared), so the object is the only one left.
+    pub keep_objects: BTreeMap<String, &'static str>,
+}
+
 /// A store objects are read from.
 #[async_trait]
 pub trait Source: Send + Sync + 'static {
@@ -222,9 +235,20 @@ pub trait Source: Send + Sync + 'static {
     }
 
     /// Writes down what [`Source::verified`] noted. Called before each checkpoint is saved
-    /// (and so at the end of a shard): an error keeps the old checkpoint.
-    async fn settle(&self) -> Result<(), TransferError> {
+    /// (and so at the end of a shard): an error keeps the old checkpoint. What it changes at
+    /// the source it first writes down in `journal` (the shard's report folder; None in a
+    /// run without one), for [`Source::take_back`].
+    async fn settle(&self, journal: Option<&SourceJournal>) -> Result<(), TransferError> {
+        let _ = journal;
         Ok(())
+    }
+
+    /// The rollback: sets back what [`Source::settle`] changed at the source, from the
+    /// journals in `folders` (the shard's report folder of every attempt). Nothing to do for
+    /// a source that changes nothing.
+    async fn take_back(&self, folders: &[Arc<dyn Sink>]) -> Result<TakeBack, TransferError> {
+        let _ = folders;
+        Ok(TakeBack::default())
     }
 
     /// For [`Sink::server_copy`]: lets a sink recognise a source of its own kind.
