@@ -246,7 +246,9 @@ impl Copier {
                 .get(&info.key, 0, info.size, true, etag, buf)
                 .await?;
             if self.checking() {
-                let digest = md5_of(&b.bytes);
+                // The source's own MD5 of these bytes when it has one (not hashed twice): the
+                // destination checks the bytes against it as Content-MD5.
+                let digest = b.md5.unwrap_or_else(|| md5_of(&b.bytes));
                 // Not when the GET's own answer says the ETag is no MD5 (SSE-KMS, SSE-C).
                 let expected = self.source_md5(info).filter(|_| !b.meta.etag_not_md5);
                 if let Some(expected) = expected {
@@ -263,7 +265,10 @@ impl Copier {
             Ok((b, None))
         })
         .await?;
-        let (Body { bytes, mut meta }, digest) = body;
+        let (body, digest) = body;
+        let Body {
+            bytes, mut meta, ..
+        } = body;
         meta.modified = info.modified.or(meta.modified);
         meta.etag_not_md5 = false;
         let md5_etags = self.dst.sink_caps().etags_are_md5;

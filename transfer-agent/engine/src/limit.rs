@@ -4,7 +4,7 @@
 //! at the new rate, and the budget grows at once or shrinks as buffers are freed.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -173,6 +173,35 @@ struct Budget {
     /// the old budget is made again (a whole old budget may be more than exists now).
     changed: Notify,
     pool: std::sync::Mutex<Pool>,
+    /// Tasks waiting for permits: while any does, nothing is taken for read-ahead
+    /// ([`Limits::try_adopt`]).
+    starving: AtomicUsize,
+    /// What holds permits for read-ahead and gives them back on demand ([`Reclaim`]).
+    reclaimers: std::sync::Mutex<Vec<Weak<dyn Reclaim>>>,
+}
+
+/// Memory a store holds in the budget ahead of need (a database listing's decoded rows),
+/// which it gives back when a task has to wait for the budget: read-ahead never makes a
+/// copy wait.
+pub trait Reclaim: Send + Sync {
+    /// Frees what is held (its buffers dropped).
+    fn reclaim(&self);
+}
+
+/// Counts a task as waiting for permits while it lives.
+struct Starving<'a>(&'a AtomicUsize);
+
+impl<'a> Starving<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Starving(n)
+    }
+}
+
+impl Drop for Starving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -203,6 +232,8 @@ impl Budget {
                 bytes: units as u64 * UNIT,
                 ..Default::default()
             }),
+            starving: AtomicUsize::new(0),
+            reclaimers: Default::default(),
         }
     }
 
@@ -212,6 +243,13 @@ impl Budget {
             let changed = self.changed.notified();
             let budget = self.units.load(Ordering::Acquire) as u64;
             let units = n.div_ceil(UNIT).clamp(1, budget) as u32;
+            if let Ok(p) = self.permits.clone().try_acquire_many_owned(units) {
+                return p;
+            }
+            // Counted as waiting before the read-ahead is reclaimed, so that none is taken
+            // again until this task has its permits (try_adopt looks at the count).
+            let _starving = Starving::new(&self.starving);
+            self.reclaim();
             tokio::select! {
                 biased;
                 p = self.permits.clone().acquire_many_owned(units) => {
@@ -219,6 +257,18 @@ impl Budget {
                 }
                 _ = changed => {}
             }
+        }
+    }
+
+    /// Asks every live reclaimer to give its read-ahead back.
+    fn reclaim(&self) {
+        let live: Vec<Arc<dyn Reclaim>> = {
+            let mut r = self.reclaimers.lock().unwrap();
+            r.retain(|w| w.strong_count() > 0);
+            r.iter().filter_map(Weak::upgrade).collect()
+        };
+        for r in live {
+            r.reclaim();
         }
     }
 
@@ -293,7 +343,11 @@ impl Budget {
             }
         }
         let cap = b.capacity() as u64;
-        if cap >= POOLED && pool.used + pool.idle_bytes + cap <= pool.bytes {
+        // Only buffers of the sizes `buffer` allocates (adopted ones have any size).
+        if cap >= POOLED
+            && cap.is_multiple_of(POOLED)
+            && pool.used + pool.idle_bytes + cap <= pool.bytes
+        {
             b.clear();
             pool.idle_bytes += cap;
             pool.idle.push(b);
@@ -331,6 +385,11 @@ impl Buffer {
 
     pub fn len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// The bytes counted in the budget.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     pub fn is_empty(&self) -> bool {
@@ -405,6 +464,47 @@ impl Limits {
     /// The objects to keep in flight, when set ([`Limits::of`], [`Limits::set`]).
     pub fn concurrency(&self) -> Option<usize> {
         Some(self.concurrency.load(Ordering::Acquire)).filter(|&c| c > 0)
+    }
+
+    /// The in-flight budget in bytes, as it is now.
+    pub fn memory_budget(&self) -> u64 {
+        self.memory.units.load(Ordering::Acquire) as u64 * UNIT
+    }
+
+    /// Whether a task is waiting for the budget.
+    pub fn starving(&self) -> bool {
+        self.memory.starving.load(Ordering::SeqCst) > 0
+    }
+
+    /// Registers memory held ahead of need, to be given back whenever a task has to wait
+    /// for the budget (kept while `r` lives).
+    pub fn add_reclaimer(&self, r: Weak<dyn Reclaim>) {
+        self.memory.reclaimers.lock().unwrap().push(r);
+    }
+
+    /// `bytes` counted in the budget from now on (until the buffer and every `Bytes` made of
+    /// it are dropped), without waiting: given back when no task waits for the budget and
+    /// its capacity is free. For read-ahead, which must give way to the copies
+    /// ([`Limits::add_reclaimer`]).
+    pub fn try_adopt(&self, bytes: Vec<u8>) -> Result<Buffer, Vec<u8>> {
+        if self.starving() {
+            return Err(bytes);
+        }
+        let capacity = bytes.capacity();
+        let units = (capacity as u64).div_ceil(UNIT).max(1);
+        let Ok(units) = u32::try_from(units) else {
+            return Err(bytes);
+        };
+        let Ok(permit) = self.memory.permits.clone().try_acquire_many_owned(units) else {
+            return Err(bytes);
+        };
+        self.memory.pool.lock().unwrap().used += capacity as u64;
+        Ok(Buffer {
+            bytes,
+            capacity,
+            permit: Some(permit),
+            budget: Some(self.memory.clone()),
+        })
     }
 
     /// Waits for the right to send one request.
@@ -670,5 +770,53 @@ mod tests {
         // Small buffers are not kept.
         drop(l.buffer(1000).await);
         assert_eq!(pool(&l).2, 0);
+    }
+
+    /// Holds adopted buffers, gives them all back when asked.
+    struct Held(std::sync::Mutex<Vec<Buffer>>);
+
+    impl Reclaim for Held {
+        fn reclaim(&self) {
+            let taken = std::mem::take(&mut *self.0.lock().unwrap());
+            drop(taken);
+        }
+    }
+
+    #[tokio::test]
+    async fn read_ahead_counts_in_the_budget_and_gives_way_to_copies() {
+        let l = Limits::new(0.0, 0.0, 64 * 1024);
+        assert_eq!(l.memory_budget(), 64 * 1024);
+        let held = Arc::new(Held(Default::default()));
+        let weak: Weak<dyn Reclaim> = Arc::downgrade(&held) as Weak<dyn Reclaim>;
+        l.add_reclaimer(weak);
+        // Adopted without a copy, counted in the budget: 48 KiB of it.
+        let v = vec![1u8; 48 * 1024];
+        let ptr = v.as_ptr();
+        let a = l.try_adopt(v).unwrap();
+        assert_eq!(a.as_ref().as_ptr(), ptr);
+        held.0.lock().unwrap().push(a);
+        // No room for 32 KiB more: refused, never waited for.
+        let Err(refused) = l.try_adopt(vec![2u8; 32 * 1024]) else {
+            panic!("adopted beyond the budget")
+        };
+        assert_eq!(refused.len(), 32 * 1024);
+        // A copy that needs the room gets it at once: the read-ahead is reclaimed.
+        let copy = tokio::time::timeout(Duration::from_millis(500), l.buffer(32 * 1024)).await;
+        assert!(copy.is_ok(), "the copy waited for the read-ahead");
+        assert!(held.0.lock().unwrap().is_empty());
+        // While a copy waits for the budget, nothing is adopted, though room is free.
+        let copy = copy.unwrap();
+        let big = l.buffer(48 * 1024);
+        tokio::pin!(big);
+        assert!(futures::poll!(&mut big).is_pending());
+        assert!(l.starving());
+        assert!(l.try_adopt(vec![3u8; 1024]).is_err());
+        drop(copy);
+        let big = big.await;
+        assert!(!l.starving());
+        // Without reclaimers left, a waiting copy just waits.
+        drop(held);
+        assert!(l.try_adopt(vec![4u8; 1024]).is_ok());
+        drop(big);
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::item::{Item, RowFailure};
+use super::readahead::Payload;
 use super::row::Id;
 use super::sort::{Sorter, RUN_LEN};
 use super::store::DbStore;
@@ -47,23 +48,42 @@ impl PartialOrd for Entry {
 
 impl Entry {
     pub fn of(judged: Result<Item, RowFailure>) -> Entry {
+        Entry::with_payload(judged).0
+    }
+
+    /// The entry of a judged row, and (an object) its decoded bytes with the MD5 computed
+    /// from them, for a copy to take ([`super::readahead`]).
+    pub fn with_payload(judged: Result<Item, RowFailure>) -> (Entry, Option<Payload<Vec<u8>>>) {
         match judged {
-            Ok(item) => Entry {
-                size: item.bytes.len() as u64,
-                md5: hex::encode(Md5::digest(&item.bytes)),
-                key: item.key,
-                id: item.id,
-                modified: item.modified,
-                failure: None,
-            },
-            Err(f) => Entry {
-                key: f.key,
-                id: f.id,
-                size: 0,
-                md5: String::new(),
-                modified: f.modified,
-                failure: Some((f.class, f.message)),
-            },
+            Ok(item) => {
+                let md5: [u8; 16] = Md5::digest(&item.bytes).into();
+                let entry = Entry {
+                    size: item.bytes.len() as u64,
+                    md5: hex::encode(md5),
+                    key: item.key,
+                    id: item.id,
+                    modified: item.modified,
+                    failure: None,
+                };
+                let payload = Payload {
+                    bytes: item.bytes,
+                    md5,
+                    content_type: item.content_type,
+                    modified: item.modified,
+                };
+                (entry, Some(payload))
+            }
+            Err(f) => (
+                Entry {
+                    key: f.key,
+                    id: f.id,
+                    size: 0,
+                    md5: String::new(),
+                    modified: f.modified,
+                    failure: Some((f.class, f.message)),
+                },
+                None,
+            ),
         }
     }
 
@@ -110,15 +130,18 @@ pub fn failure_of(info: &ObjectInfo) -> Option<TransferError> {
 /// What a listing sends.
 pub type Sent = Result<ObjectInfo, TransferError>;
 
-/// Lists `after < key <= until` in key order into `tx`.
+/// Lists `after < key <= until` in key order into `tx`. With `read_ahead` (the listing a
+/// copy follows, not a count), rows listed as they are read are kept for their copies
+/// ([`DbStore::read_ahead`]).
 pub async fn produce(
     store: DbStore,
     after: Option<String>,
     until: Option<String>,
     tx: mpsc::Sender<Sent>,
+    read_ahead: bool,
 ) {
     let result = match store.ordered().await {
-        Ok(true) => in_id_order(&store, after, until, &tx).await,
+        Ok(true) => in_id_order(&store, after, until, &tx, read_ahead).await,
         Ok(false) => sorted(&store, after, until, &tx).await,
         Err(e) => Err(e),
     };
@@ -131,13 +154,17 @@ fn in_range(key: &str, after: Option<&str>, until: Option<&str>) -> bool {
     after.is_none_or(|a| key > a) && until.is_none_or(|u| key <= u)
 }
 
-/// Keys sort as ids: rows are listed batch by batch as they are read.
+/// Keys sort as ids: rows are listed batch by batch as they are read. With `read_ahead`,
+/// each batch is read once the read-ahead has room for it, and the decoded bytes of its
+/// objects are kept there before their entries are sent.
 async fn in_id_order(
     store: &DbStore,
     after: Option<String>,
     until: Option<String>,
     tx: &mpsc::Sender<Sent>,
+    read_ahead: bool,
 ) -> Result<(), TransferError> {
+    let shelf = read_ahead.then(|| store.read_ahead());
     let mut last = match &after {
         None => None,
         Some(a) => match store.template().start_after(a, store.kind()) {
@@ -148,40 +175,74 @@ async fn in_id_order(
     };
     let mut prev: Option<String> = None;
     loop {
-        let (batch, next) = store.read_batch(last.as_ref()).await?;
-        for mut e in batch {
-            if until.as_deref().is_some_and(|u| e.key.as_str() > u) && e.failure.is_none() {
-                return Ok(());
-            }
-            if !in_range(&e.key, after.as_deref(), until.as_deref()) {
-                continue;
-            }
-            if let Some(p) = &prev {
-                if e.key <= *p {
-                    if e.failure.is_none() {
-                        return Err(TransferError::new(
-                            FailureClass::Internal,
-                            format!(
-                                "the key {:?} of row {} does not sort after {p:?}",
-                                e.key, e.id
-                            ),
-                        ));
-                    }
-                    // A failed row's key made as well as it could be: reported just after the
-                    // previous key, so the listing stays in order.
-                    e.key = format!("{p}\u{10ffff}{}", e.id);
-                }
-            }
-            prev = Some(e.key.clone());
+        if let Some(shelf) = shelf {
+            shelf.wait_for_room(tx.closed()).await;
+        }
+        let (batch, next) = store.read_batch(last.as_ref(), shelf).await?;
+        let (sent, kept, end) = in_order(batch, after.as_deref(), until.as_deref(), &mut prev);
+        if let Some(shelf) = shelf {
+            shelf.put_all(kept);
+        }
+        for e in sent {
             if tx.send(Ok(e.info())).await.is_err() {
                 return Ok(());
             }
         }
-        match next {
-            Some(id) => last = Some(id),
-            None => return Ok(()),
+        match (end, next) {
+            (Some(end), _) => return end,
+            (None, Some(id)) => last = Some(id),
+            (None, None) => return Ok(()),
         }
     }
+}
+
+/// What a batch read in id order gives (pure): the entries to send in `after < key <=
+/// until`, the payloads of those that are objects, and, when the listing ends in this batch,
+/// how (past `until`, or a key out of order). `prev` is the last key sent.
+#[allow(clippy::type_complexity)]
+fn in_order<B>(
+    batch: Vec<(Entry, Option<Payload<B>>)>,
+    after: Option<&str>,
+    until: Option<&str>,
+    prev: &mut Option<String>,
+) -> (
+    Vec<Entry>,
+    Vec<(String, Payload<B>)>,
+    Option<Result<(), TransferError>>,
+) {
+    let mut sent = Vec::new();
+    let mut kept = Vec::new();
+    for (mut e, payload) in batch {
+        if until.is_some_and(|u| e.key.as_str() > u) && e.failure.is_none() {
+            return (sent, kept, Some(Ok(())));
+        }
+        if !in_range(&e.key, after, until) {
+            continue;
+        }
+        if let Some(p) = prev.as_ref() {
+            if e.key <= *p {
+                if e.failure.is_none() {
+                    let err = TransferError::new(
+                        FailureClass::Internal,
+                        format!(
+                            "the key {:?} of row {} does not sort after {p:?}",
+                            e.key, e.id
+                        ),
+                    );
+                    return (sent, kept, Some(Err(err)));
+                }
+                // A failed row's key made as well as it could be: reported just after the
+                // previous key, so the listing stays in order.
+                e.key = format!("{p}\u{10ffff}{}", e.id);
+            }
+        }
+        *prev = Some(e.key.clone());
+        if let (Some(p), None) = (payload, &e.failure) {
+            kept.push((e.key.clone(), p));
+        }
+        sent.push(e);
+    }
+    (sent, kept, None)
 }
 
 /// Keys do not sort as ids: every row is read first (its bytes hashed and dropped), the
@@ -196,8 +257,8 @@ async fn sorted(
     let mut sorter = Sorter::new(RUN_LEN);
     let mut last = None;
     loop {
-        let (batch, next) = store.read_batch(last.as_ref()).await?;
-        for e in batch {
+        let (batch, next) = store.read_batch(last.as_ref(), None).await?;
+        for (e, _) in batch {
             if in_range(&e.key, after.as_deref(), until.as_deref()) {
                 sorter.push(e).map_err(io)?;
             }

@@ -10,6 +10,7 @@
 //! - [`conn`]: sqlx pools, values, classified and scrubbed errors, the redacted URL;
 //! - [`store`]: [`DbStore`], the engine's [`crate::stores::Source`] over a table;
 //! - [`listing`], [`sort`]: listing in key order (streamed, or sorted on disk);
+//! - [`readahead`]: the rows a listing has just decoded, kept (bounded) for their copies;
 //! - [`writeback`]: recording the objects' locations in their rows, conditionally, journaled;
 //! - [`revert`]: the rollback of write-back, from its journal.
 
@@ -19,6 +20,7 @@ pub mod item;
 pub mod listing;
 pub mod payload;
 pub mod ranges;
+pub mod readahead;
 pub mod revert;
 pub mod row;
 pub mod sort;

@@ -12,12 +12,13 @@ use super::conn::{bind_id, end_transaction, on_pool, DbUrl, Pool, ValueRow};
 use super::item::{judge, Item, RowFailure};
 use super::listing::{failure_of, produce, Entry};
 use super::ranges::{int_bounds, ranges, sample_bounds};
+use super::readahead::{weight, Payload, ReadAhead};
 use super::row::{Id, RawRow, Value};
 use super::sql::{Columns, IdKind, Queries};
 use super::template::Template;
 use super::writeback::{Queue, Verified};
 use crate::error::TransferError;
-use crate::limit::Buffer;
+use crate::limit::{Buffer, Limits};
 use crate::report::SourceJournal;
 use crate::stores::{
     channel_stream, Body, Listing, ObjectInfo, ObjectMeta, Sink, Source, SourceCaps, TakeBack,
@@ -45,6 +46,8 @@ struct Inner {
     writer: Option<Pool>,
     /// Verified objects waiting to be written back.
     written_back: Queue,
+    /// Rows the listing has decoded, kept for their copies.
+    read_ahead: Arc<ReadAhead>,
 }
 
 impl std::fmt::Debug for DbStore {
@@ -89,9 +92,20 @@ pub(crate) fn raw_row<R: ValueRow>(
 }
 
 impl DbStore {
-    /// Opens `config`'s table at `url` (a secret: never shown but redacted). Reads the first
-    /// id to learn whether ids are integers or text; writes nothing.
+    /// Opens `config`'s table at `url` (a secret: never shown but redacted), reading ahead
+    /// within a budget of its own ([`Limits::unlimited`]). See [`DbStore::open_within`].
     pub async fn open(config: &DbConfig, url: &str) -> Result<DbStore, TransferError> {
+        DbStore::open_within(config, url, Arc::new(Limits::unlimited())).await
+    }
+
+    /// Opens `config`'s table at `url` (a secret: never shown but redacted). Reads the first
+    /// id to learn whether ids are integers or text; writes nothing. Rows read ahead for the
+    /// copies are held in `limits`' memory budget (a quarter of it at most).
+    pub async fn open_within(
+        config: &DbConfig,
+        url: &str,
+        limits: Arc<Limits>,
+    ) -> Result<DbStore, TransferError> {
         let checked = config.check().map_err(|e| {
             TransferError::new(
                 FailureClass::InvalidRequest,
@@ -138,6 +152,7 @@ impl DbStore {
                 queries,
                 writer,
                 written_back: Queue::new(),
+                read_ahead: ReadAhead::new(limits),
             }),
         })
     }
@@ -164,6 +179,11 @@ impl DbStore {
 
     pub(crate) fn writer(&self) -> Option<&Pool> {
         self.inner.writer.as_ref()
+    }
+
+    /// The rows read ahead for the copies.
+    pub fn read_ahead(&self) -> &ReadAhead {
+        &self.inner.read_ahead
     }
 
     /// Closes the connections.
@@ -217,18 +237,23 @@ impl DbStore {
     }
 
     /// Reads one batch of rows after `after` (from the first without), in one short read-only
-    /// transaction, each row judged and hashed as it arrives (its bytes dropped at once).
+    /// transaction, each row judged and hashed as it arrives. With `keep`, the decoded bytes
+    /// of the objects are kept (counted in its budget) up to its
+    /// [`ReadAhead::allowance`], the rest dropped at once; without, all are dropped.
     /// Returns the entries and the id to continue after, None after the last batch.
     pub async fn read_batch(
         &self,
         after: Option<&Id>,
-    ) -> Result<(Vec<Entry>, Option<Id>), TransferError> {
+        keep: Option<&ReadAhead>,
+    ) -> Result<(Vec<(Entry, Option<Payload<Buffer>>)>, Option<Id>), TransferError> {
         let q = &self.inner.queries;
         let url = &self.inner.url;
         let c = &self.inner.checked;
         let ncols = c.key_columns.len();
         let err = |e: sqlx::Error| url.error("reading rows", &e);
         let mut entries = Vec::new();
+        let mut kept = 0u64;
+        let allowance = keep.map_or(0, |k| k.allowance());
         let mut rows = 0u32;
         let mut last = None;
         on_pool!(&self.inner.reader, p => {
@@ -245,7 +270,21 @@ impl DbStore {
                     rows += 1;
                     if let Some(raw) = raw_row(&row, ncols)? {
                         last = Some(raw.id.clone());
-                        entries.push(Entry::of(judge(c, raw)));
+                        let (entry, payload) = Entry::with_payload(judge(c, raw));
+                        let payload = match (keep, payload) {
+                            (Some(k), Some(p)) => {
+                                let w = weight(&entry.key, p.bytes.capacity());
+                                if kept + w <= allowance {
+                                    let adopted = k.adopt(p);
+                                    kept += adopted.as_ref().map_or(0, |_| w);
+                                    adopted
+                                } else {
+                                    None
+                                }
+                            }
+                            _ => None,
+                        };
+                        entries.push((entry, payload));
                     }
                 }
                 Ok(())
@@ -382,12 +421,44 @@ fn info_meta(item: &Item) -> (ObjectInfo, ObjectMeta) {
             archived: false,
             invalid: None,
         },
-        ObjectMeta {
-            content_type: Some(item.content_type.clone()),
-            modified: item.modified,
-            ..ObjectMeta::default()
-        },
+        meta_of(item),
     )
+}
+
+fn meta_of(item: &Item) -> ObjectMeta {
+    ObjectMeta {
+        content_type: Some(item.content_type.clone()),
+        modified: item.modified,
+        ..ObjectMeta::default()
+    }
+}
+
+impl DbStore {
+    /// The body of `key` from the rows read ahead, when its listing kept it, the read is of
+    /// the whole row and the row is the version `etag` names: the bytes the listing hashed,
+    /// with that MD5 (neither read nor hashed again). Taken once: a retry reads the row.
+    /// `all_of(size)`: whether the read asked for is the whole of an object of `size` bytes.
+    fn read_ahead_body(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+        all_of: impl Fn(u64) -> bool,
+    ) -> Option<Body> {
+        let p = self.inner.read_ahead.take(key)?;
+        let same = etag.is_none_or(|e| e.eq_ignore_ascii_case(&hex::encode(p.md5)));
+        if !(same && all_of(p.bytes.len() as u64)) {
+            return None;
+        }
+        Some(Body {
+            md5: Some(p.md5),
+            meta: ObjectMeta {
+                content_type: Some(p.content_type),
+                modified: p.modified,
+                ..ObjectMeta::default()
+            },
+            bytes: p.bytes.freeze(),
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -412,9 +483,17 @@ impl Source for DbStore {
         }
     }
 
+    /// The listing the copies follow: rows listed as they are read are kept for them.
     fn list(&self, after: Option<String>, until: Option<String>) -> Listing {
         let (tx, rx) = tokio::sync::mpsc::channel(LISTING_QUEUE);
-        tokio::spawn(produce(self.clone(), after, until, tx));
+        tokio::spawn(produce(self.clone(), after, until, tx, true));
+        channel_stream(rx)
+    }
+
+    /// A count (the planner's, the census): nothing is kept.
+    fn list_keys(&self, after: Option<String>, until: Option<String>) -> Listing {
+        let (tx, rx) = tokio::sync::mpsc::channel(LISTING_QUEUE);
+        tokio::spawn(produce(self.clone(), after, until, tx, false));
         channel_stream(rx)
     }
 
@@ -435,6 +514,10 @@ impl Source for DbStore {
         etag: Option<&str>,
         mut buf: Buffer,
     ) -> Result<Body, TransferError> {
+        let all_of = |size: u64| whole && offset == 0 && len == size;
+        if let Some(body) = self.read_ahead_body(key, etag, all_of) {
+            return Ok(body);
+        }
         let item = match self.find(key).await? {
             None => {
                 return Err(TransferError::new(
@@ -445,23 +528,33 @@ impl Source for DbStore {
             Some(Err(f)) => return Err(row_error(f)),
             Some(Ok(item)) => item,
         };
-        let (info, meta) = info_meta(&item);
-        let changed =
-            etag.is_some_and(|e| !e.eq_ignore_ascii_case(info.etag.as_deref().unwrap_or_default()));
-        let end = offset
-            .checked_add(len)
-            .filter(|e| *e <= info.size && (!whole || len == info.size));
-        let Some(end) = end.filter(|_| !changed) else {
-            return Err(TransferError::new(
+        let size = item.bytes.len() as u64;
+        let changed = || {
+            TransferError::new(
                 FailureClass::SourceVanished,
                 format!("the row of {key:?} changed since it was listed"),
             )
-            .changed());
+            .changed()
         };
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= size && (!whole || len == size))
+            .ok_or_else(changed)?;
         buf.extend_from_slice(&item.bytes[offset as usize..end as usize]);
+        // Hashed once, from the bytes handed over: the row's MD5 when they are all of it.
+        let all = offset == 0 && end == size;
+        let md5: [u8; 16] = if all {
+            Md5::digest(buf.as_ref()).into()
+        } else {
+            Md5::digest(&item.bytes).into()
+        };
+        if etag.is_some_and(|e| !e.eq_ignore_ascii_case(&hex::encode(md5))) {
+            return Err(changed());
+        }
         Ok(Body {
             bytes: buf.freeze(),
-            meta,
+            meta: meta_of(&item),
+            md5: all.then_some(md5),
         })
     }
 

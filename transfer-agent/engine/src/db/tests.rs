@@ -886,3 +886,58 @@ async fn the_rollback_keeps_objects_whose_rows_were_cleared() {
         Some("https://img.example.com/img/0001.png")
     );
 }
+
+/// A copy takes the bytes its listing decoded, with the MD5 the listing computed from them
+/// (read, decoded and hashed once); a count (`list_keys`) keeps nothing. A row changed after
+/// it was listed is copied as listed, bytes and MD5 agreeing; the next read of it (a retry)
+/// reads the row again and finds it changed.
+#[tokio::test]
+async fn copies_take_the_rows_their_listing_read() {
+    let db = mixed().await;
+    let s = DbStore::open(&config("img/{id:04}.{ext}"), &db.url)
+        .await
+        .unwrap();
+    let counted: Vec<ObjectInfo> = s.list_keys(None, None).map(Result::unwrap).collect().await;
+    assert_eq!(counted.len(), 4);
+    assert_eq!(s.read_ahead().held().0, 0, "a count kept rows");
+    let got = list(&s, None, None).await;
+    assert_eq!(s.read_ahead().held().0, 4);
+    let md5 = |b: &[u8]| <md5::Md5 as md5::Digest>::digest(b).into();
+    let body = read(&s, &got[0]).await.unwrap();
+    assert_eq!(&body.bytes[..], PNG);
+    assert_eq!(body.md5, Some(md5(PNG)));
+    assert_eq!(
+        got[0].etag.as_deref(),
+        Some(hex::encode(body.md5.unwrap()).as_str())
+    );
+    assert_eq!(body.meta.content_type.as_deref(), Some("image/png"));
+    assert_eq!(s.read_ahead().held().0, 3, "not taken");
+    // Row 2 changes after it was listed: its copy gets the listed version.
+    let other = [JPEG, b"changed"].concat();
+    db.exec(&format!(
+        "UPDATE images SET image_data = '{}' WHERE id = 2",
+        b64(&other)
+    ))
+    .await;
+    let body = read(&s, &got[1]).await.unwrap();
+    assert_eq!((&body.bytes[..], body.md5), (JPEG, Some(md5(JPEG))));
+    // Read again (a retry): the row as it is now, which is not the listed version.
+    let e = read(&s, &got[1])
+        .await
+        .err()
+        .expect("a changed row was read");
+    assert!(e.changed, "{e:?}");
+    // Read by key without a listed version, from the row: hashed from the bytes handed over.
+    let now = s
+        .get(
+            &got[1].key,
+            0,
+            other.len() as u64,
+            true,
+            None,
+            Buffer::unbudgeted(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!((&now.bytes[..], now.md5), (&other[..], Some(md5(&other))));
+}

@@ -582,6 +582,7 @@ impl Source for FsStore {
             let modified = m.modified().ok().map(DateTime::<Utc>::from);
             Ok(Body {
                 bytes: buffer.freeze(),
+                md5: None,
                 meta: meta_for(&key, modified),
             })
         })

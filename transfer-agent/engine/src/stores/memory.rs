@@ -305,6 +305,7 @@ impl Source for MemoryStore {
         buf.extend_from_slice(&o.bytes[offset as usize..end as usize]);
         Ok(Body {
             bytes: buf.freeze(),
+            md5: None,
             meta: ObjectMeta {
                 modified: Some(o.modified),
                 ..o.meta.clone()

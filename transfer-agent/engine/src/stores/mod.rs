@@ -109,6 +109,11 @@ pub struct ObjectMeta {
 pub struct Body {
     pub bytes: Bytes,
     pub meta: ObjectMeta,
+    /// The MD5 of `bytes` when the source computed it from these very bytes (a database row,
+    /// hashed as it was listed): the copy sends it as `Content-MD5` without hashing again,
+    /// and the destination's check of `Content-MD5` still covers the bytes end to end. None:
+    /// the copy hashes the bytes itself.
+    pub md5: Option<[u8; 16]>,
 }
 
 /// An upload of an object in parts that is under way.
@@ -413,7 +418,9 @@ pub async fn open(
                 )
                 .fatal()
             })?;
-            Opened::ReadOnly(Arc::new(crate::db::DbStore::open(c, url).await?))
+            Opened::ReadOnly(Arc::new(
+                crate::db::DbStore::open_within(c, url, limits).await?,
+            ))
         }
     })
 }

@@ -524,6 +524,7 @@ impl Source for UrlListStore {
         }
         Ok(Body {
             bytes: buf.freeze(),
+            md5: None,
             meta,
         })
     }

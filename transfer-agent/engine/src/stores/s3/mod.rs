@@ -620,6 +620,7 @@ impl Source for S3Store {
         }
         Ok(Body {
             bytes: buf.freeze(),
+            md5: None,
             meta,
         })
     }
