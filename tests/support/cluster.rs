@@ -911,6 +911,28 @@ impl Cluster {
         self.wait_until(name, what, timeout, pred).await
     }
 
+    /// Waits until the MigrationJob ends, and fails with its status and the logs unless it
+    /// Completed.
+    pub async fn wait_completed(&self, name: &str, timeout: Duration) -> ferry_api::MigrationJob {
+        let mj = self
+            .wait_for(name, "a terminal phase", timeout, |mj| {
+                mj.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(|p| p.is_terminal())
+            })
+            .await;
+        let phase = mj.status.as_ref().and_then(|s| s.phase);
+        assert_eq!(
+            phase,
+            Some(ferry_api::Phase::Completed),
+            "{:#?}\n{}",
+            mj.status,
+            self.logs()
+        );
+        mj
+    }
+
     /// The Events (events.k8s.io/v1) about the MigrationJob `name`.
     pub async fn events_of(&self, name: &str) -> Vec<Ev> {
         let evs: Api<k8s_openapi::api::events::v1::Event> = self.api();

@@ -349,12 +349,16 @@ impl S3 {
 
     /// Every object of the bucket (without `.ferry/`) with its bytes.
     pub async fn contents(&self, bucket: &str) -> BTreeMap<String, Vec<u8>> {
-        let mut out = BTreeMap::new();
-        for key in self.list(bucket).await.into_keys() {
-            let body = self.get(bucket, &key).await;
-            out.insert(key, body);
-        }
-        out
+        use futures::stream::{self, StreamExt};
+        // 16 GETs at a time: a bucket of 20,000 objects read one by one takes minutes.
+        stream::iter(self.list(bucket).await.into_keys())
+            .map(|key| async move {
+                let body = self.get(bucket, &key).await;
+                (key, body)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await
     }
 }
 

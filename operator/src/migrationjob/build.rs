@@ -237,7 +237,8 @@ pub fn ambient_sides(mj: &MigrationJob) -> Vec<String> {
 
 /// Whether `plan` is one the operator would have made for `mj` (first run, retry or delete
 /// stage): its job, its report folder,
-/// and exactly the sides (endpoints, credentials, paths) of the spec as the pods see them.
+/// and exactly the sides (endpoints, credentials, paths) of the spec as the pods see them
+/// (a collect source replaced by the list the planner collected, where the job keeps it).
 pub fn plan_is_of(mj: &MigrationJob, v: &ValidatedSpec, plan: &JobPlan) -> bool {
     let want = plan_request(mj, v).plan;
     let t = &plan.transfer;
@@ -247,7 +248,8 @@ pub fn plan_is_of(mj: &MigrationJob, v: &ValidatedSpec, plan: &JobPlan) -> bool 
         && plan.uid == want.uid
         // Its folder, or a retry's folder inside it.
         && plan.report_prefix.starts_with(&want.report_prefix)
-        && t.source == w.source
+        && (t.source == w.source
+            || Some(&t.source) == ferry_core::collect::collected_source(&want).as_ref())
         && t.destination == w.destination
         && t.report == w.report
 }
@@ -1417,5 +1419,38 @@ mod tests {
         let mut elsewhere = plan;
         elsewhere.report_prefix = "other/".into();
         assert!(!plan_is_of(&m, &v, &elsewhere));
+    }
+
+    /// A collect job's plan holds the list the planner collected in place of the collector
+    /// (else the job never leaves Planning); a list elsewhere is not the job's.
+    #[test]
+    fn a_collected_list_is_the_jobs_and_only_where_the_job_keeps_it() {
+        let m = url_list_job(
+            "collect: {url: 'https://api.example.com/v1', items: /data, fields: {url: /url}, \
+             pagination: {linkHeader: true}}",
+        );
+        let v = ferry_api::validate(&m.spec).unwrap();
+        let asked = plan_of(&m);
+        let mut plan = asked.clone();
+        plan.transfer.source = ferry_core::collect::collected_source(&asked).unwrap();
+        assert!(plan_is_of(&m, &v, &asked));
+        assert!(plan_is_of(&m, &v, &plan));
+        assert!(plan_is_of(&m, &v, &plan.retry(2)));
+        let mut elsewhere = plan.clone();
+        if let StoreConfig::UrlList(u) = &mut elsewhere.transfer.source {
+            if let UrlListLocation::Collected { at, .. } = &mut u.list {
+                if let StoreConfig::S3(c) = at.as_mut() {
+                    c.bucket = "another-bucket".into();
+                }
+            }
+        }
+        assert!(!plan_is_of(&m, &v, &elsewhere));
+        let mut other_key = plan;
+        if let StoreConfig::UrlList(u) = &mut other_key.transfer.source {
+            if let UrlListLocation::Collected { key, .. } = &mut u.list {
+                *key = "other/urls.list".into();
+            }
+        }
+        assert!(!plan_is_of(&m, &v, &other_key));
     }
 }

@@ -16,7 +16,7 @@ use super::Setup;
 
 /// How the test API pages.
 #[derive(Clone, Copy, Debug)]
-enum Style {
+pub(super) enum Style {
     Cursor,
     Page,
     Offset,
@@ -27,7 +27,7 @@ enum Style {
 /// `n` files served at `/f/NNNN.bin`, and an API at `/api` that names them `per_page` a page
 /// in `style`; `page_fault(i)` is the fault of page `i` (0-based). Returns the files and
 /// the targets of the pages in order (the last one empty where the style ends so).
-fn serve(
+pub(super) fn serve(
     s: &Setup,
     style: Style,
     n: usize,
@@ -105,7 +105,7 @@ fn serve(
 }
 
 /// The `collect` block for `style` from the first page.
-fn collect(s: &Setup, style: Style, first: &str) -> Value {
+pub(super) fn collect(s: &Setup, style: Style, first: &str) -> Value {
     let pagination = match style {
         Style::Cursor => json!({ "cursor": { "from": "/meta/next_cursor", "param": "cursor" } }),
         Style::Page => json!({ "page": { "param": "page", "start": 1 } }),
@@ -142,7 +142,7 @@ async fn list_lines(s: &Setup) -> Vec<String> {
 }
 
 /// Each file copied byte-identical, and read once.
-async fn assert_copied_once(s: &Setup, files: &BTreeMap<String, Vec<u8>>) {
+pub(super) async fn assert_copied_once(s: &Setup, files: &BTreeMap<String, Vec<u8>>) {
     let got = s.contents().await;
     for (key, body) in files {
         assert!(got.get(key) == Some(body), "{key} differs or is missing");

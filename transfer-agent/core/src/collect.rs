@@ -4,9 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::Transfer;
+use crate::plan::{report_prefix, JobPlan, Transfer};
 use crate::stores::{
-    JobCredentials, SideSecrets, StoreConfig, UrlListLocation, URL_LIST_HEADER_PREFIX,
+    JobCredentials, SideSecrets, StoreConfig, UrlListConfig, UrlListFormat, UrlListLocation,
+    URL_LIST_HEADER_PREFIX,
 };
 
 /// The folder, below the job's report folder (of its first attempt), the collector writes
@@ -127,6 +128,43 @@ pub fn collect_of(t: &Transfer) -> Option<&CollectConfig> {
         },
         _ => None,
     }
+}
+
+/// The format of the list `cfg` writes: `Csv` when items name keys, else `Tsv`.
+pub fn format_of(cfg: &CollectConfig) -> UrlListFormat {
+    if cfg.fields.key.is_some() {
+        UrlListFormat::Csv
+    } else {
+        UrlListFormat::Tsv
+    }
+}
+
+/// The key of the list the collector writes for a job: [`COLLECTED_LIST`] in
+/// [`COLLECT_FOLDER`] of the job's report folder (of its first attempt, so a retry finds it).
+pub fn collected_list_key(plan: &JobPlan) -> String {
+    format!(
+        "{}{COLLECT_FOLDER}{COLLECTED_LIST}",
+        report_prefix(&plan.namespace, &plan.name, &plan.uid)
+    )
+}
+
+/// The source the planner puts in the plan in place of `plan`'s collect source, once it has
+/// collected the list: that list ([`collected_list_key`]) in the report location, in the
+/// format the collector writes; None when the source collects nothing. The operator accepts
+/// a plan with this source (and no other) as the one it asked for.
+pub fn collected_source(plan: &JobPlan) -> Option<StoreConfig> {
+    let t = &plan.transfer;
+    let (StoreConfig::UrlList(list), Some(cfg)) = (&t.source, collect_of(t)) else {
+        return None;
+    };
+    Some(StoreConfig::UrlList(UrlListConfig {
+        list: UrlListLocation::Collected {
+            at: Box::new(t.report_store().clone()),
+            key: collected_list_key(plan),
+        },
+        format: format_of(cfg),
+        ..list.clone()
+    }))
 }
 
 /// The secrets the source of `t` is opened with: its own, and for a list the collector

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::Bytes;
 use ferry_core::collect::{
-    collect_of, CollectConfig, CollectProgress, Pagination, COLLECTED_LIST, COLLECT_FOLDER,
+    collect_of, collected_list_key, collected_source, format_of, CollectConfig, CollectProgress,
+    Pagination, COLLECTED_LIST,
 };
-use ferry_core::plan::report_prefix;
-use ferry_core::stores::{SideSecrets, UrlListConfig, UrlListFormat, UrlListLocation};
+use ferry_core::stores::{SideSecrets, UrlListConfig, UrlListFormat};
 use ferry_core::{FailureClass, JobCredentials, JobPlan, StoreConfig};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, LINK};
 use reqwest::Method;
@@ -58,15 +58,6 @@ pub fn list_folder(key: &str) -> &str {
 /// The name of a collected list's key (`a/b/urls.list` → `urls.list`).
 pub fn list_name(key: &str) -> &str {
     key.rfind('/').map_or(key, |i| &key[i + 1..])
-}
-
-/// The format of the list `cfg` writes: `Csv` when items name keys, else `Tsv`.
-pub fn format_of(cfg: &CollectConfig) -> UrlListFormat {
-    if cfg.fields.key.is_some() {
-        UrlListFormat::Csv
-    } else {
-        UrlListFormat::Tsv
-    }
 }
 
 /// One page read.
@@ -663,22 +654,17 @@ pub async fn collect_plan(
     let root = super::super::open(at, secrets, Arc::new(Limits::unlimited()), retry.clone())
         .await?
         .sink()?;
-    let dir = format!(
-        "{}{COLLECT_FOLDER}",
-        report_prefix(&plan.namespace, &plan.name, &plan.uid)
-    );
-    let key = format!("{dir}{COLLECTED_LIST}");
-    let collector = Collector::new(list, cfg, &credentials.source, root.folder(&dir), retry)?;
+    let key = collected_list_key(plan);
+    let collector = Collector::new(
+        list,
+        cfg,
+        &credentials.source,
+        root.folder(list_folder(&key)),
+        retry,
+    )?;
     let mut done = collector.run(progress).await?;
     done.list = Some(at.location_of(&key));
-    let source = StoreConfig::UrlList(UrlListConfig {
-        list: UrlListLocation::Collected {
-            at: Box::new(at.clone()),
-            key,
-        },
-        format: format_of(cfg),
-        ..list.clone()
-    });
+    let source = collected_source(plan).expect("a collect source");
     Ok((source, done))
 }
 
