@@ -77,6 +77,9 @@ enum Command {
     /// Take back what `ferry run` of MigrationJobs wrote: delete each object it wrote that is
     /// still what it wrote, put back what it replaced (from `backupReplaced` backups).
     Rollback(run_cmd::rollback::RollbackArgs),
+    /// Print a job's report (run by `ferry run`): its failures, the keys it wrote, a Check's
+    /// differences or what a rollback kept, as a table, JSON Lines or CSV.
+    Report(run_cmd::report::ReportArgs),
     /// Print the CustomResourceDefinitions as YAML (or write one file per CRD into a folder).
     Crd {
         /// Write `<plural>.ferry.dev.yaml` files into this folder instead of printing.
@@ -159,6 +162,13 @@ fn main() {
                 .build()
                 .expect("a tokio runtime");
             rt.block_on(run_cmd::rollback::rollback(args))
+        }
+        Command::Report(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(run_cmd::report::report(args))
         }
     };
     std::process::exit(code);

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod collect;
+mod report;
 mod server;
 
 use std::collections::BTreeMap;

@@ -10,7 +10,9 @@
 //! `Paused` with the reason, exit code 1: run again with new ones, it resumes.
 
 mod executor;
+pub mod report;
 pub mod rollback;
+mod stored;
 mod sync;
 mod ui;
 
@@ -23,7 +25,7 @@ use ferry_api::{
 };
 
 use crate::credentials::job_credentials;
-use crate::manifests::{self, LoadedJob, Manifests, DEFAULT_NAMESPACE};
+use crate::manifests::{self, LoadedJob, Manifests};
 use crate::migrationjob::decide::{decide, waits_on_the_world, Step, RETRY_ANNOTATION};
 use executor::{retry_token, Local};
 use ui::Ui;
@@ -209,16 +211,9 @@ pub(crate) async fn run_job(
 ) -> MigrationJobStatus {
     let started = Instant::now();
     let mut job: MigrationJob = loaded.job.clone();
-    let namespace = job
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-    let Some(name) = job.metadata.name.clone() else {
-        return failed(format!(
-            "{}: the MigrationJob has no metadata.name",
-            loaded.file.display()
-        ));
+    let (namespace, name) = match stored::identity(loaded) {
+        Ok(id) => id,
+        Err(e) => return failed(e),
     };
     resolve_paths(&mut job.spec, &loaded.dir);
     let lookup = |n: &str| all.secrets.get(&(namespace.clone(), n.to_string()));

@@ -10,17 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_api::{validate, Phase, ShardProgress, ShardState};
+use ferry_api::{Phase, ShardProgress, ShardState};
 use ferry_core::{Counters, FailureClass, JobPlan};
 use ferry_engine::checkpoint::FileProgressStore;
 use ferry_engine::{run_shard, ShardInputs};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::executor::Local;
-use super::{received, resolve_paths, Output};
-use crate::credentials::job_credentials;
-use crate::manifests::{self, LoadedJob, Manifests, DEFAULT_NAMESPACE};
+use super::{received, stored, Output};
+use crate::manifests::{LoadedJob, Manifests};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RollbackArgs {
@@ -84,19 +82,9 @@ impl RollbackOutcome {
 
 /// Rolls back every MigrationJob given and returns the worst exit code.
 pub async fn rollback(args: RollbackArgs) -> i32 {
-    let loaded = match manifests::load(&args.files) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    if loaded.jobs.is_empty() {
-        eprintln!(
-            "error: no MigrationJob (apiVersion ferry.dev/v1alpha1) found in the given files"
-        );
+    let Some(loaded) = stored::jobs_of(&args.files) else {
         return 1;
-    }
+    };
     let mut worst = 0;
     for job in &loaded.jobs {
         let outcome = rollback_job(job, &loaded, &args).await;
@@ -119,53 +107,23 @@ pub async fn rollback(args: RollbackArgs) -> i32 {
 }
 
 async fn rollback_job(loaded: &LoadedJob, all: &Manifests, args: &RollbackArgs) -> RollbackOutcome {
-    let mut job = loaded.job.clone();
-    let namespace = job
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-    let Some(name) = job.metadata.name.clone() else {
-        return RollbackOutcome::refused(format!(
-            "{}: the MigrationJob has no metadata.name",
-            loaded.file.display()
-        ));
+    let job = match stored::load(
+        loaded,
+        all,
+        args.state_dir.as_deref(),
+        "nothing to roll back",
+    ) {
+        Ok(j) => j,
+        Err(e) => return RollbackOutcome::refused(e),
     };
-    resolve_paths(&mut job.spec, &loaded.dir);
-    let v = match validate(&job.spec) {
-        Ok(v) => v,
-        Err(errors) => {
-            let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            return RollbackOutcome::refused(format!(
-                "{namespace}/{name}: the spec is not valid: {}",
-                all.join("; ")
-            ));
-        }
-    };
-    let lookup = |n: &str| all.secrets.get(&(namespace.clone(), n.to_string()));
-    let credentials = match job_credentials(&job.spec, &namespace, &lookup) {
-        Ok(c) => c,
-        Err(e) => return RollbackOutcome::refused(format!("{namespace}/{name}: {e}")),
-    };
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".ferry").join(&namespace).join(&name));
-    let uid = job.metadata.uid.clone().unwrap_or_else(|| "local".into());
-    let local = Local::new(
-        namespace.clone(),
-        name.clone(),
-        uid,
-        state_dir.clone(),
-        Duration::ZERO,
-        Err(String::new()),
+    let (namespace, name, v, credentials, plan, state_dir) = (
+        &job.namespace,
+        &job.name,
+        &job.validated,
+        &job.credentials,
+        job.plan.clone(),
+        &job.state_dir,
     );
-    let Some(plan) = local.stored_plan(&v) else {
-        return RollbackOutcome::refused(format!(
-            "{namespace}/{name}: nothing to roll back: no run of this spec under {}",
-            state_dir.display()
-        ));
-    };
     if let Some(why) = refusal(&plan) {
         return RollbackOutcome::refused(format!("{namespace}/{name}: {why}"));
     }

@@ -25,6 +25,8 @@ pub struct TransferError {
     pub changed: bool,
     /// How many attempts were made.
     pub attempts: u32,
+    /// The HTTP status of the answer that failed, when there was one.
+    pub http_status: Option<u16>,
 }
 
 impl TransferError {
@@ -45,7 +47,14 @@ impl TransferError {
             retry_after: None,
             changed: false,
             attempts: 1,
+            http_status: None,
         }
+    }
+
+    /// The HTTP status of the answer (0: none).
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.http_status = (status != 0).then_some(status);
+        self
     }
 
     /// The service's error code (redacted and bounded like any server text).

@@ -25,6 +25,51 @@ pub struct FailureLine {
     pub code: Option<String>,
     pub attempts: u32,
     pub message: String,
+    /// The HTTP status of the answer that failed, beside the service's code.
+    #[serde(
+        default,
+        rename = "httpStatus",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_status: Option<u16>,
+    /// When it failed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+impl FailureLine {
+    /// The line of `key` (`size` bytes) that failed with `e`, now.
+    pub fn of(key: String, size: u64, e: &TransferError) -> FailureLine {
+        FailureLine {
+            key,
+            size,
+            class: e.class,
+            code: e.code.clone(),
+            attempts: e.attempts,
+            message: e.message.clone(),
+            http_status: e.http_status,
+            at: Some(now()),
+        }
+    }
+
+    /// The line of `key` (`size` bytes) left as it is, of `class` and why, now (no request
+    /// failed: a rollback's decision).
+    pub fn kept(key: String, size: u64, class: FailureClass, why: &str) -> FailureLine {
+        FailureLine {
+            key,
+            size,
+            class,
+            code: None,
+            attempts: 1,
+            message: why.to_string(),
+            http_status: None,
+            at: Some(now()),
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// One written object.
@@ -265,6 +310,27 @@ pub async fn read_inventory(
     dir: &dyn Source,
 ) -> Result<Vec<crate::audit::InventoryLine>, TransferError> {
     read_lines(dir, "inventory-", true).await
+}
+
+/// Reads the keys a rollback kept, with why, of a rollback's shard report folder.
+pub async fn read_rollback_kept(dir: &dyn Source) -> Result<Vec<FailureLine>, TransferError> {
+    read_lines(dir, "rollback-kept-", false).await
+}
+
+/// Opens the side a job's report folder is under: `report` when the spec names one, else
+/// the destination.
+pub async fn open_root(
+    t: &ferry_core::Transfer,
+    credentials: &ferry_core::stores::JobCredentials,
+) -> Result<Arc<dyn Sink>, TransferError> {
+    let (config, secrets) = match &t.report {
+        Some(r) => (r, &credentials.report),
+        None => (&t.destination, &credentials.destination),
+    };
+    let limits = Arc::new(crate::limit::Limits::unlimited());
+    crate::stores::open(config, secrets, limits, RetryPolicy::default())
+        .await?
+        .sink()
 }
 
 /// Reads every failure line of a shard's report folder (for retries of failed objects).

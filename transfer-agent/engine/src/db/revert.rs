@@ -102,14 +102,8 @@ pub async fn take_back(
                     if line.cleared {
                         out.keep_objects.insert(line.key.clone(), CLEARED);
                     }
-                    out.kept.push(FailureLine {
-                        key: crate::stores::Source::full_key(store, &line.key),
-                        size: 0,
-                        class,
-                        code: None,
-                        attempts: 1,
-                        message: why.to_string(),
-                    });
+                    let key = crate::stores::Source::full_key(store, &line.key);
+                    out.kept.push(FailureLine::kept(key, 0, class, why));
                 }
             }
         }

@@ -75,14 +75,7 @@ pub async fn run(run: &ShardRun, rec: Recorder, candidates: Vec<DeleteLine>) -> 
             Fate::Failed(e) => {
                 tracing::warn!(key = %line.key, error = %e, "a delete failed");
                 rec.note_error(e.sample(&line.key));
-                Outcome::DeleteFailed(FailureLine {
-                    key: line.key.clone(),
-                    size: line.size,
-                    class: e.class,
-                    code: e.code.clone(),
-                    attempts: e.attempts,
-                    message: e.message.clone(),
-                })
+                Outcome::DeleteFailed(FailureLine::of(line.key.clone(), line.size, &e))
             }
         };
         (rel, line.size, outcome)

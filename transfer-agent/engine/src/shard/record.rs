@@ -161,14 +161,7 @@ impl TransferError {
 
     /// The error as the failure report lists it, for `info` at (full) `key`.
     pub fn report_line(&self, key: String, info: &ObjectInfo) -> FailureLine {
-        FailureLine {
-            key,
-            size: info.size,
-            class: self.class,
-            code: self.code.clone(),
-            attempts: self.attempts,
-            message: self.message.clone(),
-        }
+        FailureLine::of(key, info.size, self)
     }
 }
 

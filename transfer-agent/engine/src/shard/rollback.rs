@@ -166,28 +166,18 @@ pub async fn run(
         })
         .buffered(in_flight);
     super::settle_in_order(run, rec, fates, |rec, (rel, line, fate)| {
-        let kept = |class, code, attempts, message| {
-            Outcome::RollbackKept(FailureLine {
-                key: line.key.clone(),
-                size: line.size,
-                class,
-                code,
-                attempts,
-                message,
-            })
-        };
         let outcome = match fate {
             Ok(Undo::Delete) => Outcome::RolledBack(line.clone()),
             Ok(Undo::Restore) => Outcome::Restored(line.clone()),
             Ok(Undo::Nothing) => Outcome::RollbackGone,
             Ok(Undo::Keep(class, why)) => {
                 tracing::info!(key = %line.key, why, "not undoing a key");
-                kept(class, None, 1, why.to_string())
+                Outcome::RollbackKept(FailureLine::kept(line.key.clone(), line.size, class, why))
             }
             Err(e) => {
                 tracing::warn!(key = %line.key, error = %e, "undoing a key failed");
                 rec.note_error(e.sample(&line.key));
-                kept(e.class, e.code.clone(), e.attempts, e.message.clone())
+                Outcome::RollbackKept(FailureLine::of(line.key.clone(), line.size, &e))
             }
         };
         (rel, line.size, outcome)

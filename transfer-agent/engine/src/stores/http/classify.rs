@@ -17,6 +17,15 @@ pub fn status_error(
     what: &str,
     now: DateTime<Utc>,
 ) -> TransferError {
+    classified(status, retry_after, what, now).with_status(status)
+}
+
+fn classified(
+    status: u16,
+    retry_after: Option<&str>,
+    what: &str,
+    now: DateTime<Utc>,
+) -> TransferError {
     let code = format!("HTTP {status}");
     let (class, retryable, text) = match status {
         404 | 410 => (

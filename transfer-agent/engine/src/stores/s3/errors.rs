@@ -126,7 +126,9 @@ pub fn classify(op: &str, status: u16, code: Option<&str>, message: Option<&str>
         Some(m) if !m.is_empty() => format!("{op}: {shown_code}: {m}"),
         _ => format!("{op}: {shown_code}"),
     };
-    let mut e = TransferError::new(class, text).with_code(shown_code);
+    let mut e = TransferError::new(class, text)
+        .with_code(shown_code)
+        .with_status(status);
     e.retryable = retryable;
     e.fatal = fatal;
     e.changed = status == 412 || code_str == "PreconditionFailed";
@@ -152,6 +154,26 @@ fn source_chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_line_keeps_the_http_status_and_the_time() {
+        let e = classify("GetObject", 403, Some("AccessDenied"), Some("no"));
+        let line = crate::report::FailureLine::of("k".into(), 3, &e);
+        assert_eq!(
+            (line.http_status, line.code.as_deref()),
+            (Some(403), Some("AccessDenied"))
+        );
+        let at = line.at.clone().expect("a time");
+        assert!(chrono::DateTime::parse_from_rfc3339(&at).is_ok(), "{at}");
+        let json = serde_json::to_value(&line).unwrap();
+        assert_eq!(json["httpStatus"], 403, "{json}");
+        // A failure with no answer (a timeout) has no status.
+        let e = TransferError::new(FailureClass::Network, "timed out");
+        assert_eq!(
+            crate::report::FailureLine::of("k".into(), 3, &e).http_status,
+            None
+        );
+    }
 
     #[test]
     fn codes_decide_class_and_consequence() {
