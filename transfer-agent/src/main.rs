@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use ferry_core::collect::CollectProgress;
 use ferry_core::planning::PlanRequest;
 use ferry_core::{
     JobCredentials, JobPlan, LiveLimits, ProgressStore, ShardProgress, ShardState, Side,
@@ -126,7 +127,18 @@ async fn plan(args: PlanArgs) -> i32 {
         }
     };
     let vars: BTreeMap<String, String> = std::env::vars().collect();
-    let (plan, outcome) = planner::answer(&req, &vars, &credentials(), 3).await;
+    let (progress_tx, progress) = watch::channel(None);
+    let publisher = tokio::spawn(publish_collect_progress(
+        client.clone(),
+        args.namespace.clone(),
+        args.configmap.clone(),
+        progress,
+    ));
+    let (plan, outcome) = planner::answer_with(&req, &vars, &credentials(), 3, &|p| {
+        let _ = progress_tx.send(Some(p.clone()));
+    })
+    .await;
+    publisher.abort();
     tracing::info!(
         planned = plan.is_some(),
         secret_problems = outcome.secret_problems.len(),
@@ -147,6 +159,28 @@ async fn plan(args: PlanArgs) -> i32 {
             tracing::error!(error = %e, "cannot store the planner's answer");
             1
         }
+    }
+}
+
+/// Publishes the collector's progress in the plan ConfigMap while the planner collects: the
+/// first page's at once, then the latest at most every 2 s (the outcome holds the final one).
+async fn publish_collect_progress(
+    client: kube::Client,
+    namespace: String,
+    configmap: String,
+    mut progress: watch::Receiver<Option<CollectProgress>>,
+) {
+    while progress.changed().await.is_ok() {
+        let latest = progress.borrow_and_update().clone();
+        if let Some(p) = latest {
+            let stored =
+                plan_configmap::store_collect_progress(client.clone(), &namespace, &configmap, &p)
+                    .await;
+            if let Err(e) = stored {
+                tracing::warn!(error = %e, "cannot publish the collector's progress");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 

@@ -202,7 +202,8 @@ pub struct MigrationJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::check::CheckStatus>,
     /// The URL-list collector of a `source.urlList.collect` job: pages read, URLs listed,
-    /// where the list is. Set once the planner has collected it.
+    /// where the list is. Updated while the planner collects (every few seconds), final
+    /// once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collect: Option<ferry_core::collect::CollectProgress>,
     /// A one-line explanation of the phase.

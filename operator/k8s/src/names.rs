@@ -11,6 +11,9 @@ pub const PLAN_KEY: &str = "plan.json";
 pub const REQUEST_KEY: &str = "request.json";
 /// The key of the planner's outcome (checks, planning error) inside the plan ConfigMap.
 pub const OUTCOME_KEY: &str = "outcome.json";
+/// The key of the URL-list collector's progress inside the plan ConfigMap, which the planner
+/// updates while it collects (the outcome carries the final figures).
+pub const COLLECT_KEY: &str = "collect.json";
 /// Where the plan ConfigMap is mounted in an agent.
 pub const PLAN_MOUNT: &str = "/etc/ferry/plan";
 /// The key of the live limits inside the limits ConfigMap.

@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 
+use ferry_core::collect::CollectProgress;
 use ferry_core::planning::PlanOutcome;
 use ferry_core::JobPlan;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
-use crate::names::{OUTCOME_KEY, PLAN_KEY};
+use crate::names::{COLLECT_KEY, OUTCOME_KEY, PLAN_KEY};
 
 /// Stores the planner's answer in the ConfigMap `name` of `namespace`.
 pub async fn store_answer(
@@ -39,6 +40,33 @@ pub async fn store_answer(
     )
     .await
     .map(|_| ())
+}
+
+/// Stores the collector's progress in the ConfigMap `name` of `namespace` while the planner
+/// collects (the operator shows it in `status.collect` until the outcome is in).
+pub async fn store_collect_progress(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    progress: &CollectProgress,
+) -> Result<(), kube::Error> {
+    let text = serde_json::to_string(progress).expect("serializes");
+    let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "data": { COLLECT_KEY: text } })),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The collector's progress in a plan ConfigMap's data, if it holds one that parses.
+pub fn collect_progress_of(cm: &ConfigMap) -> Option<CollectProgress> {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get(COLLECT_KEY))
+        .and_then(|j| serde_json::from_str(j).ok())
 }
 
 /// The SHA-256 (hex) of a plan or request as stored (the ConfigMap's value, byte for byte).

@@ -4,8 +4,8 @@
 use ferry_api::{JobPlan, MigrationJob};
 use ferry_k8s::limits_configmap::limits_data;
 use ferry_k8s::names::{
-    agent_name, job_name, limits_name, plan_name, planner_name, shard_name, OUTCOME_KEY, PLAN_KEY,
-    PROGRESS_KEY, REQUEST_KEY,
+    agent_name, job_name, limits_name, plan_name, planner_name, shard_name, COLLECT_KEY,
+    OUTCOME_KEY, PLAN_KEY, PROGRESS_KEY, REQUEST_KEY,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
@@ -226,6 +226,7 @@ async fn create_plan(mj: &MigrationJob, world: &World, ctx: &Context) -> Result<
                 "data": {
                     REQUEST_KEY: text,
                     OUTCOME_KEY: null,
+                    COLLECT_KEY: null,
                 }
             });
             cms.patch(

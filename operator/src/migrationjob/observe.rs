@@ -11,7 +11,7 @@ use ferry_k8s::limits_configmap::limits_of;
 use ferry_k8s::names::{
     job_name, limits_name, plan_name, planner_name, shard_name, JOB_LABEL, PLAN_KEY,
 };
-use ferry_k8s::plan_configmap::{digest, outcome_of};
+use ferry_k8s::plan_configmap::{collect_progress_of, digest, outcome_of};
 use ferry_k8s::progress_configmap::record_of;
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -196,7 +196,12 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         max_running_per_namespace: ctx.args.max_running_per_namespace,
         retry_token: mj.annotations().get(RETRY_ANNOTATION).cloned(),
         report: current.map(JobPlan::report_location),
-        collect: outcome.as_ref().and_then(|o| o.collect.clone()),
+        // The outcome's figures, else the planner's progress while it collects (the key is
+        // dropped with the outcome when a new request is made).
+        collect: match &outcome {
+            Some(o) => o.collect.clone(),
+            None => plan_cm.as_ref().and_then(collect_progress_of),
+        },
         approval: approval_of(mj, ctx).await?,
         limits: limits_cm.as_ref().and_then(limits_of),
         now: now(),

@@ -301,9 +301,10 @@ async fn a_large_list_in_a_bucket_is_copied_by_several_shards() {
 }
 
 /// A job whose list the planner pod collects from a paginated API (cursor pagination, one
-/// page answering 429 with `Retry-After` once) before the agents copy it: every file arrives
-/// once, byte-identical; `status.collect` names the pages and URLs and where the list is,
-/// and that list holds each URL once.
+/// page answering 429 with `Retry-After` once, 2 pages a second) before the agents copy it:
+/// the collector's progress shows in `status.collect` while it runs; every file arrives
+/// once, byte-identical; `status.collect` then names the pages and URLs and where the list
+/// is, and that list holds each URL once.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_planner_collects_the_list_and_the_agents_copy_it() {
     let Some(b) = backend() else { return };
@@ -319,13 +320,29 @@ async fn the_planner_collects_the_list_and_the_agents_copy_it() {
         _ => Fault::None,
     });
     c.apply(secret_yaml("creds")).await.unwrap();
-    let list = json!({
-        "collect": collect(&s, Style::Cursor, "/api/cursor?per_page=7"),
-        "allowPrivateNetworks": true,
-    });
+    let mut pages = collect(&s, Style::Cursor, "/api/cursor?per_page=7");
+    pages["requestsPerSecond"] = json!(2);
+    let list = json!({"collect": pages, "allowPrivateNetworks": true});
     c.apply(job_yaml("collected", list, &s.bucket, json!({})))
         .await
         .unwrap();
+    let start = Instant::now();
+    let live = loop {
+        let st = c.job("collected").await.status.unwrap_or_default();
+        if let Some(p) = st.collect.clone().filter(|p| !p.done && p.pages > 0) {
+            break p;
+        }
+        assert!(
+            !st.phase.is_some_and(|p| p.is_terminal()) && start.elapsed() < Duration::from_secs(60),
+            "no progress of the collector in the status while it ran: {:#?}",
+            st
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        live.pages < 9 && live.urls <= live.pages * 7 && live.list.is_none(),
+        "{live:?}"
+    );
     let mj = c
         .wait_completed("collected", Duration::from_secs(180))
         .await;
