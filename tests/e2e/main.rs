@@ -10,6 +10,7 @@
 //! with special settings (Garage, a moto that checks credentials) and the operator tests'
 //! API stand-in are started per test.
 
+mod audit_garage;
 mod bucketsync_cluster;
 mod chart;
 mod check;

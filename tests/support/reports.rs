@@ -1,5 +1,5 @@
 //! Reading the reports Ferry writes into the destination:
-//! `.ferry/reports/<namespace>/<name>/<uid>/shard-<i>/{failures,manifest}-NNNNNN.jsonl`.
+//! `.ferry/reports/<namespace>/<name>/<uid>/shard-<i>/{failures,manifest,check}-NNNNNN.jsonl`.
 //!
 //! The files are found by their path segments (`.ferry/reports/<namespace>/<name>/` anywhere in
 //! the key, so a report under the destination prefix is found too) and read in key order.
@@ -15,6 +15,8 @@ use crate::s3::S3;
 pub enum Kind {
     Failures,
     Manifest,
+    /// A `mode: Check`'s differences.
+    Check,
 }
 
 impl Kind {
@@ -22,6 +24,7 @@ impl Kind {
         match self {
             Kind::Failures => "failures-",
             Kind::Manifest => "manifest-",
+            Kind::Check => "check-",
         }
     }
 }
