@@ -214,6 +214,7 @@ async fn dry_run_estimates_requests_bytes_and_cost() {
     .await
     .assert_exit(0)
     .assert_counter("objectsCopied", 4);
-    assert_eq!(sc.src_proxy().object_gets().len(), 4, "GETs of objects");
+    // The 4 copies, and the preflight's one-byte read of one object.
+    assert_eq!(sc.src_proxy().object_gets().len(), 5, "GETs of objects");
     assert_eq!(sc.dst_proxy().data_puts().len(), 4, "PUTs of objects");
 }

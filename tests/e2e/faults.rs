@@ -340,7 +340,9 @@ async fn a_complete_multipart_upload_whose_answer_is_lost_is_not_a_failure() {
 /// the completed shard itself or at the latest by the next start (`docs/contract.md` §3.4).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_orphaned_by_an_ambiguous_create_is_swept_by_the_next_start() {
-    let (run, sc) = run_with_one_ambiguous_request("amb-create", "POST", "?uploads").await;
+    // The copy's create (the preflight's, under `.ferry/preflight/`, is another key).
+    let (run, sc) =
+        run_with_one_ambiguous_request("amb-create", "POST", "three-parts?uploads").await;
     run.assert_phase("Completed")
         .assert_counter("objectsFailed", 0);
     let (s3, dst) = (sc.dst_s3(), sc.dst_bucket());

@@ -36,6 +36,7 @@ mod metrics;
 mod nemesis;
 mod operator_cluster;
 mod overwrite;
+mod preflight;
 mod progress;
 mod resume;
 mod rollback;

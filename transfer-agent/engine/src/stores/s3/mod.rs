@@ -393,7 +393,12 @@ impl S3Store {
             })
     }
 
-    async fn check(&self, as_destination: bool) -> Result<(), TransferError> {
+    /// The preflight (`docs/contract.md` §2): as a source, the prefix can be listed and an
+    /// object in it read (a ranged GET of its first byte); as a destination, the bucket exists
+    /// and, unless `dry_run`, accepts writes (a multipart upload created and aborted under
+    /// `.ferry/preflight/`, which leaves nothing behind). The error names the permission that
+    /// is missing.
+    async fn check(&self, as_destination: bool, dry_run: bool) -> Result<(), TransferError> {
         if as_destination {
             with_retry(&self.retry, "HeadBucket", |_| async {
                 self.client
@@ -404,23 +409,149 @@ impl S3Store {
                     .map_err(|e| TransferError::from_sdk("HeadBucket", &e))
             })
             .await
-            .map(|_| ())
-            .map_err(|e| bucket_error(e, &self.bucket))
-        } else {
-            with_retry(&self.retry, "ListObjectsV2", |_| async {
-                self.client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&self.prefix)
-                    .max_keys(1)
-                    .send()
-                    .await
-                    .map_err(|e| TransferError::from_sdk("ListObjectsV2", &e))
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| bucket_error(e, &self.bucket))
+            .map_err(|e| bucket_error(e, &self.bucket))?;
+            if dry_run {
+                return Ok(());
+            }
+            return self.check_writes().await;
         }
+        let page = with_retry(&self.retry, "ListObjectsV2", |_| async {
+            self.client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .max_keys(PREFLIGHT_KEYS)
+                .send()
+                .await
+                .map_err(|e| TransferError::from_sdk("ListObjectsV2", &e))
+        })
+        .await
+        .map_err(|e| bucket_error(e, &self.bucket))?;
+        let readable = page.contents().iter().find_map(|o| {
+            let key = o.key()?;
+            let rel = key.strip_prefix(self.prefix.as_str())?;
+            (o.size().unwrap_or(0) > 0 && !rel.starts_with(ferry_core::plan::FERRY_DIR))
+                .then(|| key.to_string())
+        });
+        let Some(key) = readable else {
+            return Ok(());
+        };
+        with_retry(&self.retry, "GetObject", |_| async {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .range("bytes=0-0")
+                .send()
+                .await
+                .map_err(|e| TransferError::from_sdk("GetObject", &e))?;
+            out.body
+                .collect()
+                .await
+                .map(|_| ())
+                .map_err(|e| TransferError::new(FailureClass::Network, format!("GetObject: {e}")))
+        })
+        .await
+        .map_err(|e| {
+            missing_permission(
+                e,
+                "s3:GetObject",
+                &format!(
+                    "the source can be listed but s3://{}/{key} cannot be read",
+                    self.bucket
+                ),
+            )
+        })
+    }
+
+    /// Creates a multipart upload under `.ferry/preflight/` and aborts it; then aborts any
+    /// other upload of that key (a create whose answer was lost and was retried).
+    async fn check_writes(&self) -> Result<(), TransferError> {
+        let key = format!(
+            "{}preflight/{}-{}",
+            ferry_core::plan::FERRY_DIR,
+            chrono::Utc::now().timestamp_micros(),
+            std::process::id()
+        );
+        let res = self.create_and_abort(&key).await;
+        if let Ok(open) = self.open_uploads_under(&key).await {
+            for u in open {
+                self.abort_upload(&u).await;
+            }
+        }
+        res
+    }
+
+    /// The open uploads of keys under `prefix` (relative to the store's prefix).
+    async fn open_uploads_under(&self, prefix: &str) -> Result<Vec<Upload>, TransferError> {
+        let full = self.full(prefix);
+        let page = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .send()
+            .await
+            .map_err(|e| TransferError::from_sdk("ListMultipartUploads", &e))?;
+        Ok(page
+            .uploads()
+            .iter()
+            .filter_map(|u| {
+                let rel = u.key()?.strip_prefix(self.prefix.as_str())?;
+                Some(Upload {
+                    key: rel.to_string(),
+                    id: u.upload_id()?.to_string(),
+                })
+            })
+            .collect())
+    }
+
+    async fn create_and_abort(&self, key: &str) -> Result<(), TransferError> {
+        let full = self.full(key);
+        let where_ = format!("s3://{}/{full}", self.bucket);
+        let out = with_retry(&self.retry, "CreateMultipartUpload", |_| async {
+            self.client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+                .await
+                .map_err(|e| TransferError::from_sdk("CreateMultipartUpload", &e))
+        })
+        .await
+        .map_err(|e| {
+            missing_permission(
+                e,
+                "s3:PutObject",
+                &format!("the destination does not accept writes ({where_})"),
+            )
+        })?;
+        let Some(id) = out.upload_id() else {
+            return Ok(());
+        };
+        with_retry(&self.retry, "AbortMultipartUpload", |_| async {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(id)
+                .send()
+                .await
+                .map_err(|e| TransferError::from_sdk("AbortMultipartUpload", &e))
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            missing_permission(
+                e,
+                "s3:AbortMultipartUpload",
+                &format!(
+                    "the preflight's upload {where_} could not be aborted (Ferry aborts the \
+                     uploads of interrupted copies)"
+                ),
+            )
+        })
     }
 }
 
@@ -626,7 +757,7 @@ impl Source for S3Store {
     }
 
     async fn probe(&self) -> Result<(), TransferError> {
-        self.check(false).await
+        self.check(false, true).await
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -869,8 +1000,8 @@ impl Sink for S3Store {
         .await
     }
 
-    async fn probe_destination(&self, _dry_run: bool) -> Result<(), TransferError> {
-        self.check(true).await
+    async fn probe_destination(&self, dry_run: bool) -> Result<(), TransferError> {
+        self.check(true, dry_run).await
     }
 
     async fn open_uploads(&self) -> Result<Vec<OpenUpload>, TransferError> {
@@ -973,6 +1104,20 @@ impl ServerCopy for S3ServerCopy {
 }
 
 /// HeadBucket answers 404 and 403 without a code: name the problem for the user.
+/// Keys the preflight lists to find one it can read.
+const PREFLIGHT_KEYS: i32 = 20;
+
+/// A preflight's refusal with the permission that is missing, when access was denied;
+/// job-fatal either way.
+fn missing_permission(mut e: TransferError, permission: &str, what: &str) -> TransferError {
+    if e.class == FailureClass::AccessDenied {
+        e.message = format!("{what}: {permission} is denied ({})", e.message);
+    } else {
+        e.message = format!("{what}: {}", e.message);
+    }
+    e.fatal()
+}
+
 fn bucket_error(mut e: TransferError, bucket: &str) -> TransferError {
     match e.code.as_deref() {
         Some("HTTP 404") | Some("NotFound") | Some("NoSuchBucket") => {
