@@ -323,7 +323,7 @@ pub fn priced(
             if overrides.is_none() {
                 if let Some(r) = pricing.and_then(|p| p.config_map_ref.as_ref()) {
                     cost.notes.push(format!(
-                        "the ConfigMap {} is read by ferry run only: priced with the built-in tables",
+                        "the ConfigMap {} was not read: priced with the built-in tables",
                         r.name
                     ));
                 }

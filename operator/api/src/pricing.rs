@@ -42,8 +42,8 @@ pub struct Pricing {
     pub destination: Option<String>,
     /// A ConfigMap in the job's namespace whose key holds price tables of the built-in form
     /// (`docs/estimates.md`); each replaces the built-in table of its name or adds one. Read
-    /// by `ferry run` (from the YAML files given, like Secrets); the operator prices with the
-    /// built-in tables and says so.
+    /// by the operator in the job's namespace, and by `ferry run` from the YAML files given
+    /// (like Secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<PriceTablesRef>,
 }

@@ -87,6 +87,10 @@ pub struct Observed {
     /// they are told any.
     #[serde(default)]
     pub limits: Option<LiveLimits>,
+    /// The price tables of `spec.pricing.configMapRef` (a dry run's cost), when the spec
+    /// names a ConfigMap.
+    #[serde(default)]
+    pub price_tables: Option<PriceTables>,
     /// The time of the decision (RFC 3339).
     pub now: String,
 }
@@ -117,6 +121,16 @@ pub enum Planning {
 }
 
 pub use ferry_core::planning::Probe;
+
+/// The price tables a ConfigMap holds, or why there are none to read.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum PriceTables {
+    /// The text of the ConfigMap's key.
+    Found(String),
+    /// The ConfigMap or its key is missing: what to say.
+    Missing(String),
+}
 
 /// What is known of the agents (an Indexed Job, or `ferry run`'s tasks).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -664,7 +678,18 @@ impl<'a> Pass<'a> {
         st.check = agg.check;
         // A dry run that has completed says what a real run would do and cost.
         st.estimate = (agg.dry_run && agg.phase == Some(Phase::Completed)).then(|| {
-            ferry_api::estimate::priced(&v.transfer, &shards, spec.pricing.as_ref(), None)
+            let pricing = spec.pricing.as_ref();
+            match &self.obs.price_tables {
+                Some(PriceTables::Found(text)) => {
+                    ferry_api::estimate::priced(&v.transfer, &shards, pricing, Some(text))
+                }
+                Some(PriceTables::Missing(why)) => {
+                    let mut e = ferry_api::estimate::estimate(&v.transfer, &shards);
+                    e.notes.push(format!("no cost: {why}"));
+                    e
+                }
+                None => ferry_api::estimate::priced(&v.transfer, &shards, pricing, None),
+            }
         });
         let mut phase = agg.phase.unwrap_or(Phase::Running);
         let mut message = agg.message.unwrap_or_default();
@@ -974,6 +999,67 @@ mod tests {
             &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
         )
         .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// A completed dry run of `done.yaml`'s job, priced from the tables of its ConfigMap
+    /// `prices` as the operator read them (or did not).
+    fn priced_dry_run(tables: Option<PriceTables>) -> ferry_api::estimate::Estimate {
+        let mut f = load("done");
+        f.job.spec.dry_run = true;
+        f.job.spec.pricing = Some(
+            serde_yaml::from_str(
+                "{source: aws-s3, destination: cloudflare-r2, configMapRef: {name: prices}}",
+            )
+            .unwrap(),
+        );
+        for s in f.observed.shards.iter_mut().flatten() {
+            let c = &mut s.counters;
+            (c.objects_would_copy, c.bytes_would_copy) =
+                (c.objects_copied, c.bytes_copied * 1_000_000);
+            (c.objects_copied, c.bytes_copied) = (0, 0);
+        }
+        f.observed.price_tables = tables;
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(
+            d.status.phase,
+            Some(Phase::Completed),
+            "{:?}",
+            d.status.message
+        );
+        d.status
+            .estimate
+            .expect("a completed dry run has an estimate")
+    }
+
+    #[test]
+    fn a_dry_run_in_a_cluster_is_priced_with_the_configmap_the_operator_read() {
+        let built_in = priced_dry_run(None).cost.expect("priced");
+        assert!(
+            built_in.notes.iter().any(|n| n.contains("was not read")),
+            "{built_in:?}"
+        );
+        let tables = "aws-s3:\n  description: our negotiated S3 prices\n  effectiveDate: \"2026-11-01\"\n  \
+            storagePerGBMonth: \"0.021\"\n  classAPerMillion: \"5.00\"\n  classBPerMillion: \"0.40\"\n  \
+            egressPerGB: [{price: \"9.00\"}]\n";
+        let ours = priced_dry_run(Some(PriceTables::Found(tables.into())))
+            .cost
+            .expect("priced");
+        assert!(
+            ours.tables.iter().any(|t| t.contains("2026-11-01")),
+            "the ConfigMap's table is named: {:?}",
+            ours.tables
+        );
+        assert_ne!(ours.total, built_in.total, "{ours:?}");
+        let missing = priced_dry_run(Some(PriceTables::Missing("no ConfigMap prices".into())));
+        assert!(missing.cost.is_none());
+        assert!(
+            missing
+                .notes
+                .iter()
+                .any(|n| n == "no cost: no ConfigMap prices"),
+            "{:?}",
+            missing.notes
+        );
     }
 
     fn decide_fixture(name: &str) -> Decision {

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use super::decide::{AgentJob, Observed, Planning, RETRY_ANNOTATION};
+use super::decide::{AgentJob, Observed, Planning, PriceTables, RETRY_ANNOTATION};
 use crate::context::{Context, Error};
 
 /// The namespace label that lets the jobs of a namespace use ambient credentials (the pods'
@@ -204,6 +204,7 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         },
         approval: approval_of(mj, ctx).await?,
         limits: limits_cm.as_ref().and_then(limits_of),
+        price_tables: price_tables(mj, &cms).await?,
         now: now(),
     };
     Ok(World {
@@ -282,6 +283,38 @@ async fn refusals(mj: &MigrationJob, ctx: &Context) -> Result<Vec<String>, Error
         }
     }
     Ok(out)
+}
+
+/// The price tables of a dry run's `spec.pricing.configMapRef`, read in the job's own
+/// namespace (never another's); None when the job names none or is no dry run.
+async fn price_tables(
+    mj: &MigrationJob,
+    cms: &Api<ConfigMap>,
+) -> Result<Option<PriceTables>, Error> {
+    let Some(r) = mj
+        .spec
+        .pricing
+        .as_ref()
+        .and_then(|p| p.config_map_ref.as_ref())
+    else {
+        return Ok(None);
+    };
+    if !mj.spec.dry_run {
+        return Ok(None);
+    }
+    let key = r.key.as_deref().unwrap_or(ferry_api::pricing::DEFAULT_KEY);
+    let text = cms
+        .get_opt(&r.name)
+        .await?
+        .and_then(|cm| cm.data)
+        .and_then(|mut d| d.remove(key));
+    Ok(Some(match text {
+        Some(t) => PriceTables::Found(t),
+        None => PriceTables::Missing(format!(
+            "spec.pricing.configMapRef: no ConfigMap {} with the key {key} in the job's namespace",
+            r.name
+        )),
+    }))
 }
 
 /// The stage the job is in: the delete stage once the guard (or an approval) let it start.

@@ -272,6 +272,9 @@ impl Local {
                 .as_ref()
                 .and_then(|a| a.get(APPROVE_DELETES_ANNOTATION).cloned()),
             limits: self.limits.as_ref().map(|tx| *tx.borrow()),
+            // `ferry run` prices with the ConfigMap of the files given once the run ends
+            // (`price_with_config_map`).
+            price_tables: None,
             now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
     }
