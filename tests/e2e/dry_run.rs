@@ -196,24 +196,44 @@ async fn dry_run_estimates_requests_bytes_and_cost() {
         run.describe()
     );
 
-    // A real run of the same job: exactly the GETs and PUTs of objects counted.
+    // The same dry run again: it has ended, and shows its estimate again.
+    let again = run_ferry(
+        &[&job_file, &cm_file],
+        &sc.wd.state_dir(),
+        &[],
+        std::time::Duration::from_secs(240),
+    )
+    .await;
+    again.assert_exit(0);
+    assert_eq!(
+        again.status().0["estimate"]["cost"],
+        *cost,
+        "{}",
+        again.describe()
+    );
+
+    // A real run of the same job: exactly the GETs and PUTs of objects counted, and what it
+    // did costs what the estimate said (status.cost, from the same ConfigMap's tables).
     sc.src_proxy().clear();
     sc.dst_proxy().clear();
-    let real = sc
-        .job
-        .clone()
-        .with("dryRun", json!(false))
-        .without("pricing");
+    let real = sc.job.clone().with("dryRun", json!(false));
     let real_file = real.write(sc.wd.path());
-    run_ferry(
-        &[&real_file],
+    let done = run_ferry(
+        &[&real_file, &cm_file],
         &sc.wd.path().join("state-real"),
         &[],
         std::time::Duration::from_secs(240),
     )
-    .await
-    .assert_exit(0)
-    .assert_counter("objectsCopied", 4);
+    .await;
+    done.assert_exit(0).assert_counter("objectsCopied", 4);
+    let spent = &done.status().0["cost"];
+    assert_eq!(spent["lines"], cost["lines"], "{}", done.describe());
+    assert_eq!(spent["total"], "5.94", "{spent}");
+    assert!(
+        done.stderr.contains("what the run cost") && done.stderr.contains("5.94"),
+        "the summary shows the cost\n{}",
+        done.describe()
+    );
     // The 4 copies, and the preflight's one-byte read of one object.
     assert_eq!(sc.src_proxy().object_gets().len(), 5, "GETs of objects");
     assert_eq!(sc.dst_proxy().data_puts().len(), 4, "PUTs of objects");

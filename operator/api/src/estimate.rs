@@ -335,6 +335,41 @@ pub fn priced(
     e
 }
 
+/// What a finished real run cost (`status.cost`): what it did (objects and bytes copied,
+/// skipped, deleted) priced by the estimate's rules, as if a dry run had found exactly those
+/// objects to copy. Requests are counted as the estimate counts them (retries, and reads of
+/// objects that then failed, are not in it; objects in parts are taken of the mean size when
+/// the threshold could be exceeded: said in `notes`). None, with why, when it cannot be
+/// priced.
+pub fn run_cost(
+    transfer: &Transfer,
+    shards: &[ShardProgress],
+    pricing: Option<&crate::pricing::Pricing>,
+    overrides: Option<&str>,
+) -> Result<Cost, String> {
+    let done: Vec<ShardProgress> = shards
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            let c = &mut s.counters;
+            (c.objects_would_copy, c.bytes_would_copy) = (c.objects_copied, c.bytes_copied);
+            (c.objects_would_copy_whole, c.objects_would_copy_in_parts) = (0, 0);
+            c.parts_would_copy = 0;
+            (c.objects_to_delete, c.bytes_to_delete) = (c.objects_deleted, c.bytes_deleted);
+            s
+        })
+        .collect();
+    let e = estimate(transfer, &done);
+    let mut cost = crate::pricing::cost(&e, transfer, pricing, overrides)?;
+    cost.notes.extend(e.notes);
+    cost.notes.push(
+        "from what the run did (objects and bytes copied and deleted), requests counted by the \
+         estimate's rules: retries are not counted"
+            .into(),
+    );
+    Ok(cost)
+}
+
 /// The objects to copy in one request, those in parts, and their parts: as the shards counted
 /// them when they did; else exact when no object can exceed the threshold, and otherwise from
 /// objects of the mean size (said in `notes`).

@@ -197,6 +197,11 @@ pub struct MigrationJobStatus {
     /// when a dry run has completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<crate::estimate::Estimate>,
+    /// After a real run (mode `Copy`) has ended: what it cost, in the lines of a dry run's
+    /// estimate, from what it did (objects and bytes copied and deleted; requests counted by
+    /// the estimate's rules, retries not counted; `docs/estimates.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::pricing::Cost>,
     /// `mode: Check`: how many keys are identical, missing at the destination, different,
     /// extra at the destination, or could not be compared. Set while and after a check runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]

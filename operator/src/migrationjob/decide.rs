@@ -207,6 +207,44 @@ fn bounded(msg: &str) -> String {
     out
 }
 
+/// A dry run's estimate once it has completed, and a real copy's cost once it has ended
+/// (`Completed` or `PartiallyCompleted`), priced with `tables` when the spec names a
+/// ConfigMap (pure).
+pub fn priced_outcome(
+    v: &ValidatedSpec,
+    shards: &[ShardProgress],
+    pricing: Option<&ferry_api::pricing::Pricing>,
+    tables: Option<&PriceTables>,
+    phase: Option<Phase>,
+) -> (
+    Option<ferry_api::estimate::Estimate>,
+    Option<ferry_api::pricing::Cost>,
+) {
+    use ferry_api::estimate::{estimate, priced, run_cost};
+    let tables = match tables {
+        Some(PriceTables::Found(text)) => Ok(Some(text.as_str())),
+        Some(PriceTables::Missing(why)) => Err(why.as_str()),
+        None => Ok(None),
+    };
+    let t = &v.transfer;
+    let estimate = (t.dry_run && phase == Some(Phase::Completed)).then(|| match tables {
+        Ok(tables) => priced(t, shards, pricing, tables),
+        Err(why) => {
+            let mut e = estimate(t, shards);
+            e.notes.push(format!("no cost: {why}"));
+            e
+        }
+    });
+    let ended = matches!(phase, Some(Phase::Completed | Phase::PartiallyCompleted));
+    let cost = match tables {
+        Ok(tables) if ended && !t.dry_run && t.mode == ferry_core::Mode::Copy => {
+            run_cost(t, shards, pricing, tables).ok()
+        }
+        _ => None,
+    };
+    (estimate, cost)
+}
+
 /// Seconds from `from` to `to` (RFC 3339), if both parse.
 fn seconds_between(from: &str, to: &str) -> Option<i64> {
     let from = chrono::DateTime::parse_from_rfc3339(from).ok()?;
@@ -677,20 +715,13 @@ impl<'a> Pass<'a> {
         st.dry_run = agg.dry_run;
         st.check = agg.check;
         // A dry run that has completed says what a real run would do and cost.
-        st.estimate = (agg.dry_run && agg.phase == Some(Phase::Completed)).then(|| {
-            let pricing = spec.pricing.as_ref();
-            match &self.obs.price_tables {
-                Some(PriceTables::Found(text)) => {
-                    ferry_api::estimate::priced(&v.transfer, &shards, pricing, Some(text))
-                }
-                Some(PriceTables::Missing(why)) => {
-                    let mut e = ferry_api::estimate::estimate(&v.transfer, &shards);
-                    e.notes.push(format!("no cost: {why}"));
-                    e
-                }
-                None => ferry_api::estimate::priced(&v.transfer, &shards, pricing, None),
-            }
-        });
+        (st.estimate, st.cost) = priced_outcome(
+            v,
+            &shards,
+            spec.pricing.as_ref(),
+            self.obs.price_tables.as_ref(),
+            agg.phase,
+        );
         let mut phase = agg.phase.unwrap_or(Phase::Running);
         let mut message = agg.message.unwrap_or_default();
         // A shard stopped because its credentials went stale: its agent exits to be run
@@ -1060,6 +1091,46 @@ mod tests {
             "{:?}",
             missing.notes
         );
+    }
+
+    /// A copy that has ended says what it cost, priced like an estimate from what it did;
+    /// one still running, a dry run or a check does not.
+    #[test]
+    fn an_ended_copy_says_what_it_cost() {
+        let mut f = load("done");
+        f.job.spec.pricing =
+            Some(serde_yaml::from_str("{source: aws-s3, destination: cloudflare-r2}").unwrap());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::Completed));
+        assert!(d.status.estimate.is_none());
+        let c = d.status.cost.expect("an ended copy has a cost");
+        let quantities: Vec<(String, String)> = c
+            .lines
+            .iter()
+            .map(|l| (l.item.clone(), l.quantity.clone()))
+            .collect();
+        // 350 objects (3,500 bytes) copied by 2 shards: the source listed once by each shard
+        // and once by the planner (3 LIST) and read once per object (350 GET); each object
+        // put once (350 PUT) after one destination listing per shard (2 LIST).
+        let q = |item: &str, want: &str| (item.to_string(), want.to_string());
+        assert_eq!(
+            quantities,
+            [
+                q("source egress", "3.4 KiB"),
+                q("source requests", "3 Class A + 350 Class B"),
+                q("destination requests", "352 Class A + 0 Class B"),
+                q("destination storage per month", "3.4 KiB"),
+            ]
+        );
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.contains("retries are not counted")),
+            "{c:?}"
+        );
+        assert!(decide_fixture("running").status.cost.is_none());
+        f.job.spec.dry_run = true;
+        assert!(decide(&f.job, &f.observed).status.cost.is_none());
     }
 
     fn decide_fixture(name: &str) -> Decision {

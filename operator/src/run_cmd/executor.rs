@@ -19,7 +19,9 @@ use ferry_engine::{run_shard, ShardInputs, TransferError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::migrationjob::decide::{AgentJob, Observed, Planning, Step, RETRY_ANNOTATION};
+use crate::migrationjob::decide::{
+    AgentJob, Observed, Planning, PriceTables, Step, RETRY_ANNOTATION,
+};
 use crate::migrationjob::observe::{of_plan, stage_of};
 use ferry_api::deletes::{self, DeletesState, Verdict};
 use ferry_api::Reason;
@@ -80,6 +82,8 @@ pub struct Local {
     outcome: Option<PlanOutcome>,
     /// The live limits the shards follow, once the decision set them.
     limits: Option<watch::Sender<LiveLimits>>,
+    /// The price tables of `spec.pricing.configMapRef`, from the files given.
+    pub price_tables: Option<PriceTables>,
 }
 
 impl Local {
@@ -101,6 +105,7 @@ impl Local {
             tasks: None,
             outcome: None,
             limits: None,
+            price_tables: None,
         }
     }
 
@@ -156,11 +161,12 @@ impl Local {
     }
 
     /// The status a local job has from its state directory, if it has been planned.
-    /// `approval`: the `ferry.dev/approve-deletes` value given.
+    /// `approval`: the `ferry.dev/approve-deletes` value given; `pricing`: the spec's.
     pub async fn prior_status(
         &self,
         v: &ValidatedSpec,
         approval: Option<&str>,
+        pricing: Option<&ferry_api::pricing::Pricing>,
     ) -> Option<MigrationJobStatus> {
         let plan = self.stored_plan(v)?;
         let records: Vec<ShardProgress> = self.records(&plan).await.into_iter().flatten().collect();
@@ -204,6 +210,16 @@ impl Local {
                 deletes,
                 ..Default::default()
             };
+        }
+        if ended {
+            // A job that has ended shows its estimate or cost again.
+            (st.estimate, st.cost) = crate::migrationjob::decide::priced_outcome(
+                v,
+                &records,
+                pricing,
+                self.price_tables.as_ref(),
+                st.phase,
+            );
         }
         st.attempt = plan.attempt;
         st.last_retry_token = Some(retry_token(plan.attempt));
@@ -272,9 +288,7 @@ impl Local {
                 .as_ref()
                 .and_then(|a| a.get(APPROVE_DELETES_ANNOTATION).cloned()),
             limits: self.limits.as_ref().map(|tx| *tx.borrow()),
-            // `ferry run` prices with the ConfigMap of the files given once the run ends
-            // (`price_with_config_map`).
-            price_tables: None,
+            price_tables: self.price_tables.clone(),
             now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
     }

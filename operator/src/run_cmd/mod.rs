@@ -21,12 +21,14 @@ use std::time::{Duration, Instant};
 
 use ferry_api::{
     validate, DeletesState, MigrationJob, MigrationJobSpec, MigrationJobStatus, Phase,
-    ValidatedSpec, APPROVE_DELETES_ANNOTATION,
+    APPROVE_DELETES_ANNOTATION,
 };
 
 use crate::credentials::job_credentials;
 use crate::manifests::{self, LoadedJob, Manifests};
-use crate::migrationjob::decide::{decide, waits_on_the_world, Step, RETRY_ANNOTATION};
+use crate::migrationjob::decide::{
+    decide, waits_on_the_world, PriceTables, Step, RETRY_ANNOTATION,
+};
 use executor::{retry_token, Local};
 use ui::Ui;
 
@@ -164,44 +166,22 @@ pub(crate) fn resolve_paths(spec: &mut MigrationJobSpec, dir: &Path) {
     }
 }
 
-/// Prices a dry run's estimate with the tables of `spec.pricing.configMapRef`, which `ferry
-/// run` reads from the YAML files given, like Secrets (of the job's namespace only).
-fn price_with_config_map(
-    job: &MigrationJob,
-    v: &ValidatedSpec,
-    all: &Manifests,
-    namespace: &str,
-    e: &mut ferry_api::estimate::Estimate,
-) {
-    let Some(pricing) = &job.spec.pricing else {
-        return;
-    };
-    let Some(r) = &pricing.config_map_ref else {
-        return;
-    };
+/// The price tables of `spec.pricing.configMapRef` among the files given (of the job's
+/// namespace only), for the decision's costs.
+fn price_tables(job: &MigrationJob, all: &Manifests, namespace: &str) -> Option<PriceTables> {
+    let r = job.spec.pricing.as_ref()?.config_map_ref.as_ref()?;
     let key = r.key.as_deref().unwrap_or(ferry_api::pricing::DEFAULT_KEY);
-    let tables = all
+    let text = all
         .config_maps
         .get(&(namespace.to_string(), r.name.clone()))
         .and_then(|data| data.get(key));
-    let Some(tables) = tables else {
-        e.notes.push(format!(
-            "no cost: spec.pricing.configMapRef: no ConfigMap {namespace}/{} with the key {key} in the files given",
+    Some(match text {
+        Some(t) => PriceTables::Found(t.clone()),
+        None => PriceTables::Missing(format!(
+            "spec.pricing.configMapRef: no ConfigMap {namespace}/{} with the key {key} in the files given",
             r.name
-        ));
-        e.cost = None;
-        return;
-    };
-    let mut unpriced = e.clone();
-    unpriced.cost = None;
-    match ferry_api::pricing::cost(&unpriced, &v.transfer, Some(pricing), Some(tables)) {
-        Ok(c) => e.cost = Some(c),
-        Err(why) => {
-            e.notes
-                .push(format!("no cost: ConfigMap {}: {why}", r.name));
-            e.cost = None;
-        }
-    }
+        )),
+    })
 }
 
 pub(crate) async fn run_job(
@@ -235,6 +215,7 @@ pub(crate) async fn run_job(
         Duration::from_secs_f64(args.checkpoint_interval.max(0.1)),
         credentials,
     );
+    local.price_tables = price_tables(&job, all, &namespace);
     let validated = validate(&job.spec).ok();
     if let Some(approve) = &args.approve_deletes {
         job.metadata
@@ -248,7 +229,9 @@ pub(crate) async fn run_job(
             .annotations
             .as_ref()
             .and_then(|a| a.get(APPROVE_DELETES_ANNOTATION).cloned());
-        job.status = local.prior_status(v, approval.as_deref()).await;
+        job.status = local
+            .prior_status(v, approval.as_deref(), job.spec.pricing.as_ref())
+            .await;
     }
     let attempt = job.status.as_ref().map_or(0, |s| s.attempt);
     if args.retry_failed {
@@ -352,13 +335,10 @@ pub(crate) async fn run_job(
     if let Some(ui) = &ui {
         ui.finish();
     }
-    let mut status = match (&validated, &ui) {
+    let status = match (&validated, &ui) {
         (Some(v), Some(_)) => local.with_final_records(v, status).await,
         _ => status,
     };
-    if let (Some(v), Some(e)) = (&validated, status.estimate.as_mut()) {
-        price_with_config_map(&job, v, all, &namespace, e);
-    }
     if ui.is_some() || ended_before {
         ui::summary(&status, started);
     } else {

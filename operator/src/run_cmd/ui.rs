@@ -177,6 +177,12 @@ pub fn summary(s: &MigrationJobStatus, started: Instant) {
     if let Some(e) = &s.estimate {
         eprint!("{}", estimate_table(e));
     }
+    if let Some(c) = &s.cost {
+        eprint!(
+            "  what the run cost (docs/estimates.md):\n{}",
+            cost_lines(c, "    ")
+        );
+    }
     if let Some(ch) = &s.check {
         eprint!("{}", check_table(ch, s.report.as_deref()));
     }
@@ -274,24 +280,31 @@ pub fn estimate_table(e: &Estimate) -> String {
     ));
     line(format!("duration: {} at {}", e.duration, e.assumption));
     if let Some(c) = &e.cost {
-        line(format!("cost ({}):", c.currency));
-        for l in &c.lines {
-            line(format!(
-                "  {:<31}{:<36}{:<22}{:>12}",
-                l.item, l.quantity, l.table, l.usd
-            ));
-        }
-        line(format!("  {:<89}{:>12}", "total, one time", c.total));
-        line(format!(
-            "  {:<89}{:>12}",
-            "storage, per month", c.storage_per_month
-        ));
-        line(format!("  prices: {}", c.tables.join(", ")));
-        for n in &c.notes {
-            line(format!("  note: {n}"));
-        }
+        out.push_str(&cost_lines(c, "    "));
     }
     for n in &e.notes {
+        out.push_str(&format!("    note: {n}\n"));
+    }
+    out
+}
+
+/// A cost's lines, each after `indent`.
+fn cost_lines(c: &ferry_api::pricing::Cost, indent: &str) -> String {
+    let mut out = format!("{indent}cost ({}):\n", c.currency);
+    let mut line = |s: String| out.push_str(&format!("{indent}  {s}\n"));
+    for l in &c.lines {
+        line(format!(
+            "{:<31}{:<36}{:<22}{:>12}",
+            l.item, l.quantity, l.table, l.usd
+        ));
+    }
+    line(format!("{:<89}{:>12}", "total, one time", c.total));
+    line(format!(
+        "{:<89}{:>12}",
+        "storage, per month", c.storage_per_month
+    ));
+    line(format!("prices: {}", c.tables.join(", ")));
+    for n in &c.notes {
         line(format!("note: {n}"));
     }
     out
