@@ -65,6 +65,15 @@ async fn a_destination_that_refuses_writes_fails_before_any_copy_and_names_the_p
         )
         .await;
     dry.assert_exit(0);
+    // Nor does a Check (it writes nothing to the destination but its report).
+    let _ = std::fs::remove_dir_all(wd.state_dir());
+    let check = wd
+        .run(
+            &job(name, &proxy, &src, &dst).with("mode", json!("Check")),
+            &[],
+        )
+        .await;
+    check.assert_exit(2).assert_phase("PartiallyCompleted");
     let posts = proxy.records_where(|r| r.method == "POST" && r.target.contains("preflight"));
     assert_eq!(
         posts.len(),

@@ -285,8 +285,8 @@ async fn refusals(mj: &MigrationJob, ctx: &Context) -> Result<Vec<String>, Error
     Ok(out)
 }
 
-/// The price tables of a dry run's `spec.pricing.configMapRef`, read in the job's own
-/// namespace (never another's); None when the job names none or is no dry run.
+/// The price tables of `spec.pricing.configMapRef` (a dry run's estimate, a copy's cost),
+/// read in the job's own namespace (never another's); None when the job names none.
 async fn price_tables(
     mj: &MigrationJob,
     cms: &Api<ConfigMap>,
@@ -299,9 +299,6 @@ async fn price_tables(
     else {
         return Ok(None);
     };
-    if !mj.spec.dry_run {
-        return Ok(None);
-    }
     let key = r.key.as_deref().unwrap_or(ferry_api::pricing::DEFAULT_KEY);
     let text = cms
         .get_opt(&r.name)

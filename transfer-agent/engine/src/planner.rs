@@ -154,7 +154,9 @@ pub async fn probe(
         let res = within(PROBE_DEADLINE, async {
             let opened =
                 stores::open(&t.destination, &credentials.destination, limits, retry).await?;
-            opened.sink()?.probe_destination(t.dry_run).await
+            // A dry run and a Check write nothing to the destination (a Check's report aside).
+            let writes = !t.dry_run && t.mode == ferry_core::Mode::Copy;
+            opened.sink()?.probe_destination(!writes).await
         })
         .await;
         problem(res, Side::Destination)

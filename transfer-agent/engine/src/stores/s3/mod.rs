@@ -427,42 +427,60 @@ impl S3Store {
         })
         .await
         .map_err(|e| bucket_error(e, &self.bucket))?;
+        // An object that can be read at once: not empty, not Ferry's, not archived.
         let readable = page.contents().iter().find_map(|o| {
             let key = o.key()?;
             let rel = key.strip_prefix(self.prefix.as_str())?;
-            (o.size().unwrap_or(0) > 0 && !rel.starts_with(ferry_core::plan::FERRY_DIR))
-                .then(|| key.to_string())
+            let archived = matches!(
+                o.storage_class(),
+                Some(ObjectStorageClass::Glacier) | Some(ObjectStorageClass::DeepArchive)
+            );
+            let ours = rel.starts_with(ferry_core::plan::FERRY_DIR);
+            (o.size().unwrap_or(0) > 0 && !archived && !ours).then(|| key.to_string())
         });
         let Some(key) = readable else {
             return Ok(());
         };
-        with_retry(&self.retry, "GetObject", |_| async {
-            let out = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .range("bytes=0-0")
-                .send()
-                .await
-                .map_err(|e| TransferError::from_sdk("GetObject", &e))?;
-            out.body
-                .collect()
-                .await
-                .map(|_| ())
-                .map_err(|e| TransferError::new(FailureClass::Network, format!("GetObject: {e}")))
-        })
-        .await
-        .map_err(|e| {
-            missing_permission(
-                e,
-                "s3:GetObject",
-                &format!(
-                    "the source can be listed but s3://{}/{key} cannot be read",
-                    self.bucket
-                ),
-            )
-        })
+        let read =
+            with_retry(&self.retry, "GetObject", |_| async {
+                let out = self
+                    .client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .range("bytes=0-0")
+                    .send()
+                    .await
+                    .map_err(|e| TransferError::from_sdk("GetObject", &e))?;
+                out.body.collect().await.map(|_| ()).map_err(|e| {
+                    TransferError::new(FailureClass::Network, format!("GetObject: {e}"))
+                })
+            })
+            .await;
+        match read {
+            // Only a refusal says the job cannot work; an object archived in another tier,
+            // gone meanwhile or failing on its own is the copy's to report.
+            Err(e)
+                if matches!(
+                    e.class,
+                    FailureClass::AccessDenied | FailureClass::AuthExpired
+                ) =>
+            {
+                Err(missing_permission(
+                    e,
+                    "s3:GetObject",
+                    &format!(
+                        "the source can be listed but s3://{}/{key} cannot be read",
+                        self.bucket
+                    ),
+                ))
+            }
+            Err(e) => {
+                tracing::info!(key = %key, error = %e, "the preflight's read failed, not for want of permission");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
     }
 
     /// Creates a multipart upload under `.ferry/preflight/` and aborts it; then aborts any
@@ -510,11 +528,17 @@ impl S3Store {
     async fn create_and_abort(&self, key: &str) -> Result<(), TransferError> {
         let full = self.full(key);
         let where_ = format!("s3://{}/{full}", self.bucket);
+        // With the job's write settings (encryption, KMS key, ACL, storage class): a bucket
+        // policy that requires them refuses an upload without them.
+        let w = &self.write;
+        let none = ObjectMeta::default();
         let out = with_retry(&self.retry, "CreateMultipartUpload", |_| async {
-            self.client
+            let req = self
+                .client
                 .create_multipart_upload()
                 .bucket(&self.bucket)
-                .key(&full)
+                .key(&full);
+            with_headers!(req, &none, w)
                 .send()
                 .await
                 .map_err(|e| TransferError::from_sdk("CreateMultipartUpload", &e))
