@@ -155,6 +155,12 @@ fn serves_requests(s: &StoreConfig) -> bool {
     matches!(s, StoreConfig::S3(_) | StoreConfig::UrlList(_))
 }
 
+/// Whether a copy between these sides costs anything to price: one of them is a service
+/// (a copy between disks and databases has no requests or egress to bill).
+pub fn has_a_price(t: &Transfer) -> bool {
+    serves_requests(&t.source) || serves_requests(&t.destination)
+}
+
 /// The estimate of a dry run whose shards left these records (pricing apart: see
 /// [`crate::pricing`]).
 pub fn estimate(transfer: &Transfer, shards: &[ShardProgress]) -> Estimate {
@@ -417,6 +423,15 @@ mod tests {
 
     const S3_TO_S3: &str = "source: {s3: {bucket: src}}\n\
         destination: {s3: {endpoint: 'https://acct.r2.cloudflarestorage.com', bucket: dst}}\n";
+
+    #[test]
+    fn only_a_copy_touching_a_service_has_a_price() {
+        assert!(has_a_price(&transfer(S3_TO_S3)));
+        let local = "source: {filesystem: {path: /a}}\ndestination: {filesystem: {path: /b}}\n";
+        assert!(!has_a_price(&transfer(local)));
+        let upload = "source: {filesystem: {path: /a}}\ndestination: {s3: {bucket: dst}}\n";
+        assert!(has_a_price(&transfer(upload)));
+    }
 
     fn shard(i: u32, c: Counters, transport: Transport) -> ShardProgress {
         ShardProgress {

@@ -237,7 +237,12 @@ pub fn priced_outcome(
     });
     let ended = matches!(phase, Some(Phase::Completed | Phase::PartiallyCompleted));
     let cost = match tables {
-        Ok(tables) if ended && !t.dry_run && t.mode == ferry_core::Mode::Copy => {
+        Ok(tables)
+            if ended
+                && !t.dry_run
+                && t.mode == ferry_core::Mode::Copy
+                && ferry_api::estimate::has_a_price(t) =>
+        {
             run_cost(t, shards, pricing, tables).ok()
         }
         _ => None,
