@@ -136,42 +136,27 @@ fn main() {
             }
             code
         }
-        Command::Controller(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime");
-            match rt.block_on(runtime::run(args)) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    1
-                }
+        Command::Controller(args) => match block_on(runtime::run(args)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
             }
-        }
-        Command::Run(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime");
-            rt.block_on(run_cmd::run(args))
-        }
-        Command::Rollback(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime");
-            rt.block_on(run_cmd::rollback::rollback(args))
-        }
-        Command::Report(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime");
-            rt.block_on(run_cmd::report::report(args))
-        }
+        },
+        Command::Run(args) => block_on(run_cmd::run(args)),
+        Command::Rollback(args) => block_on(run_cmd::rollback::rollback(args)),
+        Command::Report(args) => block_on(run_cmd::report::report(args)),
     };
     std::process::exit(code);
+}
+
+/// Runs `f` to its end on a multi-threaded tokio runtime (the commands that do I/O).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
 }
 
 #[cfg(test)]

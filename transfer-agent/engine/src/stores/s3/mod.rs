@@ -493,67 +493,77 @@ impl S3Store {
             std::process::id()
         );
         let res = self.create_and_abort(&key).await;
-        if let Ok(open) = self.open_uploads_under(&key).await {
+        if let Ok(open) = self.uploads_under(&key).await {
             for u in open {
-                self.abort_upload(&u).await;
+                self.abort_upload(&u.upload).await;
             }
         }
         res
     }
 
-    /// The open uploads of keys under `prefix` (relative to the store's prefix).
-    async fn open_uploads_under(&self, prefix: &str) -> Result<Vec<Upload>, TransferError> {
-        let full = self.full(prefix);
-        let page = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(&full)
-            .send()
-            .await
-            .map_err(|e| TransferError::from_sdk("ListMultipartUploads", &e))?;
-        Ok(page
-            .uploads()
-            .iter()
-            .filter_map(|u| {
-                let rel = u.key()?.strip_prefix(self.prefix.as_str())?;
-                Some(Upload {
-                    key: rel.to_string(),
-                    id: u.upload_id()?.to_string(),
-                })
+    /// The open multipart uploads of keys under `under` (relative to the store's prefix).
+    async fn uploads_under(&self, under: &str) -> Result<Vec<OpenUpload>, TransferError> {
+        let full = self.full(under);
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = with_retry(&self.retry, "ListMultipartUploads", |_| {
+                let (k, i) = (key_marker.clone(), id_marker.clone());
+                let full = &full;
+                async move {
+                    self.limits.request().await;
+                    self.client
+                        .list_multipart_uploads()
+                        .bucket(&self.bucket)
+                        .prefix(full)
+                        .set_key_marker(k)
+                        .set_upload_id_marker(i)
+                        .send()
+                        .await
+                        .map_err(|e| TransferError::from_sdk("ListMultipartUploads", &e))
+                }
             })
-            .collect())
+            .await?;
+            for u in page.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    if let Some(rel) = k.strip_prefix(self.prefix.as_str()) {
+                        out.push(OpenUpload {
+                            upload: Upload {
+                                key: rel.to_string(),
+                                id: id.to_string(),
+                            },
+                            initiated: u.initiated().and_then(to_chrono),
+                        });
+                    }
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     async fn create_and_abort(&self, key: &str) -> Result<(), TransferError> {
         let full = self.full(key);
         let where_ = format!("s3://{}/{full}", self.bucket);
-        // With the job's write settings (encryption, KMS key, ACL, storage class): a bucket
-        // policy that requires them refuses an upload without them.
-        let w = &self.write;
-        let none = ObjectMeta::default();
-        let out = with_retry(&self.retry, "CreateMultipartUpload", |_| async {
-            let req = self
-                .client
-                .create_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full);
-            with_headers!(req, &none, w)
-                .send()
-                .await
-                .map_err(|e| TransferError::from_sdk("CreateMultipartUpload", &e))
-        })
-        .await
-        .map_err(|e| {
-            missing_permission(
-                e,
-                "s3:PutObject",
-                &format!("the destination does not accept writes ({where_})"),
-            )
-        })?;
-        let Some(id) = out.upload_id() else {
-            return Ok(());
-        };
+        // With the job's write settings (encryption, KMS key, ACL, storage class), as a
+        // copy's: a bucket policy that requires them refuses an upload without them.
+        let up = self
+            .create_upload(key, &ObjectMeta::default(), 0)
+            .await
+            .map_err(|e| {
+                missing_permission(
+                    e,
+                    "s3:PutObject",
+                    &format!("the destination does not accept writes ({where_})"),
+                )
+            })?;
+        let id = up.id.as_str();
         with_retry(&self.retry, "AbortMultipartUpload", |_| async {
             self.client
                 .abort_multipart_upload()
@@ -1029,47 +1039,7 @@ impl Sink for S3Store {
     }
 
     async fn open_uploads(&self) -> Result<Vec<OpenUpload>, TransferError> {
-        let mut out = Vec::new();
-        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
-        loop {
-            let page = with_retry(&self.retry, "ListMultipartUploads", |_| {
-                let (k, i) = (key_marker.clone(), id_marker.clone());
-                async move {
-                    self.limits.request().await;
-                    self.client
-                        .list_multipart_uploads()
-                        .bucket(&self.bucket)
-                        .prefix(&self.prefix)
-                        .set_key_marker(k)
-                        .set_upload_id_marker(i)
-                        .send()
-                        .await
-                        .map_err(|e| TransferError::from_sdk("ListMultipartUploads", &e))
-                }
-            })
-            .await?;
-            for u in page.uploads() {
-                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
-                    if let Some(rel) = k.strip_prefix(self.prefix.as_str()) {
-                        out.push(OpenUpload {
-                            upload: Upload {
-                                key: rel.to_string(),
-                                id: id.to_string(),
-                            },
-                            initiated: u.initiated().and_then(to_chrono),
-                        });
-                    }
-                }
-            }
-            if page.is_truncated() != Some(true) {
-                return Ok(out);
-            }
-            key_marker = page.next_key_marker().map(str::to_string);
-            id_marker = page.next_upload_id_marker().map(str::to_string);
-            if key_marker.is_none() && id_marker.is_none() {
-                return Ok(out);
-            }
-        }
+        self.uploads_under("").await
     }
 
     fn server_copy(&self, src: &dyn Source) -> Option<Arc<dyn ServerCopy>> {
