@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 
 # A one-shot build (CI) gains nothing from incremental state, which is a quarter of target/.
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+# A failing test's message must stay in the tail of the output a CI keeps, not sink under a
+# backtrace: none unless FERRY_TEST_BACKTRACE asks for one (1 or full).
+export RUST_BACKTRACE="${FERRY_TEST_BACKTRACE:-0}"
 echo "== free disk where target/ goes: $(df -h --output=avail . | tail -1 | tr -d ' ')"
 
 if [ ! -x .venv/bin/moto_server ]; then

@@ -128,6 +128,8 @@ async fn sigkill_then_resume_copies_each_object_once() {
         killed.code().is_none(),
         "ferry should have died by SIGKILL, got {killed}"
     );
+    // Uploads the killed run left in flight land (and are counted) before the resume.
+    proxy.idle(Duration::from_secs(60)).await;
     let present_at_kill = s3.list(dst).await.len();
     proxy.clear();
 

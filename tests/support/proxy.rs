@@ -162,6 +162,8 @@ struct State {
     gets_with_body: AtomicU64,
     matched: AtomicU64,
     records: Mutex<Vec<RequestRecord>>,
+    /// Connections being served (a request is recorded when its answer comes back).
+    in_flight: AtomicU64,
 }
 
 /// A running proxy; stopped when dropped.
@@ -191,6 +193,7 @@ impl FaultProxy {
             gets_with_body: AtomicU64::new(0),
             matched: AtomicU64::new(0),
             records: Mutex::new(Vec::new()),
+            in_flight: AtomicU64::new(0),
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -199,8 +202,10 @@ impl FaultProxy {
                     continue;
                 };
                 let st = st.clone();
+                st.in_flight.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let _ = handle(stream, st).await;
+                    let _ = handle(stream, st.clone()).await;
+                    st.in_flight.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -219,6 +224,22 @@ impl FaultProxy {
 
     pub fn set_schedule(&self, schedule: FaultSchedule) {
         *self.state.schedule.lock().unwrap() = schedule;
+    }
+
+    /// Waits until no request is in flight, at most `limit`. A request a killed client sent is
+    /// still forwarded, and recorded when the server answers: wait for it before
+    /// [`FaultProxy::clear`], or it counts as the next run's (and the next run may not see
+    /// what it wrote).
+    pub async fn idle(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.state.in_flight.load(Ordering::SeqCst) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the proxy still serves {} requests after {limit:?}",
+                self.state.in_flight.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Forget the requests recorded so far (the fault counters keep running).
