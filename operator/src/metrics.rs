@@ -32,7 +32,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 /// Every phase of a MigrationJob, so `ferry_jobs` has a sample (maybe 0) for each.
-const PHASES: [Phase; 7] = [
+const PHASES: [Phase; 10] = [
     Phase::Pending,
     Phase::Running,
     Phase::Paused,
@@ -40,6 +40,9 @@ const PHASES: [Phase; 7] = [
     Phase::PartiallyCompleted,
     Phase::Failed,
     Phase::Cancelled,
+    Phase::RollingBack,
+    Phase::RolledBack,
+    Phase::PartiallyRolledBack,
 ];
 /// Every phase of a BucketSync.
 const SYNC_PHASES: [SyncPhase; 4] = [

@@ -169,7 +169,11 @@ async fn seeded_admission(mjs: &Undecodable) -> Result<Admission, Error> {
     let admission = Admission::default();
     let all: Vec<MigrationJob> = mjs.list(None, &Default::default()).await?;
     for mj in all {
-        let running = mj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
+        let running = mj
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(Phase::is_active);
         let key = (mj.namespace().unwrap_or_default(), mj.name_any());
         admission.record(&key, running);
     }

@@ -985,6 +985,139 @@ async fn the_retry_annotation_re_runs_only_the_failed_keys() {
     c.finish().await;
 }
 
+/// `ferry.dev/rollback` (issue 16): the operator plans the rollback stage from the stored
+/// plan and its agents take back what the job wrote: deleted where still as written, the
+/// replaced object restored from its backup, an object changed since the copy kept, and an
+/// object the job never wrote untouched (checked with the test's own S3 client). The same
+/// token again does nothing; a new one finds nothing left to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rollback_annotation_takes_back_what_the_job_wrote() {
+    let Some(b) = backend() else { return };
+    let c = Cluster::start(b, "rollback").await;
+    let server = shared_server();
+    let s3 = S3::for_server(server);
+    let src = s3.create_bucket("op-undo-src").await;
+    let dst = s3.create_bucket("op-undo-dst").await;
+    let objects: BTreeMap<String, Vec<u8>> = (0..12)
+        .map(|i| (format!("k/{i:02}"), ferry_tests::bytes(i, 200 + i as usize)))
+        .collect();
+    s3.put_all(&src, &objects).await;
+    let before = ferry_tests::bytes(77, 123);
+    s3.put(&dst, "k/03", before.clone()).await;
+    s3.put(&dst, "theirs/kept", b"never the job's").await;
+    let other = server.endpoint.replace("127.0.0.1", "localhost");
+    c.apply(secret_yaml("creds")).await.unwrap();
+    let job = job_yaml_at(
+        "undo",
+        (&server.endpoint, &src),
+        (&other, &dst),
+        "creds",
+        json!({"backupReplaced": true, "overwrite": "Always"}),
+    );
+    c.apply(job.clone()).await.unwrap();
+    let mj = wait_terminal(&c, "undo", 120).await;
+    assert_phase(&mj, ferry_api::Phase::Completed);
+    assert_copied(&s3, &dst, &objects).await;
+    let changed = b"changed after the copy".to_vec();
+    s3.put(&dst, "k/05", changed.clone()).await;
+
+    let mut annotated = job.clone();
+    annotated["metadata"]["annotations"] = json!({"ferry.dev/rollback": "undo-1"});
+    c.apply(annotated.clone()).await.unwrap();
+    let ended = |token: &'static str| {
+        move |mj: &ferry_api::MigrationJob| {
+            mj.status.as_ref().is_some_and(|s| {
+                s.rollback.as_ref().is_some_and(|r| {
+                    r.token.as_deref() == Some(token) && r.state == ferry_api::RollbackState::Ended
+                })
+            })
+        }
+    };
+    let mj = c
+        .wait_for(
+            "undo",
+            "the rollback to end",
+            Duration::from_secs(120),
+            ended("undo-1"),
+        )
+        .await;
+    assert_phase(&mj, ferry_api::Phase::PartiallyRolledBack);
+    let st = mj.status.clone().unwrap();
+    let r = st.rollback.clone().unwrap();
+    assert_eq!(st.last_rollback_token.as_deref(), Some("undo-1"));
+    assert_eq!(
+        (r.counts.rolled_back, r.counts.restored, r.counts.kept),
+        (10, 1, 1),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.counts
+            .kept_by_class
+            .get(&ferry_api::FailureClass::ChangedSinceCopy),
+        Some(&1)
+    );
+    assert!(
+        r.report
+            .as_deref()
+            .is_some_and(|p| p.ends_with("/rollback/")),
+        "{r:?}"
+    );
+    assert!(
+        st.report
+            .as_deref()
+            .is_some_and(|p| !p.ends_with("/rollback/")),
+        "the copy's report stays: {:?}",
+        st.report
+    );
+    let left: Vec<String> = s3.list(&dst).await.into_keys().collect();
+    assert_eq!(left, vec!["k/03", "k/05", "theirs/kept"]);
+    assert_eq!(
+        s3.get(&dst, "k/03").await,
+        before,
+        "restored from its backup"
+    );
+    assert_eq!(s3.get(&dst, "k/05").await, changed, "changed since: kept");
+    assert_eq!(s3.get(&dst, "theirs/kept").await, b"never the job's");
+    let events = c.events_of("undo").await;
+    assert!(
+        events.iter().any(|e| e.reason == "RollingBack"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "PartiallyRolledBack" && e.type_ == "Warning"),
+        "{events:?}"
+    );
+
+    // The same value again is not a new request.
+    c.apply(annotated.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let again = c.job("undo").await;
+    assert_eq!(again.status.as_ref().unwrap().rollback, st.rollback);
+
+    // A new value rolls back again: nothing is left to do.
+    annotated["metadata"]["annotations"] = json!({"ferry.dev/rollback": "undo-2"});
+    c.apply(annotated).await.unwrap();
+    let mj = c
+        .wait_for(
+            "undo",
+            "the second rollback",
+            Duration::from_secs(120),
+            ended("undo-2"),
+        )
+        .await;
+    let r = mj.status.as_ref().unwrap().rollback.clone().unwrap();
+    assert_eq!(
+        (r.counts.rolled_back, r.counts.restored, r.counts.kept),
+        (0, 0, 1),
+        "{r:?}"
+    );
+    assert_eq!(r.counts.already_undone, 11, "{r:?}");
+    assert_phase(&mj, ferry_api::Phase::PartiallyRolledBack);
+    c.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_secret_is_a_condition_and_an_event() {
     let Some(b) = backend() else { return };

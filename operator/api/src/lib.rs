@@ -17,6 +17,7 @@ pub mod endpoint;
 pub mod estimate;
 pub mod pricing;
 pub mod quantity;
+pub mod rollback;
 pub mod schedule;
 #[cfg(test)]
 mod schema_edges;
@@ -36,6 +37,7 @@ pub use endpoint::{Location, Side};
 pub use ferry_core::plan::{DeleteSettings, FailureBudget, JobPlan, ShardRange, Stage};
 pub use ferry_core::select::Selector;
 pub use quantity::ByteSize;
+pub use rollback::{RollbackCounts, RollbackState, RollbackStatus, ROLLBACK_ANNOTATION};
 pub use spec::*;
 pub use status::*;
 pub use url_list::{ConfigMapKeyRef, UrlListObject, UrlListSource};

@@ -51,6 +51,11 @@ impl Phase {
         )
     }
 
+    /// Whether its agents run (the job holds one of the cluster's running slots).
+    pub fn is_active(self) -> bool {
+        matches!(self, Phase::Running | Phase::RollingBack)
+    }
+
     /// The exit code of `ferry run` for a job that ended in this phase.
     pub fn exit_code(self) -> i32 {
         match self {
@@ -139,7 +144,8 @@ pub struct ShardSummary {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::cel::bound_integers)]
 pub struct MigrationJobStatus {
-    /// Pending, Running, Paused, Completed, PartiallyCompleted, Failed or Cancelled.
+    /// Pending, Running, Paused, Completed, PartiallyCompleted, Failed, Cancelled;
+    /// RollingBack, RolledBack or PartiallyRolledBack after a `ferry.dev/rollback`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// The generation of the spec this status describes.
@@ -184,6 +190,14 @@ pub struct MigrationJobStatus {
     /// resource was created counts as handled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_retry_token: Option<String>,
+    /// The last `ferry.dev/rollback` annotation value handled (a token present when the
+    /// resource was created counts as handled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback_token: Option<String>,
+    /// The last rollback asked with `ferry.dev/rollback`: where it stands and what it did
+    /// (`docs/rollback.md`). While it runs, `progress` counts the rollback's keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::rollback::RollbackStatus>,
     /// 0 for the first run; n while or after re-running the failed objects for the n-th time
     /// (each retry has its own report folder, `retry-<n>/`, and progress counts only its keys).
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -60,6 +60,16 @@ pub async fn execute(
             let plan = current()?.copy_stage().deletes();
             store_plan(ctx, mj, world, &plan).await?;
         }
+        Step::PlanRollback => {
+            // The same shards and job: each agent takes back what its shard's manifests name.
+            let mut plan = current()?.rollback();
+            plan.rollback_token = mj
+                .status
+                .as_ref()
+                .and_then(|s| s.rollback.as_ref())
+                .and_then(|r| r.token.clone());
+            store_plan(ctx, mj, world, &plan).await?;
+        }
         Step::CreateAgentAccess => {
             let shards = current()?.shards.len() as u32;
             let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);

@@ -283,6 +283,7 @@ pub fn plan_request(mj: &MigrationJob, v: &ValidatedSpec) -> PlanRequest {
     }
     PlanRequest {
         plan: JobPlan {
+            rollback_token: None,
             namespace: ns.clone(),
             name: name.clone(),
             uid: uid.clone(),
@@ -859,6 +860,7 @@ mod tests {
         let m = mj();
         let v = ferry_api::validate(&m.spec).unwrap();
         let plan = JobPlan {
+            rollback_token: None,
             namespace: "media".into(),
             name: "photos".into(),
             uid: "u1".into(),

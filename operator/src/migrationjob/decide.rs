@@ -5,7 +5,8 @@
 //! fixtures (`operator/tests/fixtures/migrationjob/`).
 //!
 //! A pass goes through stages, each of which may end it:
-//! 1. [`Pass::ended`]: a finished job stays finished (unless asked to retry its failures);
+//! 1. [`Pass::ended`]: a finished job stays finished (unless asked to retry its failures or
+//!    to roll back what it wrote);
 //! 2. [`Pass::checked`]: the spec is valid, and not cancelled;
 //! 3. [`Pass::admit`], before any agent exists: Secrets, reachability, the queue, the plan;
 //! 4. [`Pass::track`]: the agents' progress folded into the status.
@@ -16,8 +17,9 @@ use std::time::Duration;
 use ferry_api::aggregate::{aggregate, credentials_message, stale_credentials};
 use ferry_api::conditions::{find, ConditionType, Conditions, Reason};
 use ferry_api::deletes::{self, DeletesState, Verdict};
+use ferry_api::rollback::{self, RollbackCounts, RollbackState, RollbackStatus};
 use ferry_api::{validate, MigrationJob, MigrationJobStatus, Phase, ShardProgress, ShardState};
-use ferry_api::{ValidatedSpec, APPROVE_DELETES_ANNOTATION};
+use ferry_api::{ValidatedSpec, APPROVE_DELETES_ANNOTATION, ROLLBACK_ANNOTATION};
 use ferry_core::LiveLimits;
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +75,13 @@ pub struct Observed {
     /// The value of the `ferry.dev/retry-failed` annotation, if set.
     #[serde(default)]
     pub retry_token: Option<String>,
+    /// The value of the `ferry.dev/rollback` annotation, if set.
+    #[serde(default)]
+    pub rollback_token: Option<String>,
+    /// Whether a plan of this spec is stored (of any attempt or stage): what a retry or a
+    /// rollback builds on.
+    #[serde(default)]
+    pub stored_plan: bool,
     /// Where the current plan writes its reports, once planned.
     #[serde(default)]
     pub report: Option<String>,
@@ -159,6 +168,9 @@ pub enum Step {
     CreatePlan,
     /// Store the delete stage of the stored plan (the same shards; no listing).
     PlanDeletes,
+    /// Store the rollback stage of the stored plan (the same shards, over what every attempt
+    /// wrote; no listing).
+    PlanRollback,
     /// Give the agents what they need to report (progress records, their identity).
     CreateAgentAccess,
     /// Empty the shards' progress records (a retry attempt starts without checkpoints).
@@ -400,6 +412,7 @@ impl<'a> Pass<'a> {
             if self.prev.phase.is_none() {
                 // A token present from the start (applied with the resource) asks for nothing.
                 self.d.status.last_retry_token = self.obs.retry_token.clone();
+                self.d.status.last_rollback_token = self.obs.rollback_token.clone();
             }
             return ControlFlow::Continue(());
         };
@@ -408,10 +421,19 @@ impl<'a> Pass<'a> {
             .retry_token
             .as_deref()
             .filter(|t| self.prev.last_retry_token.as_deref() != Some(*t));
+        let rollback_token = self
+            .obs
+            .rollback_token
+            .as_deref()
+            .filter(|t| self.prev.last_rollback_token.as_deref() != Some(*t));
         if self.obs.job.is_some() {
             self.d.steps.push(Step::DeleteJob);
         } else if self.approved_now() {
             self.approve();
+            return ControlFlow::Break(());
+        } else if let Some(token) = rollback_token {
+            let token = token.to_string();
+            self.roll_back(phase, &token);
             return ControlFlow::Break(());
         } else if let Some(token) = new_token {
             let token = token.to_string();
@@ -431,6 +453,66 @@ impl<'a> Pass<'a> {
             .as_ref()
             .is_some_and(|d| d.state == DeletesState::Held);
         held && self.obs.approval.as_deref() == self.mj.metadata.name.as_deref()
+    }
+
+    /// Whether a rollback is under way (`ferry.dev/rollback`).
+    fn rolling_back(&self) -> bool {
+        self.prev
+            .rollback
+            .as_ref()
+            .is_some_and(|r| r.state == RollbackState::RollingBack)
+    }
+
+    /// A new rollback token on a finished job: take back what the job wrote (every
+    /// attempt's manifests), or say why there is nothing to take back. The token is recorded
+    /// either way, so it is handled once.
+    fn roll_back(&mut self, phase: Phase, token: &str) {
+        self.d.status.last_rollback_token = Some(token.to_string());
+        let why = if self.prev.dry_run {
+            Some("a dry run writes nothing: there is nothing to roll back")
+        } else if self.prev.check.is_some() {
+            Some("a Check writes nothing but its report: there is nothing to roll back")
+        } else if self.prev.report.is_none() || !self.obs.stored_plan {
+            Some("the job wrote nothing (it ended before its agents ran, or its plan is gone)")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.d.status.phase = Some(phase);
+            self.event(
+                true,
+                Reason::NothingToRollBack,
+                format!("{ROLLBACK_ANNOTATION}={token}: {why}"),
+            );
+            self.d.requeue = SLOW;
+            return;
+        }
+        let now = self.obs.now.clone();
+        let st = &mut self.d.status;
+        st.rollback = Some(RollbackStatus {
+            state: RollbackState::RollingBack,
+            token: Some(token.to_string()),
+            start_time: Some(now),
+            ..Default::default()
+        });
+        st.progress = Default::default();
+        st.failures_by_class = Default::default();
+        st.first_errors = Vec::new();
+        st.shards = Vec::new();
+        st.completion_time = None;
+        self.d.steps.push(Step::ResetProgress);
+        let msg = format!(
+            "{ROLLBACK_ANNOTATION}={token}: taking back what the job wrote, where it is still \
+             what the job wrote"
+        );
+        self.event(false, Reason::RollingBack, msg.clone());
+        let mut c = self.conditions();
+        c.set(Ready, false, Reason::RollingBack, &msg);
+        c.set(Progressing, true, Reason::RollingBack, &msg);
+        c.set(Degraded, false, Reason::RollingBack, &msg);
+        self.d.status.phase = Some(Phase::RollingBack);
+        self.d.status.message = Some(msg);
+        self.d.requeue = FAST;
     }
 
     /// Whether the delete stage is the one in effect.
@@ -585,6 +667,12 @@ impl<'a> Pass<'a> {
 
     /// No plan of this attempt yet: plan, or say why the planner could not.
     fn plan(&mut self) -> ControlFlow<()> {
+        if self.rolling_back() {
+            self.d.steps.push(Step::PlanRollback);
+            self.d.requeue = FAST;
+            self.d.status.phase = Some(Phase::RollingBack);
+            return ControlFlow::Break(());
+        }
         if self.deleting() {
             self.d.steps.push(Step::PlanDeletes);
             self.d.requeue = FAST;
@@ -704,7 +792,13 @@ impl<'a> Pass<'a> {
     /// Stage 4. Agents exist (or are being created): their progress makes the status.
     fn track(&mut self, v: &ValidatedSpec) {
         let spec = &self.mj.spec;
-        if self.obs.plan_ready && (!v.transfer.dry_run || v.transfer.inventory.is_some()) {
+        // A rollback's progress is the job's while it runs; what the copy was (its report,
+        // verification, cost) stays as it was said.
+        let rolling_back = self.rolling_back();
+        if self.obs.plan_ready
+            && (!v.transfer.dry_run || v.transfer.inventory.is_some())
+            && !rolling_back
+        {
             self.d.status.report = self.obs.report.clone();
         }
         let shards: Vec<ShardProgress> = self.obs.shards.iter().flatten().cloned().collect();
@@ -715,20 +809,29 @@ impl<'a> Pass<'a> {
         st.failures_by_class = agg.failures_by_class;
         st.first_errors = agg.first_errors;
         st.shards = agg.shards;
-        st.verified = agg.verified;
-        st.transport = agg.transport;
-        st.dry_run = agg.dry_run;
-        st.check = agg.check;
-        // A dry run that has completed says what a real run would do and cost.
-        (st.estimate, st.cost) = priced_outcome(
-            v,
-            &shards,
-            spec.pricing.as_ref(),
-            self.obs.price_tables.as_ref(),
-            agg.phase,
-        );
-        let mut phase = agg.phase.unwrap_or(Phase::Running);
-        let mut message = agg.message.unwrap_or_default();
+        let (mut phase, mut message) =
+            if let Some(r) = st.rollback.as_mut().filter(|_| rolling_back) {
+                r.counts = RollbackCounts::of(&shards);
+                r.report = self.obs.report.clone();
+                rollback::outcome(&shards, expected)
+            } else {
+                st.verified = agg.verified;
+                st.transport = agg.transport;
+                st.dry_run = agg.dry_run;
+                st.check = agg.check;
+                // A dry run that has completed says what a real run would do and cost.
+                (st.estimate, st.cost) = priced_outcome(
+                    v,
+                    &shards,
+                    spec.pricing.as_ref(),
+                    self.obs.price_tables.as_ref(),
+                    agg.phase,
+                );
+                (
+                    agg.phase.unwrap_or(Phase::Running),
+                    agg.message.unwrap_or_default(),
+                )
+            };
         // A shard stopped because its credentials went stale: its agent exits to be run
         // again (a new pod reads the Secret's current values), so the job is not paused.
         let stale = shards
@@ -786,11 +889,13 @@ impl<'a> Pass<'a> {
                 message =
                     "suspended; set spec.suspend to false to resume from the checkpoints".into();
                 Phase::Paused
+            } else if rolling_back {
+                Phase::RollingBack
             } else {
                 Phase::Running
             };
         }
-        if self.d.status.attempt == 0 {
+        if self.d.status.attempt == 0 && !rolling_back {
             if let Some(settings) = &v.transfer.deletes {
                 if self.propagate(settings, &mut phase, &mut message) {
                     return;
@@ -798,6 +903,10 @@ impl<'a> Pass<'a> {
             }
         }
         if phase.is_terminal() {
+            if let Some(r) = self.d.status.rollback.as_mut().filter(|_| rolling_back) {
+                r.state = RollbackState::Ended;
+                r.completion_time = Some(self.obs.now.clone());
+            }
             self.d.steps.push(Step::DeleteJob);
             self.finish(phase, Reason::of_phase(phase), &message);
             return;
@@ -818,7 +927,12 @@ impl<'a> Pass<'a> {
         let pods = self.obs.job.as_ref().and_then(|j| j.pods_problem.clone());
         let mut c = self.conditions();
         c.set(Ready, false, reason, &message);
-        c.set(Progressing, phase == Phase::Running, reason, &message);
+        c.set(
+            Progressing,
+            matches!(phase, Phase::Running | Phase::RollingBack),
+            reason,
+            &message,
+        );
         match (&pods, &stale) {
             // The agents cannot run: said as it is, with the pods' own reason.
             (Some(problem), _) => c.set(Degraded, true, Reason::PodsNotRunning, problem),
@@ -978,7 +1092,7 @@ impl<'a> Pass<'a> {
     /// Ends the job in `phase`.
     fn finish(&mut self, phase: Phase, reason: Reason, msg: &str) {
         let msg = &bounded(msg);
-        let ok = phase == Phase::Completed;
+        let ok = matches!(phase, Phase::Completed | Phase::RolledBack);
         let degraded = !ok || self.d.status.progress.counters.objects_failed > 0;
         let mut c = self.conditions();
         c.set(Ready, ok, reason, msg);
@@ -994,7 +1108,10 @@ impl<'a> Pass<'a> {
     /// Sets the phase, with an Event when it changes.
     fn transition(&mut self, to: Phase, reason: Reason, msg: &str) {
         if self.prev.phase != Some(to) {
-            let warning = matches!(to, Phase::Failed | Phase::PartiallyCompleted);
+            let warning = matches!(
+                to,
+                Phase::Failed | Phase::PartiallyCompleted | Phase::PartiallyRolledBack
+            );
             let text = if msg.is_empty() {
                 format!("phase {to:?}")
             } else {
@@ -1392,6 +1509,183 @@ mod tests {
             .iter()
             .any(|a| matches!(a, Step::CreateJob { .. } | Step::ResetProgress)));
         assert_eq!(d2.status.attempt, 1);
+    }
+
+    /// A record of a rollback shard that ended: `rolled` deleted, `kept` kept as changed.
+    fn rolled_back(shard: u32, rolled: u64, kept: u64) -> ShardProgress {
+        let mut r = ShardProgress {
+            shard,
+            state: ShardState::Completed,
+            ..Default::default()
+        };
+        r.counters.objects_rolled_back = rolled;
+        r.counters.objects_rollback_kept = kept;
+        if kept > 0 {
+            r.failures_by_class
+                .insert(ferry_api::FailureClass::ChangedSinceCopy, kept);
+        }
+        r
+    }
+
+    #[test]
+    fn a_new_rollback_token_takes_back_what_the_job_wrote() {
+        let f = load("rollback");
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.phase, Some(Phase::RollingBack));
+        assert_eq!(d.status.last_rollback_token.as_deref(), Some("undo-1"));
+        let r = d.status.rollback.clone().expect("a rollback");
+        assert_eq!(
+            (r.state, r.token.as_deref(), r.start_time.as_deref()),
+            (
+                RollbackState::RollingBack,
+                Some("undo-1"),
+                Some("2026-11-22T11:00:00Z")
+            )
+        );
+        assert_eq!(d.steps.first(), Some(&Step::ResetProgress));
+        assert_eq!(events(&d), vec!["RollingBack"]);
+        assert_eq!(cond(&d, Progressing).status, "True");
+        assert_eq!(
+            d.status.progress.counters.objects_copied, 0,
+            "the rollback's own"
+        );
+        assert_eq!(d.status.completion_time, None);
+
+        // The next pass: the rollback stage is planned from the stored plan (no planner).
+        let mut job = f.job.clone();
+        job.status = Some(d.status.clone());
+        let mut obs = f.observed.clone();
+        obs.plan_ready = false;
+        let d2 = decide(&job, &obs);
+        assert_eq!(d2.steps, vec![Step::PlanRollback]);
+        assert_eq!(d2.status.phase, Some(Phase::RollingBack));
+
+        // Planned: the agents start.
+        job.status = Some(d2.status.clone());
+        obs.plan_ready = true;
+        obs.report = Some("s3://photos/.ferry/reports/media/photos/0f1e2d3c/rollback/".into());
+        let d3 = decide(&job, &obs);
+        assert!(
+            d3.steps.contains(&Step::CreateJob { suspend: false }),
+            "{:?}",
+            d3.steps
+        );
+        assert_eq!(d3.status.phase, Some(Phase::RollingBack));
+
+        // Under way: its counts are the job's progress, the copy's report stays.
+        job.status = Some(d3.status.clone());
+        obs.job = Some(AgentJob::default());
+        let mut running = rolled_back(1, 20, 0);
+        running.state = ShardState::Running;
+        obs.shards = vec![Some(rolled_back(0, 100, 0)), Some(running)];
+        let d4 = decide(&job, &obs);
+        assert_eq!(d4.status.phase, Some(Phase::RollingBack));
+        assert_eq!(d4.status.rollback.as_ref().unwrap().counts.rolled_back, 120);
+        assert_eq!(d4.status.report, f.job.status.as_ref().unwrap().report);
+        assert_eq!(d4.status.verified.as_deref(), Some("Checksum"));
+        assert!(!d4.steps.contains(&Step::DeleteJob));
+
+        // Done, with a key changed since the copy kept: PartiallyRolledBack.
+        job.status = Some(d4.status.clone());
+        obs.shards = vec![Some(rolled_back(0, 100, 0)), Some(rolled_back(1, 249, 1))];
+        let d5 = decide(&job, &obs);
+        assert_eq!(d5.status.phase, Some(Phase::PartiallyRolledBack));
+        assert!(d5.steps.contains(&Step::DeleteJob));
+        let r = d5.status.rollback.clone().unwrap();
+        assert_eq!(r.state, RollbackState::Ended);
+        assert_eq!((r.counts.rolled_back, r.counts.kept), (349, 1));
+        assert_eq!(r.completion_time.as_deref(), Some("2026-11-22T11:00:00Z"));
+        assert_eq!(r.report, obs.report);
+        assert!(
+            d5.status
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("ChangedSinceCopy: 1"),
+            "{:?}",
+            d5.status.message
+        );
+        assert_eq!(cond(&d5, Ready).status, "False");
+        assert_eq!(events(&d5), vec!["PartiallyRolledBack"]);
+        assert!(
+            d5.steps
+                .iter()
+                .any(|s| matches!(s, Step::Event { warning: true, .. })),
+            "a rollback that kept keys is a warning"
+        );
+
+        // Ended, it stays ended; a second token runs it again (it finds nothing left to do).
+        job.status = Some(d5.status.clone());
+        obs.job = None;
+        let d6 = decide(&job, &obs);
+        assert_eq!(d6.status.phase, Some(Phase::PartiallyRolledBack));
+        assert!(d6.steps.is_empty(), "{:?}", d6.steps);
+        let mut again = job.clone();
+        again
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ROLLBACK_ANNOTATION.into(), "undo-2".into());
+        obs.rollback_token = Some("undo-2".into());
+        let d7 = decide(&again, &obs);
+        assert_eq!(d7.status.phase, Some(Phase::RollingBack));
+        assert_eq!(d7.steps.first(), Some(&Step::ResetProgress));
+    }
+
+    #[test]
+    fn a_rollback_all_kept_is_rolled_back_and_ready() {
+        let f = load("rollback");
+        let mut job = f.job.clone();
+        job.status = Some(decide(&f.job, &f.observed).status);
+        let mut obs = f.observed.clone();
+        obs.job = Some(AgentJob::default());
+        obs.shards = vec![Some(rolled_back(0, 200, 0)), Some(rolled_back(1, 150, 0))];
+        let d = decide(&job, &obs);
+        assert_eq!(d.status.phase, Some(Phase::RolledBack));
+        assert_eq!(cond(&d, Ready).status, "True");
+        assert_eq!(cond(&d, Degraded).status, "False");
+    }
+
+    #[test]
+    fn a_rollback_of_what_wrote_nothing_is_refused_with_the_reason() {
+        for (what, change) in [
+            (
+                "dry run",
+                (|st: &mut MigrationJobStatus| st.dry_run = true) as fn(&mut _),
+            ),
+            ("Check", |st| st.check = Some(Default::default())),
+            ("nothing", |st| st.report = None),
+        ] {
+            let mut f = load("rollback");
+            change(f.job.status.as_mut().unwrap());
+            let d = decide(&f.job, &f.observed);
+            assert_eq!(d.status.phase, Some(Phase::Completed), "{what}");
+            assert_eq!(d.status.rollback, None, "{what}");
+            assert_eq!(d.status.last_rollback_token.as_deref(), Some("undo-1"));
+            assert_eq!(events(&d), vec!["NothingToRollBack"], "{what}");
+            assert!(!d.steps.contains(&Step::ResetProgress), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_rollback_waits_for_the_old_agents_to_go() {
+        let mut f = load("rollback");
+        f.observed.job = Some(AgentJob::default());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.steps, vec![Step::DeleteJob]);
+        assert_eq!(d.status.last_rollback_token, None, "not handled yet");
+    }
+
+    #[test]
+    fn a_rollback_token_present_at_creation_is_not_a_request() {
+        let mut f = load("rollback");
+        f.job.status = None;
+        f.observed.plan_ready = false;
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.status.last_rollback_token.as_deref(), Some("undo-1"));
+        assert_eq!(d.status.rollback, None);
+        assert_ne!(d.status.phase, Some(Phase::RollingBack));
     }
 
     #[test]

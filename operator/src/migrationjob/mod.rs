@@ -82,7 +82,7 @@ async fn reconcile_live(cached: &MigrationJob, ctx: &Context) -> Result<Action, 
         Err(_) => mj.status.as_ref().and_then(|s| s.phase),
     };
     ctx.admission
-        .record(&key(&mj), phase == Some(Phase::Running));
+        .record(&key(&mj), phase.is_some_and(Phase::is_active));
     applied?;
     Ok(Action::requeue(if d.requeue.is_zero() {
         Duration::from_secs(5)

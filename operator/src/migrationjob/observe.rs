@@ -4,8 +4,8 @@
 //! and, when the decision asks for it, both endpoints.
 
 use ferry_api::{
-    validate, DeletesState, JobPlan, MigrationJob, ShardProgress, Stage, ValidatedSpec,
-    APPROVE_DELETES_ANNOTATION,
+    validate, DeletesState, JobPlan, MigrationJob, RollbackState, ShardProgress, Stage,
+    ValidatedSpec, APPROVE_DELETES_ANNOTATION, ROLLBACK_ANNOTATION,
 };
 use ferry_k8s::limits_configmap::limits_of;
 use ferry_k8s::names::{
@@ -132,11 +132,7 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         .as_ref()
         .and_then(outcome_of)
         .filter(|o| hash.as_ref().is_some_and(|h| o.is_for(&uid, h)));
-    let attempt = mj.status.as_ref().map_or(0, |s| s.attempt);
-    let stage = stage_of(mj);
-    let current = plan
-        .as_ref()
-        .filter(|p| p.attempt == attempt && p.stage == stage);
+    let current = plan.as_ref().filter(|p| is_current(mj, p));
     let agents = match jobs.get_opt(&job_name(&name)).await? {
         Some(j) if !owned_by(&j.metadata, &uid) => {
             name_taken.get_or_insert_with(|| taken("Job", &j.metadata));
@@ -195,6 +191,8 @@ pub async fn observe(mj: &MigrationJob, ctx: &Context) -> Result<World, Error> {
         running_in_namespace: ctx.admission.running_in_namespace_besides(&key),
         max_running_per_namespace: ctx.args.max_running_per_namespace,
         retry_token: mj.annotations().get(RETRY_ANNOTATION).cloned(),
+        rollback_token: mj.annotations().get(ROLLBACK_ANNOTATION).cloned(),
+        stored_plan: plan.is_some(),
         report: current.map(JobPlan::report_location),
         // The outcome's figures, else the planner's progress while it collects (the key is
         // dropped with the outcome when a new request is made).
@@ -314,18 +312,36 @@ async fn price_tables(
     }))
 }
 
-/// The stage the job is in: the delete stage once the guard (or an approval) let it start.
+/// The stage the job is in: the rollback stage while a rollback runs; the delete stage once
+/// the guard (or an approval) let it start.
 pub fn stage_of(mj: &MigrationJob) -> Stage {
-    let deleting = mj
-        .status
-        .as_ref()
+    let status = mj.status.as_ref();
+    let rolling_back = status
+        .and_then(|s| s.rollback.as_ref())
+        .is_some_and(|r| r.state == RollbackState::RollingBack);
+    let deleting = status
         .and_then(|s| s.deletes.as_ref())
         .is_some_and(|d| d.state == DeletesState::Deleting);
-    if deleting {
+    if rolling_back {
+        Stage::Rollback
+    } else if deleting {
         Stage::Delete
     } else {
         Stage::Copy
     }
+}
+
+/// Whether `plan` is the one the job runs now: of its attempt and stage, and, in the rollback
+/// stage, of the rollback asked last.
+pub fn is_current(mj: &MigrationJob, plan: &JobPlan) -> bool {
+    let status = mj.status.as_ref();
+    let attempt = status.map_or(0, |s| s.attempt);
+    let stage = stage_of(mj);
+    let token = status
+        .and_then(|s| s.rollback.as_ref())
+        .filter(|_| stage == Stage::Rollback)
+        .and_then(|r| r.token.as_ref());
+    plan.attempt == attempt && plan.stage == stage && plan.rollback_token.as_ref() == token
 }
 
 /// The record if it belongs to shard `i` of `plan`; in the delete stage, a shard whose agent

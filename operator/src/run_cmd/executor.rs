@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::migrationjob::decide::{
     AgentJob, Observed, Planning, PriceTables, Step, RETRY_ANNOTATION,
 };
-use crate::migrationjob::observe::{of_plan, stage_of};
+use crate::migrationjob::observe::{is_current, of_plan};
 use ferry_api::deletes::{self, DeletesState, Verdict};
 use ferry_api::Reason;
 use ferry_api::{Stage, APPROVE_DELETES_ANNOTATION};
@@ -231,10 +231,9 @@ impl Local {
 
     /// What the decision needs to know, as the state directory and the tasks say.
     pub async fn observe(&mut self, job: &MigrationJob, v: Option<&ValidatedSpec>) -> Observed {
-        let attempt = job.status.as_ref().map_or(0, |s| s.attempt);
-        let stage = stage_of(job);
         let plan = v.and_then(|v| self.stored_plan(v));
-        let current = plan.filter(|p| p.attempt == attempt && p.stage == stage);
+        let stored_plan = plan.is_some();
+        let current = plan.filter(|p| is_current(job, p));
         let agents = self.tasks.as_mut().map(|t| {
             t.collect();
             let failure = t.ended.iter().flatten().find_map(|r| r.as_ref().err());
@@ -280,6 +279,9 @@ impl Local {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(RETRY_ANNOTATION).cloned()),
+            // `ferry rollback` rolls a local job back; the annotation is the cluster's.
+            rollback_token: None,
+            stored_plan,
             report: current.as_ref().map(JobPlan::report_location),
             collect: self.outcome.as_ref().and_then(|o| o.collect.clone()),
             approval: job
@@ -321,9 +323,15 @@ impl Local {
                 }
                 true
             }
-            Step::PlanDeletes => {
+            // `ferry run` has no rollback token (`ferry rollback` runs a rollback), but the
+            // stage is stored the same way.
+            Step::PlanDeletes | Step::PlanRollback => {
                 if let Some(plan) = self.stored_plan(v) {
-                    let plan = plan.copy_stage().deletes();
+                    let plan = if *step == Step::PlanDeletes {
+                        plan.copy_stage().deletes()
+                    } else {
+                        plan.rollback()
+                    };
                     let path = self.plan_path();
                     if let Err(e) =
                         std::fs::write(&path, serde_json::to_vec_pretty(&plan).expect("serializes"))
@@ -424,6 +432,7 @@ impl Local {
             };
             let req = PlanRequest {
                 plan: JobPlan {
+                    rollback_token: None,
                     namespace: self.namespace.clone(),
                     name: self.name.clone(),
                     uid: self.uid.clone(),

@@ -5,13 +5,12 @@
 //! by class and in the rollback's report), `Paused` (Ctrl-C, exit 130: run it again to go on)
 //! or `Failed` (exit 1).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_api::{Phase, ShardProgress, ShardState};
-use ferry_core::{Counters, FailureClass, JobPlan};
+use ferry_api::{Phase, RollbackCounts, ShardProgress};
+use ferry_core::JobPlan;
 use ferry_engine::checkpoint::FileProgressStore;
 use ferry_engine::{run_shard, ShardInputs};
 use serde::Serialize;
@@ -45,22 +44,9 @@ pub struct RollbackOutcome {
     /// Why it did not run or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Objects deleted again (still what the job wrote).
-    pub rolled_back: u64,
-    /// Objects put back from their backups.
-    pub restored: u64,
-    /// Keys with nothing left to undo (already gone or already restored).
-    pub already_undone: u64,
-    /// Keys not undone, by class (`ChangedSinceCopy`, `NotRestorable`, errors).
-    pub kept: u64,
-    pub kept_by_class: BTreeMap<FailureClass, u64>,
-    /// Database rows whose `writeBack` column holds its value from before the job again.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub rows_reverted: u64,
-    /// Database rows written back that were not set back (changed since, or their payload
-    /// cleared), counted in `kept_by_class` too.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub rows_not_reverted: u64,
+    /// What it did (the counts a cluster's `status.rollback` shows).
+    #[serde(flatten)]
+    pub counts: RollbackCounts,
     /// The rollback's report folder (kept keys with the reason, undone keys).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
@@ -204,68 +190,42 @@ fn refusal(plan: &JobPlan) -> Option<String> {
     None
 }
 
-/// The outcome of the shards' final records (pure).
+/// The outcome of the shards' final records (pure; the rules are
+/// [`ferry_api::rollback::outcome`], as in a cluster).
 pub fn outcome_of(records: &[ShardProgress]) -> RollbackOutcome {
-    let mut c = Counters::default();
-    let mut by_class = BTreeMap::new();
-    for r in records {
-        c.add(&r.counters);
-        for (class, n) in &r.failures_by_class {
-            *by_class.entry(*class).or_insert(0) += n;
-        }
-    }
-    let fatal = records.iter().find_map(|r| r.fatal.as_ref());
-    let phase = if let Some(f) = fatal {
-        return RollbackOutcome {
-            phase: Some(Phase::Failed),
-            message: Some(format!("the rollback stopped: {}", f.message)),
-            ..counted(&c, by_class)
-        };
-    } else if records.iter().any(|r| r.state != ShardState::Completed) {
-        Phase::Paused
-    } else if c.objects_rollback_kept + c.rows_not_reverted > 0 {
-        Phase::PartiallyRolledBack
-    } else {
-        Phase::RolledBack
-    };
+    let (phase, message) = ferry_api::rollback::outcome(records, records.len());
     RollbackOutcome {
         phase: Some(phase),
-        ..counted(&c, by_class)
-    }
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-fn counted(c: &Counters, kept_by_class: BTreeMap<FailureClass, u64>) -> RollbackOutcome {
-    RollbackOutcome {
-        rolled_back: c.objects_rolled_back,
-        restored: c.objects_restored,
-        already_undone: c.objects_rollback_gone,
-        kept: c.objects_rollback_kept,
-        kept_by_class,
-        rows_reverted: c.rows_reverted,
-        rows_not_reverted: c.rows_not_reverted,
-        ..Default::default()
+        message: (phase == Phase::Failed).then_some(message),
+        counts: RollbackCounts::of(records),
+        report: None,
     }
 }
 
 fn summary(o: &RollbackOutcome) {
     let phase = o.phase.map_or("unknown".to_string(), |p| format!("{p:?}"));
     eprintln!("{phase}");
-    eprintln!("  deleted (as the job wrote them)   {}", o.rolled_back);
-    eprintln!("  restored from backups             {}", o.restored);
-    eprintln!("  nothing left to undo              {}", o.already_undone);
-    eprintln!("  kept                              {}", o.kept);
-    if o.rows_reverted + o.rows_not_reverted > 0 {
-        eprintln!("  rows set back (writeBack)         {}", o.rows_reverted);
+    eprintln!(
+        "  deleted (as the job wrote them)   {}",
+        o.counts.rolled_back
+    );
+    eprintln!("  restored from backups             {}", o.counts.restored);
+    eprintln!(
+        "  nothing left to undo              {}",
+        o.counts.already_undone
+    );
+    eprintln!("  kept                              {}", o.counts.kept);
+    if o.counts.rows_reverted + o.counts.rows_not_reverted > 0 {
+        eprintln!(
+            "  rows set back (writeBack)         {}",
+            o.counts.rows_reverted
+        );
         eprintln!(
             "  rows not set back                 {}",
-            o.rows_not_reverted
+            o.counts.rows_not_reverted
         );
     }
-    for (class, n) in &o.kept_by_class {
+    for (class, n) in &o.counts.kept_by_class {
         eprintln!("    {:<31} {n}", class.as_str());
     }
     if let Some(r) = &o.report {
@@ -276,48 +236,46 @@ fn summary(o: &RollbackOutcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_api::{Counters, FailureClass, ShardState};
 
-    fn record(state: ShardState, rolled: u64, kept: u64) -> ShardProgress {
-        let mut r = ShardProgress {
+    fn record(
+        state: ShardState,
+        counters: Counters,
+        kept: &[(FailureClass, u64)],
+    ) -> ShardProgress {
+        ShardProgress {
             state,
+            counters,
+            failures_by_class: kept.iter().copied().collect(),
             ..Default::default()
-        };
-        r.counters.objects_rolled_back = rolled;
-        r.counters.objects_rollback_kept = kept;
-        if kept > 0 {
-            r.failures_by_class
-                .insert(FailureClass::ChangedSinceCopy, kept);
         }
-        r
     }
 
     #[test]
-    fn the_phase_says_whether_anything_was_kept_or_left() {
-        let done = outcome_of(&[
-            record(ShardState::Completed, 3, 0),
-            record(ShardState::Completed, 2, 0),
-        ]);
-        assert_eq!((done.phase, done.rolled_back), (Some(Phase::RolledBack), 5));
+    fn the_outcome_prints_the_counts_and_exits_by_its_phase() {
+        let undone = |n| Counters {
+            objects_rolled_back: n,
+            ..Default::default()
+        };
+        let one_kept = Counters {
+            objects_rollback_kept: 1,
+            ..undone(3)
+        };
         let partial = outcome_of(&[
-            record(ShardState::Completed, 3, 1),
-            record(ShardState::Completed, 2, 0),
+            record(
+                ShardState::Completed,
+                one_kept,
+                &[(FailureClass::ChangedSinceCopy, 1)],
+            ),
+            record(ShardState::Completed, undone(2), &[]),
         ]);
-        assert_eq!(partial.phase, Some(Phase::PartiallyRolledBack));
-        assert_eq!(partial.kept_by_class[&FailureClass::ChangedSinceCopy], 1);
-        let mut row_kept = record(ShardState::Completed, 3, 0);
-        row_kept.counters.rows_reverted = 2;
-        row_kept.counters.rows_not_reverted = 1;
-        let rows = outcome_of(&[row_kept]);
-        assert_eq!(
-            (rows.phase, rows.rows_reverted, rows.rows_not_reverted),
-            (Some(Phase::PartiallyRolledBack), 2, 1),
-            "a row not set back is something kept"
-        );
-        let stopped = outcome_of(&[
-            record(ShardState::Paused, 1, 0),
-            record(ShardState::Completed, 2, 0),
-        ]);
-        assert_eq!(stopped.phase, Some(Phase::Paused));
+        assert_eq!(partial.exit_code(), 2);
+        assert_eq!(partial.message, None);
+        let json = serde_json::to_value(&partial).unwrap();
+        assert_eq!(json["phase"], "PartiallyRolledBack");
+        assert_eq!(json["rolledBack"], 5, "{json}");
+        assert_eq!(json["keptByClass"]["ChangedSinceCopy"], 1, "{json}");
+        let stopped = outcome_of(&[record(ShardState::Paused, undone(1), &[])]);
         assert_eq!(stopped.exit_code(), 130);
     }
 }

@@ -177,6 +177,11 @@ pub struct JobPlan {
     /// report folder, which is the same folder).
     #[serde(default, skip_serializing_if = "Stage::is_copy")]
     pub stage: Stage,
+    /// A rollback asked in a cluster: the `ferry.dev/rollback` value it answers. Each one
+    /// asked is a run of its own (the progress records of another are stale), so a second
+    /// rollback looks at every key again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_token: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -369,6 +374,7 @@ mod tests {
     fn plan() -> JobPlan {
         let fs = |p: &str| StoreConfig::Filesystem(FsConfig { path: p.into() });
         JobPlan {
+            rollback_token: None,
             namespace: "ns".into(),
             name: "j".into(),
             uid: "u1".into(),

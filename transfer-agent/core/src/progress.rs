@@ -371,6 +371,9 @@ pub struct ShardProgress {
     #[serde(default, skip_serializing_if = "Stage::is_copy")]
     #[schemars(skip)]
     pub stage: Stage,
+    /// The rollback request of the plan the record belongs to (`JobPlan::rollback_token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_token: Option<String>,
     /// The shard's state.
     pub state: ShardState,
     /// Live counters (they may run ahead of the checkpoint).
@@ -420,6 +423,7 @@ impl ShardProgress {
             attempt: plan.attempt,
             range: Some(range),
             stage: plan.stage,
+            rollback_token: plan.rollback_token.clone(),
             ..Default::default()
         }
     }
@@ -442,12 +446,13 @@ impl ShardProgress {
         r
     }
 
-    /// Whether this record belongs to shard `index` of `plan`: the same spec, attempt and
-    /// range. Any other record is stale.
+    /// Whether this record belongs to shard `index` of `plan`: the same spec, attempt, stage,
+    /// rollback request and range. Any other record is stale.
     pub fn is_for(&self, plan: &JobPlan, index: usize) -> bool {
         self.spec_hash == plan.spec_hash
             && self.attempt == plan.attempt
             && self.stage == plan.stage
+            && self.rollback_token == plan.rollback_token
             && self.range.as_ref() == plan.shards.get(index)
     }
 }

@@ -114,6 +114,7 @@ pub async fn run_shard(inp: ShardInputs) -> Result<ShardProgress, TransferError>
                 "retrying the failed keys of {folder}"
             );
             Arc::new(JobPlan {
+                rollback_token: None,
                 only_keys: Some(keys),
                 ..(*plan).clone()
             })

@@ -584,6 +584,7 @@ fn shard(
         })
     };
     let plan = ferry_core::JobPlan {
+        rollback_token: None,
         namespace: "ns".into(),
         name: "job".into(),
         uid: "u".into(),

@@ -44,6 +44,7 @@ fn plan(concurrency: u32) -> JobPlan {
         })
     };
     JobPlan {
+        rollback_token: None,
         namespace: "ns".into(),
         name: "job".into(),
         uid: "u".into(),
