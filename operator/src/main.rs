@@ -77,8 +77,9 @@ enum Command {
     /// Take back what `ferry run` of MigrationJobs wrote: delete each object it wrote that is
     /// still what it wrote, put back what it replaced (from `backupReplaced` backups).
     Rollback(run_cmd::rollback::RollbackArgs),
-    /// Print a job's report (run by `ferry run`): its failures, the keys it wrote, a Check's
-    /// differences or what a rollback kept, as a table, JSON Lines or CSV.
+    /// Print a job's report (run by `ferry run`, or by the operator: `--name`): its failures,
+    /// the keys it wrote, a Check's differences or what a rollback kept, as a table, JSON
+    /// Lines or CSV.
     Report(run_cmd::report::ReportArgs),
     /// Print the CustomResourceDefinitions as YAML (or write one file per CRD into a folder).
     Crd {

@@ -1078,6 +1078,27 @@ async fn the_rollback_annotation_takes_back_what_the_job_wrote() {
     );
     assert_eq!(s3.get(&dst, "k/05").await, changed, "changed since: kept");
     assert_eq!(s3.get(&dst, "theirs/kept").await, b"never the job's");
+    // `ferry report --namespace/--name` reads the same report from the cluster: what the
+    // rollback kept and why, every key the job wrote.
+    let kept = report_in_cluster(&c, "undo", &["--show", "rollback", "--format", "jsonl"]);
+    kept.assert_exit(0);
+    let kept: Vec<Value> = kept
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        (&kept[0]["key"], &kept[0]["class"]),
+        (&json!("k/05"), &json!("ChangedSinceCopy"))
+    );
+    let written = report_in_cluster(&c, "undo", &["--show", "written", "--format", "csv"]);
+    written.assert_exit(0);
+    let rows: Vec<&str> = written.stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 12, "{}", written.stdout);
+    let k03: Vec<&str> = rows[3].split(',').collect();
+    assert_eq!((k03[0], k03[3]), ("k/03", "true"), "replaced: {}", rows[3]);
+    report_in_cluster(&c, "absent", &[]).assert_exit(1);
     let events = c.events_of("undo").await;
     assert!(
         events.iter().any(|e| e.reason == "RollingBack"),
@@ -1116,6 +1137,21 @@ async fn the_rollback_annotation_takes_back_what_the_job_wrote() {
     assert_eq!(r.counts.already_undone, 11, "{r:?}");
     assert_phase(&mj, ferry_api::Phase::PartiallyRolledBack);
     c.finish().await;
+}
+
+/// `ferry report --namespace <the test's> --name NAME ARGS...` with the cluster's kubeconfig
+/// (and no AWS credentials of the environment: the report's come from the job's Secret).
+fn report_in_cluster(c: &Cluster, name: &str, args: &[&str]) -> ferry_tests::Run {
+    let started = Instant::now();
+    let out = std::process::Command::new(ferry_tests::ferry_bin())
+        .args(["report", "--namespace", &c.ns, "--name", name])
+        .args(args)
+        .env("KUBECONFIG", c.backend.kubeconfig())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .expect("ferry report runs");
+    ferry_tests::Run::from_output(out, started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread")]

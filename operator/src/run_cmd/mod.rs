@@ -10,6 +10,7 @@
 //! `Paused` with the reason, exit code 1: run again with new ones, it resumes.
 
 mod executor;
+mod in_cluster;
 pub mod report;
 pub mod rollback;
 mod stored;

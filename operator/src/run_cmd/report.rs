@@ -1,29 +1,40 @@
-//! `ferry report`: prints what a job run by `ferry run` wrote in its report folder (the
-//! failures, the keys written, a Check's differences, what a rollback kept) as a table, JSON
-//! Lines or CSV, filtered by class and key prefix, so nobody needs an S3 client to see what
-//! went wrong. The lines are read from the report location (`spec.report`, else the
-//! destination) with the job's own credentials.
+//! `ferry report`: prints what a job wrote in its report folder (the failures, the keys
+//! written, a Check's differences, what a rollback kept) as a table, JSON Lines or CSV,
+//! filtered by class and key prefix, so nobody needs an S3 client to see what went wrong. A job
+//! run by `ferry run` is given by its files (`-f`), one the operator ran by its name
+//! (`--namespace/--name`, read from the cluster). The lines are read from the report location
+//! (`spec.report`, else the destination) with the job's own credentials.
 
 use std::path::PathBuf;
 
+use ferry_api::ValidatedSpec;
 use ferry_core::plan::shard_folder;
+use ferry_core::stores::JobCredentials;
 use ferry_core::JobPlan;
 use ferry_engine::report;
 use ferry_engine::stores::Sink;
 use ferry_engine::TransferError;
 use serde_json::Value;
 
-use super::stored;
+use super::{in_cluster, stored};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
     /// YAML files or directories with the MigrationJob and the Secrets it references (the
     /// same files `ferry run` was given).
-    #[arg(short = 'f', long = "filename", required = true)]
+    #[arg(short = 'f', long = "filename", required_unless_present = "name")]
     pub files: Vec<PathBuf>,
     /// Where `ferry run` kept the job's state (default: ./.ferry/<namespace>/<name>/).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "name")]
     pub state_dir: Option<PathBuf>,
+    /// A MigrationJob the operator ran, instead of files: its name. The job, its stored plan
+    /// and the Secrets of its report location are read from the cluster of the kubeconfig
+    /// (as kubectl finds it), with the user's own permissions.
+    #[arg(long, conflicts_with = "files")]
+    pub name: Option<String>,
+    /// The namespace of `--name` (default: the kubeconfig's).
+    #[arg(short = 'n', long, requires = "name")]
+    pub namespace: Option<String>,
     /// Which lines.
     #[arg(long, value_enum, default_value_t = Show::Failures)]
     pub show: Show,
@@ -47,7 +58,7 @@ pub enum Show {
     Written,
     /// Check mode: every key that is not identical on both sides.
     Check,
-    /// What `ferry rollback` kept, and why.
+    /// What a rollback (`ferry rollback`, `ferry.dev/rollback`) kept, and why.
     Rollback,
 }
 
@@ -97,14 +108,67 @@ impl Show {
     }
 }
 
+/// A job whose report is read: from files and a state directory, or from the cluster.
+struct Reported {
+    /// `namespace/name`.
+    id: String,
+    validated: ValidatedSpec,
+    /// The report location's credentials, at least.
+    credentials: JobCredentials,
+    /// The plan of its last run (of any attempt or stage): its shards and report folders.
+    plan: JobPlan,
+}
+
+impl From<stored::StoredJob> for Reported {
+    fn from(j: stored::StoredJob) -> Self {
+        Reported {
+            id: j.id(),
+            validated: j.validated,
+            credentials: j.credentials,
+            plan: j.plan,
+        }
+    }
+}
+
+impl From<in_cluster::ClusterJob> for Reported {
+    fn from(j: in_cluster::ClusterJob) -> Self {
+        Reported {
+            id: format!("{}/{}", j.namespace, j.name),
+            validated: j.validated,
+            credentials: j.credentials,
+            plan: j.plan,
+        }
+    }
+}
+
+/// The jobs `args` name: each, or why it cannot be read. None, the error printed, when the
+/// files hold no job.
+async fn jobs(args: &ReportArgs) -> Option<Vec<Result<Reported, String>>> {
+    if let Some(name) = &args.name {
+        let job = in_cluster::load(args.namespace.as_deref(), name).await;
+        return Some(vec![job.map(Reported::from)]);
+    }
+    let loaded = stored::jobs_of(&args.files)?;
+    Some(
+        loaded
+            .jobs
+            .iter()
+            .map(|job| {
+                stored::load(job, &loaded, args.state_dir.as_deref(), "no report")
+                    .map(Reported::from)
+            })
+            .collect(),
+    )
+}
+
 /// Prints the report lines of every MigrationJob given; 0, or 1 on an error.
 pub async fn report(args: ReportArgs) -> i32 {
-    let Some(loaded) = stored::jobs_of(&args.files) else {
+    let Some(jobs) = jobs(&args).await else {
         return 1;
     };
     let mut code = 0;
-    for job in &loaded.jobs {
-        let job = match stored::load(job, &loaded, args.state_dir.as_deref(), "no report") {
+    for job in jobs {
+        let job = match job {
             Ok(j) => j,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -115,7 +179,7 @@ pub async fn report(args: ReportArgs) -> i32 {
         let lines = match read(&job, args.show).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("error: {}: reading the report: {e}", job.id());
+                eprintln!("error: {}: reading the report: {e}", job.id);
                 code = 1;
                 continue;
             }
@@ -123,9 +187,12 @@ pub async fn report(args: ReportArgs) -> i32 {
         let lines = select(lines, args.show, &args.class, args.prefix.as_deref());
         eprintln!(
             "{}: {} line(s) under {}",
-            job.id(),
+            job.id,
             lines.len(),
-            job.plan.report_location()
+            job.plan
+                .transfer
+                .report_store()
+                .location_of(&job.plan.job_report_prefix())
         );
         print!("{}", render(&lines, args.show, args.format));
     }
@@ -155,7 +222,7 @@ fn shard_folders(attempts: &[String], rollback: &str, shards: &[u32], show: Show
 }
 
 /// Reads the lines of `show` of every shard, as the report files hold them.
-async fn read(job: &stored::StoredJob, show: Show) -> Result<Vec<Value>, TransferError> {
+async fn read(job: &Reported, show: Show) -> Result<Vec<Value>, TransferError> {
     let root = report::open_root(&job.validated.transfer, &job.credentials).await?;
     let mut out = Vec::new();
     for folder in folders(&job.plan, show) {
