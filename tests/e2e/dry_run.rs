@@ -238,3 +238,92 @@ async fn dry_run_estimates_requests_bytes_and_cost() {
     assert_eq!(sc.src_proxy().object_gets().len(), 5, "GETs of objects");
     assert_eq!(sc.dst_proxy().data_puts().len(), 4, "PUTs of objects");
 }
+
+/// `spec.inventory` (issue 16): a dry run with `checksums: Sha256` lists every selected source
+/// object (key, size, ETag, time, class) with what a real run would do, and a destination key
+/// absent at the source as `delete`; `ferry report --show inventory` joins the shards' files
+/// into one list in key order, as JSON Lines and as CSV. The sizes and ETags are the source's
+/// as the test's own client lists them, the SHA-256s those `sha256sum` prints.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_inventory_lists_every_object_with_its_action_and_sha256() {
+    let mut dst = seeded();
+    dst.insert("extra".into(), bytes(9, 10));
+    let sc = Scenario::one_server("inventory")
+        .source_tree(&source())
+        .destination_tree(&dst)
+        .with("dryRun", json!(true))
+        .with("inventory", json!({"checksums": "Sha256"}))
+        .with("deletes", json!({"policy": "Propagate"}))
+        .with("parallelism", json!({"shards": 2}))
+        .build()
+        .await;
+    sc.run().await.assert_exit(0).assert_phase("Completed");
+
+    let jsonl = sc
+        .wd
+        .report(&sc.job, &["--show", "inventory", "--format", "jsonl"]);
+    jsonl.assert_exit(0);
+    let lines: Vec<serde_json::Value> = jsonl
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let keys: Vec<&str> = lines.iter().map(|l| l["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        ["changed", "extra", "identical", "new-1", "new-2", "new-3"],
+        "{}",
+        jsonl.stdout
+    );
+    let action = |k: &str| lines.iter().find(|l| l["key"] == k).unwrap()["action"].clone();
+    assert_eq!(action("identical"), "skip");
+    assert_eq!(action("extra"), "delete");
+    for k in ["changed", "new-1", "new-2", "new-3"] {
+        assert_eq!(action(k), "copy", "{k}");
+    }
+    let listed = sc.src_s3().list_all(sc.src_bucket(), "").await;
+    let src = source();
+    for o in &listed {
+        let line = lines.iter().find(|l| l["key"] == o.key.as_str()).unwrap();
+        assert_eq!(line["size"], o.size, "{}", o.key);
+        assert_eq!(line["etag"], o.etag.trim_matches('"'), "{}", o.key);
+        assert_eq!(line["storageClass"], "standard", "{}", o.key);
+        let file = sc.wd.path().join("object");
+        std::fs::write(&file, &src[&o.key]).unwrap();
+        let out = std::process::Command::new("sha256sum")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let sum = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            line["sha256"],
+            sum.split_whitespace().next().unwrap(),
+            "{}",
+            o.key
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .find(|l| l["key"] == "extra")
+            .unwrap()
+            .get("sha256")
+            .is_none(),
+        "a delete line has no SHA-256"
+    );
+
+    let csv = sc.wd.report(
+        &sc.job,
+        &["--show", "inventory", "--format", "csv", "--class", "copy"],
+    );
+    csv.assert_exit(0);
+    let rows: Vec<&str> = csv.stdout.lines().collect();
+    assert_eq!(rows[0], "key,size,etag,modified,storageClass,action,sha256");
+    assert_eq!(
+        rows.len(),
+        5,
+        "the header and the four to copy: {}",
+        csv.stdout
+    );
+    assert!(rows[1].starts_with("changed,100,"), "{}", rows[1]);
+}

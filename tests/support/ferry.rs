@@ -350,6 +350,25 @@ impl Workdir {
         Run::from_output(out, started.elapsed())
     }
 
+    /// Write the job and run `ferry report -f JOB --state-dir STATE [args...]` (what the runs of
+    /// [`Workdir::run`] wrote in their report folders) to its end.
+    pub fn report(&self, job: &Job, args: &[&str]) -> Run {
+        let file = job.write(self.path());
+        let started = Instant::now();
+        let mut cmd = std::process::Command::new(ferry_bin());
+        cmd.arg("report")
+            .arg("-f")
+            .arg(&file)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(args);
+        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"] {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().expect("ferry report runs");
+        Run::from_output(out, started.elapsed())
+    }
+
     /// Read `shard-<i>.json` from the state directory, if it exists and parses.
     pub fn shard_state(&self, shard: u32) -> Option<Value> {
         let p = self.state_dir().join(format!("shard-{shard}.json"));

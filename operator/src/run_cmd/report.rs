@@ -60,6 +60,10 @@ pub enum Show {
     Check,
     /// What a rollback (`ferry rollback`, `ferry.dev/rollback`) kept, and why.
     Rollback,
+    /// A dry run's inventory (`spec.inventory`): every selected object with what a real run
+    /// would do, the shards' segment files joined into one list in key order
+    /// (`--format csv > inventory.csv` for a spreadsheet).
+    Inventory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -96,6 +100,15 @@ impl Show {
                 "destinationEtag",
             ],
             Show::Rollback => &["key", "size", "class", "at", "message"],
+            Show::Inventory => &[
+                "key",
+                "size",
+                "etag",
+                "modified",
+                "storageClass",
+                "action",
+                "sha256",
+            ],
         }
     }
 
@@ -103,6 +116,7 @@ impl Show {
     fn class_field(self) -> &'static str {
         match self {
             Show::Check => "difference",
+            Show::Inventory => "action",
             _ => "class",
         }
     }
@@ -211,7 +225,9 @@ fn folders(plan: &JobPlan, show: Show) -> Vec<String> {
 /// shard indexes (pure).
 fn shard_folders(attempts: &[String], rollback: &str, shards: &[u32], show: Show) -> Vec<String> {
     let prefixes: Vec<&str> = match show {
-        Show::Failures | Show::Check => attempts.last().map(String::as_str).into_iter().collect(),
+        Show::Failures | Show::Check | Show::Inventory => {
+            attempts.last().map(String::as_str).into_iter().collect()
+        }
         Show::Written => attempts.iter().map(String::as_str).collect(),
         Show::Rollback => vec![rollback],
     };
@@ -233,6 +249,7 @@ async fn read(job: &Reported, show: Show) -> Result<Vec<Value>, TransferError> {
             Show::Written => to_values(report::read_manifest(dir).await?),
             Show::Check => to_values(report::read_checks(dir).await?),
             Show::Rollback => to_values(report::read_rollback_kept(dir).await?),
+            Show::Inventory => to_values(report::read_inventory(dir).await?),
         };
         out.extend(values);
     }
@@ -392,6 +409,16 @@ mod tests {
             keys(select(checks, Show::Check, &["Size".into()], None)),
             ["y"]
         );
+        let inventory = vec![
+            json!({"key": "b", "action": "copy"}),
+            json!({"key": "a", "action": "skip"}),
+            json!({"key": "c", "action": "copy"}),
+        ];
+        assert_eq!(
+            keys(select(inventory, Show::Inventory, &["copy".into()], None)),
+            ["b", "c"],
+            "an inventory is filtered by its action"
+        );
     }
 
     #[test]
@@ -449,5 +476,6 @@ mod tests {
             f(Show::Rollback),
             ["r/rollback/shard-0/", "r/rollback/shard-1/"]
         );
+        assert_eq!(f(Show::Inventory), f(Show::Failures));
     }
 }
