@@ -40,7 +40,7 @@ pub struct RollbackCounts {
     /// backup (`NotRestorable`), or an error.
     pub kept: u64,
     /// `kept`, by class.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub kept_by_class: BTreeMap<FailureClass, u64>,
     /// Database rows whose `writeBack` column holds its value from before the job again.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -110,6 +110,10 @@ pub struct RollbackStatus {
     /// The `ferry.dev/rollback` value it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// 1 for the first rollback of the job, n for the n-th (its report folder is `rollback/`
+    /// for the first, `rollback-<n>/` after).
+    #[serde(default)]
+    pub number: u32,
     /// When it started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,

@@ -62,12 +62,9 @@ pub async fn execute(
         }
         Step::PlanRollback => {
             // The same shards and job: each agent takes back what its shard's manifests name.
-            let mut plan = current()?.rollback();
-            plan.rollback_token = mj
-                .status
-                .as_ref()
-                .and_then(|s| s.rollback.as_ref())
-                .and_then(|r| r.token.clone());
+            let asked = mj.status.as_ref().and_then(|s| s.rollback.clone());
+            let asked = asked.unwrap_or_default();
+            let plan = current()?.rollback_run(asked.token, asked.number);
             store_plan(ctx, mj, world, &plan).await?;
         }
         Step::CreateAgentAccess => {
@@ -340,8 +337,10 @@ where
 /// since by someone else is left alone).
 async fn delete_job_uid(ctx: &Context, ns: &str, name: &str, job_uid: &str) -> Result<(), Error> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    // Foreground: the Job stays until its pods are gone, so whatever comes next (a retry, a
+    // rollback, the delete stage) starts only once the old agents have stopped writing.
     let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
+        propagation_policy: Some(PropagationPolicy::Foreground),
         preconditions: Some(Preconditions {
             uid: Some(job_uid.to_string()),
             resource_version: None,

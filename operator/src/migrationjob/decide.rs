@@ -468,9 +468,10 @@ impl<'a> Pass<'a> {
     /// either way, so it is handled once.
     fn roll_back(&mut self, phase: Phase, token: &str) {
         self.d.status.last_rollback_token = Some(token.to_string());
-        let why = if self.prev.dry_run {
+        let spec = &self.mj.spec;
+        let why = if spec.dry_run || self.prev.dry_run {
             Some("a dry run writes nothing: there is nothing to roll back")
-        } else if self.prev.check.is_some() {
+        } else if spec.mode == ferry_core::Mode::Check || self.prev.check.is_some() {
             Some("a Check writes nothing but its report: there is nothing to roll back")
         } else if self.prev.report.is_none() || !self.obs.stored_plan {
             Some("the job wrote nothing (it ended before its agents ran, or its plan is gone)")
@@ -488,10 +489,12 @@ impl<'a> Pass<'a> {
             return;
         }
         let now = self.obs.now.clone();
+        let number = self.prev.rollback.as_ref().map_or(0, |r| r.number) + 1;
         let st = &mut self.d.status;
         st.rollback = Some(RollbackStatus {
             state: RollbackState::RollingBack,
             token: Some(token.to_string()),
+            number,
             start_time: Some(now),
             ..Default::default()
         });
@@ -499,18 +502,30 @@ impl<'a> Pass<'a> {
         st.failures_by_class = Default::default();
         st.first_errors = Vec::new();
         st.shards = Vec::new();
-        st.completion_time = None;
         self.d.steps.push(Step::ResetProgress);
+        if let Some(d) = st
+            .deletes
+            .as_mut()
+            .filter(|d| d.state == DeletesState::Held)
+        {
+            // Held deletes of a copy being taken back are never made (nor approved later).
+            d.state = DeletesState::Skipped;
+            d.message = "not made: the job was rolled back".into();
+            let msg = d.message.clone();
+            self.conditions()
+                .set(DeletesHeld, false, Reason::DeletesSkipped, &msg);
+        }
         let msg = format!(
             "{ROLLBACK_ANNOTATION}={token}: taking back what the job wrote, where it is still \
              what the job wrote"
         );
         self.event(false, Reason::RollingBack, msg.clone());
+        // Pending until its agents are admitted and created (then RollingBack).
         let mut c = self.conditions();
         c.set(Ready, false, Reason::RollingBack, &msg);
         c.set(Progressing, true, Reason::RollingBack, &msg);
         c.set(Degraded, false, Reason::RollingBack, &msg);
-        self.d.status.phase = Some(Phase::RollingBack);
+        self.d.status.phase = Some(Phase::Pending);
         self.d.status.message = Some(msg);
         self.d.requeue = FAST;
     }
@@ -611,7 +626,9 @@ impl<'a> Pass<'a> {
                 return ControlFlow::Break(());
             }
         };
-        if v.transfer.cancel {
+        // A rollback runs to its end (suspend pauses it): `cancel` stops copies, and a job
+        // cancelled and then rolled back usually still says `cancel: true`.
+        if v.transfer.cancel && !self.rolling_back() {
             if self.obs.job.is_some() {
                 self.d.steps.push(Step::DeleteJob);
             }
@@ -668,9 +685,17 @@ impl<'a> Pass<'a> {
     /// No plan of this attempt yet: plan, or say why the planner could not.
     fn plan(&mut self) -> ControlFlow<()> {
         if self.rolling_back() {
+            if !self.obs.stored_plan {
+                self.finish(
+                    Phase::Failed,
+                    Reason::PlanningFailed,
+                    "the rollback stopped: the job's plan is gone (its ConfigMap was deleted), \
+                     so its shards and report folders are unknown; nothing more is taken back",
+                );
+                return ControlFlow::Break(());
+            }
             self.d.steps.push(Step::PlanRollback);
             self.d.requeue = FAST;
-            self.d.status.phase = Some(Phase::RollingBack);
             return ControlFlow::Break(());
         }
         if self.deleting() {
@@ -903,10 +928,6 @@ impl<'a> Pass<'a> {
             }
         }
         if phase.is_terminal() {
-            if let Some(r) = self.d.status.rollback.as_mut().filter(|_| rolling_back) {
-                r.state = RollbackState::Ended;
-                r.completion_time = Some(self.obs.now.clone());
-            }
             self.d.steps.push(Step::DeleteJob);
             self.finish(phase, Reason::of_phase(phase), &message);
             return;
@@ -1100,6 +1121,16 @@ impl<'a> Pass<'a> {
         c.set(Degraded, degraded, reason, msg);
         self.d.status.message = Some(msg.to_string());
         let now = self.obs.now.clone();
+        if let Some(r) = self
+            .d
+            .status
+            .rollback
+            .as_mut()
+            .filter(|r| r.state == RollbackState::RollingBack)
+        {
+            r.state = RollbackState::Ended;
+            r.completion_time = Some(now.clone());
+        }
         self.d.status.completion_time.get_or_insert(now);
         self.transition(phase, reason, msg);
         self.d.requeue = SLOW;
@@ -1531,7 +1562,11 @@ mod tests {
     fn a_new_rollback_token_takes_back_what_the_job_wrote() {
         let f = load("rollback");
         let d = decide(&f.job, &f.observed);
-        assert_eq!(d.status.phase, Some(Phase::RollingBack));
+        assert_eq!(
+            d.status.phase,
+            Some(Phase::Pending),
+            "RollingBack once its agents are admitted"
+        );
         assert_eq!(d.status.last_rollback_token.as_deref(), Some("undo-1"));
         let r = d.status.rollback.clone().expect("a rollback");
         assert_eq!(
@@ -1549,7 +1584,12 @@ mod tests {
             d.status.progress.counters.objects_copied, 0,
             "the rollback's own"
         );
-        assert_eq!(d.status.completion_time, None);
+        assert_eq!(r.number, 1);
+        assert_eq!(
+            d.status.completion_time.as_deref(),
+            Some("2026-11-22T10:09:00Z"),
+            "the copy's end stays"
+        );
 
         // The next pass: the rollback stage is planned from the stored plan (no planner).
         let mut job = f.job.clone();
@@ -1558,7 +1598,7 @@ mod tests {
         obs.plan_ready = false;
         let d2 = decide(&job, &obs);
         assert_eq!(d2.steps, vec![Step::PlanRollback]);
-        assert_eq!(d2.status.phase, Some(Phase::RollingBack));
+        assert_eq!(d2.status.phase, Some(Phase::Pending));
 
         // Planned: the agents start.
         job.status = Some(d2.status.clone());
@@ -1629,8 +1669,72 @@ mod tests {
             .insert(ROLLBACK_ANNOTATION.into(), "undo-2".into());
         obs.rollback_token = Some("undo-2".into());
         let d7 = decide(&again, &obs);
-        assert_eq!(d7.status.phase, Some(Phase::RollingBack));
+        assert_eq!(d7.status.phase, Some(Phase::Pending));
         assert_eq!(d7.steps.first(), Some(&Step::ResetProgress));
+        assert_eq!(
+            d7.status.rollback.unwrap().number,
+            2,
+            "its own report folder"
+        );
+    }
+
+    #[test]
+    fn a_rollback_skips_held_deletes_and_runs_despite_cancel() {
+        let mut f = load("rollback");
+        let st = f.job.status.as_mut().unwrap();
+        st.deletes = Some(ferry_api::DeletesStatus {
+            state: DeletesState::Held,
+            candidates: 9,
+            candidate_bytes: 90,
+            destination_objects: 10,
+            allowed: 1,
+            deleted: 0,
+            bytes_deleted: 0,
+            kept: 0,
+            failed: 0,
+            approved: None,
+            message: "held".into(),
+        });
+        f.job.spec.cancel = true;
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(
+            d.status.deletes.as_ref().unwrap().state,
+            DeletesState::Skipped
+        );
+        assert_eq!(cond(&d, DeletesHeld).status, "False");
+        // Approving the held deletes afterwards does nothing.
+        let mut job = f.job.clone();
+        job.status = Some(d.status.clone());
+        let mut obs = f.observed.clone();
+        obs.approval = Some("photos".into());
+        obs.plan_ready = false;
+        let d2 = decide(&job, &obs);
+        assert_eq!(
+            d2.steps,
+            vec![Step::PlanRollback],
+            "cancel stops copies only"
+        );
+    }
+
+    #[test]
+    fn a_rollback_whose_plan_is_gone_fails_and_ends() {
+        let f = load("rollback");
+        let mut job = f.job.clone();
+        job.status = Some(decide(&f.job, &f.observed).status);
+        let mut obs = f.observed.clone();
+        obs.plan_ready = false;
+        obs.stored_plan = false;
+        let d = decide(&job, &obs);
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+        assert!(d
+            .status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("plan is gone"));
+        let r = d.status.rollback.unwrap();
+        assert_eq!(r.state, RollbackState::Ended);
+        assert!(d.steps.iter().all(|s| !matches!(s, Step::PlanRollback)));
     }
 
     #[test]
@@ -1652,13 +1756,19 @@ mod tests {
         for (what, change) in [
             (
                 "dry run",
-                (|st: &mut MigrationJobStatus| st.dry_run = true) as fn(&mut _),
+                (|j: &mut MigrationJob| j.spec.dry_run = true) as fn(&mut _),
             ),
-            ("Check", |st| st.check = Some(Default::default())),
-            ("nothing", |st| st.report = None),
+            ("a dry run's status", |j| {
+                j.status.as_mut().unwrap().dry_run = true
+            }),
+            ("Check", |j| j.spec.mode = ferry_core::Mode::Check),
+            ("a Check's status", |j| {
+                j.status.as_mut().unwrap().check = Some(Default::default())
+            }),
+            ("nothing", |j| j.status.as_mut().unwrap().report = None),
         ] {
             let mut f = load("rollback");
-            change(f.job.status.as_mut().unwrap());
+            change(&mut f.job);
             let d = decide(&f.job, &f.observed);
             assert_eq!(d.status.phase, Some(Phase::Completed), "{what}");
             assert_eq!(d.status.rollback, None, "{what}");

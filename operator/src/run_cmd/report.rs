@@ -217,7 +217,13 @@ pub async fn report(args: ReportArgs) -> i32 {
 /// attempt's (written), or the rollback's; each shard's.
 fn folders(plan: &JobPlan, show: Show) -> Vec<String> {
     let shards: Vec<u32> = plan.shards.iter().map(|s| s.index).collect();
-    let rollback = plan.rollback().report_prefix;
+    // The last rollback's folder: the stored plan's own when it is a rollback's (in a cluster,
+    // the n-th rollback has `rollback-<n>/`).
+    let rollback = if plan.stage == ferry_core::Stage::Rollback {
+        plan.report_prefix.clone()
+    } else {
+        plan.rollback().report_prefix
+    };
     shard_folders(&plan.attempt_report_prefixes(), &rollback, &shards, show)
 }
 

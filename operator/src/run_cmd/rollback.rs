@@ -194,6 +194,12 @@ fn refusal(plan: &JobPlan) -> Option<String> {
 /// [`ferry_api::rollback::outcome`], as in a cluster).
 pub fn outcome_of(records: &[ShardProgress]) -> RollbackOutcome {
     let (phase, message) = ferry_api::rollback::outcome(records, records.len());
+    // Every shard has returned: one that did not complete stopped (Ctrl-C) and goes on from
+    // its checkpoint when run again.
+    let phase = match phase {
+        Phase::RollingBack => Phase::Paused,
+        p => p,
+    };
     RollbackOutcome {
         phase: Some(phase),
         message: (phase == Phase::Failed).then_some(message),

@@ -200,6 +200,7 @@ impl JobPlan {
     pub fn deletes(&self) -> JobPlan {
         JobPlan {
             stage: Stage::Delete,
+            rollback_token: None,
             ..self.clone()
         }
     }
@@ -208,6 +209,7 @@ impl JobPlan {
     pub fn copy_stage(&self) -> JobPlan {
         JobPlan {
             stage: Stage::Copy,
+            rollback_token: None,
             ..self.clone()
         }
     }
@@ -224,11 +226,23 @@ impl JobPlan {
     /// The rollback of this job: the same shards, over the manifests of every attempt up to
     /// this plan's, with a report folder of its own (`<report folder>rollback/`).
     pub fn rollback(&self) -> JobPlan {
+        self.rollback_run(None, 1)
+    }
+
+    /// The `number`-th rollback asked in a cluster, answering `token`: its report folder is
+    /// `<report folder>rollback/` for the first, `rollback-<n>/` after (so a later one never
+    /// writes over an earlier one's report).
+    pub fn rollback_run(&self, token: Option<String>, number: u32) -> JobPlan {
+        let folder = match number {
+            0 | 1 => "rollback/".to_string(),
+            n => format!("rollback-{n}/"),
+        };
         JobPlan {
             stage: Stage::Rollback,
-            report_prefix: format!("{}rollback/", self.job_report_prefix()),
+            report_prefix: format!("{}{folder}", self.job_report_prefix()),
             retry_failed_from: None,
             only_keys: None,
+            rollback_token: token,
             ..self.clone()
         }
     }
@@ -279,6 +293,7 @@ impl JobPlan {
             retry_failed_from: Some(folder(attempt.saturating_sub(1))),
             only_keys: None,
             stage: Stage::Copy,
+            rollback_token: None,
             ..self.clone()
         }
     }
