@@ -65,6 +65,28 @@ async fn sqlite_file(dir: &std::path::Path) -> SqlitePool {
     pool
 }
 
+/// A work directory with [`sqlite_file`]'s table, its URL in the Secret file, a bucket, and
+/// the job copying the table with the source fields `fields` into it.
+async fn sqlite_images(
+    name: &str,
+    fields: serde_json::Value,
+) -> (Workdir, S3, String, SqlitePool, Job) {
+    let wd = Workdir::new(name);
+    let s3 = S3::for_server(shared_server());
+    let bucket = s3.create_bucket(name).await;
+    let pool = sqlite_file(wd.path()).await;
+    let url = format!("sqlite://{}", wd.path().join("app.db").display());
+    write_secret(wd.path(), &url);
+    let job = crate::database_postgres::job(
+        name,
+        &wd,
+        &shared_server().endpoint,
+        &bucket,
+        images_source(fields),
+    );
+    (wd, s3, bucket, pool, job)
+}
+
 async fn urls(pool: &SqlitePool) -> Vec<(i64, Option<String>)> {
     sqlx::query_as("SELECT id, image_url FROM images ORDER BY id")
         .fetch_all(pool)
@@ -78,26 +100,18 @@ async fn urls(pool: &SqlitePool) -> Vec<(i64, Option<String>)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_table_of_images_lands_in_a_bucket_and_is_written_back() {
     let name = "db-sqlite";
-    let wd = Workdir::new(name);
-    let s3 = S3::for_server(shared_server());
-    let bucket = s3.create_bucket(name).await;
-    let pool = sqlite_file(wd.path()).await;
-    let url = format!("sqlite://{}", wd.path().join("app.db").display());
-    write_secret(wd.path(), &url);
-    let job = crate::database_postgres::job(
+    let (wd, s3, bucket, pool, job) = sqlite_images(
         name,
-        &wd,
-        &shared_server().endpoint,
-        &bucket,
-        images_source(json!({
+        json!({
             "encoding": "Auto",
             "key": "images/{id:06}.{ext}",
             "contentType": { "column": "mime_type", "sniff": true },
             "where": "deleted_at IS NULL",
             "batchSize": 2,
             "writeBack": { "column": "image_url", "value": "https://img.example.com/{key}" },
-        })),
-    );
+        }),
+    )
+    .await;
     let run = |job: Job| {
         let wd = &wd;
         async move { crate::database_postgres::run(wd, &job, &[]).await }
@@ -306,6 +320,36 @@ async fn sqlite_filters_bad_payloads_and_key_collisions() {
         .await
         .unwrap();
     assert_eq!(n, 10);
+}
+
+/// A `where` that is more than one condition fails the job at once as an invalid spec, with
+/// the field and the reason, before the database is opened (nothing read, nothing written,
+/// the table intact).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_condition_with_a_second_statement_fails_the_job_before_any_read() {
+    let name = "db-sqlite-where";
+    let (wd, s3, bucket, pool, job) = sqlite_images(
+        name,
+        json!({
+            "key": "{id}.{ext}",
+            "where": "image_data IS NOT NULL; DROP TABLE images",
+        }),
+    )
+    .await;
+    let run = crate::database_postgres::run(&wd, &job, &[]).await;
+    run.assert_exit(1).assert_phase("Failed");
+    let message = run.status().message();
+    assert!(
+        message.contains("spec.source.database.where: ';' is not allowed"),
+        "{}",
+        run.describe()
+    );
+    assert!(s3.contents(&bucket).await.is_empty(), "nothing written");
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(n > 0, "the table is intact");
 }
 
 /// The peak resident memory (VmHWM, KiB) of process `pid`, if it still runs.

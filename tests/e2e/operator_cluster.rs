@@ -325,6 +325,15 @@ async fn bad_specs_are_refused_at_apply_time() {
         ),
         ("/spec/parallelism/shards", json!(0), "shards"),
         ("/spec/source/s3/bucket", json!("Bad_Bucket"), "bucket"),
+        (
+            "/spec/source",
+            json!({"database": {
+                "connectionSecretRef": {"name": "db"}, "table": "images", "idColumn": "id",
+                "dataColumn": "data", "key": "{id}.{ext}",
+                "where": "deleted_at IS NULL; DROP TABLE images"
+            }}),
+            "';' is not allowed",
+        ),
     ];
     for (pointer, value, expected) in cases {
         let mut v = base.clone();

@@ -234,6 +234,18 @@ pub fn no_dotdot(schema: &mut Schema) {
     add(schema, &[(NO_DOTDOT, "must not contain '..' segments")]);
 }
 
+/// `database.where`: one condition, not statements (the operator and the agents check the
+/// rest: comments, parameter markers and parentheses outside string literals).
+pub fn sql_condition(schema: &mut Schema) {
+    add(
+        schema,
+        &[(
+            "!self.contains(';')",
+            "';' is not allowed (one condition, not statements)",
+        )],
+    );
+}
+
 /// `s3.endpoint`: an http(s) URL without userinfo (as [`crate::endpoint`]'s check).
 pub fn http_url(schema: &mut Schema) {
     add(

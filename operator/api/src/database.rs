@@ -63,7 +63,7 @@ pub struct DatabaseSource {
     /// SQL you write. No `;`, comments or parameter markers; it is used as one parenthesised
     /// term of Ferry's own statements, in read-only transactions.
     #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 4096))]
+    #[schemars(length(min = 1, max = 4096), transform = crate::cel::sql_condition)]
     pub where_clause: Option<String>,
     /// Rows per read transaction (and per write-back transaction); default 500.
     #[serde(default = "default_batch_size")]

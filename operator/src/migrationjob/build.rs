@@ -115,6 +115,22 @@ fn sides(mj: &MigrationJob) -> [(Side, Option<&Endpoint>); 3] {
     ]
 }
 
+/// What a source's own rules refuse before anything is read: a database source's table and
+/// column names, its `where` condition and its templates, checked as its agents will check
+/// them, without connecting (so a bad spec fails at once as invalid, not at planning).
+pub fn source_refusals(v: &ValidatedSpec) -> Vec<String> {
+    use ferry_engine::db::config::Check;
+    match &v.transfer.source {
+        StoreConfig::Database(c) => c
+            .check()
+            .err()
+            .map(|e| format!("spec.source.database.{e}"))
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The paths without a volume: in a cluster a path would be the agents' own filesystem
 /// (their image, their ServiceAccount token), so a filesystem side must name a claim, and a
 /// URL list cannot be a file (no volume is mounted for it); a SQLite file on a volume is
@@ -847,6 +863,47 @@ pub fn agent_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_source_with_a_bad_condition_or_template_is_refused_before_planning() {
+        let job = |db: serde_json::Value| -> ValidatedSpec {
+            let spec: ferry_api::MigrationJobSpec = serde_json::from_value(serde_json::json!({
+                "source": {"database": db},
+                "destination": {"s3": {"bucket": "photos"}},
+            }))
+            .unwrap();
+            ferry_api::validate(&spec).unwrap()
+        };
+        let base = serde_json::json!({
+            "connectionSecretRef": {"name": "db", "key": "DATABASE_URL"},
+            "table": "images", "idColumn": "id", "dataColumn": "data",
+            "key": "img/{id}.{ext}",
+        });
+        assert!(source_refusals(&job(base.clone())).is_empty());
+        let with = |k: &str, v: serde_json::Value| {
+            let mut db = base.clone();
+            db[k] = v;
+            source_refusals(&job(db))
+        };
+        let refused = with("where", serde_json::json!("a = 1 -- and more"));
+        assert_eq!(
+            refused,
+            ["spec.source.database.where: comments are not allowed"]
+        );
+        let refused = with("key", serde_json::json!("img/{id"));
+        assert!(
+            refused[0].starts_with("spec.source.database.key: "),
+            "{refused:?}"
+        );
+        let refused = with(
+            "writeBack",
+            serde_json::json!({"column": "url", "value": "{owner}"}),
+        );
+        assert!(
+            refused[0].starts_with("spec.source.database.writeBack.value: "),
+            "{refused:?}"
+        );
+    }
 
     fn mj() -> MigrationJob {
         serde_yaml::from_str(

@@ -262,6 +262,9 @@ async fn refusals(mj: &MigrationJob, ctx: &Context) -> Result<Vec<String>, Error
         .map(|p| p.to_string())
         .collect();
     out.extend(super::build::volume_refusals(mj));
+    if let Ok(v) = validate(&mj.spec) {
+        out.extend(super::build::source_refusals(&v));
+    }
     let ambient = super::build::ambient_sides(mj);
     if !ambient.is_empty() && !ctx.args.allow_ambient_credentials {
         let ns = mj.namespace().unwrap_or_default();

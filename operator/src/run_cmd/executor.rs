@@ -258,7 +258,9 @@ impl Local {
         Observed {
             secret_problems: o.secret_problems,
             probe: o.probe,
-            refusals: Vec::new(),
+            refusals: v
+                .map(crate::migrationjob::build::source_refusals)
+                .unwrap_or_default(),
             name_taken: None,
             plan_ready: current.is_some(),
             planning: match &self.outcome {
