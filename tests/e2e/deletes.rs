@@ -772,6 +772,14 @@ async fn a_delete_that_fails_is_counted_and_reported() {
     );
     let lines = s3_deletes_manifest(s3, dst, name).await;
     assert_eq!(keyset(&lines), set(&["y"]), "manifest-deletes: {lines:#?}");
+    // `ferry report` prints the failed delete, with its class.
+    let report = sc
+        .wd
+        .report(&sc.job, &["--show", "delete-failures", "--format", "csv"]);
+    report.assert_exit(0);
+    let rows: Vec<&str> = report.stdout.lines().collect();
+    assert_eq!(rows.len(), 2, "{}", report.stdout);
+    assert!(rows[1].starts_with("x,20,AccessDenied,"), "{}", rows[1]);
 }
 
 /// Keys that need escaping (spaces, `+`, `%`, `&`, non-ASCII) are deleted and backed up as

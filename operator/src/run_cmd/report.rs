@@ -54,6 +54,9 @@ pub struct ReportArgs {
 pub enum Show {
     /// The objects that failed in the last attempt (what is still failed).
     Failures,
+    /// The deletes that failed (delete propagation's delete stage, which only the first
+    /// attempt has).
+    DeleteFailures,
     /// Every key written (or deleted by delete propagation), of every attempt.
     Written,
     /// Check mode: every key that is not identical on both sides.
@@ -80,7 +83,7 @@ impl Show {
     /// The columns of the table and the CSV, as the report lines name their fields.
     fn columns(self) -> &'static [&'static str] {
         match self {
-            Show::Failures => &[
+            Show::Failures | Show::DeleteFailures => &[
                 "key",
                 "size",
                 "class",
@@ -235,6 +238,7 @@ fn shard_folders(attempts: &[String], rollback: &str, shards: &[u32], show: Show
             attempts.last().map(String::as_str).into_iter().collect()
         }
         Show::Written => attempts.iter().map(String::as_str).collect(),
+        Show::DeleteFailures => attempts.first().map(String::as_str).into_iter().collect(),
         Show::Rollback => vec![rollback],
     };
     prefixes
@@ -252,6 +256,7 @@ async fn read(job: &Reported, show: Show) -> Result<Vec<Value>, TransferError> {
         let dir: &dyn Sink = dir.as_ref();
         let values = match show {
             Show::Failures => to_values(report::read_failures(dir).await?),
+            Show::DeleteFailures => to_values(report::read_delete_failures(dir).await?),
             Show::Written => to_values(report::read_manifest(dir).await?),
             Show::Check => to_values(report::read_checks(dir).await?),
             Show::Rollback => to_values(report::read_rollback_kept(dir).await?),
@@ -483,5 +488,10 @@ mod tests {
             ["r/rollback/shard-0/", "r/rollback/shard-1/"]
         );
         assert_eq!(f(Show::Inventory), f(Show::Failures));
+        assert_eq!(
+            f(Show::DeleteFailures),
+            ["r/shard-0/", "r/shard-1/"],
+            "the delete stage is the first attempt's"
+        );
     }
 }

@@ -338,6 +338,11 @@ pub async fn read_failures(dir: &dyn Source) -> Result<Vec<FailureLine>, Transfe
     read_lines(dir, "failures-", false).await
 }
 
+/// Reads the deletes that failed in a shard's delete stage (delete propagation).
+pub async fn read_delete_failures(dir: &dyn Source) -> Result<Vec<FailureLine>, TransferError> {
+    read_lines(dir, "delete-failures-", false).await
+}
+
 /// Reads every manifest line of a shard's report folder: the keys the copy stage wrote and
 /// those the delete stage deleted (`manifest-deletes-…`), segment after segment. A line that
 /// cannot be read is an error: a rollback must not act on part of what the job wrote.
