@@ -1053,8 +1053,14 @@ async fn agent_kubeconfig(
             }
         }
     }
+    // The pods of one ServiceAccount start together: each file is written whole under a name of
+    // its own, then renamed, so no agent reads another's half-written kubeconfig.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = out.join(format!("agent-{sa}.kubeconfig"));
-    std::fs::write(&path, serde_yaml::to_string(&kc).unwrap()).unwrap();
+    let partial = out.join(format!(".agent-{sa}-{n}.kubeconfig"));
+    std::fs::write(&partial, serde_yaml::to_string(&kc).unwrap()).unwrap();
+    std::fs::rename(&partial, &path).unwrap();
     path
 }
 
