@@ -105,6 +105,8 @@ pub enum Reason {
     PodsNotRunning,
     /// The agents ended, but some shard's final state was never saved.
     StateNotSaved,
+    /// The old agents' Job has been deleting for long: its pods do not go away.
+    AgentsNotStopping,
     /// A shard's credentials stopped working mid-run (a token expired, a key rotated away):
     /// it stopped at its checkpoint and goes on when run again with the Secret's values.
     CredentialsExpired,
@@ -155,6 +157,7 @@ impl Reason {
             Reason::NameTaken => "NameTaken",
             Reason::PodsNotRunning => "PodsNotRunning",
             Reason::StateNotSaved => "StateNotSaved",
+            Reason::AgentsNotStopping => "AgentsNotStopping",
             Reason::CredentialsExpired => "CredentialsExpired",
             Reason::RollingBack => "RollingBack",
             Reason::RolledBack => "RolledBack",

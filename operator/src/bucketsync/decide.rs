@@ -41,6 +41,9 @@ pub struct Run {
     pub phase: Option<Phase>,
     pub suspended: bool,
     pub cancelled: bool,
+    /// A user rolls it back (`ferry.dev/rollback`): it is never cancelled nor replaced, as a
+    /// new run beside it would skip objects the rollback then deletes.
+    pub rolling_back: bool,
     pub started: Option<DateTime<Utc>>,
     pub ended: Option<DateTime<Utc>>,
     pub summary: RunSummary,
@@ -316,7 +319,10 @@ pub fn decide(bs: &BucketSync, obs: &SyncObserved) -> SyncDecision {
         // the schedule: at the next tick it is cancelled (counted as a failure when it ends)
         // and the new run tries again.
         if !exists {
-            for r in active.iter().filter(|r| r.stuck.is_some() && !r.cancelled) {
+            for r in active
+                .iter()
+                .filter(|r| r.stuck.is_some() && !r.cancelled && !r.rolling_back)
+            {
                 steps.push(SyncStep::CancelRun {
                     name: r.name.clone(),
                 });
@@ -331,10 +337,21 @@ pub fn decide(bs: &BucketSync, obs: &SyncObserved) -> SyncDecision {
                     ),
                 );
             }
-            active.retain(|r| r.stuck.is_none() || r.cancelled);
+            active.retain(|r| r.stuck.is_none() || r.cancelled || r.rolling_back);
         }
         if exists {
             // Started by an earlier pass whose status write was lost: nothing to do.
+        } else if let Some(r) = active.iter().find(|r| r.rolling_back) {
+            st.skipped_ticks += 1;
+            event(
+                &mut steps,
+                false,
+                Reason::SyncSkipped,
+                format!(
+                    "run {run} not started: {} is being rolled back (ferry.dev/rollback)",
+                    r.name
+                ),
+            );
         } else if !active.is_empty() && bs.spec.concurrency_policy == ConcurrencyPolicy::Forbid {
             st.skipped_ticks += 1;
             let names: Vec<&str> = active.iter().map(|r| r.name.as_str()).collect();
@@ -538,6 +555,7 @@ mod tests {
             phase,
             suspended: false,
             cancelled: false,
+            rolling_back: false,
             started: Some(at),
             stuck: None,
             ended: phase
@@ -658,11 +676,23 @@ mod tests {
         assert!(created(&d).is_empty());
         assert_eq!(d.status.skipped_ticks, 1);
         assert_eq!(d.status.active_run.as_deref(), Some("media-29000000"));
-        let d = decide(&base("Replace"), &obs(vec![active], t(10, 0, 12)));
+        let d = decide(&base("Replace"), &obs(vec![active.clone()], t(10, 0, 12)));
         assert_eq!(created(&d), [run_name("media", t(10, 0, 10), true)]);
         assert!(d.steps.contains(&SyncStep::CancelRun {
             name: "media-29000000".into()
         }));
+        // A run being rolled back is neither cancelled nor joined by a new one.
+        let rolling_back = Run {
+            rolling_back: true,
+            ..active
+        };
+        let d = decide(&base("Replace"), &obs(vec![rolling_back], t(10, 0, 12)));
+        assert!(created(&d).is_empty(), "{:?}", d.steps);
+        assert!(!d
+            .steps
+            .iter()
+            .any(|s| matches!(s, SyncStep::CancelRun { .. })));
+        assert_eq!(d.status.skipped_ticks, 1);
     }
 
     #[test]

@@ -103,6 +103,10 @@ pub fn run_of(mj: &MigrationJob) -> Run {
         phase: st.phase,
         suspended: mj.spec.suspend,
         cancelled: mj.spec.cancel,
+        rolling_back: st
+            .rollback
+            .as_ref()
+            .is_some_and(|r| r.state == ferry_api::RollbackState::RollingBack),
         started: time(st.start_time.as_ref()).or(created),
         ended: time(st.completion_time.as_ref()),
         stuck: crate::migrationjob::decide::waits_on_the_world(&st)

@@ -158,6 +158,9 @@ pub struct AgentJob {
     /// When the Job reported all its indexes done (Complete), RFC 3339.
     #[serde(default)]
     pub completed_at: Option<String>,
+    /// Since when it is being deleted (RFC 3339): it stays until its pods are gone.
+    #[serde(default)]
+    pub deleting_since: Option<String>,
 }
 
 /// One thing to do.
@@ -204,6 +207,9 @@ pub struct Decision {
 const FAST: Duration = Duration::from_secs(5);
 const SLOW: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Seconds after which agents that do not stop are said to be stuck.
+const STUCK_DELETING: i64 = 600;
 
 /// The longest `status.message` (and Event note) the decision writes, in characters: the
 /// rest of a long text (an endpoint's error, many problems) is cut with an ellipsis.
@@ -358,11 +364,11 @@ impl<'a> Pass<'a> {
         }
         if self.deleting() {
             // The copy stage's agents are still going; the delete stage starts once they are.
-            self.d.steps.push(Step::DeleteJob);
+            self.stop_agents();
             self.d.status.phase = Some(Phase::Running);
             return ControlFlow::Break(());
         }
-        self.d.steps.push(Step::DeleteJob);
+        self.stop_agents();
         self.pending(
             Reason::Planning,
             "the agents run a plan that is gone or cannot be read; stopping them to plan again",
@@ -427,7 +433,7 @@ impl<'a> Pass<'a> {
             .as_deref()
             .filter(|t| self.prev.last_rollback_token.as_deref() != Some(*t));
         if self.obs.job.is_some() {
-            self.d.steps.push(Step::DeleteJob);
+            self.stop_agents();
         } else if self.approved_now() {
             self.approve();
             return ControlFlow::Break(());
@@ -443,6 +449,26 @@ impl<'a> Pass<'a> {
         self.d.requeue = SLOW;
         self.d.status.phase = Some(phase);
         ControlFlow::Break(())
+    }
+
+    /// Stops the agents before what comes next (a retry, a rollback, the delete stage, a
+    /// plan made again): their Job is deleted, and stays until its pods are gone. When that
+    /// takes long (a lost node, a stuck finalizer) a Warning says so, as what comes next waits.
+    fn stop_agents(&mut self) {
+        self.d.steps.push(Step::DeleteJob);
+        let since = self.obs.job.as_ref().and_then(|j| j.deleting_since.clone());
+        let Some(since) = since else { return };
+        let long = seconds_between(&since, &self.obs.now).is_some_and(|s| s >= STUCK_DELETING);
+        if long {
+            self.event(
+                true,
+                Reason::AgentsNotStopping,
+                format!(
+                    "the agents' Job has been deleting since {since}: its pods have not gone \
+                     (a lost node? a stuck finalizer?); what comes next waits for them"
+                ),
+            );
+        }
     }
 
     /// Whether the approval annotation names this job, held and not yet approved.
@@ -489,7 +515,8 @@ impl<'a> Pass<'a> {
             return;
         }
         let now = self.obs.now.clone();
-        let number = self.prev.rollback.as_ref().map_or(0, |r| r.number) + 1;
+        // (A rollback recorded before rollbacks were numbered was the first.)
+        let number = self.prev.rollback.as_ref().map_or(0, |r| r.number.max(1)) + 1;
         let st = &mut self.d.status;
         st.rollback = Some(RollbackStatus {
             state: RollbackState::RollingBack,
@@ -1785,6 +1812,21 @@ mod tests {
         let d = decide(&f.job, &f.observed);
         assert_eq!(d.steps, vec![Step::DeleteJob]);
         assert_eq!(d.status.last_rollback_token, None, "not handled yet");
+    }
+
+    #[test]
+    fn agents_that_do_not_stop_are_said_to_be_stuck() {
+        let mut f = load("rollback");
+        f.observed.job = Some(AgentJob {
+            deleting_since: Some("2026-11-22T10:58:00Z".into()),
+            ..Default::default()
+        });
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(d.steps, vec![Step::DeleteJob], "two minutes: still waiting");
+        f.observed.job.as_mut().unwrap().deleting_since = Some("2026-11-22T10:45:00Z".into());
+        let d = decide(&f.job, &f.observed);
+        assert_eq!(events(&d), vec!["AgentsNotStopping"]);
+        assert_eq!(d.status.last_rollback_token, None, "the rollback waits");
     }
 
     #[test]

@@ -385,6 +385,11 @@ fn agent_job(j: &Job) -> AgentJob {
         failed_message: failed.and_then(|c| c.message.clone()),
         pods_problem: None,
         completed_at,
+        deleting_since: j
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
     }
 }
 

@@ -60,6 +60,7 @@ pub async fn load(namespace: Option<&str>, name: &str) -> Result<ClusterJob, Str
         .and_then(|d| d.get(PLAN_KEY))
         .and_then(|text| serde_json::from_str::<JobPlan>(text).ok())
         .filter(|p| p.uid == uid && p.spec_hash == validated.spec_hash)
+        .filter(|p| crate::migrationjob::build::plan_is_of(&mj, &validated, p))
         .ok_or_else(|| {
             format!("{id}: no report: no plan of this job's spec is stored (it is still planning?)")
         })?;
@@ -67,6 +68,14 @@ pub async fn load(namespace: Option<&str>, name: &str) -> Result<ClusterJob, Str
         Some(r) => (Side::Report, r),
         None => (Side::Destination, &mj.spec.destination),
     };
+    if endpoint.filesystem.is_some() {
+        return Err(format!(
+            "{id}: the report is on a volume (spec.{}.filesystem), which only the job's pods \
+             mount: read it from a pod that mounts the claim, or with `ferry report -f` where \
+             the folder is",
+            side.field()
+        ));
+    }
     let secrets = secrets_of(&client, &namespace, endpoint)
         .await
         .map_err(|e| format!("{id}: {e}"))?;
