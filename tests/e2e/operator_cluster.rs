@@ -1146,7 +1146,9 @@ async fn the_rollback_annotation_takes_back_what_the_job_wrote() {
     assert_eq!(r.counts.already_undone, 11, "{r:?}");
     assert_phase(&mj, ferry_api::Phase::PartiallyRolledBack);
     assert!(
-        r.report.as_deref().is_some_and(|p| p.ends_with("/rollback-2/")),
+        r.report
+            .as_deref()
+            .is_some_and(|p| p.ends_with("/rollback-2/")),
         "a second rollback reports in a folder of its own: {r:?}"
     );
     let kept = report_in_cluster(&c, "undo", &["--show", "rollback", "--format", "csv"]);
